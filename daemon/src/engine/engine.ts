@@ -1,0 +1,193 @@
+import { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { CompiledTask } from "./dag.js";
+import { QueueDispatcher } from "./dispatcher.js";
+import { EventHub } from "./event-hub.js";
+import { jobIdOf } from "./ids.js";
+import { Keys } from "./keys.js";
+import { LeaseOps } from "./lease-ops.js";
+import { LruCache } from "./lru-cache.js";
+import { Reconciler } from "./reconciler.js";
+import { DEFAULT_RETRY_POLICY } from "./retry-policy.js";
+import { RunOps } from "./run-ops.js";
+import { RunSteps } from "./run-steps.js";
+import { type TaskJobSpec, TaskQueues } from "./task-queues.js";
+import { Watches } from "./watch.js";
+import { type LoadedWorkflow, WorkflowStore } from "./workflow-store.js";
+
+/** Settings of the engine. */
+export interface EngineOptions {
+  /** Prefix of every Redis key. */
+  prefix: string;
+  /** How long finished runs are kept, in ms. */
+  runRetentionMs: number;
+  /** Longest long-poll wait granted, in ms. */
+  pollWaitCapMs: number;
+  /** Most tasks in one workflow. */
+  maxTasksPerWorkflow: number;
+  /** Largest JSON payload (input, output, progress), in bytes. */
+  maxPayloadBytes: number;
+  /** Heartbeat timeout of tasks that set none, in ms. */
+  defaultHeartbeatTimeoutMs: number;
+  /** How often each replica checks for expired BullMQ locks, in ms. */
+  stalledIntervalMs: number;
+  /** Most concurrent WatchRun streams on one replica. */
+  maxWatchersPerReplica: number;
+  /** How long a run must be quiet before the reconciler checks it, in ms. */
+  reconcileAfterMs: number;
+}
+
+/** Extra time a BullMQ lock outlives the lease it backs, so that Weft's own deadline decides first. */
+export const LOCK_GRACE_MS = 1000;
+
+/**
+ * The workflow engine of one weftd replica. Replicas share nothing but Redis:
+ * run state lives in Redis hashes and streams, tasks in BullMQ queues, and
+ * every step that changes a run is one Lua script on that run's keys.
+ */
+export class Engine {
+  readonly keys: Keys;
+  readonly steps: RunSteps;
+  readonly workflows: WorkflowStore;
+  readonly queues: TaskQueues;
+  readonly hub: EventHub;
+  readonly runs: RunOps;
+  readonly leases: LeaseOps;
+  readonly watches: Watches;
+  private readonly reconciler: Reconciler;
+  private readonly dispatchers = new Map<string, QueueDispatcher>();
+  private readonly runRefs = new LruCache<string, { workflow: string; version: number }>(50_000);
+
+  private constructor(
+    readonly redis: Redis,
+    private readonly bullConnection: Redis,
+    private readonly subscriber: Redis,
+    readonly options: EngineOptions,
+    readonly logger: Logger,
+  ) {
+    this.keys = new Keys(options.prefix);
+    this.steps = new RunSteps(redis, this.keys);
+    this.workflows = new WorkflowStore(
+      redis,
+      this.keys,
+      { maxTasks: options.maxTasksPerWorkflow, maxPayloadBytes: options.maxPayloadBytes },
+      { retry: DEFAULT_RETRY_POLICY, heartbeatTimeoutMs: options.defaultHeartbeatTimeoutMs },
+    );
+    this.queues = new TaskQueues(
+      bullConnection,
+      this.keys,
+      {
+        lockDurationMs: options.defaultHeartbeatTimeoutMs + LOCK_GRACE_MS,
+        stalledIntervalMs: options.stalledIntervalMs,
+        drainDelaySeconds: 5,
+      },
+      logger,
+      (queue, jobId) => this.leases.onStalled(queue, jobId),
+    );
+    this.hub = new EventHub(
+      redis,
+      subscriber,
+      (runId) => this.keys.run(runId).events,
+      (channel) => /\{([^}]+)\}:events$/.exec(channel)?.[1],
+      logger,
+    );
+    this.runs = new RunOps(this);
+    this.leases = new LeaseOps(this);
+    this.watches = new Watches(this);
+    this.reconciler = new Reconciler(this);
+  }
+
+  /** Opens the engine's own Redis connections and starts the reconciler. */
+  static open(redisUrl: string, redis: Redis, options: EngineOptions, logger: Logger): Engine {
+    // BullMQ's workers need connections that retry forever; the subscriber is dedicated to pub/sub.
+    const bullConnection = new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
+    bullConnection.on("error", () => {});
+    const subscriber = new Redis(redisUrl, { maxRetriesPerRequest: null });
+    subscriber.on("error", () => {});
+    const engine = new Engine(redis, bullConnection, subscriber, options, logger);
+    engine.reconciler.start();
+    return engine;
+  }
+
+  /** The dispatcher of a task queue on this replica. */
+  dispatcher(queue: string): QueueDispatcher {
+    let dispatcher = this.dispatchers.get(queue);
+    if (dispatcher === undefined) {
+      dispatcher = new QueueDispatcher(queue, () => this.queues.worker(queue), this.logger);
+      this.dispatchers.set(queue, dispatcher);
+    }
+    return dispatcher;
+  }
+
+  /** The workflow version a run executes, cached; undefined when the run does not exist. */
+  async workflowOf(runId: string): Promise<LoadedWorkflow | undefined> {
+    const ref = this.runRefs.get(runId);
+    if (ref !== undefined) return this.workflows.get(ref.workflow, ref.version);
+    const [workflow, version] = await this.redis.hmget(this.keys.run(runId).run, "wf", "v");
+    if (workflow === null || workflow === undefined || version === null || version === undefined)
+      return undefined;
+    this.rememberRun(runId, workflow, Number(version));
+    return this.workflows.get(workflow, Number(version));
+  }
+
+  /** Records which workflow version a run executes. */
+  rememberRun(runId: string, workflow: string, version: number): void {
+    this.runRefs.set(runId, { workflow, version });
+  }
+
+  /** The job of a task. */
+  jobSpec(runId: string, loaded: LoadedWorkflow, task: CompiledTask, delayMs?: number): TaskJobSpec {
+    return {
+      runId,
+      taskId: task.id,
+      workflow: loaded.workflow.name,
+      version: loaded.workflow.version,
+      queue: task.queue,
+      handler: task.handler,
+      maxAttempts: task.retry.maxAttempts,
+      delayMs,
+    };
+  }
+
+  /** Enqueues the jobs of tasks made ready by a step. */
+  async enqueue(runId: string, loaded: LoadedWorkflow, taskIds: string[]): Promise<void> {
+    if (taskIds.length === 0) return;
+    const specs: TaskJobSpec[] = [];
+    for (const id of taskIds) {
+      const task = loaded.compiled.byId.get(id);
+      if (task !== undefined) specs.push(this.jobSpec(runId, loaded, task));
+    }
+    await this.queues.add(specs);
+  }
+
+  /**
+   * Drops the BullMQ jobs a run step released ("taskId|token" entries: a
+   * token means the job is locked by a lease, none that it waits or is
+   * delayed). Failures are logged: a job that is already gone needs nothing.
+   */
+  async dropJobs(runId: string, loaded: LoadedWorkflow, entries: (string | number)[]): Promise<void> {
+    await Promise.all(
+      entries.map(async (entry) => {
+        const [taskId = "", token = ""] = String(entry).split("|");
+        const task = loaded.compiled.byId.get(taskId);
+        if (task === undefined) return;
+        const spec = this.jobSpec(runId, loaded, task);
+        try {
+          if (token !== "") await this.queues.complete(spec, token);
+          else await this.queues.remove(task.queue, jobIdOf(runId, taskId));
+        } catch (err) {
+          this.logger.debug({ err, runId, taskId }, "job already gone");
+        }
+      }),
+    );
+  }
+
+  /** Stops fetching, releases waiting polls, and closes the engine's connections. */
+  async close(): Promise<void> {
+    this.reconciler.stop();
+    for (const dispatcher of this.dispatchers.values()) dispatcher.close();
+    await this.queues.close();
+    this.subscriber.disconnect();
+    this.bullConnection.disconnect();
+  }
+}

@@ -1,0 +1,395 @@
+import { create, type JsonValue } from "@bufbuild/protobuf";
+import { DurationSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { type TaskAssignment, TaskAssignmentSchema } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
+import type { CompiledTask } from "./dag.js";
+import type { FetchedJob } from "./dispatcher.js";
+import { type Engine, LOCK_GRACE_MS } from "./engine.js";
+import { formatLeaseId, type LeaseRef, newLeaseNonce, parseJobId, parseLeaseId } from "./ids.js";
+import { backoffDelayMs } from "./retry-policy.js";
+import type { TaskRecord } from "./run-view.js";
+import { jsonValue } from "./run-view.js";
+import { invalidArgument } from "./violations.js";
+import type { LoadedWorkflow } from "./workflow-store.js";
+
+/** What a poll asks for. */
+export interface PollRequest {
+  queue: string;
+  workerId: string;
+  handlers: string[];
+  waitMs: number;
+}
+
+/** A task failure reported by a worker or detected by the daemon. */
+export interface TaskFailure {
+  type: string;
+  message: string;
+  details: string;
+}
+
+interface Leased {
+  lease: LeaseRef;
+  loaded: LoadedWorkflow;
+  task: CompiledTask;
+}
+
+/**
+ * The worker protocol: handing tasks to polls under leases, heartbeats,
+ * completions and failures. A lease is a nonce stored with the task by the
+ * START step; every later step checks it in the same script that changes the
+ * task, so a stale lease can never change anything.
+ */
+export class LeaseOps {
+  constructor(private readonly engine: Engine) {}
+
+  /** Waits up to `waitMs` for a task of the queue; undefined when none came. */
+  async poll(req: PollRequest, signal: AbortSignal): Promise<TaskAssignment | undefined> {
+    const waitMs = Math.min(req.waitMs, this.engine.options.pollWaitCapMs);
+    const wait = AbortSignal.any([signal, AbortSignal.timeout(Math.max(waitMs, 1))]);
+    const dispatcher = this.engine.dispatcher(req.queue);
+    while (!wait.aborted) {
+      const fetched = await dispatcher.take(wait);
+      if (fetched === undefined) return undefined;
+      const assignment = await this.handOver(fetched, req, signal);
+      if (assignment !== undefined) return assignment;
+    }
+    return undefined;
+  }
+
+  private async handOver(
+    { job, token }: FetchedJob,
+    req: PollRequest,
+    signal: AbortSignal,
+  ): Promise<TaskAssignment | undefined> {
+    const { engine } = this;
+    const ids = parseJobId(job.id ?? "");
+    const loaded =
+      ids === undefined
+        ? undefined
+        : await engine.workflows.get(job.data.w, job.data.v).catch(() => undefined);
+    const task = ids === undefined ? undefined : loaded?.compiled.byId.get(ids.taskId);
+    if (ids === undefined || loaded === undefined || task === undefined) {
+      engine.logger.warn({ jobId: job.id, queue: req.queue }, "dropping a job that is not a Weft task");
+      await job.moveToCompleted(null, token, false).catch(() => {});
+      return undefined;
+    }
+    const { runId, taskId } = ids;
+    const spec = engine.jobSpec(runId, loaded, task);
+    if (signal.aborted) {
+      await job.moveToWait(token).catch(() => {});
+      return undefined;
+    }
+    for (let round = 0; round < 3; round++) {
+      const nonce = newLeaseNonce();
+      const now = Date.now();
+      const reply = await engine.steps.start(
+        runId,
+        taskId,
+        nonce,
+        token,
+        req.workerId,
+        now,
+        task.heartbeatTimeoutMs,
+        task.parents,
+      );
+      const outcome = reply[0];
+      if (outcome === "ok") {
+        const lease: LeaseRef = { runId, taskId, attempt: Number(reply[1]), nonce };
+        engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);
+        if (task.heartbeatTimeoutMs !== engine.options.defaultHeartbeatTimeoutMs) {
+          await engine.queues.extendLock(spec, token, task.heartbeatTimeoutMs + LOCK_GRACE_MS);
+        }
+        if (signal.aborted) {
+          // The poll went away: the task goes straight back, the attempt unused.
+          await engine.steps.release(runId, lease, Date.now());
+          await job.moveToWait(token).catch(() => {});
+          return undefined;
+        }
+        if (req.handlers.length > 0 && !req.handlers.includes(task.handler)) {
+          const failure = {
+            type: "UnknownHandler",
+            message: `worker "${req.workerId}" polling queue "${req.queue}" has no handler "${task.handler}" (it has: ${req.handlers.join(", ")})`,
+            details: "",
+          };
+          await this.recordFailure({ lease, loaded, task }, failure, false, true);
+          return undefined;
+        }
+        engine.logger.debug(
+          { runId, taskId, attempt: lease.attempt, queue: req.queue, workerId: req.workerId },
+          "task leased",
+        );
+        const parentOutputs: Record<string, ReturnType<typeof jsonValue>> = {};
+        task.parents.forEach((parent, i) => {
+          parentOutputs[parent] = jsonValue(String(reply[3 + i] ?? "null"));
+        });
+        return create(TaskAssignmentSchema, {
+          leaseId: formatLeaseId(lease),
+          runId,
+          taskId,
+          workflow: loaded.workflow.name,
+          workflowVersion: loaded.workflow.version,
+          handler: task.handler,
+          queue: task.queue,
+          attempt: lease.attempt,
+          maxAttempts: task.retry.maxAttempts,
+          input: task.input === undefined ? undefined : jsonValue(JSON.stringify(task.input)),
+          runInput: jsonValue(String(reply[2] ?? "null")),
+          parentOutputs: parentOutputs as TaskAssignment["parentOutputs"],
+          heartbeatTimeout: durationOf(task.heartbeatTimeoutMs),
+          leaseDeadline: timestampFromMs(now + task.heartbeatTimeoutMs),
+          attemptDeadline: task.startToCloseMs > 0 ? timestampFromMs(now + task.startToCloseMs) : undefined,
+        });
+      }
+      if (outcome === "lost") {
+        // Delivered again while recorded as running: the previous lease was lost.
+        const lost: LeaseRef = { runId, taskId, attempt: Number(reply[1]), nonce: String(reply[2]) };
+        await this.expire({ lease: lost, loaded, task });
+        continue;
+      }
+      if (outcome === "delay") {
+        await job.moveToDelayed(Number(reply[1]), token).catch((err) => {
+          engine.logger.warn({ err, runId, taskId }, "could not delay job");
+        });
+        return undefined;
+      }
+      if (outcome === "done") {
+        // Completed before, but its job survived a crash: finish what the step left.
+        await this.repairCompleted(runId, loaded, task);
+      }
+      await job.moveToCompleted(null, token, false).catch(() => {});
+      return undefined;
+    }
+    return undefined;
+  }
+
+  /** Extends a lease; reports whether the run was cancelled. */
+  async heartbeat(leaseId: string, progress: JsonValue | undefined) {
+    const { lease, loaded, task } = await this.resolve(leaseId);
+    const progressText = progress === undefined ? "" : this.payload(progress, "progress");
+    const now = Date.now();
+    const reply = await this.engine.steps.heartbeat(
+      lease.runId,
+      lease,
+      now,
+      task.heartbeatTimeoutMs,
+      progressText,
+    );
+    const outcome = this.checkOutcome(reply, leaseId);
+    if (outcome === "cancel") return { cancelRequested: true, leaseDeadline: undefined };
+    const spec = this.engine.jobSpec(lease.runId, loaded, task);
+    const held = await this.engine.queues.extendLock(
+      spec,
+      String(reply[1]),
+      task.heartbeatTimeoutMs + LOCK_GRACE_MS,
+    );
+    if (!held)
+      throw new ConnectError(
+        `lease "${leaseId}" is no longer valid: the lease expired`,
+        Code.FailedPrecondition,
+      );
+    return { cancelRequested: false, leaseDeadline: timestampFromMs(now + task.heartbeatTimeoutMs) };
+  }
+
+  /** Records a task's output and enqueues the tasks it made ready. */
+  async complete(leaseId: string, output: JsonValue | undefined): Promise<{ cancelRequested: boolean }> {
+    const { engine } = this;
+    const { lease, loaded, task } = await this.resolve(leaseId);
+    const outputText = this.payload(output ?? null, "output");
+    const { runId } = lease;
+    const reply = await engine.steps.complete(
+      runId,
+      lease,
+      outputText,
+      Date.now(),
+      engine.options.runRetentionMs,
+      task.children,
+    );
+    const outcome = this.checkOutcome(reply, leaseId);
+    const spec = engine.jobSpec(runId, loaded, task);
+    const token = String(reply[1] ?? "");
+    if (outcome === "cancel") {
+      await engine.queues.complete(spec, token).catch(() => {});
+      return { cancelRequested: true };
+    }
+    await engine.enqueue(runId, loaded, reply.slice(2).map(String));
+    if (outcome === "last")
+      await engine.steps.finish(runId, Date.now(), engine.options.runRetentionMs, loaded.compiled.leaves);
+    await engine.queues.complete(spec, token).catch((err) => {
+      engine.logger.debug({ err, runId, taskId: task.id }, "job already completed");
+    });
+    engine.logger.debug({ runId, taskId: task.id, attempt: lease.attempt }, "task completed");
+    return { cancelRequested: false };
+  }
+
+  /** Records a failed attempt; retried under the task's policy unless not retryable. */
+  async fail(leaseId: string, failure: TaskFailure, retryable: boolean) {
+    const leased = await this.resolve(leaseId);
+    if (
+      Buffer.byteLength(failure.message) + Buffer.byteLength(failure.details) >
+      this.engine.options.maxPayloadBytes
+    ) {
+      throw new ConnectError(
+        `error: message and details exceed the limit of ${this.engine.options.maxPayloadBytes} bytes`,
+        Code.ResourceExhausted,
+      );
+    }
+    return this.recordFailure(leased, failure, retryable, true);
+  }
+
+  /** Ends an attempt whose lease was lost (no heartbeat in time). */
+  async expire(leased: Leased): Promise<void> {
+    const failure = {
+      type: "HeartbeatTimeout",
+      message: `no heartbeat within ${leased.task.heartbeatTimeoutMs} ms: the lease expired`,
+      details: "",
+    };
+    try {
+      await this.recordFailure(leased, failure, true, false);
+    } catch (err) {
+      if (!(err instanceof ConnectError)) throw err;
+    }
+  }
+
+  /** Called when this replica's stalled checker put back a job whose lock expired. */
+  onStalled(queue: string, jobId: string): void {
+    const ids = parseJobId(jobId);
+    if (ids === undefined) return;
+    void (async () => {
+      const loaded = await this.engine.workflowOf(ids.runId);
+      const task = loaded?.compiled.byId.get(ids.taskId);
+      const raw = await this.engine.redis.hget(this.engine.keys.run(ids.runId).tasks, ids.taskId);
+      if (loaded === undefined || task === undefined || raw === null) return;
+      const record = JSON.parse(raw) as TaskRecord;
+      if (record.s !== "R" || record.l === undefined) return;
+      this.engine.logger.info(
+        { runId: ids.runId, taskId: ids.taskId, attempt: record.a, queue },
+        "lease expired",
+      );
+      await this.expire({ lease: { ...ids, attempt: record.a, nonce: record.l }, loaded, task });
+    })().catch((err) => this.engine.logger.warn({ err, jobId }, "handling a stalled job failed"));
+  }
+
+  private async recordFailure(
+    { lease, loaded, task }: Leased,
+    failure: TaskFailure,
+    retryable: boolean,
+    checkDeadline: boolean,
+  ): Promise<{ willRetry: boolean; nextAttemptTime: ReturnType<typeof timestampFromMs> | undefined }> {
+    const { engine } = this;
+    const { runId } = lease;
+    const policy = task.retry;
+    const retry =
+      retryable &&
+      !policy.nonRetryableErrorTypes.includes(failure.type) &&
+      lease.attempt < policy.maxAttempts;
+    const now = Date.now();
+    const delayMs = retry ? backoffDelayMs(policy, lease.attempt, `${runId}.${task.id}.${lease.attempt}`) : 0;
+    const continueOnFailure = loaded.workflow.definition?.continueOnFailure === true;
+    const reply = await engine.steps.fail(
+      runId,
+      lease,
+      failure,
+      retry ? "retry" : "final",
+      now + delayMs,
+      now,
+      engine.options.runRetentionMs,
+      continueOnFailure,
+      checkDeadline,
+      !retry && continueOnFailure ? descendantsOf(loaded, task.id) : [],
+    );
+    const outcome = this.checkOutcome(reply, formatLeaseId(lease));
+    const spec = engine.jobSpec(runId, loaded, task);
+    const token = String(reply[1] ?? "");
+    const log = {
+      runId,
+      taskId: task.id,
+      attempt: lease.attempt,
+      queue: task.queue,
+      errorType: failure.type,
+    };
+    if (outcome === "retry") {
+      engine.logger.info({ ...log, delayMs }, "task attempt failed; retrying");
+      await engine.queues.fail(spec, token, failure.message, true, delayMs).catch((err) => {
+        engine.logger.debug({ err, ...log }, "job lock already lost; it will be redelivered");
+      });
+      return { willRetry: true, nextAttemptTime: timestampFromMs(now + delayMs) };
+    }
+    if (outcome === "failed") {
+      engine.logger.info(log, "task failed");
+      await engine.queues.fail(spec, token, failure.message, false, 0).catch(() => {});
+      await engine.dropJobs(runId, loaded, reply.slice(2));
+    } else if (outcome === "cancel") {
+      await engine.queues.complete(spec, token).catch(() => {});
+    }
+    return { willRetry: false, nextAttemptTime: undefined };
+  }
+
+  private async repairCompleted(runId: string, loaded: LoadedWorkflow, task: CompiledTask): Promise<void> {
+    const { engine } = this;
+    const k = engine.keys.run(runId);
+    if (task.children.length > 0) {
+      const records = await engine.redis.hmget(k.tasks, ...task.children);
+      const queued = task.children.filter((_, i) => {
+        const raw = records[i];
+        return raw !== null && raw !== undefined && (JSON.parse(raw) as TaskRecord).s === "Q";
+      });
+      await engine.enqueue(runId, loaded, queued);
+    }
+    const [status, remaining] = await engine.redis.hmget(k.run, "s", "rem");
+    if (status === "R" && remaining === "0") {
+      await engine.steps.finish(runId, Date.now(), engine.options.runRetentionMs, loaded.compiled.leaves);
+    }
+  }
+
+  private async resolve(leaseId: string): Promise<Leased> {
+    if (leaseId === "") throw invalidArgument([{ field: "lease_id", description: "is required" }]);
+    const lease = parseLeaseId(leaseId);
+    if (lease === undefined) {
+      throw invalidArgument([{ field: "lease_id", description: "is not a lease id issued by PollTask" }]);
+    }
+    const loaded = await this.engine.workflowOf(lease.runId);
+    const task = loaded?.compiled.byId.get(lease.taskId);
+    if (loaded === undefined || task === undefined) {
+      throw new ConnectError(`lease "${leaseId}" not found`, Code.NotFound);
+    }
+    return { lease, loaded, task };
+  }
+
+  private checkOutcome(reply: (string | number)[], leaseId: string): string {
+    const outcome = String(reply[0]);
+    if (outcome === "notfound") throw new ConnectError(`lease "${leaseId}" not found`, Code.NotFound);
+    if (outcome === "stale") {
+      throw new ConnectError(`lease "${leaseId}" is no longer valid: ${reply[1]}`, Code.FailedPrecondition);
+    }
+    return outcome;
+  }
+
+  private payload(value: JsonValue, field: string): string {
+    const text = JSON.stringify(value);
+    const size = Buffer.byteLength(text);
+    if (size > this.engine.options.maxPayloadBytes) {
+      throw new ConnectError(
+        `${field}: ${size} bytes exceeds the limit of ${this.engine.options.maxPayloadBytes} bytes`,
+        Code.ResourceExhausted,
+      );
+    }
+    return text;
+  }
+}
+
+function durationOf(ms: number) {
+  return create(DurationSchema, { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+}
+
+/** Every task reachable from a task through its children. */
+function descendantsOf(loaded: LoadedWorkflow, taskId: string): string[] {
+  const seen = new Set<string>();
+  const stack = [...(loaded.compiled.byId.get(taskId)?.children ?? [])];
+  while (stack.length > 0) {
+    const id = stack.pop() as string;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    for (const child of loaded.compiled.byId.get(id)?.children ?? []) stack.push(child);
+  }
+  return [...seen];
+}

@@ -1,0 +1,107 @@
+import { randomUUID } from "node:crypto";
+import type { Engine } from "./engine.js";
+import { jobIdOf } from "./ids.js";
+import type { TaskRecord } from "./run-view.js";
+
+// Removes a run from the dirty set only if no step touched it since it was read.
+const FORGET = `
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+`;
+
+const RELEASE_LOCK = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+/**
+ * Finishes run steps that a crash cut short. Every step marks its run in a
+ * sorted set before it runs; once a run has been quiet for a while, one
+ * replica at a time checks it: every queued or retrying task must have its
+ * BullMQ job (re-added with its deterministic id otherwise), and a run whose
+ * tasks are all final must be finished. Consistent runs leave the set.
+ */
+export class Reconciler {
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private readonly owner = randomUUID();
+
+  constructor(private readonly engine: Engine) {}
+
+  start(): void {
+    const every = Math.max(200, Math.floor(this.engine.options.reconcileAfterMs / 2));
+    this.timer = setInterval(() => {
+      if (this.running) return;
+      this.running = true;
+      this.pass()
+        .catch((err) => this.engine.logger.warn({ err }, "reconciliation pass failed"))
+        .finally(() => {
+          this.running = false;
+        });
+    }, every);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+  }
+
+  /** One pass over the runs that have been quiet for long enough. */
+  async pass(): Promise<number> {
+    const { engine } = this;
+    const { redis, keys } = engine;
+    const lockMs = 30_000;
+    if ((await redis.set(keys.reconcilerLock(), this.owner, "PX", lockMs, "NX")) !== "OK") return 0;
+    let checked = 0;
+    try {
+      const quietSince = Date.now() - engine.options.reconcileAfterMs;
+      const entries = await redis.zrangebyscore(
+        keys.dirtyRuns(),
+        "-inf",
+        quietSince,
+        "WITHSCORES",
+        "LIMIT",
+        0,
+        200,
+      );
+      for (let i = 0; i + 1 < entries.length; i += 2) {
+        const runId = entries[i] as string;
+        const score = entries[i + 1] as string;
+        await this.check(runId);
+        await redis.eval(FORGET, 1, keys.dirtyRuns(), runId, score);
+        checked++;
+      }
+    } finally {
+      await redis.eval(RELEASE_LOCK, 1, keys.reconcilerLock(), this.owner);
+    }
+    return checked;
+  }
+
+  private async check(runId: string): Promise<void> {
+    const { engine } = this;
+    const k = engine.keys.run(runId);
+    const [status, remaining] = await engine.redis.hmget(k.run, "s", "rem");
+    if (status !== "R") return;
+    const loaded = await engine.workflowOf(runId);
+    if (loaded === undefined) return;
+    if (remaining === "0") {
+      await engine.steps.finish(runId, Date.now(), engine.options.runRetentionMs, loaded.compiled.leaves);
+      return;
+    }
+    const records = await engine.redis.hgetall(k.tasks);
+    const missing: string[] = [];
+    const now = Date.now();
+    for (const [taskId, raw] of Object.entries(records)) {
+      const record = JSON.parse(raw) as TaskRecord;
+      if (record.s !== "Q" && record.s !== "T") continue;
+      const task = loaded.compiled.byId.get(taskId);
+      if (task === undefined) continue;
+      if (await engine.queues.exists(task.queue, jobIdOf(runId, taskId))) continue;
+      missing.push(taskId);
+      const delayMs = record.s === "T" && record.na !== undefined ? Math.max(0, record.na - now) : undefined;
+      await engine.queues.add([engine.jobSpec(runId, loaded, task, delayMs)]);
+    }
+    if (missing.length > 0)
+      engine.logger.warn({ runId, tasks: missing }, "re-enqueued tasks a crash left without a job");
+  }
+}

@@ -1,0 +1,186 @@
+import type { JsonValue } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Run, RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import type { Engine } from "./engine.js";
+import { idempotentRunId, isRunId, newRunId } from "./ids.js";
+import { RUN_STATUS_CODE, runFromHash } from "./run-view.js";
+import { invalidArgument } from "./violations.js";
+
+const RUN_FIELDS = ["id", "wf", "v", "s", "in", "out", "ct", "ft", "idem", "err", "seq"] as const;
+
+/** A ListRuns filter and page. */
+export interface ListRunsQuery {
+  workflow: string;
+  statuses: RunStatus[];
+  pageSize: number;
+  pageToken: string;
+}
+
+/** Starting, reading, listing and cancelling runs. */
+export class RunOps {
+  constructor(private readonly engine: Engine) {}
+
+  /** Starts a run, or returns the run of the same idempotency key. */
+  async trigger(
+    workflow: string,
+    version: number,
+    input: JsonValue | undefined,
+    idempotencyKey: string,
+  ): Promise<{ run: Run; created: boolean }> {
+    const { engine } = this;
+    const loaded = await engine.workflows.get(workflow, version);
+    const inputText = JSON.stringify(input ?? null);
+    if (Buffer.byteLength(inputText) > engine.options.maxPayloadBytes) {
+      throw new ConnectError(
+        `input: ${Buffer.byteLength(inputText)} bytes exceeds the limit of ${engine.options.maxPayloadBytes} bytes`,
+        Code.ResourceExhausted,
+      );
+    }
+    const runId = idempotencyKey === "" ? newRunId() : idempotentRunId(workflow, idempotencyKey);
+    const now = Date.now();
+    const { compiled } = loaded;
+    const index = engine.redis
+      .pipeline()
+      .zadd(engine.keys.runIndex(), "NX", now, runId)
+      .zadd(engine.keys.runIndex(workflow), "NX", now, runId);
+    await index.exec();
+    const [created] = await engine.steps.trigger(
+      runId,
+      loaded.workflow.name,
+      loaded.workflow.version,
+      inputText,
+      now,
+      idempotencyKey,
+      compiled.tasks.map((t) => ({ id: t.id, parents: t.parents.length })),
+    );
+    engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);
+    if (created === 1) {
+      await engine.enqueue(runId, loaded, compiled.roots);
+      engine.logger.info({ runId, workflow, version: loaded.workflow.version }, "run started");
+    }
+    return { run: await this.summary(runId), created: created === 1 };
+  }
+
+  /** A run without its task runs. */
+  async summary(runId: string): Promise<Run> {
+    const h = await this.engine.redis.hgetall(this.engine.keys.run(runId).run);
+    if (h.id === undefined) throw notFound(runId);
+    return runFromHash(h);
+  }
+
+  /** A run with every task run. */
+  async get(runId: string): Promise<Run> {
+    checkRunId(runId);
+    const k = this.engine.keys.run(runId);
+    const [run, records, outputs] = await Promise.all([
+      this.engine.redis.hgetall(k.run),
+      this.engine.redis.hgetall(k.tasks),
+      this.engine.redis.hgetall(k.outputs),
+    ]);
+    if (run.id === undefined) throw notFound(runId);
+    const loaded = await this.engine.workflows.get(run.wf ?? "", Number(run.v));
+    return runFromHash(run, { compiled: loaded.compiled, records, outputs });
+  }
+
+  /** One page of runs, newest first. */
+  async list(query: ListRunsQuery): Promise<{ runs: Run[]; next: string }> {
+    const { redis, keys } = this.engine;
+    const index = keys.runIndex(query.workflow === "" ? undefined : query.workflow);
+    const wanted = new Set(query.statuses.map((s) => RUN_STATUS_CODE.get(s)));
+    let cursor = decodeToken(query.pageToken);
+    const runs: Run[] = [];
+    const fetch = Math.max(query.pageSize, 50);
+    let scanned = 0;
+    let more = true;
+    while (more && runs.length < query.pageSize && scanned < query.pageSize * 20 + 1000) {
+      const max = cursor === undefined ? "+inf" : String(cursor.score);
+      // A few extra entries cover those sharing the cursor's score, skipped below.
+      const raw = await redis.zrevrangebyscore(index, max, "-inf", "WITHSCORES", "LIMIT", 0, fetch + 20);
+      const entries: { id: string; score: number }[] = [];
+      for (let i = 0; i + 1 < raw.length; i += 2) {
+        const id = raw[i] as string;
+        const score = Number(raw[i + 1]);
+        // Equal scores come in descending member order: skip up to the cursor.
+        if (cursor !== undefined && score === cursor.score && id >= cursor.id) continue;
+        entries.push({ id, score });
+      }
+      more = raw.length / 2 === fetch + 20;
+      const pipeline = redis.pipeline();
+      for (const e of entries) pipeline.hmget(keys.run(e.id).run, ...RUN_FIELDS);
+      const rows = entries.length === 0 ? [] : ((await pipeline.exec()) ?? []);
+      const gone: string[] = [];
+      for (let i = 0; i < entries.length; i++) {
+        if (runs.length === query.pageSize) {
+          more = true;
+          break;
+        }
+        const entry = entries[i] as { id: string; score: number };
+        scanned++;
+        cursor = entry;
+        const values = rows[i]?.[1] as (string | null)[] | undefined;
+        if (values === undefined || values[0] === null) {
+          gone.push(entry.id);
+          continue;
+        }
+        const h: Record<string, string> = {};
+        RUN_FIELDS.forEach((f, j) => {
+          const v = values[j];
+          if (v !== null && v !== undefined) h[f] = v;
+        });
+        if (wanted.size === 0 || wanted.has(h.s)) runs.push(runFromHash(h));
+      }
+      // Runs past their retention leave their index entries behind: prune them.
+      if (gone.length > 0) await redis.zrem(index, ...gone);
+    }
+    return { runs, next: more && cursor !== undefined ? encodeToken(cursor) : "" };
+  }
+
+  /** Cancels a run; a finished run is returned unchanged. */
+  async cancel(runId: string, reason: string): Promise<Run> {
+    checkRunId(runId);
+    const { engine } = this;
+    const loaded = await engine.workflowOf(runId);
+    if (loaded === undefined) throw notFound(runId);
+    const why = reason === "" ? "cancelled by request" : reason;
+    const [outcome, ...jobs] = await engine.steps.cancel(
+      runId,
+      why,
+      Date.now(),
+      engine.options.runRetentionMs,
+      "C",
+    );
+    if (outcome === "notfound") throw notFound(runId);
+    if (outcome === "cancelled") {
+      await engine.dropJobs(runId, loaded, jobs);
+      engine.logger.info({ runId }, "run cancelled");
+    }
+    return this.get(runId);
+  }
+}
+
+/** NOT_FOUND for a run id. */
+export function notFound(runId: string): ConnectError {
+  return new ConnectError(`run "${runId}" not found`, Code.NotFound);
+}
+
+/** Throws INVALID_ARGUMENT unless the id has the shape of a run id. */
+export function checkRunId(runId: string, field = "run_id"): void {
+  if (runId === "") throw invalidArgument([{ field, description: "is required" }]);
+  if (!isRunId(runId))
+    throw invalidArgument([{ field, description: `"${runId.slice(0, 64)}" is not a run id` }]);
+}
+
+function encodeToken(c: { id: string; score: number }): string {
+  return Buffer.from(JSON.stringify([c.score, c.id])).toString("base64url");
+}
+
+function decodeToken(token: string): { id: string; score: number } | undefined {
+  if (token === "") return undefined;
+  try {
+    const [score, id] = JSON.parse(Buffer.from(token, "base64url").toString()) as [unknown, unknown];
+    if (typeof score === "number" && typeof id === "string") return { score, id };
+  } catch {
+    // fall through to the error below
+  }
+  throw invalidArgument([{ field: "page_token", description: "is not a token returned by ListRuns" }]);
+}

@@ -1,0 +1,341 @@
+/**
+ * The atomic steps of a run, as Lua scripts. Each one reads and writes only the
+ * keys of one run (KEYS = run, tasks, deps, outputs, events: one hash slot),
+ * appends the events it causes to the run's stream with consecutive sequence
+ * numbers, and publishes the last sequence on the stream's key as a channel.
+ *
+ * Task records are small JSON objects in the tasks hash:
+ *   s  status: P pending, Q queued, R running, T retrying, S succeeded,
+ *      F failed, C cancelled, K skipped
+ *   a  attempt (0 before the first start)   w  worker id
+ *   l  lease nonce   k  BullMQ lock token   le lease deadline (ms)
+ *   qt queued / st started / ft finished / na next attempt (ms)
+ *   e  last error {t, m, d}   pg progress (JSON text)
+ * Outputs are kept apart, as JSON text Lua never parses (cjson would round
+ * large numbers).
+ */
+
+const PRELUDE = `
+local RUN, TASKS, DEPS, OUT, EV = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local published = false
+local function emit(now, ...)
+  local seq = redis.call('HINCRBY', RUN, 'seq', 1)
+  redis.call('XADD', EV, '0-' .. seq, 'ts', now, ...)
+  published = true
+end
+local function notify()
+  if published then redis.call('PUBLISH', EV, redis.call('HGET', RUN, 'seq')) end
+end
+local function expireAll(ms)
+  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ms) end
+end
+local function getTask(id)
+  local raw = redis.call('HGET', TASKS, id)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+local function putTask(id, t) redis.call('HSET', TASKS, id, cjson.encode(t)) end
+local function errJson(t) if t.e then return cjson.encode(t.e) end return '' end
+-- Settles every task that is not final when the run ends: waiting tasks take
+-- waitStatus (K skipped or C cancelled), running ones C. Returns "id|token"
+-- entries so the caller can drop their BullMQ jobs (token empty: not locked).
+local function settleAll(now, waitStatus, runStatus, msg)
+  local jobs = {}
+  local waitEvent = 8
+  if waitStatus == 'C' then waitEvent = 7 end
+  local all = redis.call('HGETALL', TASKS)
+  for i = 1, #all, 2 do
+    local id = all[i]
+    local t = cjson.decode(all[i + 1])
+    if t.s == 'Q' or t.s == 'T' then
+      t.s = waitStatus; t.ft = now; t.na = nil
+      putTask(id, t)
+      emit(now, 'ty', waitEvent, 'tk', id, 'a', t.a, 'rs', runStatus, 'm', msg)
+      jobs[#jobs + 1] = id .. '|'
+    elseif t.s == 'R' then
+      t.s = 'C'; t.ft = now
+      putTask(id, t)
+      emit(now, 'ty', 7, 'tk', id, 'a', t.a, 'rs', runStatus, 'm', msg)
+      jobs[#jobs + 1] = id .. '|' .. (t.k or '')
+    end
+  end
+  local pending = redis.call('HKEYS', DEPS)
+  for _, id in ipairs(pending) do
+    if redis.call('HEXISTS', TASKS, id) == 0 then
+      putTask(id, { s = waitStatus, a = 0, ft = now })
+      emit(now, 'ty', waitEvent, 'tk', id, 'a', 0, 'rs', runStatus, 'm', msg)
+    end
+  end
+  return jobs
+end
+local function finishRun(now, status, output, err, retention)
+  redis.call('HSET', RUN, 's', status, 'ft', now)
+  if output then redis.call('HSET', RUN, 'out', output) end
+  if err then redis.call('HSET', RUN, 'err', err) end
+  if output then
+    emit(now, 'ty', 10, 'rs', status, 'o', output)
+  else
+    emit(now, 'ty', 10, 'rs', status, 'm', err or '')
+  end
+  expireAll(retention)
+end
+`;
+
+/**
+ * Creates a run. ARGV: runId, workflow, version, input, now, idempotencyKey,
+ * taskCount, then taskId, parentCount for each task.
+ * Returns 1 when created, 0 when the run already existed.
+ */
+export const TRIGGER = `${PRELUDE}
+if redis.call('EXISTS', RUN) == 1 then return 0 end
+local now = tonumber(ARGV[5])
+local n = tonumber(ARGV[7])
+redis.call('HSET', RUN, 'id', ARGV[1], 'wf', ARGV[2], 'v', ARGV[3], 's', 'R', 'in', ARGV[4],
+  'ct', now, 'idem', ARGV[6], 'seq', 0, 'rem', n, 'nf', 0)
+emit(now, 'ty', 1, 'rs', 'R')
+for i = 0, n - 1 do
+  local id = ARGV[8 + 2 * i]
+  local parents = tonumber(ARGV[9 + 2 * i])
+  if parents == 0 then
+    putTask(id, { s = 'Q', a = 0, qt = now })
+    emit(now, 'ty', 2, 'tk', id, 'a', 0, 'rs', 'R')
+  else
+    redis.call('HSET', DEPS, id, parents)
+  end
+end
+notify()
+return 1
+`;
+
+/**
+ * Hands a queued task to a worker. ARGV: taskId, nonce, lockToken, workerId,
+ * now, leaseMs, parentCount, parentIds...
+ * Returns {'ok', attempt, runInput, parentOutput...} | {'gone'} (drop the job)
+ * | {'done'} (already succeeded: repair) | {'delay', notBefore}
+ * | {'lost', attempt, nonce} (the previous lease of a running task was lost).
+ */
+export const START = `${PRELUDE}
+local id = ARGV[1]
+local now = tonumber(ARGV[5])
+local rs = redis.call('HGET', RUN, 's')
+if rs ~= 'R' then return {'gone'} end
+local t = getTask(id)
+if not t then return {'gone'} end
+if t.s == 'S' then return {'done'} end
+if t.s == 'R' then return {'lost', t.a, t.l} end
+if t.s ~= 'Q' and t.s ~= 'T' then return {'gone'} end
+if t.s == 'T' and t.na and t.na > now + 5 then return {'delay', t.na} end
+t.s = 'R'; t.a = t.a + 1; t.l = ARGV[2]; t.k = ARGV[3]; t.w = ARGV[4]
+t.st = now; t.le = now + tonumber(ARGV[6]); t.na = nil; t.wr = nil; t.pg = nil
+putTask(id, t)
+emit(now, 'ty', 3, 'tk', id, 'a', t.a, 'rs', 'R', 'w', ARGV[4])
+notify()
+local result = {'ok', t.a, redis.call('HGET', RUN, 'in') or ''}
+local np = tonumber(ARGV[7])
+for i = 1, np do
+  result[#result + 1] = redis.call('HGET', OUT, ARGV[7 + i]) or 'null'
+end
+return result
+`;
+
+/**
+ * Gives a task back to its queue after a handover that did not reach the
+ * worker; the attempt is not counted. ARGV: taskId, attempt, nonce, now.
+ */
+export const RELEASE = `${PRELUDE}
+local t = getTask(ARGV[1])
+if not t or t.s ~= 'R' or t.l ~= ARGV[3] or t.a ~= tonumber(ARGV[2]) then return 0 end
+local now = tonumber(ARGV[4])
+t.s = 'Q'; t.a = t.a - 1; t.l = nil; t.k = nil; t.w = nil; t.le = nil; t.st = nil
+putTask(ARGV[1], t)
+emit(now, 'ty', 2, 'tk', ARGV[1], 'a', t.a, 'rs', 'R', 'm', 'handover to the worker did not complete')
+notify()
+return 1
+`;
+
+/** Shared lease check: returns nil when the lease holds, else a reply. */
+const LEASE_CHECK = `
+local function checkLease(t, attempt, nonce)
+  if not t then return {'notfound'} end
+  if t.l ~= nonce or t.a ~= attempt then
+    if attempt > t.a then return {'notfound'} end
+    return {'stale', 'the task was reassigned to another lease'}
+  end
+  return nil
+end
+`;
+
+/**
+ * Extends a lease. ARGV: taskId, attempt, nonce, now, leaseMs, progress.
+ * Returns {'ok', token} | {'cancel', token} | {'stale', why} | {'notfound'}.
+ */
+export const HEARTBEAT = `${PRELUDE}${LEASE_CHECK}
+local rs = redis.call('HGET', RUN, 's')
+if not rs then return {'notfound'} end
+local t = getTask(ARGV[1])
+local bad = checkLease(t, tonumber(ARGV[2]), ARGV[3])
+if bad then return bad end
+if t.s == 'C' or rs ~= 'R' then return {'cancel', t.k or ''} end
+if t.s ~= 'R' then return {'stale', 'the attempt already ended'} end
+local now = tonumber(ARGV[4])
+if t.le < now then return {'stale', 'the lease expired'} end
+t.le = now + tonumber(ARGV[5])
+if ARGV[6] ~= '' then t.pg = ARGV[6] end
+putTask(ARGV[1], t)
+return {'ok', t.k}
+`;
+
+/**
+ * Records a task's success and queues the children it made ready.
+ * ARGV: taskId, attempt, nonce, output, now, retentionMs, childCount,
+ * children...
+ * Returns {'ok'|'dup'|'last'|'done', token, readyChildren...} | {'cancel',
+ * token} | {'stale', why} | {'notfound'}. 'dup' repeats an already recorded
+ * completion (its ready children are returned again so that a repeated step
+ * re-enqueues them idempotently); 'last' means every task is now final and
+ * the run must be finished with FINISH; 'done' means the run just failed.
+ */
+export const COMPLETE = `${PRELUDE}${LEASE_CHECK}
+local id = ARGV[1]
+local rs = redis.call('HGET', RUN, 's')
+if not rs then return {'notfound'} end
+local t = getTask(id)
+local bad = checkLease(t, tonumber(ARGV[2]), ARGV[3])
+if bad then return bad end
+local nc = tonumber(ARGV[7])
+if t.s == 'S' then
+  local ready = {'dup', t.k or ''}
+  for i = 1, nc do
+    local c = getTask(ARGV[7 + i])
+    if c and c.s == 'Q' then ready[#ready + 1] = ARGV[7 + i] end
+  end
+  return ready
+end
+if t.s == 'C' or rs ~= 'R' then return {'cancel', t.k or ''} end
+if t.s ~= 'R' then return {'stale', 'the attempt already ended'} end
+local now = tonumber(ARGV[5])
+if t.le < now then return {'stale', 'the lease expired'} end
+local token = t.k or ''
+t.s = 'S'; t.ft = now; t.pg = nil
+putTask(id, t)
+redis.call('HSET', OUT, id, ARGV[4])
+emit(now, 'ty', 5, 'tk', id, 'a', t.a, 'rs', 'R', 'o', ARGV[4])
+local ready = {'ok', token}
+for i = 1, nc do
+  local c = ARGV[7 + i]
+  if redis.call('HINCRBY', DEPS, c, -1) == 0 and redis.call('HEXISTS', TASKS, c) == 0 then
+    putTask(c, { s = 'Q', a = 0, qt = now })
+    emit(now, 'ty', 2, 'tk', c, 'a', 0, 'rs', 'R')
+    ready[#ready + 1] = c
+  end
+end
+if redis.call('HINCRBY', RUN, 'rem', -1) == 0 then
+  if tonumber(redis.call('HGET', RUN, 'nf')) > 0 then
+    finishRun(now, 'F', nil, redis.call('HGET', RUN, 'err'), tonumber(ARGV[6]))
+    ready[1] = 'done'
+  else
+    ready[1] = 'last'
+  end
+end
+notify()
+return ready
+`;
+
+/**
+ * Records a failed attempt. ARGV: taskId, attempt, nonce, errType, errMessage,
+ * errDetails, mode ('retry' | 'final'), nextAttemptMs, now, retentionMs,
+ * continueOnFailure ('1' | '0'), checkDeadline ('1' | '0'), descendantCount,
+ * descendants...
+ * Returns {'retry', token} | {'failed', token, job...} (the task failed for
+ * good; job entries "id|token" name the BullMQ jobs to drop) | {'cancel',
+ * token} | {'stale', why} | {'notfound'}.
+ */
+export const FAIL = `${PRELUDE}${LEASE_CHECK}
+local id = ARGV[1]
+local rs = redis.call('HGET', RUN, 's')
+if not rs then return {'notfound'} end
+local t = getTask(id)
+local bad = checkLease(t, tonumber(ARGV[2]), ARGV[3])
+if bad then return bad end
+if t.s == 'C' or rs ~= 'R' then return {'cancel', t.k or ''} end
+if t.s ~= 'R' then return {'stale', 'the attempt already ended'} end
+local now = tonumber(ARGV[9])
+if ARGV[12] == '1' and t.le < now then return {'stale', 'the lease expired'} end
+local token = t.k or ''
+t.e = { t = ARGV[4], m = ARGV[5], d = ARGV[6] }
+t.pg = nil
+if ARGV[7] == 'retry' then
+  t.s = 'T'; t.na = tonumber(ARGV[8])
+  putTask(id, t)
+  emit(now, 'ty', 4, 'tk', id, 'a', t.a, 'rs', 'R', 'e', errJson(t), 'na', t.na)
+  notify()
+  return {'retry', token}
+end
+t.s = 'F'; t.ft = now
+putTask(id, t)
+emit(now, 'ty', 6, 'tk', id, 'a', t.a, 'rs', 'R', 'e', errJson(t))
+local reason = 'task "' .. id .. '" failed: ' .. ARGV[4] .. ': ' .. ARGV[5]
+local result = {'failed', token}
+if ARGV[11] == '1' then
+  redis.call('HINCRBY', RUN, 'nf', 1)
+  if redis.call('HEXISTS', RUN, 'err') == 0 then redis.call('HSET', RUN, 'err', reason) end
+  local rem = redis.call('HINCRBY', RUN, 'rem', -1)
+  local nd = tonumber(ARGV[13])
+  for i = 1, nd do
+    local d = ARGV[13 + i]
+    if redis.call('HEXISTS', TASKS, d) == 0 then
+      putTask(d, { s = 'K', a = 0, ft = now })
+      emit(now, 'ty', 8, 'tk', d, 'a', 0, 'rs', 'R', 'm', 'parent task "' .. id .. '" failed')
+      rem = redis.call('HINCRBY', RUN, 'rem', -1)
+    end
+  end
+  if rem == 0 then finishRun(now, 'F', nil, redis.call('HGET', RUN, 'err'), tonumber(ARGV[10])) end
+else
+  local jobs = settleAll(now, 'K', 'F', reason)
+  for _, j in ipairs(jobs) do result[#result + 1] = j end
+  finishRun(now, 'F', nil, reason, tonumber(ARGV[10]))
+end
+notify()
+return result
+`;
+
+/**
+ * Cancels a run. ARGV: reason, now, retentionMs, finalStatus ('C' cancelled
+ * or 'X' timed out). Returns {'cancelled', job...} | {'final'} (already over)
+ * | {'notfound'}.
+ */
+export const CANCEL = `${PRELUDE}
+local rs = redis.call('HGET', RUN, 's')
+if not rs then return {'notfound'} end
+if rs ~= 'R' then return {'final'} end
+local now = tonumber(ARGV[2])
+local jobs = settleAll(now, 'C', ARGV[4], ARGV[1])
+finishRun(now, ARGV[4], nil, ARGV[1], tonumber(ARGV[3]))
+notify()
+local result = {'cancelled'}
+for _, j in ipairs(jobs) do result[#result + 1] = j end
+return result
+`;
+
+/**
+ * Finishes a run whose tasks all succeeded, with the leaves' outputs as its
+ * output. ARGV: now, retentionMs, leafCount, leaves... Returns 1 when it
+ * finished the run, 0 when there was nothing to do (already finished).
+ */
+export const FINISH = `${PRELUDE}
+if redis.call('HGET', RUN, 's') ~= 'R' or tonumber(redis.call('HGET', RUN, 'rem')) ~= 0 then return 0 end
+if tonumber(redis.call('HGET', RUN, 'nf')) > 0 then
+  finishRun(tonumber(ARGV[1]), 'F', nil, redis.call('HGET', RUN, 'err'), tonumber(ARGV[2]))
+  notify()
+  return 1
+end
+local nl = tonumber(ARGV[3])
+local parts = {}
+for i = 1, nl do
+  local leaf = ARGV[3 + i]
+  parts[#parts + 1] = cjson.encode(leaf) .. ':' .. (redis.call('HGET', OUT, leaf) or 'null')
+end
+finishRun(tonumber(ARGV[1]), 'S', '{' .. table.concat(parts, ',') .. '}', nil, tonumber(ARGV[2]))
+notify()
+return 1
+`;

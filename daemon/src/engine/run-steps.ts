@@ -1,0 +1,179 @@
+import type { ChainableCommander, Redis } from "ioredis";
+import type { Keys, RunKeys } from "./keys.js";
+import { CANCEL, COMPLETE, FAIL, FINISH, HEARTBEAT, RELEASE, START, TRIGGER } from "./run-scripts.js";
+
+type Reply = (string | number)[];
+type ScriptCaller = (args: (string | number)[]) => Promise<unknown>;
+
+const SCRIPTS = {
+  weftTrigger: TRIGGER,
+  weftStart: START,
+  weftRelease: RELEASE,
+  weftHeartbeat: HEARTBEAT,
+  weftComplete: COMPLETE,
+  weftFail: FAIL,
+  weftCancel: CANCEL,
+  weftFinish: FINISH,
+} as const;
+
+type ScriptName = keyof typeof SCRIPTS;
+
+/** Lease coordinates passed to every leased step. */
+export interface LeaseArgs {
+  taskId: string;
+  attempt: number;
+  nonce: string;
+}
+
+/**
+ * Typed calls of the run scripts. Each call is sent in one pipeline with a
+ * ZADD that marks the run as recently touched, so that the reconciler can
+ * finish a step whose follow-up (enqueueing jobs) was cut short by a crash.
+ */
+export class RunSteps {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+  ) {
+    for (const [name, lua] of Object.entries(SCRIPTS)) {
+      if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 5, lua });
+    }
+  }
+
+  private async call(
+    name: ScriptName,
+    runId: string,
+    args: (string | number)[],
+    mark = true,
+  ): Promise<Reply> {
+    const k = this.keys.run(runId);
+    const keyArgs: (string | number)[] = [k.run, k.tasks, k.deps, k.outputs, k.events];
+    if (!mark) {
+      const fn = (this.redis as unknown as Record<ScriptName, ScriptCaller>)[name];
+      return normalize(await fn.call(this.redis, keyArgs.concat(args)));
+    }
+    const pipeline = this.redis.pipeline().zadd(this.keys.dirtyRuns(), Date.now(), runId);
+    const fn = (pipeline as unknown as Record<ScriptName, (args: (string | number)[]) => ChainableCommander>)[
+      name
+    ];
+    // One array argument: ioredis flattens it, and huge runs would overflow a spread.
+    fn.call(pipeline, keyArgs.concat(args));
+    const results = (await pipeline.exec()) ?? [];
+    for (const [err] of results) if (err) throw err;
+    return normalize(results[1]?.[1]);
+  }
+
+  runKeys(runId: string): RunKeys {
+    return this.keys.run(runId);
+  }
+
+  trigger(
+    runId: string,
+    workflow: string,
+    version: number,
+    input: string,
+    now: number,
+    idempotencyKey: string,
+    tasks: { id: string; parents: number }[],
+  ): Promise<Reply> {
+    const args: (string | number)[] = [runId, workflow, version, input, now, idempotencyKey, tasks.length];
+    for (const t of tasks) args.push(t.id, t.parents);
+    return this.call("weftTrigger", runId, args);
+  }
+
+  start(
+    runId: string,
+    taskId: string,
+    nonce: string,
+    token: string,
+    workerId: string,
+    now: number,
+    leaseMs: number,
+    parents: string[],
+  ): Promise<Reply> {
+    return this.call(
+      "weftStart",
+      runId,
+      [taskId, nonce, token, workerId, now, leaseMs, parents.length].concat(parents),
+      false,
+    );
+  }
+
+  release(runId: string, lease: LeaseArgs, now: number): Promise<Reply> {
+    return this.call("weftRelease", runId, [lease.taskId, lease.attempt, lease.nonce, now]);
+  }
+
+  heartbeat(runId: string, lease: LeaseArgs, now: number, leaseMs: number, progress: string): Promise<Reply> {
+    return this.call(
+      "weftHeartbeat",
+      runId,
+      [lease.taskId, lease.attempt, lease.nonce, now, leaseMs, progress],
+      false,
+    );
+  }
+
+  complete(
+    runId: string,
+    lease: LeaseArgs,
+    output: string,
+    now: number,
+    retentionMs: number,
+    children: string[],
+  ): Promise<Reply> {
+    return this.call(
+      "weftComplete",
+      runId,
+      [lease.taskId, lease.attempt, lease.nonce, output, now, retentionMs, children.length].concat(children),
+    );
+  }
+
+  fail(
+    runId: string,
+    lease: LeaseArgs,
+    error: { type: string; message: string; details: string },
+    mode: "retry" | "final",
+    nextAttemptMs: number,
+    now: number,
+    retentionMs: number,
+    continueOnFailure: boolean,
+    checkDeadline: boolean,
+    descendants: string[],
+  ): Promise<Reply> {
+    return this.call(
+      "weftFail",
+      runId,
+      [
+        lease.taskId,
+        lease.attempt,
+        lease.nonce,
+        error.type,
+        error.message,
+        error.details,
+        mode,
+        nextAttemptMs,
+        now,
+        retentionMs,
+        continueOnFailure ? "1" : "0",
+        checkDeadline ? "1" : "0",
+        descendants.length,
+      ].concat(descendants),
+    );
+  }
+
+  finish(runId: string, now: number, retentionMs: number, leaves: string[]): Promise<Reply> {
+    return this.call(
+      "weftFinish",
+      runId,
+      ([now, retentionMs, leaves.length] as (string | number)[]).concat(leaves),
+    );
+  }
+
+  cancel(runId: string, reason: string, now: number, retentionMs: number, status: "C" | "X"): Promise<Reply> {
+    return this.call("weftCancel", runId, [reason, now, retentionMs, status]);
+  }
+}
+
+function normalize(value: unknown): Reply {
+  if (Array.isArray(value)) return value as Reply;
+  return [value as number];
+}

@@ -1,0 +1,204 @@
+import { Job, type JobsOptions, Queue, UnrecoverableError, Worker } from "bullmq";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import { jobIdOf } from "./ids.js";
+import type { Keys } from "./keys.js";
+
+/** What a BullMQ job of Weft carries: just enough to find its run and workflow. */
+export interface TaskJobData {
+  /** Run id. */
+  r: string;
+  /** Task id. */
+  t: string;
+  /** Workflow name. */
+  w: string;
+  /** Workflow version. */
+  v: number;
+}
+
+/** A task to enqueue. */
+export interface TaskJobSpec {
+  runId: string;
+  taskId: string;
+  workflow: string;
+  version: number;
+  queue: string;
+  handler: string;
+  maxAttempts: number;
+  /** Delay before the job may start (a retry's backoff), in ms. */
+  delayMs?: number;
+}
+
+/** Settings of the BullMQ side of the daemon. */
+export interface TaskQueueSettings {
+  /** How long a fetched job stays locked before a heartbeat must extend it. */
+  lockDurationMs: number;
+  /** How often each replica looks for jobs whose lock expired. */
+  stalledIntervalMs: number;
+  /** How long a blocking fetch waits before it returns empty (seconds). */
+  drainDelaySeconds: number;
+}
+
+/** An error whose retry delay was decided by the daemon; read by the backoff strategy. */
+class RetryError extends Error {
+  constructor(
+    message: string,
+    readonly delayMs: number,
+  ) {
+    super(message);
+  }
+}
+
+const KEEP_COMPLETED = { age: 3600, count: 10_000 };
+const KEEP_FAILED = { age: 24 * 3600, count: 10_000 };
+
+/**
+ * The BullMQ queues of every task queue, one `Queue` (to add and remove jobs)
+ * and one manual `Worker` (to fetch, lock, complete and fail them) per task
+ * queue name, created on first use. The Worker never runs a processor: jobs
+ * are handed to polling workers by the dispatcher, and their BullMQ lock is
+ * the task's lease, extended by heartbeats.
+ */
+export class TaskQueues {
+  private readonly queues = new Map<string, Queue>();
+  private readonly workers = new Map<string, Worker>();
+
+  constructor(
+    private readonly connection: Redis,
+    private readonly keys: Keys,
+    private readonly settings: TaskQueueSettings,
+    private readonly logger: Logger,
+    private readonly onStalled: (queue: string, jobId: string) => void,
+  ) {}
+
+  /** The `Queue` of a task queue. */
+  queue(name: string): Queue {
+    let queue = this.queues.get(name);
+    if (queue === undefined) {
+      queue = new Queue(name, { connection: this.connection, prefix: this.keys.queuePrefix(name) });
+      queue.on("error", (err) => this.logger.warn({ err, queue: name }, "BullMQ queue error"));
+      this.queues.set(name, queue);
+    }
+    return queue;
+  }
+
+  /** The manual `Worker` of a task queue; starts its stalled-job checker. */
+  worker(name: string): Worker {
+    let worker = this.workers.get(name);
+    if (worker === undefined) {
+      worker = new Worker(name, undefined, {
+        connection: this.connection,
+        prefix: this.keys.queuePrefix(name),
+        autorun: false,
+        lockDuration: this.settings.lockDurationMs,
+        stalledInterval: this.settings.stalledIntervalMs,
+        drainDelay: this.settings.drainDelaySeconds,
+        // Weft counts attempts itself; a stalled job always comes back to be re-leased.
+        maxStalledCount: 1_000_000,
+        settings: { backoffStrategy: (_n, _type, err) => (err instanceof RetryError ? err.delayMs : 0) },
+      });
+      const w = worker;
+      w.on("error", (err) => this.logger.warn({ err, queue: name }, "BullMQ worker error"));
+      w.on("stalled", (jobId) => this.onStalled(name, jobId));
+      this.workers.set(name, w);
+      w.startStalledCheckTimer().catch((err) =>
+        this.logger.error({ err, queue: name }, "stalled checker failed"),
+      );
+    }
+    return worker;
+  }
+
+  /** Adds jobs; a job whose id exists already is left as it is. */
+  async add(specs: TaskJobSpec[]): Promise<void> {
+    const byQueue = new Map<string, TaskJobSpec[]>();
+    for (const spec of specs) {
+      const list = byQueue.get(spec.queue);
+      if (list === undefined) byQueue.set(spec.queue, [spec]);
+      else list.push(spec);
+    }
+    await Promise.all(
+      [...byQueue].map(([name, list]) =>
+        this.queue(name).addBulk(
+          list.map((spec) => ({
+            name: spec.handler,
+            data: { r: spec.runId, t: spec.taskId, w: spec.workflow, v: spec.version } satisfies TaskJobData,
+            opts: { ...jobOptions(spec), ...(spec.delayMs ? { delay: spec.delayMs } : {}) },
+          })),
+        ),
+      ),
+    );
+  }
+
+  /**
+   * A handle on a job this replica may not have fetched itself, for the
+   * calls that need only its id, options and lock token.
+   */
+  handle(spec: TaskJobSpec): Job<TaskJobData> {
+    return new Job(
+      this.worker(spec.queue),
+      spec.handler,
+      {} as TaskJobData,
+      jobOptions(spec),
+      jobIdOf(spec.runId, spec.taskId),
+    );
+  }
+
+  /** Marks a locked job completed without fetching another. */
+  async complete(spec: TaskJobSpec, token: string): Promise<void> {
+    await this.handle(spec).moveToCompleted(null, token, false);
+  }
+
+  /** Fails a locked job: retried after `delayMs` when `retry`, else failed for good. */
+  async fail(
+    spec: TaskJobSpec,
+    token: string,
+    message: string,
+    retry: boolean,
+    delayMs: number,
+  ): Promise<void> {
+    const job = this.handle(spec);
+    if (retry) {
+      // The handle does not know how many attempts BullMQ counted; the daemon decided.
+      job.opts.attempts = Number.MAX_SAFE_INTEGER;
+      await job.moveToFailed(new RetryError(message, delayMs), token, false);
+    } else {
+      await job.moveToFailed(new UnrecoverableError(message), token, false);
+    }
+  }
+
+  /** Extends a job's lock; false when the lock is held no more. */
+  async extendLock(spec: TaskJobSpec, token: string, durationMs: number): Promise<boolean> {
+    const failed = await this.worker(spec.queue).extendJobLocks(
+      [jobIdOf(spec.runId, spec.taskId)],
+      [token],
+      durationMs,
+    );
+    return failed.length === 0;
+  }
+
+  /** Removes a job that is not locked (waiting or delayed); ignores one that is gone. */
+  async remove(queue: string, jobId: string): Promise<void> {
+    await this.queue(queue).remove(jobId);
+  }
+
+  /** Whether a job exists in any state. */
+  async exists(queue: string, jobId: string): Promise<boolean> {
+    return (await this.queue(queue).getJobState(jobId)) !== "unknown";
+  }
+
+  /** Closes every queue and worker. */
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.workers.values()].map((w) => w.close()));
+    await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
+  }
+}
+
+function jobOptions(spec: TaskJobSpec): JobsOptions {
+  return {
+    jobId: jobIdOf(spec.runId, spec.taskId),
+    attempts: spec.maxAttempts,
+    backoff: { type: "weft" },
+    removeOnComplete: KEEP_COMPLETED,
+    removeOnFail: KEEP_FAILED,
+  };
+}

@@ -1,0 +1,105 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import { WorkflowSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
+import type { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
+import type { Engine } from "../engine/engine.js";
+import { jsonOf, pageSizeOf, RequestCheck } from "./request-checks.js";
+
+/** weft.v1.WorkflowService on top of the engine. */
+export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceImpl<typeof WorkflowService> {
+  return {
+    async submitWorkflow(req) {
+      const definition = req.definition;
+      if (definition === undefined) {
+        new RequestCheck().require(false, "definition", "is required").done();
+        return {};
+      }
+      if (req.validateOnly) {
+        const { plan } = engine.workflows.validate(definition);
+        return {
+          workflow: create(WorkflowSchema, { name: definition.name, version: 0, definition }),
+          created: false,
+          plan,
+        };
+      }
+      const { loaded, created } = await engine.workflows.submit(definition);
+      return { workflow: loaded.workflow, created, plan: loaded.plan };
+    },
+
+    async getWorkflow(req) {
+      new RequestCheck().name(req.name, "name").done();
+      const loaded = await engine.workflows.get(req.name, req.version);
+      return { workflow: loaded.workflow, plan: loaded.plan };
+    },
+
+    async listWorkflows(req) {
+      new RequestCheck().pageSize(req.pageSize).done();
+      const after = decodeName(req.pageToken);
+      const { workflows, next } = await engine.workflows.list(pageSizeOf(req.pageSize), after);
+      return { workflows, nextPageToken: next === "" ? "" : Buffer.from(next).toString("base64url") };
+    },
+
+    async trigger(req) {
+      new RequestCheck()
+        .name(req.workflow, "workflow")
+        .require(req.idempotencyKey.length <= 256, "idempotency_key", "must be at most 256 characters")
+        .done();
+      return engine.runs.trigger(req.workflow, req.version, jsonOf(req.input), req.idempotencyKey);
+    },
+
+    async getRun(req) {
+      return { run: await engine.runs.get(req.runId) };
+    },
+
+    async listRuns(req) {
+      const check = new RequestCheck().pageSize(req.pageSize);
+      if (req.workflow !== "") check.name(req.workflow, "workflow");
+      req.statuses.forEach((s, i) => {
+        check.require(
+          s !== RunStatus.UNSPECIFIED && RunStatus[s] !== undefined,
+          `statuses[${i}]`,
+          "is not a run status",
+        );
+      });
+      check.done();
+      const { runs, next } = await engine.runs.list({
+        workflow: req.workflow,
+        statuses: req.statuses,
+        pageSize: pageSizeOf(req.pageSize),
+        pageToken: req.pageToken,
+      });
+      return { runs, nextPageToken: next };
+    },
+
+    async *watchRun(req, ctx) {
+      new RequestCheck().require(req.afterSequence >= 0n, "after_sequence", "must not be negative").done();
+      const signal = AbortSignal.any([ctx.signal, shutdown]);
+      try {
+        for await (const event of engine.watches.watch(req.runId, Number(req.afterSequence), signal)) {
+          yield { event };
+        }
+      } catch (err) {
+        if (shutdown.aborted)
+          throw new ConnectError("weftd is shutting down; reconnect to resume", Code.Unavailable);
+        throw err;
+      }
+    },
+
+    async cancel(req) {
+      new RequestCheck()
+        .require(req.reason.length <= 1024, "reason", "must be at most 1024 characters")
+        .done();
+      return { run: await engine.runs.cancel(req.runId, req.reason) };
+    },
+  };
+}
+
+function decodeName(token: string): string {
+  if (token === "") return "";
+  const name = Buffer.from(token, "base64url").toString();
+  new RequestCheck()
+    .require(/^[A-Za-z0-9_.-]{1,128}$/.test(name), "page_token", "is not a token returned by ListWorkflows")
+    .done();
+  return name;
+}

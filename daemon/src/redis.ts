@@ -1,0 +1,215 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { Redis, type RedisOptions } from "ioredis";
+import type { Logger } from "pino";
+import type { HealthReporter } from "./health.js";
+
+/** Longest pause between two reconnection attempts. */
+export const MAX_RECONNECT_DELAY_MS = 1000;
+
+/** Delay before reconnection attempt `attempt` (1, 2, …): 50 ms doubling up to {@link MAX_RECONNECT_DELAY_MS}. */
+export function reconnectDelay(attempt: number): number {
+  return Math.min(50 * 2 ** Math.min(attempt - 1, 10), MAX_RECONNECT_DELAY_MS);
+}
+
+/**
+ * An ioredis client tuned for a daemon that must answer UNAVAILABLE rather than hang while Redis is
+ * down: it reconnects forever with a capped backoff, and a command fails as soon as a connection
+ * attempt fails (`maxRetriesPerRequest: 0`), so at most about a second after Redis went away.
+ * Commands in flight when the connection drops fail too; they are never replayed.
+ * Pass `overrides` for special connections (BullMQ's blocking ones need `maxRetriesPerRequest: null`).
+ */
+export function createRedisClient(url: string, connectionName: string, overrides: RedisOptions = {}): Redis {
+  return new Redis(url, {
+    connectionName,
+    retryStrategy: reconnectDelay,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    connectTimeout: 3000,
+    ...overrides,
+  });
+}
+
+const CONNECTION_ERROR_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+]);
+
+/** Reply prefixes Redis uses for "not now, try again". */
+const TRANSIENT_REPLY = /^(LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOWN|NOREPLICAS)\b/;
+
+/** True when `err` says Redis could not be reached or cannot answer right now. */
+export function isRedisUnavailableError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as NodeJS.ErrnoException).code;
+  return (
+    err.name === "MaxRetriesPerRequestError" ||
+    err.message === "Connection is closed." ||
+    err.message.startsWith("Stream isn't writeable") ||
+    err.message === "Command timed out" ||
+    (code !== undefined && CONNECTION_ERROR_CODES.has(code)) ||
+    TRANSIENT_REPLY.test(err.message)
+  );
+}
+
+/**
+ * Maps an error from Redis to what an RPC should fail with: a connection error becomes
+ * ConnectError UNAVAILABLE; anything else is returned unchanged. The server applies it to every
+ * call, so handlers may simply let Redis errors through.
+ */
+export function redisErrorToConnect(err: unknown): unknown {
+  if (err instanceof ConnectError || !isRedisUnavailableError(err)) return err;
+  return new ConnectError(
+    `Redis is unreachable, try again later (${(err as Error).message})`,
+    Code.Unavailable,
+    undefined,
+    undefined,
+    err,
+  );
+}
+
+/** Options of {@link RedisMonitor}. */
+export interface RedisMonitorOptions {
+  /**
+   * How often a PING checks that Redis still answers.
+   * @defaultValue 2000
+   */
+  pingIntervalMs?: number;
+  /**
+   * How long a PING may take before Redis counts as down.
+   * @defaultValue 2000
+   */
+  pingTimeoutMs?: number;
+}
+
+/**
+ * Follows whether a client's Redis is reachable (its ready/close/end events and a periodic PING),
+ * reports it as the health component "redis", and logs one line per transition, not per retry.
+ */
+export class RedisMonitor {
+  private up: boolean | undefined;
+  private lastError: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private pinging = false;
+  private readonly pingIntervalMs: number;
+  private readonly pingTimeoutMs: number;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly target: string,
+    private readonly health: HealthReporter,
+    private readonly logger: Logger,
+    options: RedisMonitorOptions = {},
+  ) {
+    this.pingIntervalMs = options.pingIntervalMs ?? 2000;
+    this.pingTimeoutMs = options.pingTimeoutMs ?? 2000;
+    health.setComponent("redis", redis.status === "ready");
+    redis.on("ready", this.onReady);
+    redis.on("close", this.onClose);
+    redis.on("end", this.onClose);
+    redis.on("error", this.onError);
+    this.timer = setInterval(() => void this.ping(), this.pingIntervalMs);
+    this.timer.unref();
+  }
+
+  /** Whether Redis answered last time we looked. */
+  get reachable(): boolean {
+    return this.up === true;
+  }
+
+  /** Stops watching; the client's events are no longer followed. */
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.redis.off("ready", this.onReady);
+    this.redis.off("close", this.onClose);
+    this.redis.off("end", this.onClose);
+    // The error listener stays: an EventEmitter without one throws.
+  }
+
+  private readonly onReady = () => this.set(true);
+  private readonly onClose = () => this.set(false);
+  private readonly onError = (err: Error) => {
+    this.lastError = err.message;
+    this.logger.debug({ err, redis: this.target }, "redis connection error");
+  };
+
+  private async ping(): Promise<void> {
+    if (this.pinging || this.redis.status !== "ready") return;
+    this.pinging = true;
+    let timeout: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.redis.ping(),
+        new Promise((_, reject) => {
+          timeout = setTimeout(
+            () => reject(new Error(`PING took over ${this.pingTimeoutMs}ms`)),
+            this.pingTimeoutMs,
+          );
+        }),
+      ]);
+      this.set(true);
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      this.set(false);
+    } finally {
+      clearTimeout(timeout);
+      this.pinging = false;
+    }
+  }
+
+  private set(up: boolean): void {
+    if (this.up === up) return;
+    const first = this.up === undefined;
+    this.up = up;
+    this.health.setComponent("redis", up);
+    if (up) {
+      this.logger.info({ redis: this.target }, first ? "redis connected" : "redis reachable again");
+      this.lastError = undefined;
+    } else {
+      this.logger.warn(
+        { redis: this.target, reason: this.lastError ?? "connection closed" },
+        "redis unreachable: calls fail UNAVAILABLE and health is NOT_SERVING until it is back",
+      );
+    }
+  }
+}
+
+/** Waits until `redis` is ready, or `timeoutMs` passes; returns whether it is ready. */
+export async function waitForReady(redis: Redis, timeoutMs: number): Promise<boolean> {
+  if (redis.status === "ready") return true;
+  return new Promise((resolve) => {
+    const done = (ready: boolean) => {
+      clearTimeout(timer);
+      redis.off("ready", onReady);
+      resolve(ready);
+    };
+    const onReady = () => done(true);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    redis.on("ready", onReady);
+  });
+}
+
+/** Closes `redis`: QUIT when connected (bounded by `timeoutMs`), a plain disconnect otherwise. */
+export async function closeRedis(redis: Redis, timeoutMs = 1000): Promise<void> {
+  if (redis.status === "end") return;
+  if (redis.status !== "ready") {
+    redis.disconnect();
+    return;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([redis.quit(), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+  } catch {
+    // QUIT failing means the connection is already gone, which is what we want.
+  } finally {
+    clearTimeout(timer);
+    redis.disconnect();
+  }
+}

@@ -1,0 +1,38 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { DaemonConfig } from "./config.js";
+import type { HealthReporter } from "./health.js";
+import type { MetricsRegistry } from "./metrics.js";
+
+/** What the daemon hands to the Weft services when it starts them. */
+export interface ServiceContext {
+  /** The daemon's configuration, defaults applied. */
+  config: DaemonConfig;
+  /** The daemon's logger; add `runId`, `taskId`, `queue`, `workerId` as fields. */
+  logger: Logger;
+  /** The Redis in use (the private one when none was configured), for extra connections such as BullMQ's. */
+  redisUrl: string;
+  /** The shared client (see createRedisClient): commands fail fast while Redis is down. */
+  redis: Redis;
+  /** Health reporting: mark a dependency down with `setComponent(name, false)`. */
+  health: HealthReporter;
+  /**
+   * Aborted when shutdown begins. Long calls (a PollTask wait, a WatchRun stream) should end at
+   * once; server streams are ended with UNAVAILABLE by the server in any case.
+   */
+  shuttingDown: AbortSignal;
+  /** Metrics served on /metrics. */
+  metrics: MetricsRegistry;
+}
+
+/** The Weft API implementation the daemon serves. */
+export interface WeftServices {
+  /** Registers weft.v1.WorkflowService and weft.v1.WorkerService on `router`. */
+  register(router: ConnectRouter): void;
+  /** Releases everything the services hold; called once, after in-flight calls ended. */
+  close(): Promise<void>;
+}
+
+/** Builds the Weft services; `createWeftServices` in services.ts is the production one. */
+export type WeftServicesFactory = (ctx: ServiceContext) => Promise<WeftServices>;

@@ -1,0 +1,139 @@
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { redisErrorToConnect } from "./redis.js";
+
+/** The error new calls get, and open streams end with, once shutdown has begun. */
+export function shuttingDownError(): ConnectError {
+  return new ConnectError("weftd is shutting down, retry on another replica", Code.Unavailable);
+}
+
+/**
+ * Wraps every call the server runs: refuses new calls once `shuttingDown` is aborted, ends open
+ * server streams with UNAVAILABLE at that moment, counts calls in flight so that shutdown can wait
+ * for unary ones, and turns handler errors into the right code once (Redis connection errors into
+ * UNAVAILABLE, anything unexpected into INTERNAL, logged with its cause).
+ */
+export class CallGuard {
+  private unary = 0;
+  private streams = 0;
+  private readonly idleWaiters = new Set<() => void>();
+
+  constructor(
+    private readonly shuttingDown: AbortSignal,
+    private readonly logger: Logger,
+    /** Procedures still served during shutdown, e.g. "/grpc.health.v1.Health/Check". */
+    private readonly servedDuringShutdown: ReadonlySet<string> = new Set(),
+  ) {}
+
+  /** Unary calls in flight. */
+  get unaryInFlight(): number {
+    return this.unary;
+  }
+
+  /** Streaming calls in flight. */
+  get streamsInFlight(): number {
+    return this.streams;
+  }
+
+  /**
+   * Resolves once no unary call (or, with `includeStreams`, no call at all) is in flight, or after
+   * `timeoutMs`; returns whether that point was reached.
+   */
+  async idle(timeoutMs: number, includeStreams = false): Promise<boolean> {
+    const isIdle = () => this.unary === 0 && (!includeStreams || this.streams === 0);
+    if (isIdle()) return true;
+    return new Promise<boolean>((resolve) => {
+      const check = () => {
+        if (!isIdle()) return;
+        finish(true);
+      };
+      const finish = (ok: boolean) => {
+        clearTimeout(timer);
+        this.idleWaiters.delete(check);
+        resolve(ok);
+      };
+      const timer = setTimeout(() => finish(false), timeoutMs);
+      this.idleWaiters.add(check);
+    });
+  }
+
+  readonly interceptor: Interceptor = (next) => async (req) => {
+    const procedure = `/${req.service.typeName}/${req.method.name}`;
+    if (this.shuttingDown.aborted && !this.servedDuringShutdown.has(procedure)) throw shuttingDownError();
+    const started = performance.now();
+    if (!req.stream) {
+      this.unary++;
+      try {
+        return await next(req);
+      } catch (err) {
+        throw this.normalize(err, procedure, req.signal);
+      } finally {
+        this.unary--;
+        this.logger.debug({ procedure, ms: Math.round(performance.now() - started) }, "unary call done");
+        this.notify();
+      }
+    }
+    this.streams++;
+    let res: Awaited<ReturnType<typeof next>>;
+    try {
+      res = await next(req);
+    } catch (err) {
+      this.streams--;
+      this.notify();
+      throw this.normalize(err, procedure, req.signal);
+    }
+    if (!res.stream) return res;
+    return { ...res, message: this.guardStream(res.message, procedure, req.signal) };
+  };
+
+  private async *guardStream<T>(
+    source: AsyncIterable<T>,
+    procedure: string,
+    signal: AbortSignal,
+  ): AsyncGenerator<T> {
+    const it = source[Symbol.asyncIterator]();
+    let onShutdown: (() => void) | undefined;
+    const stopped = new Promise<never>((_, reject) => {
+      onShutdown = () => reject(shuttingDownError());
+      if (this.shuttingDown.aborted) onShutdown();
+      else this.shuttingDown.addEventListener("abort", onShutdown, { once: true });
+    });
+    // The race below may never observe `stopped`; keep its rejection from being "unhandled".
+    stopped.catch(() => {});
+    let finished = false;
+    try {
+      for (;;) {
+        const result = await Promise.race([it.next(), stopped]);
+        if (result.done === true) {
+          finished = true;
+          return;
+        }
+        yield result.value;
+      }
+    } catch (err) {
+      throw this.normalize(err, procedure, signal);
+    } finally {
+      if (onShutdown !== undefined) this.shuttingDown.removeEventListener("abort", onShutdown);
+      // Let the handler run its cleanup; it also sees its context signal aborted once we are done.
+      if (!finished)
+        it.return?.().catch((err: unknown) => this.logger.debug({ err, procedure }, "stream cleanup failed"));
+      this.streams--;
+      this.notify();
+    }
+  }
+
+  private normalize(err: unknown, procedure: string, signal: AbortSignal): ConnectError {
+    const mapped = redisErrorToConnect(err);
+    if (mapped instanceof ConnectError) return mapped;
+    if (signal.aborted) {
+      // Cancelled by the client, past its deadline, or cut off at the end of the shutdown grace.
+      return signal.reason instanceof ConnectError ? signal.reason : ConnectError.from(err, Code.Canceled);
+    }
+    this.logger.error({ err, procedure }, "unexpected error in handler");
+    return ConnectError.from(err, Code.Internal);
+  }
+
+  private notify(): void {
+    for (const check of [...this.idleWaiters]) check();
+  }
+}

@@ -1,0 +1,62 @@
+// weftd's command line: parse flags and variables, start the daemon, shut down on SIGTERM/SIGINT.
+import { ConfigError, loadConfig } from "./config.js";
+import { type DaemonHandle, startDaemon } from "./daemon.js";
+import { createLogger } from "./logger.js";
+import { RedisServerMissingError } from "./private-redis.js";
+
+let parsed: ReturnType<typeof loadConfig>;
+try {
+  parsed = loadConfig();
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`weftd: ${err.message}\n`);
+  process.exit(2);
+}
+if (parsed.help) {
+  process.stdout.write(parsed.text);
+  process.exit(0);
+}
+
+const { config } = parsed;
+const logger = createLogger({ level: config.logLevel });
+process.on("uncaughtException", (err) => {
+  logger.fatal({ err }, "uncaught exception: exiting");
+  process.exit(1);
+});
+process.on("unhandledRejection", (err) => {
+  logger.fatal({ err }, "unhandled promise rejection: exiting");
+  process.exit(1);
+});
+
+let daemon: DaemonHandle | undefined;
+let stopSignal: NodeJS.Signals | undefined;
+const shutDown = (handle: DaemonHandle) => {
+  handle.close().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      logger.error({ err }, "weftd did not shut down cleanly");
+      process.exit(1);
+    },
+  );
+};
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  process.on(signal, () => {
+    if (stopSignal !== undefined) {
+      logger.warn({ signal }, "second stop signal: exiting now");
+      process.exit(1);
+    }
+    stopSignal = signal;
+    logger.info({ signal }, "stop signal received");
+    if (daemon !== undefined) shutDown(daemon);
+  });
+}
+
+try {
+  daemon = await startDaemon(config, { logger });
+} catch (err) {
+  if (err instanceof RedisServerMissingError) logger.fatal(err.message);
+  else logger.fatal({ err }, "weftd failed to start");
+  process.exit(1);
+}
+// A signal that came in while starting is honoured now that there is something to stop.
+if (stopSignal !== undefined) shutDown(daemon);

@@ -1,0 +1,138 @@
+import { once } from "node:events";
+import { createServer as createHttp1Server } from "node:http";
+import { createServer as createHttp2Server, type Http2Session } from "node:http2";
+import { type AddressInfo, createServer as createNetServer, type Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "pino";
+import { formatAddress } from "./metrics.js";
+
+/** Options of {@link startApiServer}. */
+export interface ApiServerOptions {
+  /** Interface to listen on. */
+  host: string;
+  /** Port to listen on; 0 picks a free one. */
+  port: number;
+  /** Largest request message, after decompression; larger ones get RESOURCE_EXHAUSTED. */
+  readMaxBytes: number;
+  /** Registers every service. */
+  routes: (router: ConnectRouter) => void;
+  /** Applied to every call, first one outermost. */
+  interceptors: Interceptor[];
+  /** Aborting it aborts the context signal of every call still running (end of the shutdown grace). */
+  shutdownSignal: AbortSignal;
+  logger: Logger;
+}
+
+/** The API port: gRPC, gRPC-Web and Connect over HTTP/2 cleartext and HTTP/1.1. */
+export interface ApiServer {
+  /** The port bound (useful with port 0). */
+  readonly port: number;
+  /** "host:port" bound. */
+  readonly address: string;
+  /**
+   * Stops accepting connections and closes the open ones: HTTP/2 sessions get a GOAWAY and
+   * HTTP/1.1 connections are ended; whatever is still open after `forceAfterMs` is destroyed.
+   */
+  close(forceAfterMs: number): Promise<void>;
+}
+
+/** The first bytes an HTTP/2 client with prior knowledge sends. */
+const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/** How long a new connection may stay silent before it is dropped. */
+const FIRST_BYTES_TIMEOUT_MS = 10_000;
+
+/**
+ * Starts the API server. One port serves HTTP/2 with prior knowledge (what gRPC clients speak
+ * over cleartext) and HTTP/1.1 (Connect and gRPC-Web from browsers, curl, fetch): Node 20's
+ * cleartext HTTP/2 server cannot fall back to HTTP/1.1, so each connection's first bytes pick one.
+ */
+export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
+  const { logger } = options;
+  const handler = connectNodeAdapter({
+    routes: options.routes,
+    readMaxBytes: options.readMaxBytes,
+    interceptors: options.interceptors,
+    shutdownSignal: options.shutdownSignal,
+  });
+  const h2 = createHttp2Server({}, handler);
+  const h1 = createHttp1Server(handler);
+
+  const sessions = new Set<Http2Session>();
+  const http1Sockets = new Set<Socket>();
+  h2.on("session", (session: Http2Session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+    // A client that misbehaves or goes away must not take the daemon down.
+    session.on("error", (err) => logger.debug({ err }, "http2 session error"));
+  });
+  h2.on("sessionError", (err) => logger.debug({ err }, "http2 session error"));
+  h1.on("clientError", (err: Error, socket: Duplex) => {
+    logger.debug({ err }, "http/1.1 client error");
+    socket.destroy();
+  });
+
+  const pending = new Set<Socket>();
+  const server = createNetServer((socket) => {
+    pending.add(socket);
+    socket.on("error", (err) => logger.debug({ err }, "connection error"));
+    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
+    socket.once("close", () => pending.delete(socket));
+    socket.once("data", (chunk: Buffer) => {
+      pending.delete(socket);
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(chunk);
+      const n = Math.min(chunk.length, HTTP2_PREFACE.length);
+      if (chunk.subarray(0, n).equals(HTTP2_PREFACE.subarray(0, n))) {
+        h2.emit("connection", socket);
+      } else {
+        http1Sockets.add(socket);
+        socket.once("close", () => http1Sockets.delete(socket));
+        h1.emit("connection", socket);
+        socket.resume();
+      }
+    });
+  });
+
+  server.listen(options.port, options.host);
+  try {
+    await Promise.race([
+      once(server, "listening"),
+      once(server, "error").then(([err]) => Promise.reject(err)),
+    ]);
+  } catch (err) {
+    throw new Error(
+      `cannot listen on ${formatAddress(options.host, options.port)}: ${(err as Error).message}` +
+        ((err as NodeJS.ErrnoException).code === "EADDRINUSE" ? " (another weftd running? use --addr)" : ""),
+    );
+  }
+  server.on("error", (err) => logger.error({ err }, "api server error"));
+  const bound = server.address() as AddressInfo;
+
+  return {
+    port: bound.port,
+    address: formatAddress(bound.address, bound.port),
+    async close(forceAfterMs: number) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of pending) socket.destroy();
+      for (const session of sessions) session.close();
+      for (const socket of http1Sockets) socket.end();
+      const force = setTimeout(() => {
+        logger.warn(
+          { http2Sessions: sessions.size, http1Connections: http1Sockets.size },
+          "destroying connections still open after shutdown",
+        );
+        for (const session of sessions) session.destroy();
+        for (const socket of http1Sockets) socket.destroy();
+      }, forceAfterMs);
+      try {
+        await closed;
+      } finally {
+        clearTimeout(force);
+      }
+    },
+  };
+}

@@ -1,6 +1,6 @@
 import { once } from "node:events";
-import { createServer as createHttp1Server } from "node:http";
-import { createServer as createHttp2Server, type Http2Session } from "node:http2";
+import { createServer as createHttp1Server, type OutgoingHttpHeaders } from "node:http";
+import { createServer as createHttp2Server, type Http2ServerResponse, type Http2Session } from "node:http2";
 import { type AddressInfo, createServer as createNetServer, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
@@ -38,6 +38,41 @@ export interface ApiServer {
   close(forceAfterMs: number): Promise<void>;
 }
 
+/**
+ * connect-es percent-encodes the grpc-message trailer with encodeURIComponent, and grpc-js decodes
+ * it with decodeURI, which leaves "%2C", "%3A", … in place: a grpc-js caller would read
+ * "field%3A reason". Re-encoding with the gRPC spec's own set (only "%" and bytes outside
+ * 0x20–0x7E) reads the same in every client.
+ */
+function specGrpcMessage(res: Http2ServerResponse): void {
+  const addTrailers = res.addTrailers.bind(res);
+  res.addTrailers = (trailers: OutgoingHttpHeaders) => {
+    const message = trailers["grpc-message"];
+    if (typeof message === "string") trailers["grpc-message"] = encodeGrpcMessage(decodeGrpcMessage(message));
+    addTrailers(trailers);
+  };
+}
+
+function decodeGrpcMessage(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
+/** Percent-encodes as the gRPC HTTP/2 spec asks for grpc-message. */
+export function encodeGrpcMessage(text: string): string {
+  let out = "";
+  for (const byte of Buffer.from(text, "utf8")) {
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
+        ? String.fromCharCode(byte)
+        : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
 /** The first bytes an HTTP/2 client with prior knowledge sends. */
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -57,7 +92,10 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     interceptors: options.interceptors,
     shutdownSignal: options.shutdownSignal,
   });
-  const h2 = createHttp2Server({}, handler);
+  const h2 = createHttp2Server({}, (req, res) => {
+    specGrpcMessage(res);
+    return handler(req, res);
+  });
   const h1 = createHttp1Server(handler);
 
   const sessions = new Set<Http2Session>();

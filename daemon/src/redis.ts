@@ -66,7 +66,7 @@ export function isRedisUnavailableError(err: unknown): boolean {
 export function redisErrorToConnect(err: unknown): unknown {
   if (err instanceof ConnectError || !isRedisUnavailableError(err)) return err;
   return new ConnectError(
-    `Redis is unreachable, try again later (${(err as Error).message})`,
+    `Redis is unreachable - try again later (${(err as Error).message})`,
     Code.Unavailable,
     undefined,
     undefined,

@@ -1,31 +1,24 @@
-import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter, type MethodImpl } from "@connectrpc/connect";
-import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
-import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { ServiceContext, WeftServices } from "./service-context.js";
+import { openWeftServices } from "./weft-services.js";
 
-/** Placeholder Weft services: every method fails UNIMPLEMENTED until the engine replaces this file. */
-export async function createWeftServices(_ctx: ServiceContext): Promise<WeftServices> {
-  return {
-    register(router: ConnectRouter) {
-      for (const service of [WorkflowService, WorkerService]) registerUnimplemented(router, service);
+/** The Weft services weftd serves: the workflow engine behind both APIs. */
+export async function createWeftServices(ctx: ServiceContext): Promise<WeftServices> {
+  const { config } = ctx;
+  return openWeftServices({
+    redisUrl: ctx.redisUrl,
+    redis: ctx.redis,
+    logger: ctx.logger,
+    shuttingDown: ctx.shuttingDown,
+    options: {
+      prefix: config.prefix,
+      runRetentionMs: config.runRetentionMs,
+      pollWaitCapMs: config.pollWaitCapMs,
+      maxTasksPerWorkflow: config.maxTasksPerWorkflow,
+      maxPayloadBytes: config.maxPayloadBytes,
+      defaultHeartbeatTimeoutMs: config.defaultHeartbeatTimeoutMs,
+      stalledIntervalMs: config.stalledIntervalMs,
+      maxWatchersPerReplica: config.maxWatchersPerReplica,
+      reconcileAfterMs: 10_000,
     },
-    async close() {},
-  };
-}
-
-function registerUnimplemented(router: ConnectRouter, service: DescService): void {
-  for (const method of service.methods) {
-    const fail = (): never => {
-      throw new ConnectError(`${service.name}.${method.name} is not implemented yet`, Code.Unimplemented);
-    };
-    const impl =
-      method.methodKind === "unary"
-        ? fail
-        : async function* () {
-            yield* [];
-            fail();
-          };
-    router.rpc(method, impl as MethodImpl<typeof method>);
-  }
+  });
 }

@@ -10,4 +10,5 @@ export {
   type SpawnWeftdOptions,
   spawnWeftd,
   type WeftdProcess,
+  weftdCommand,
 } from "./weftd.js";

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { createInterface } from "node:readline";
+import { pathToFileURL } from "node:url";
 import { REPO_ROOT } from "./paths.js";
 import { waitFor } from "./wait-for.js";
 
@@ -19,8 +20,13 @@ export interface ExitInfo {
 
 /** Options of {@link spawnWeftd}. */
 export interface SpawnWeftdOptions {
-  /** Redis to use (`--redis-url`). */
-  redisUrl: string;
+  /** Redis to use (`--redis-url`); without it weftd starts its private redis-server under `cwd`. */
+  redisUrl?: string;
+  /**
+   * Working directory of weftd.
+   * @defaultValue the repository root
+   */
+  cwd?: string;
   /**
    * Key prefix.
    * @defaultValue `test-${randomUUID()}`
@@ -67,34 +73,45 @@ export interface WeftdProcess {
   kill(): Promise<ExitInfo>;
 }
 
+/** The test runner's environment without any WEFT_* or REDIS_URL that would change weftd's configuration. */
+function inheritedEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !name.startsWith("WEFT_") && name !== "REDIS_URL"),
+  );
+}
+
+/** tsx's ESM loader by absolute URL, so that weftd can run from any working directory. */
+const TSX_LOADER = pathToFileURL(`${REPO_ROOT}node_modules/tsx/dist/esm/index.mjs`).href;
+
+/** The command line that runs weftd from source with `args`: `[node, [...flags]]`. */
+export function weftdCommand(args: string[]): [string, string[]] {
+  return [process.execPath, ["--import", TSX_LOADER, `${REPO_ROOT}daemon/src/main.ts`, ...args]];
+}
+
 const running = new Set<ChildProcess>();
 process.once("exit", () => {
   for (const child of running) child.kill("SIGKILL");
 });
 
 /**
- * Spawns `node --import tsx/esm daemon/src/main.ts --addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0`
+ * Spawns `node --import tsx/esm daemon/src/main.ts --addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 …`
  * and resolves once it logged "weftd listening" with its ports.
  */
 export async function spawnWeftd(options: SpawnWeftdOptions): Promise<WeftdProcess> {
   const prefix = options.prefix ?? `test-${randomUUID()}`;
-  const args = [
-    "--import",
-    "tsx/esm",
-    "daemon/src/main.ts",
+  const [node, args] = weftdCommand([
     "--addr",
     "127.0.0.1:0",
     "--metrics-addr",
     "127.0.0.1:0",
-    "--redis-url",
-    options.redisUrl,
     "--prefix",
     prefix,
+    ...(options.redisUrl === undefined ? [] : ["--redis-url", options.redisUrl]),
     ...(options.args ?? []),
-  ];
-  const child = spawn(process.execPath, args, {
-    cwd: REPO_ROOT,
-    env: { ...process.env, WEFT_LOG_LEVEL: "debug", ...options.env },
+  ]);
+  const child = spawn(node, args, {
+    cwd: options.cwd ?? REPO_ROOT,
+    env: { ...inheritedEnv(), WEFT_LOG_LEVEL: "debug", ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   running.add(child);

@@ -1,0 +1,81 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
+import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { EventType, type RunEvent, RunStatus, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import { type TaskAssignment, WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
+import type { TaskDefinition, TaskDefinitionSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
+import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
+
+/** Connect clients of both Weft services over gRPC (HTTP/2). */
+export interface WeftClients {
+  workflows: Client<typeof WorkflowService>;
+  workers: Client<typeof WorkerService>;
+}
+
+/** Clients for a daemon at `address` ("127.0.0.1:port"). */
+export function weftClients(address: string): WeftClients {
+  const transport = createGrpcTransport({ baseUrl: `http://${address}` });
+  return {
+    workflows: createClient(WorkflowService, transport),
+    workers: createClient(WorkerService, transport),
+  };
+}
+
+/** A google.protobuf.Value from plain JSON. */
+export function value(json: JsonValue): Value {
+  return fromJson(ValueSchema, json);
+}
+
+/** Plain JSON from a google.protobuf.Value (undefined when unset). */
+export function json(v: Value | undefined): JsonValue | undefined {
+  return v === undefined ? undefined : toJson(ValueSchema, v);
+}
+
+/** A task definition, handler "echo" on `queue` unless given. */
+export function task(
+  id: string,
+  dependsOn: string[] = [],
+  extra: Omit<MessageInitShape<typeof TaskDefinitionSchema>, "id" | "$typeName"> = {},
+): MessageInitShape<typeof TaskDefinitionSchema> {
+  return { handler: "echo", ...extra, id, dependsOn };
+}
+
+/** Polls once with a wait; fails when no task arrives. */
+export async function pollTask(c: WeftClients, queue: string, workerId = "test-worker", waitSeconds = 10n) {
+  const res = await c.workers.pollTask({ queue, workerId, wait: { seconds: waitSeconds } });
+  if (res.assignment === undefined)
+    throw new Error(`no task arrived on queue "${queue}" within ${waitSeconds}s`);
+  return res.assignment;
+}
+
+/** Collects a run's events until the stream ends. */
+export async function collectEvents(c: WeftClients, runId: string, afterSequence = 0n): Promise<RunEvent[]> {
+  const events: RunEvent[] = [];
+  for await (const res of c.workflows.watchRun({ runId, afterSequence })) {
+    if (res.event) events.push(res.event);
+  }
+  return events;
+}
+
+/** Short, readable form of an event: "TASK_STARTED a#1". */
+export function describeEvent(e: RunEvent): string {
+  const type = EventType[e.type];
+  if (e.type === EventType.RUN_STARTED) return type;
+  if (e.type === EventType.RUN_FINISHED) return `${type} ${RunStatus[e.runStatus]}`;
+  return `${type} ${e.taskId}#${e.attempt}`;
+}
+
+/** The error a promise rejected with, as a ConnectError. */
+export async function rpcError(promise: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await promise;
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  throw new Error("expected the call to fail, but it succeeded");
+}
+
+export type { TaskAssignment, TaskDefinition };
+export { EventType, RunStatus, TaskStatus };

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { RedisServerMissingError, startRedisServer } from "@weft/daemon";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "@weft/sdk/gen/health/v1/health_pb.js";
 import { describe, expect, it } from "vitest";
-import { grpcClient, grpcUnary, spawnWeftd } from "./support/index.js";
+import { grpcClient, grpcUnary, spawnWeftd, waitFor } from "./support/index.js";
 
 /** Whether something accepts TCP connections on 127.0.0.1:`port`. */
 function listening(port: number): Promise<boolean> {
@@ -43,6 +43,23 @@ describe("private redis-server", () => {
       expect(await listening(port)).toBe(false);
     } finally {
       await weftd.kill();
+      await rm(cwd, { recursive: true, force: true });
+    }
+  });
+
+  it("does not outlive a weftd killed with SIGKILL", async () => {
+    const cwd = await mkdtemp(join(tmpdir(), "weftd-cwd-"));
+    const weftd = await spawnWeftd({ cwd });
+    try {
+      const started = await weftd.waitForLog(
+        (l) => l.msg.startsWith("started a private redis-server"),
+        "redis start",
+      );
+      const port = Number(new URL(started.redis as string).port);
+      expect(await listening(port)).toBe(true);
+      expect(await weftd.kill()).toEqual({ code: null, signal: "SIGKILL" });
+      await waitFor(async () => !(await listening(port)), { message: "the private redis-server to stop" });
+    } finally {
       await rm(cwd, { recursive: true, force: true });
     }
   });

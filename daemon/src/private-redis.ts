@@ -1,9 +1,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { delimiter, join, resolve } from "node:path";
 import type { Logger } from "pino";
 
 /** Options of {@link startRedisServer}. */
@@ -90,7 +91,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   const dir = options.dir === undefined ? await mkdtemp(join(tmpdir(), "weft-redis-")) : resolve(options.dir);
   await mkdir(dir, { recursive: true });
   let port = options.port ?? (await freePort());
-  let child: ChildProcess | undefined;
+  let child: RedisProcess | undefined;
   for (let attempt = 1; ; attempt++) {
     try {
       child = await spawnRedis(port, dir, options);
@@ -108,14 +109,14 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   const stop = async () => {
     const current = child;
     child = undefined;
-    if (current !== undefined) await stopChild(current);
+    if (current !== undefined) await stopRedis(current);
   };
   return {
     port,
     url: `redis://${HOST}:${port}`,
     dir,
     get running() {
-      return child !== undefined && child.exitCode === null && child.signalCode === null;
+      return child !== undefined && child.watchdog.exitCode === null && child.watchdog.signalCode === null;
     },
     stop,
     async restart() {
@@ -137,22 +138,61 @@ function redisArgs(port: number, dir: string, persistence: "aof" | "none"): stri
   return args;
 }
 
-async function spawnRedis(port: number, dir: string, options: RedisServerOptions): Promise<ChildProcess> {
+/**
+ * Runs redis-server under a small sh watchdog that holds our end of a pipe on its stdin: when that
+ * pipe closes — `stop()` closing it, or this process dying, even of SIGKILL — the watchdog stops
+ * redis-server with SIGTERM (so the AOF is flushed) and exits with its status. A private Redis thus
+ * never outlives weftd, and no orphan keeps writing to `.weft/redis` under the next weftd.
+ */
+const WATCHDOG = `
+bin=$1; shift
+exec 3<&0
+"$bin" "$@" 3<&- &
+pid=$!
+echo "weft-watchdog: redis-server pid $pid"
+(read _ <&3; kill -TERM "$pid" 2>/dev/null) &
+watcher=$!
+exec 3<&-
+wait "$pid"
+status=$?
+kill "$watcher" 2>/dev/null
+exit "$status"
+`;
+
+/** A running redis-server and its watchdog. */
+interface RedisProcess {
+  watchdog: ChildProcess;
+  /** redis-server's own pid, for the SIGKILL of last resort. */
+  pid: number | undefined;
+}
+
+async function spawnRedis(port: number, dir: string, options: RedisServerOptions): Promise<RedisProcess> {
   const binary = options.binary ?? "redis-server";
-  const child = spawn(binary, redisArgs(port, dir, options.persistence ?? "none"), {
-    stdio: ["ignore", "pipe", "pipe"],
-    detached: options.detached ?? false,
-  });
+  if (!(await isExecutable(binary))) {
+    throw new RedisServerMissingError(
+      `${binary} not found: install the Debian/Ubuntu package redis-server (apt-get install redis-server), ` +
+        "or give weftd a Redis with --redis-url / WEFT_REDIS_URL",
+    );
+  }
+  const watchdog = spawn(
+    "sh",
+    ["-c", WATCHDOG, "weft-redis", binary, ...redisArgs(port, dir, options.persistence ?? "none")],
+    {
+      stdio: ["pipe", "pipe", "pipe"],
+      detached: options.detached ?? false,
+    },
+  );
+  const proc: RedisProcess = { watchdog, pid: undefined };
   const output: string[] = [];
   const timeoutMs = options.startTimeoutMs ?? 10_000;
-  return new Promise<ChildProcess>((resolvePromise, reject) => {
+  return new Promise<RedisProcess>((resolvePromise, reject) => {
     let ready = false;
     let failed = false;
     const fail = (err: Error) => {
       if (ready || failed) return;
       failed = true;
       clearTimeout(timer);
-      child.kill("SIGKILL");
+      killHard(proc);
       reject(err);
     };
     const timer = setTimeout(
@@ -164,42 +204,67 @@ async function spawnRedis(port: number, dir: string, options: RedisServerOptions
     );
     const onData = (chunk: Buffer) => {
       const text = chunk.toString();
-      for (const line of text.split("\n"))
-        if (line.trim() !== "") options.logger?.debug({ port }, line.trim());
+      for (const line of text.split("\n")) {
+        const pid = /^weft-watchdog: redis-server pid (\d+)/.exec(line);
+        if (pid !== null) proc.pid = Number(pid[1]);
+        else if (line.trim() !== "") options.logger?.debug({ port }, line.trim());
+      }
       if (ready) return;
       output.push(text);
       if (output.join("").includes("Ready to accept connections")) {
         ready = true;
         output.length = 0;
         clearTimeout(timer);
-        resolvePromise(child);
+        resolvePromise(proc);
       }
     };
-    child.stdout?.on("data", onData);
-    child.stderr?.on("data", onData);
-    child.on("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "ENOENT") {
-        fail(
-          new RedisServerMissingError(
-            `${binary} not found: install the Debian/Ubuntu package redis-server (apt-get install redis-server), ` +
-              "or give weftd a Redis with --redis-url / WEFT_REDIS_URL",
-          ),
-        );
-      } else {
-        fail(err);
-      }
-    });
-    child.once("exit", (code, signal) => {
+    watchdog.stdout.on("data", onData);
+    watchdog.stderr.on("data", onData);
+    // Writing to a pipe whose reader is gone must not throw in this process.
+    watchdog.stdin.on("error", () => {});
+    watchdog.on("error", fail);
+    watchdog.once("exit", (code, signal) => {
       fail(new Error(`redis-server exited (${signal ?? code}) before it was ready:\n${output.join("")}`));
     });
   });
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, "exit");
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
+/** Whether `command` names an executable file, directly or through PATH. */
+async function isExecutable(command: string): Promise<boolean> {
+  const candidates = command.includes("/")
+    ? [command]
+    : (process.env.PATH ?? "")
+        .split(delimiter)
+        .filter((d) => d !== "")
+        .map((d) => join(d, command));
+  for (const candidate of candidates) {
+    try {
+      await access(candidate, constants.X_OK);
+      return true;
+    } catch {
+      // Not in this directory: try the next one.
+    }
+  }
+  return false;
+}
+
+function killHard(proc: RedisProcess): void {
+  if (proc.pid !== undefined) {
+    try {
+      process.kill(proc.pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+  proc.watchdog.kill("SIGKILL");
+}
+
+async function stopRedis(proc: RedisProcess): Promise<void> {
+  const { watchdog } = proc;
+  if (watchdog.exitCode !== null || watchdog.signalCode !== null) return;
+  const exited = once(watchdog, "exit");
+  watchdog.stdin?.end();
+  const timer = setTimeout(() => killHard(proc), STOP_TIMEOUT_MS);
   try {
     await exited;
   } finally {

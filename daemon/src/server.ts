@@ -100,6 +100,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
 
   const sessions = new Set<Http2Session>();
   const http1Sockets = new Set<Socket>();
+  // Destroying an HTTP/2 session does not always destroy a socket handed over with emit("connection").
+  const http2Sockets = new Set<Socket>();
   h2.on("session", (session: Http2Session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
@@ -125,6 +127,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       socket.unshift(chunk);
       const n = Math.min(chunk.length, HTTP2_PREFACE.length);
       if (chunk.subarray(0, n).equals(HTTP2_PREFACE.subarray(0, n))) {
+        http2Sockets.add(socket);
+        socket.once("close", () => http2Sockets.delete(socket));
         h2.emit("connection", socket);
       } else {
         http1Sockets.add(socket);
@@ -164,6 +168,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
           "destroying connections still open after shutdown",
         );
         for (const session of sessions) session.destroy();
+        for (const socket of http2Sockets) socket.destroy();
         for (const socket of http1Sockets) socket.destroy();
       }, forceAfterMs);
       try {

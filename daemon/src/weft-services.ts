@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
@@ -27,6 +28,8 @@ export interface WeftServicesHandle {
 /** Opens the engine and returns the Weft services built on it. */
 export function openWeftServices(deps: WeftServicesDeps): WeftServicesHandle {
   const engine = Engine.open(deps.redisUrl, deps.redis, deps.options, deps.logger);
+  // Every open poll and watch listens for shutdown.
+  setMaxListeners(0, deps.shuttingDown);
   return {
     engine,
     register(router) {

@@ -186,7 +186,9 @@ export class Engine {
   async close(): Promise<void> {
     this.reconciler.stop();
     for (const dispatcher of this.dispatchers.values()) dispatcher.close();
+    this.logger.debug("engine: closing BullMQ queues and workers");
     await this.queues.close();
+    this.logger.debug("engine: BullMQ closed");
     this.subscriber.disconnect();
     this.bullConnection.disconnect();
   }

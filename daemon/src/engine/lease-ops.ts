@@ -6,7 +6,7 @@ import type { CompiledTask } from "./dag.js";
 import type { FetchedJob } from "./dispatcher.js";
 import { type Engine, LOCK_GRACE_MS } from "./engine.js";
 import { formatLeaseId, type LeaseRef, newLeaseNonce, parseJobId, parseLeaseId } from "./ids.js";
-import { backoffDelayMs } from "./retry-policy.js";
+import { backoffDelayMs, backoffSeed } from "./retry-policy.js";
 import type { TaskRecord } from "./run-view.js";
 import { jsonValue } from "./run-view.js";
 import { invalidArgument } from "./violations.js";
@@ -283,7 +283,9 @@ export class LeaseOps {
       !policy.nonRetryableErrorTypes.includes(failure.type) &&
       lease.attempt < policy.maxAttempts;
     const now = Date.now();
-    const delayMs = retry ? backoffDelayMs(policy, lease.attempt, `${runId}.${task.id}.${lease.attempt}`) : 0;
+    const delayMs = retry
+      ? backoffDelayMs(policy, lease.attempt, backoffSeed(runId, task.id, lease.attempt))
+      : 0;
     const continueOnFailure = loaded.workflow.definition?.continueOnFailure === true;
     const reply = await engine.steps.fail(
       runId,

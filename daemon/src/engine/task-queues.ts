@@ -188,7 +188,8 @@ export class TaskQueues {
 
   /** Closes every queue and worker. */
   async close(): Promise<void> {
-    await Promise.allSettled([...this.workers.values()].map((w) => w.close()));
+    // Force: these workers run no processor, and closing must not wait out a blocking fetch.
+    await Promise.allSettled([...this.workers.values()].map((w) => w.close(true)));
     await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
   }
 }

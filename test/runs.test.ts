@@ -178,6 +178,42 @@ describe("a run end to end", () => {
   });
 });
 
+describe("many watchers", () => {
+  it("serves 300 watchers of one run over a handful of Redis connections, each with every event", async () => {
+    const { queue, workflow } = names("watchers");
+    await c.workflows.submitWorkflow({
+      definition: { name: workflow, tasks: [task("a", [], { queue }), task("b", ["a"], { queue })] },
+    });
+    const runId = (await c.workflows.trigger({ workflow })).run?.id ?? "";
+    const { Redis } = await import("ioredis");
+    const admin = new Redis(redis.url);
+    try {
+      const clients = async () =>
+        (await admin.client("LIST"))
+          .toString()
+          .split("\n")
+          .filter((l) => l !== "").length;
+      const before = await clients();
+      const received = Array.from({ length: 300 }, () => [] as number[]);
+      const watchers = received.map(async (events) => {
+        for await (const res of c.workflows.watchRun({ runId })) events.push(Number(res.event?.sequence));
+      });
+      await waitFor(() => received.every((e) => e.length >= 2), {
+        message: "every watcher to get the history",
+      });
+      expect((await clients()) - before).toBeLessThanOrEqual(3);
+      for (let i = 0; i < 2; i++) {
+        const t = await pollTask(c, queue);
+        await c.workers.completeTask({ leaseId: t.leaseId });
+      }
+      await Promise.all(watchers);
+      for (const events of received) expect(events).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    } finally {
+      admin.disconnect();
+    }
+  });
+});
+
 describe("Trigger, GetRun and ListRuns", () => {
   it("returns one run for 20 concurrent triggers with the same idempotency key", async () => {
     const { queue, workflow } = names("idem");

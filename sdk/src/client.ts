@@ -1,0 +1,231 @@
+import { isMessage, type JsonValue } from "@bufbuild/protobuf";
+import { type CallOptions, createClient } from "@connectrpc/connect";
+import { addDefaults, type WeftClientOptions } from "./client-options.js";
+import { type CallContext, toWeftError } from "./error-mapping.js";
+import { runOutcomeError } from "./errors.js";
+import { EventType, type Run, type RunEvent, RunStatus } from "./gen/weft/v1/run_pb.js";
+import {
+  type ExecutionPlan,
+  type Workflow,
+  type WorkflowDefinition,
+  WorkflowDefinitionSchema,
+  type WorkflowSummary,
+} from "./gen/weft/v1/workflow_pb.js";
+import { WorkflowService } from "./gen/weft/v1/workflow_service_pb.js";
+import { fromValue, toValue } from "./json-value.js";
+import { createClientTransport } from "./transport.js";
+import { type WatchOptions, watchRun } from "./watch.js";
+import { WorkflowBuilder } from "./workflow-builder.js";
+import { toWorkflowDefinition, type WorkflowSpec } from "./workflow-spec.js";
+
+/** Anything {@link WeftClient.submitWorkflow} accepts: a builder, a plain spec or the proto message. */
+export type WorkflowInput = WorkflowBuilder<string> | WorkflowSpec | WorkflowDefinition;
+
+/** Options of {@link WeftClient.submitWorkflow}. */
+export interface SubmitOptions {
+  /** Validate and plan only; store nothing (a dry run). */
+  validateOnly?: boolean;
+}
+
+/** What {@link WeftClient.submitWorkflow} returns. */
+export interface SubmitResult {
+  /** The stored workflow (version 0 with `validateOnly`). */
+  workflow: Workflow;
+  /** True when this call stored a new version. */
+  created: boolean;
+  /** The execution plan: layers of task ids that may run together. */
+  layers: string[][];
+}
+
+/** What {@link WeftClient.getWorkflow} returns. */
+export interface WorkflowWithPlan {
+  /** The workflow version. */
+  workflow: Workflow;
+  /** Its execution plan as layers of task ids. */
+  layers: string[][];
+}
+
+/** Options of {@link WeftClient.trigger}. */
+export interface TriggerOptions {
+  /** Triggers with the same workflow and key return the same run instead of starting another. */
+  idempotencyKey?: string;
+  /**
+   * Workflow version to run.
+   * @defaultValue 0 (the latest)
+   */
+  version?: number;
+}
+
+/** What {@link WeftClient.trigger} returns. */
+export interface TriggerResult {
+  /** The run. */
+  run: Run;
+  /** False when the idempotency key matched an existing run. */
+  created: boolean;
+}
+
+/** Filter of {@link WeftClient.listRuns}. */
+export interface ListRunsFilter {
+  /** Only runs of this workflow. */
+  workflow?: string;
+  /** Only runs in one of these statuses. */
+  statuses?: readonly RunStatus[];
+  /**
+   * Runs fetched per call.
+   * @defaultValue 100
+   */
+  pageSize?: number;
+}
+
+/** Options of {@link WeftClient.result}. */
+export interface ResultOptions {
+  /** Stops waiting: the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** A client of weftd's WorkflowService, from {@link createWeftClient}. */
+export interface WeftClient {
+  /** Validates and stores a workflow, versioned by content; `validateOnly` only plans it. */
+  submitWorkflow(definition: WorkflowInput, options?: SubmitOptions): Promise<SubmitResult>;
+  /** One version of a workflow (the latest by default). @throws WorkflowNotFoundError */
+  getWorkflow(name: string, version?: number): Promise<WorkflowWithPlan>;
+  /** Every workflow, by name, fetched page by page as the iteration goes. */
+  listWorkflows(options?: { pageSize?: number }): AsyncIterable<WorkflowSummary>;
+  /** Starts a run of `workflow` with `input`. @throws WorkflowNotFoundError */
+  trigger(workflow: string, input?: JsonValue, options?: TriggerOptions): Promise<TriggerResult>;
+  /** A run with every task run. @throws RunNotFoundError */
+  getRun(runId: string): Promise<Run>;
+  /** Runs matching `filter`, newest first, fetched page by page as the iteration goes. */
+  listRuns(filter?: ListRunsFilter): AsyncIterable<Run>;
+  /**
+   * The run's events in order, reconnecting by itself after a dropped stream and resuming after
+   * the last event it delivered; ends after RUN_FINISHED. @throws RunNotFoundError
+   */
+  watch(runId: string, options?: WatchOptions): AsyncIterable<RunEvent>;
+  /**
+   * Waits for the run to finish and resolves with its output (an object of the leaf tasks'
+   * outputs keyed by task id). @throws RunFailedError, RunTimedOutError, RunCancelledError, RunNotFoundError
+   */
+  result(runId: string, options?: ResultOptions): Promise<JsonValue>;
+  /** Cancels a run (idempotent) and returns it. @throws RunNotFoundError */
+  cancel(runId: string, reason?: string): Promise<Run>;
+  /** Closes the client's connection; a later call opens a new one. */
+  close(): void;
+}
+
+/** Creates a {@link WeftClient} for the weftd at `options.address` (gRPC over HTTP/2 by default). */
+export function createWeftClient(options: WeftClientOptions): WeftClient {
+  const resolved = addDefaults(options);
+  const { transport, close } = createClientTransport(resolved);
+  const rpc = createClient(WorkflowService, transport);
+  const unary: CallOptions = { timeoutMs: resolved.timeoutMs };
+
+  async function call<T>(context: CallContext, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw toWeftError(err, context);
+    }
+  }
+
+  const getRun = (runId: string) =>
+    call({ runId }, async () => (await rpc.getRun({ runId }, unary)).run as Run);
+
+  const client: WeftClient = {
+    async submitWorkflow(definition, submit = {}) {
+      const def = toDefinition(definition);
+      const res = await call({ submitting: true, workflow: def.name }, () =>
+        rpc.submitWorkflow({ definition: def, validateOnly: submit.validateOnly ?? false }, unary),
+      );
+      return { workflow: res.workflow as Workflow, created: res.created, layers: layersOf(res.plan) };
+    },
+
+    async getWorkflow(name, version = 0) {
+      const res = await call({ workflow: name, version }, () => rpc.getWorkflow({ name, version }, unary));
+      return { workflow: res.workflow as Workflow, layers: layersOf(res.plan) };
+    },
+
+    async *listWorkflows(list = {}) {
+      let pageToken = "";
+      do {
+        const page = await call({}, () =>
+          rpc.listWorkflows({ pageSize: list.pageSize ?? 100, pageToken }, unary),
+        );
+        yield* page.workflows;
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+    },
+
+    async trigger(workflow, input = null, trigger = {}) {
+      const version = trigger.version ?? 0;
+      const res = await call({ workflow, version }, () =>
+        rpc.trigger(
+          { workflow, version, input: toValue(input), idempotencyKey: trigger.idempotencyKey ?? "" },
+          unary,
+        ),
+      );
+      return { run: res.run as Run, created: res.created };
+    },
+
+    getRun,
+
+    async *listRuns(filter = {}) {
+      let pageToken = "";
+      do {
+        const page = await call({ workflow: filter.workflow ?? "" }, () =>
+          rpc.listRuns(
+            {
+              workflow: filter.workflow ?? "",
+              statuses: [...(filter.statuses ?? [])],
+              pageSize: filter.pageSize ?? 100,
+              pageToken,
+            },
+            unary,
+          ),
+        );
+        yield* page.runs;
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+    },
+
+    watch(runId, watch = {}) {
+      return watchRun(rpc, runId, resolved.reconnect, watch);
+    },
+
+    async result(runId, wait = {}) {
+      let run = await getRun(runId);
+      if (run.status === RunStatus.RUNNING || run.status === RunStatus.UNSPECIFIED) {
+        let finished: RunEvent | undefined;
+        const events = watchRun(rpc, runId, resolved.reconnect, {
+          afterSequence: run.lastSequence,
+          ...(wait.signal === undefined ? {} : { signal: wait.signal }),
+        });
+        for await (const event of events) {
+          if (event.type === EventType.RUN_FINISHED) finished = event;
+        }
+        if (finished?.runStatus === RunStatus.SUCCEEDED) return fromValue(finished.output);
+        run = await getRun(runId);
+      }
+      if (run.status === RunStatus.SUCCEEDED) return fromValue(run.output);
+      throw runOutcomeError(run);
+    },
+
+    async cancel(runId, reason = "") {
+      return call({ runId }, async () => (await rpc.cancel({ runId, reason }, unary)).run as Run);
+    },
+
+    close,
+  };
+  return client;
+}
+
+/** The proto definition of any {@link WorkflowInput}. */
+export function toDefinition(input: WorkflowInput): WorkflowDefinition {
+  if (input instanceof WorkflowBuilder) return input.build();
+  if (isMessage(input, WorkflowDefinitionSchema)) return input;
+  return toWorkflowDefinition(input);
+}
+
+function layersOf(plan: ExecutionPlan | undefined): string[][] {
+  return (plan?.layers ?? []).map((l) => [...l.taskIds]);
+}

@@ -1,0 +1,68 @@
+// @weft/sdk: the public API. The generated code is reachable too, as "@weft/sdk/gen/weft/v1/*.js".
+export type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+export { Code } from "@connectrpc/connect";
+export {
+  createWeftClient,
+  type ListRunsFilter,
+  type ResultOptions,
+  type SubmitOptions,
+  type SubmitResult,
+  type TriggerOptions,
+  type TriggerResult,
+  toDefinition,
+  type WeftClient,
+  type WorkflowInput,
+  type WorkflowWithPlan,
+} from "./client.js";
+export type { ReconnectOptions, TlsOptions, WeftClientOptions, WeftProtocol } from "./client-options.js";
+export { type DurationInput, durationMs, formatDuration, fromDuration, toDuration } from "./duration.js";
+export { type CallContext, toWeftError } from "./error-mapping.js";
+export {
+  type FailedTask,
+  type FieldViolation,
+  InvalidArgumentError,
+  InvalidWorkflowError,
+  RunCancelledError,
+  RunFailedError,
+  RunNotFoundError,
+  RunTimedOutError,
+  runOutcomeError,
+  WeftError,
+  WeftUnavailableError,
+  WorkflowNotFoundError,
+} from "./errors.js";
+export {
+  EventType,
+  type Run,
+  type RunEvent,
+  RunStatus,
+  type TaskError,
+  type TaskRun,
+  TaskStatus,
+} from "./gen/weft/v1/run_pb.js";
+export type {
+  ExecutionPlan,
+  RetryPolicy,
+  TaskDefinition,
+  TaskTimeouts,
+  Workflow,
+  WorkflowDefinition,
+  WorkflowSummary,
+} from "./gen/weft/v1/workflow_pb.js";
+export { fromValue, toValue } from "./json-value.js";
+export type { ReconnectInfo, WatchOptions } from "./watch.js";
+export { type NewTaskId, WorkflowBuilder, type WorkflowOptions, workflow } from "./workflow-builder.js";
+export {
+  loadWorkflowFile,
+  parseWorkflowSpec,
+  parseWorkflowText,
+  WorkflowSpecError,
+} from "./workflow-file.js";
+export {
+  type RetrySpec,
+  type TaskOptions,
+  type TaskSpec,
+  type TimeoutsSpec,
+  toWorkflowDefinition,
+  type WorkflowSpec,
+} from "./workflow-spec.js";

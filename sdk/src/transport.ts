@@ -1,0 +1,51 @@
+import type { Interceptor, Transport } from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+  Http2SessionManager,
+} from "@connectrpc/connect-node";
+import type { ResolvedClientOptions } from "./client-options.js";
+
+/** A transport and the HTTP/2 session it holds, if any, so that it can be closed. */
+export interface ClientTransport {
+  transport: Transport;
+  /** Closes the HTTP/2 connection; later calls open a new one. */
+  close(): void;
+}
+
+/** Creates the transport of a client: gRPC over HTTP/2 unless told otherwise. */
+export function createClientTransport(options: ResolvedClientOptions): ClientTransport {
+  const interceptors: Interceptor[] = [];
+  if (options.token !== undefined) interceptors.push(bearerToken(options.token));
+  interceptors.push(...options.interceptors);
+  const common = { baseUrl: options.baseUrl, interceptors };
+  const http2 = options.protocol === "grpc" || options.httpVersion === "2";
+  if (!http2) {
+    const nodeOptions = options.tls === undefined ? {} : { nodeOptions: { ...options.tls } };
+    const transport =
+      options.protocol === "connect"
+        ? createConnectTransport({ ...common, ...nodeOptions, httpVersion: "1.1" })
+        : createGrpcWebTransport({ ...common, ...nodeOptions, httpVersion: "1.1" });
+    return { transport, close: () => {} };
+  }
+  // PINGs on a busy connection notice a peer that vanished without closing it (a long watch
+  // would otherwise wait forever on a dead host).
+  const ping = { pingIntervalMs: 30_000, pingTimeoutMs: 15_000 };
+  const sessionManager = new Http2SessionManager(options.baseUrl, ping, options.tls);
+  const h2 = { ...common, httpVersion: "2" as const, sessionManager };
+  const transport =
+    options.protocol === "connect"
+      ? createConnectTransport(h2)
+      : options.protocol === "grpc-web"
+        ? createGrpcWebTransport(h2)
+        : createGrpcTransport(h2);
+  return { transport, close: () => sessionManager.abort() };
+}
+
+function bearerToken(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+}

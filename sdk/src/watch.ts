@@ -1,0 +1,87 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import type { ReconnectOptions } from "./client-options.js";
+import { toWeftError } from "./error-mapping.js";
+import { EventType, type RunEvent } from "./gen/weft/v1/run_pb.js";
+import type { WorkflowService } from "./gen/weft/v1/workflow_service_pb.js";
+
+/** What {@link WatchOptions.onReconnect} is told before each reconnection. */
+export interface ReconnectInfo {
+  /** Consecutive failures so far, starting at 1. */
+  attempt: number;
+  /** How long the watch waits before reconnecting. */
+  delayMs: number;
+  /** Sequence of the last event delivered; the new stream resumes after it. */
+  afterSequence: bigint;
+  /** Why the stream dropped. */
+  error: ConnectError;
+}
+
+/** Options of {@link WeftClient.watch}. */
+export interface WatchOptions {
+  /**
+   * Deliver only events with a greater sequence number.
+   * @defaultValue 0 (every event of the run)
+   */
+  afterSequence?: bigint | number;
+  /** Stops the watch: the iteration ends with the signal's reason. */
+  signal?: AbortSignal;
+  /** Called before each reconnection after a dropped stream. */
+  onReconnect?: (info: ReconnectInfo) => void;
+}
+
+/**
+ * Codes after which the same WatchRun call may well succeed: the daemon went away, restarted, shut
+ * down, or the connection broke. Anything else (NOT_FOUND, INVALID_ARGUMENT, auth) is final.
+ */
+const TRANSIENT = new Set([
+  Code.Unavailable,
+  Code.Aborted,
+  Code.Internal,
+  Code.Unknown,
+  Code.Canceled,
+  Code.DeadlineExceeded,
+  Code.ResourceExhausted,
+]);
+
+/**
+ * Streams the events of run `runId` in order, reconnecting after a dropped stream with capped
+ * exponential backoff and resuming after the last delivered sequence: no gap, no duplicate. Ends
+ * after the run's RUN_FINISHED event. @throws WeftError (e.g. RunNotFoundError), or the error that
+ * made it give up after `reconnect.maxAttempts` consecutive failures.
+ */
+export async function* watchRun(
+  client: Client<typeof WorkflowService>,
+  runId: string,
+  reconnect: Required<ReconnectOptions>,
+  options: WatchOptions = {},
+): AsyncGenerator<RunEvent, void, undefined> {
+  const { signal } = options;
+  let last = BigInt(options.afterSequence ?? 0);
+  let failures = 0;
+  for (;;) {
+    signal?.throwIfAborted();
+    let error: ConnectError;
+    try {
+      for await (const res of client.watchRun({ runId, afterSequence: last }, { signal })) {
+        const event = res.event;
+        // A replayed event (at-least-once on the wire) is dropped rather than delivered twice.
+        if (event === undefined || event.sequence <= last) continue;
+        last = event.sequence;
+        failures = 0;
+        yield event;
+        if (event.type === EventType.RUN_FINISHED) return;
+      }
+      error = new ConnectError("the watch stream ended before the run finished", Code.Unavailable);
+    } catch (err) {
+      signal?.throwIfAborted();
+      error = ConnectError.from(err);
+      if (!TRANSIENT.has(error.code)) throw toWeftError(error, { runId });
+    }
+    failures++;
+    if (failures > reconnect.maxAttempts) throw toWeftError(error, { runId });
+    const delayMs = Math.min(reconnect.initialDelayMs * 2 ** (failures - 1), reconnect.maxDelayMs);
+    options.onReconnect?.({ attempt: failures, delayMs, afterSequence: last, error });
+    await sleep(delayMs, undefined, { signal });
+  }
+}

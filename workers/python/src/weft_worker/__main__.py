@@ -1,0 +1,5 @@
+"""``python -m weft_worker``."""
+
+from .cli import main
+
+main()

@@ -3,6 +3,7 @@ import { promisify } from "node:util";
 import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "@weft/sdk/gen/health/v1/health_pb.js";
+import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
 import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -23,7 +24,7 @@ import {
   within,
 } from "./support/index.js";
 
-const WEFT_SERVICES = [WorkflowService.typeName, WorkerService.typeName];
+const WEFT_SERVICES = [WorkflowService.typeName, WorkerService.typeName, AdminService.typeName];
 
 let redis: RedisServer;
 let weftd: WeftdProcess;
@@ -159,7 +160,7 @@ describe("server reflection", () => {
       { timeout: 30_000 },
     );
     const listed = stdout.trim().split("\n").sort();
-    const expected = [WorkflowService, WorkerService, Health].flatMap((s) =>
+    const expected = [WorkflowService, WorkerService, AdminService, Health].flatMap((s) =>
       s.methods.map((m) => `${s.typeName}/${m.name}`),
     );
     expected.push(

@@ -73,6 +73,17 @@ export interface DaemonConfig {
    * @defaultValue 10000
    */
   maxWatchersPerReplica: number;
+  /**
+   * YAML or JSON file with the policy settings: default retry policy, per-queue limits, rate-limit
+   * keys (see daemon/src/engine/policy.ts). Unset: none.
+   * @defaultValue undefined
+   */
+  configFile: string | undefined;
+  /**
+   * How long a run must stay untouched before the reconciler checks it for a step a crash cut short.
+   * @defaultValue 10000
+   */
+  reconcileAfterMs: number;
 }
 
 /** pino's level names. */
@@ -96,6 +107,8 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = {
   defaultHeartbeatTimeoutMs: 30_000,
   stalledIntervalMs: 5_000,
   maxWatchersPerReplica: 10_000,
+  configFile: undefined,
+  reconcileAfterMs: 10_000,
 };
 
 /** Fills the unset fields of `partial` with {@link DEFAULT_CONFIG} and validates the result. */
@@ -209,6 +222,20 @@ const OPTIONS: readonly OptionSpec[] = [
     env: ["WEFT_MAX_WATCHERS_PER_REPLICA"],
     kind: "count",
     help: "most concurrent WatchRun streams per replica",
+  },
+  {
+    key: "configFile",
+    flag: "config",
+    env: ["WEFT_CONFIG"],
+    kind: "string",
+    help: "YAML or JSON policy file: default retry, queue limits, rate-limit keys",
+  },
+  {
+    key: "reconcileAfterMs",
+    flag: "reconcile-after",
+    env: ["WEFT_RECONCILE_AFTER"],
+    kind: "duration",
+    help: "quiet time before a run is checked for a step a crash cut short",
   },
 ];
 

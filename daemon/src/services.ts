@@ -1,4 +1,5 @@
 import type { ServiceContext, WeftServices } from "./service-context.js";
+import { loadPolicy } from "./engine/policy.js";
 import { openWeftServices } from "./weft-services.js";
 
 /** The Weft services weftd serves: the workflow engine behind both APIs. */
@@ -18,7 +19,8 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
       defaultHeartbeatTimeoutMs: config.defaultHeartbeatTimeoutMs,
       stalledIntervalMs: config.stalledIntervalMs,
       maxWatchersPerReplica: config.maxWatchersPerReplica,
-      reconcileAfterMs: 10_000,
+      reconcileAfterMs: config.reconcileAfterMs,
     },
+    policy: loadPolicy(config.configFile),
   });
 }

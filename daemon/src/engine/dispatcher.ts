@@ -24,6 +24,7 @@ export class QueueDispatcher {
   private readonly waiters: Waiter[] = [];
   private looping = false;
   private closed = false;
+  private holdUntil = 0;
 
   constructor(
     private readonly queue: string,
@@ -53,6 +54,11 @@ export class QueueDispatcher {
     });
   }
 
+  /** Stops fetching for a while (the queue's rate limit is reached). */
+  holdFor(ms: number): void {
+    this.holdUntil = Math.max(this.holdUntil, Date.now() + ms);
+  }
+
   /** Stops fetching and releases every waiting poll empty-handed. */
   close(): void {
     this.closed = true;
@@ -70,6 +76,11 @@ export class QueueDispatcher {
     let failures = 0;
     try {
       while (this.waiters.length > 0 && !this.closed) {
+        const hold = this.holdUntil - Date.now();
+        if (hold > 0) {
+          await pause(hold);
+          continue;
+        }
         const worker = this.worker();
         const token = randomUUID();
         let job: Job<TaskJobData> | undefined;

@@ -4,14 +4,17 @@ import type { CompiledTask } from "./dag.js";
 import { QueueDispatcher } from "./dispatcher.js";
 import { EventHub } from "./event-hub.js";
 import { jobIdOf } from "./ids.js";
+import { KeyLimiter } from "./key-limiter.js";
 import { Keys } from "./keys.js";
 import { LeaseOps } from "./lease-ops.js";
 import { LruCache } from "./lru-cache.js";
+import type { Policy } from "./policy.js";
+import { QueueAdmin } from "./queue-admin.js";
 import { Reconciler } from "./reconciler.js";
-import { DEFAULT_RETRY_POLICY } from "./retry-policy.js";
 import { RunOps } from "./run-ops.js";
 import { RunSteps } from "./run-steps.js";
 import { type TaskJobSpec, TaskQueues } from "./task-queues.js";
+import { type TimerData, Timers } from "./timers.js";
 import { Watches } from "./watch.js";
 import { type LoadedWorkflow, WorkflowStore } from "./workflow-store.js";
 
@@ -54,7 +57,11 @@ export class Engine {
   readonly runs: RunOps;
   readonly leases: LeaseOps;
   readonly watches: Watches;
+  readonly admin: QueueAdmin;
+  readonly limiter: KeyLimiter;
+  readonly timers: Timers;
   private readonly reconciler: Reconciler;
+  private readonly knownQueues = new Set<string>();
   private readonly dispatchers = new Map<string, QueueDispatcher>();
   private readonly runRefs = new LruCache<string, { workflow: string; version: number }>(50_000);
 
@@ -63,6 +70,7 @@ export class Engine {
     private readonly bullConnection: Redis,
     private readonly subscriber: Redis,
     readonly options: EngineOptions,
+    readonly policy: Policy,
     readonly logger: Logger,
   ) {
     this.keys = new Keys(options.prefix);
@@ -71,7 +79,7 @@ export class Engine {
       redis,
       this.keys,
       { maxTasks: options.maxTasksPerWorkflow, maxPayloadBytes: options.maxPayloadBytes },
-      { retry: DEFAULT_RETRY_POLICY, heartbeatTimeoutMs: options.defaultHeartbeatTimeoutMs },
+      { retry: policy.retry, heartbeatTimeoutMs: options.defaultHeartbeatTimeoutMs },
     );
     this.queues = new TaskQueues(
       bullConnection,
@@ -95,16 +103,26 @@ export class Engine {
     this.leases = new LeaseOps(this);
     this.watches = new Watches(this);
     this.reconciler = new Reconciler(this);
+    this.admin = new QueueAdmin(redis, this.keys, this.queues, logger);
+    this.limiter = new KeyLimiter(redis, this.keys, policy);
+    this.timers = new Timers(bullConnection, this.keys, logger, (timer) => this.fire(timer));
   }
 
   /** Opens the engine's own Redis connections and starts the reconciler. */
-  static open(redisUrl: string, redis: Redis, options: EngineOptions, logger: Logger): Engine {
+  static async open(
+    redisUrl: string,
+    redis: Redis,
+    options: EngineOptions,
+    policy: Policy,
+    logger: Logger,
+  ): Promise<Engine> {
     // BullMQ's workers need connections that retry forever; the subscriber is dedicated to pub/sub.
     const bullConnection = new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
     bullConnection.on("error", () => {});
     const subscriber = new Redis(redisUrl, { maxRetriesPerRequest: null });
     subscriber.on("error", () => {});
-    const engine = new Engine(redis, bullConnection, subscriber, options, logger);
+    const engine = new Engine(redis, bullConnection, subscriber, options, policy, logger);
+    await engine.admin.apply(policy);
     engine.reconciler.start();
     return engine;
   }
@@ -149,15 +167,37 @@ export class Engine {
     };
   }
 
-  /** Enqueues the jobs of tasks made ready by a step. */
+  /** Enqueues the jobs of tasks made ready by a step, with their schedule-to-start timers. */
   async enqueue(runId: string, loaded: LoadedWorkflow, taskIds: string[]): Promise<void> {
     if (taskIds.length === 0) return;
     const specs: TaskJobSpec[] = [];
+    const timers: { data: TimerData; delayMs: number }[] = [];
     for (const id of taskIds) {
       const task = loaded.compiled.byId.get(id);
-      if (task !== undefined) specs.push(this.jobSpec(runId, loaded, task));
+      if (task === undefined) continue;
+      specs.push(this.jobSpec(runId, loaded, task));
+      if (task.scheduleToStartMs > 0) {
+        timers.push({ data: { kind: "schedule-to-start", runId, taskId: id }, delayMs: task.scheduleToStartMs });
+      }
+      if (!this.knownQueues.has(task.queue)) {
+        this.knownQueues.add(task.queue);
+        await this.admin.remember(task.queue);
+      }
     }
-    await this.queues.add(specs);
+    await Promise.all([this.queues.add(specs), this.timers.schedule(timers)]);
+  }
+
+  /** Handles a timer that fired. */
+  private async fire(timer: TimerData): Promise<void> {
+    const loaded = await this.workflowOf(timer.runId);
+    if (loaded === undefined) return;
+    if (timer.kind === "run-timeout") {
+      const ms = loaded.compiled.runTimeoutMs;
+      await this.runs.terminate(timer.runId, `the run timeout of ${ms} ms expired`, "X");
+      return;
+    }
+    const task = timer.taskId === undefined ? undefined : loaded.compiled.byId.get(timer.taskId);
+    if (task !== undefined) await this.leases.scheduleToStartExpired(timer.runId, loaded, task);
   }
 
   /**
@@ -186,6 +226,7 @@ export class Engine {
   async close(): Promise<void> {
     this.reconciler.stop();
     for (const dispatcher of this.dispatchers.values()) dispatcher.close();
+    await this.timers.close();
     this.logger.debug("engine: closing BullMQ queues and workers");
     await this.queues.close();
     this.logger.debug("engine: BullMQ closed");

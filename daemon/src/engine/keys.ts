@@ -45,6 +45,16 @@ export class Keys {
     return workflow === undefined ? `${this.prefix}:runs` : `${this.prefix}:runs:wf:${workflow}`;
   }
 
+  /** Sorted set of task queue names weftd has seen (all scores 0, ordered by name). */
+  queueIndex(): string {
+    return `${this.prefix}:queues`;
+  }
+
+  /** Hash of task queue rate limits: queue name → "max/perMs". */
+  queueLimits(): string {
+    return `${this.prefix}:qlimits`;
+  }
+
   /** Sorted set of runs touched recently, scored by the time of their last step (see reconciler). */
   dirtyRuns(): string {
     return `${this.prefix}:dirty`;

@@ -5,7 +5,8 @@ import { type TaskAssignment, TaskAssignmentSchema } from "@weft/sdk/gen/weft/v1
 import type { CompiledTask } from "./dag.js";
 import type { FetchedJob } from "./dispatcher.js";
 import { type Engine, LOCK_GRACE_MS } from "./engine.js";
-import { formatLeaseId, type LeaseRef, newLeaseNonce, parseJobId, parseLeaseId } from "./ids.js";
+import { formatLeaseId, jobIdOf, type LeaseRef, newLeaseNonce, parseJobId, parseLeaseId } from "./ids.js";
+import { KeyLimiter } from "./key-limiter.js";
 import { backoffDelayMs, backoffSeed } from "./retry-policy.js";
 import type { TaskRecord } from "./run-view.js";
 import { jsonValue } from "./run-view.js";
@@ -79,9 +80,26 @@ export class LeaseOps {
       await job.moveToWait(token).catch(() => {});
       return undefined;
     }
+    // Rate limits: the queue's, then the task's key. The slot's time is the attempt's start time.
+    let startedAt: number | undefined;
+    const queueLimit = await engine.admin.rateLimitOf(task.queue);
+    if (queueLimit !== undefined) {
+      const slot = await engine.limiter.acquireQueue(task.queue, queueLimit, `${job.id}.${newLeaseNonce()}`);
+      if (slot.waitMs > 0) {
+        engine.dispatcher(task.queue).holdFor(slot.waitMs);
+        await job.moveToWait(token).catch(() => {});
+        return undefined;
+      }
+      startedAt = slot.at;
+    }
+    if (task.rateLimitKey !== "" && engine.limiter.active) {
+      const at = await this.underKeyLimit(runId, task, job, token);
+      if (at === undefined) return undefined;
+      startedAt ??= at;
+    }
     for (let round = 0; round < 3; round++) {
       const nonce = newLeaseNonce();
-      const now = Date.now();
+      const now = round === 0 && startedAt !== undefined ? startedAt : Date.now();
       const reply = await engine.steps.start(
         runId,
         taskId,
@@ -90,14 +108,17 @@ export class LeaseOps {
         req.workerId,
         now,
         task.heartbeatTimeoutMs,
+        task.startToCloseMs,
         task.parents,
       );
       const outcome = reply[0];
       if (outcome === "ok") {
         const lease: LeaseRef = { runId, taskId, attempt: Number(reply[1]), nonce };
+        const leaseDeadline = Number(reply[3]);
         engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);
-        if (task.heartbeatTimeoutMs !== engine.options.defaultHeartbeatTimeoutMs) {
-          await engine.queues.extendLock(spec, token, task.heartbeatTimeoutMs + LOCK_GRACE_MS);
+        // The BullMQ lock backs the lease and outlives it by a grace period.
+        if (leaseDeadline - now !== engine.options.defaultHeartbeatTimeoutMs) {
+          await engine.queues.extendLock(spec, token, leaseDeadline - now + LOCK_GRACE_MS);
         }
         if (signal.aborted) {
           // The poll went away: the task goes straight back, the attempt unused.
@@ -120,7 +141,7 @@ export class LeaseOps {
         );
         const parentOutputs: Record<string, ReturnType<typeof jsonValue>> = {};
         task.parents.forEach((parent, i) => {
-          parentOutputs[parent] = jsonValue(String(reply[3 + i] ?? "null"));
+          parentOutputs[parent] = jsonValue(String(reply[4 + i] ?? "null"));
         });
         return create(TaskAssignmentSchema, {
           leaseId: formatLeaseId(lease),
@@ -136,14 +157,14 @@ export class LeaseOps {
           runInput: jsonValue(String(reply[2] ?? "null")),
           parentOutputs: parentOutputs as TaskAssignment["parentOutputs"],
           heartbeatTimeout: durationOf(task.heartbeatTimeoutMs),
-          leaseDeadline: timestampFromMs(now + task.heartbeatTimeoutMs),
+          leaseDeadline: timestampFromMs(leaseDeadline),
           attemptDeadline: task.startToCloseMs > 0 ? timestampFromMs(now + task.startToCloseMs) : undefined,
         });
       }
       if (outcome === "lost") {
         // Delivered again while recorded as running: the previous lease was lost.
         const lost: LeaseRef = { runId, taskId, attempt: Number(reply[1]), nonce: String(reply[2]) };
-        await this.expire({ lease: lost, loaded, task });
+        await this.expire({ lease: lost, loaded, task }, Number(reply[3]));
         continue;
       }
       if (outcome === "delay") {
@@ -236,13 +257,23 @@ export class LeaseOps {
     return this.recordFailure(leased, failure, retryable, true);
   }
 
-  /** Ends an attempt whose lease was lost (no heartbeat in time). */
-  async expire(leased: Leased): Promise<void> {
-    const failure = {
-      type: "HeartbeatTimeout",
-      message: `no heartbeat within ${leased.task.heartbeatTimeoutMs} ms: the lease expired`,
-      details: "",
-    };
+  /**
+   * Ends an attempt whose lease was lost: its start-to-close deadline (when
+   * `startToCloseDeadline` has passed) or its heartbeat timeout expired.
+   */
+  async expire(leased: Leased, startToCloseDeadline: number): Promise<void> {
+    const failure =
+      startToCloseDeadline > 0 && Date.now() >= startToCloseDeadline
+        ? {
+            type: "StartToCloseTimeout",
+            message: `the attempt did not finish within its start-to-close timeout of ${leased.task.startToCloseMs} ms`,
+            details: "",
+          }
+        : {
+            type: "HeartbeatTimeout",
+            message: `no heartbeat within ${leased.task.heartbeatTimeoutMs} ms: the lease expired`,
+            details: "",
+          };
     try {
       await this.recordFailure(leased, failure, true, false);
     } catch (err) {
@@ -265,7 +296,7 @@ export class LeaseOps {
         { runId: ids.runId, taskId: ids.taskId, attempt: record.a, queue },
         "lease expired",
       );
-      await this.expire({ lease: { ...ids, attempt: record.a, nonce: record.l }, loaded, task });
+      await this.expire({ lease: { ...ids, attempt: record.a, nonce: record.l }, loaded, task }, record.sc ?? 0);
     })().catch((err) => this.engine.logger.warn({ err, jobId }, "handling a stalled job failed"));
   }
 
@@ -318,12 +349,57 @@ export class LeaseOps {
     }
     if (outcome === "failed") {
       engine.logger.info(log, "task failed");
-      await engine.queues.fail(spec, token, failure.message, false, 0).catch(() => {});
+      if (token === "") await engine.queues.remove(task.queue, jobIdOf(runId, task.id)).catch(() => {});
+      else await engine.queues.fail(spec, token, failure.message, false, 0).catch(() => {});
       await engine.dropJobs(runId, loaded, reply.slice(2));
     } else if (outcome === "cancel") {
       await engine.queues.complete(spec, token).catch(() => {});
     }
     return { willRetry: false, nextAttemptTime: undefined };
+  }
+
+  /** Fails a task no worker started within its schedule-to-start timeout (final). */
+  async scheduleToStartExpired(runId: string, loaded: LoadedWorkflow, task: CompiledTask): Promise<void> {
+    const failure = {
+      type: "ScheduleToStartTimeout",
+      message: `no worker started the task within its schedule-to-start timeout of ${task.scheduleToStartMs} ms`,
+      details: "",
+    };
+    try {
+      await this.recordFailure({ lease: { runId, taskId: task.id, attempt: 0, nonce: "*" }, loaded, task }, failure, false, false);
+    } catch (err) {
+      if (!(err instanceof ConnectError)) throw err;
+    }
+  }
+
+  /**
+   * Takes a slot under the task's rate-limit key and returns its time.
+   * Over the limit, the task waits in BullMQ's delayed set until the window
+   * has room (no attempt used, nothing polls) and its run shows why; returns
+   * undefined then. Tasks of other keys are not held back.
+   */
+  private async underKeyLimit(
+    runId: string,
+    task: CompiledTask,
+    job: FetchedJob["job"],
+    token: string,
+  ): Promise<number | undefined> {
+    const { engine } = this;
+    let key = task.rateLimitKey;
+    if (KeyLimiter.needsInput(key)) {
+      const input = await engine.redis.hget(engine.keys.run(runId).run, "in");
+      key = KeyLimiter.render(key, input === null ? null : (JSON.parse(input) as JsonValue));
+    }
+    const limit = engine.limiter.limitOf(key);
+    if (limit === undefined) return Date.now();
+    const slot = await engine.limiter.acquire(key, limit, `${job.id}.${newLeaseNonce()}`);
+    if (slot.waitMs === 0) return slot.at;
+    const reason = `rate limit key "${key}" allows ${limit.max} per ${limit.perMs} ms`;
+    await engine.steps.wait(runId, task.id, reason, Date.now());
+    await job.moveToDelayed(Date.now() + slot.waitMs, token).catch((err) => {
+      engine.logger.warn({ err, runId, taskId: task.id }, "could not delay a rate-limited job");
+    });
+    return undefined;
   }
 
   private async repairCompleted(runId: string, loaded: LoadedWorkflow, task: CompiledTask): Promise<void> {

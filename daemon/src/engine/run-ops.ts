@@ -1,6 +1,6 @@
 import type { JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Run, RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import { type Run, type RunStatus, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import type { Engine } from "./engine.js";
 import { idempotentRunId, isRunId, newRunId } from "./ids.js";
 import { RUN_STATUS_CODE, runFromHash } from "./run-view.js";
@@ -55,6 +55,9 @@ export class RunOps {
     );
     engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);
     if (created === 1) {
+      if (compiled.runTimeoutMs > 0) {
+        await engine.timers.schedule([{ data: { kind: "run-timeout", runId }, delayMs: compiled.runTimeoutMs }]);
+      }
       await engine.enqueue(runId, loaded, compiled.roots);
       engine.logger.info({ runId, workflow, version: loaded.workflow.version }, "run started");
     }
@@ -79,7 +82,19 @@ export class RunOps {
     ]);
     if (run.id === undefined) throw notFound(runId);
     const loaded = await this.engine.workflows.get(run.wf ?? "", Number(run.v));
-    return runFromHash(run, { compiled: loaded.compiled, records, outputs });
+    const view = runFromHash(run, { compiled: loaded.compiled, records, outputs });
+    // A queued task held back by its queue (paused, rate limited, at its concurrency) says so.
+    const held = new Map<string, Promise<string>>();
+    for (const t of view.tasks) {
+      if (t.status !== TaskStatus.QUEUED || t.waitingReason !== "") continue;
+      let reason = held.get(t.queue);
+      if (reason === undefined) {
+        reason = this.engine.admin.holdReason(t.queue);
+        held.set(t.queue, reason);
+      }
+      t.waitingReason = await reason;
+    }
+    return view;
   }
 
   /** One page of runs, newest first. */
@@ -138,23 +153,22 @@ export class RunOps {
   /** Cancels a run; a finished run is returned unchanged. */
   async cancel(runId: string, reason: string): Promise<Run> {
     checkRunId(runId);
+    await this.terminate(runId, reason === "" ? "cancelled by request" : reason, "C");
+    return this.get(runId);
+  }
+
+  /** Ends a running run as cancelled (C) or timed out (X), dropping its jobs; false when it was over. */
+  async terminate(runId: string, reason: string, status: "C" | "X"): Promise<boolean> {
     const { engine } = this;
     const loaded = await engine.workflowOf(runId);
     if (loaded === undefined) throw notFound(runId);
-    const why = reason === "" ? "cancelled by request" : reason;
-    const [outcome, ...jobs] = await engine.steps.cancel(
-      runId,
-      why,
-      Date.now(),
-      engine.options.runRetentionMs,
-      "C",
-    );
+    const now = Date.now();
+    const [outcome, ...jobs] = await engine.steps.cancel(runId, reason, now, engine.options.runRetentionMs, status);
     if (outcome === "notfound") throw notFound(runId);
-    if (outcome === "cancelled") {
-      await engine.dropJobs(runId, loaded, jobs);
-      engine.logger.info({ runId }, "run cancelled");
-    }
-    return this.get(runId);
+    if (outcome !== "cancelled") return false;
+    await engine.dropJobs(runId, loaded, jobs);
+    engine.logger.info({ runId, reason }, status === "C" ? "run cancelled" : "run timed out");
+    return true;
   }
 }
 

@@ -109,10 +109,12 @@ return 1
 
 /**
  * Hands a queued task to a worker. ARGV: taskId, nonce, lockToken, workerId,
- * now, leaseMs, parentCount, parentIds...
- * Returns {'ok', attempt, runInput, parentOutput...} | {'gone'} (drop the job)
+ * now, leaseMs, startToCloseMs (0: none), parentCount, parentIds...
+ * The lease never outlives the attempt's start-to-close deadline (sc).
+ * Returns {'ok', attempt, runInput, leaseDeadline, parentOutput...} | {'gone'} (drop the job)
  * | {'done'} (already succeeded: repair) | {'delay', notBefore}
- * | {'lost', attempt, nonce} (the previous lease of a running task was lost).
+ * | {'lost', attempt, nonce, startToCloseDeadline} (the previous lease of a
+ * running task was lost).
  */
 export const START = `${PRELUDE}
 local id = ARGV[1]
@@ -122,18 +124,22 @@ if rs ~= 'R' then return {'gone'} end
 local t = getTask(id)
 if not t then return {'gone'} end
 if t.s == 'S' then return {'done'} end
-if t.s == 'R' then return {'lost', t.a, t.l} end
+if t.s == 'R' then return {'lost', t.a, t.l, t.sc or 0} end
 if t.s ~= 'Q' and t.s ~= 'T' then return {'gone'} end
 if t.s == 'T' and t.na and t.na > now + 5 then return {'delay', t.na} end
 t.s = 'R'; t.a = t.a + 1; t.l = ARGV[2]; t.k = ARGV[3]; t.w = ARGV[4]
-t.st = now; t.le = now + tonumber(ARGV[6]); t.na = nil; t.wr = nil; t.pg = nil
+t.st = now; t.le = now + tonumber(ARGV[6]); t.na = nil; t.wr = nil; t.pg = nil; t.sc = nil
+if tonumber(ARGV[7]) > 0 then
+  t.sc = now + tonumber(ARGV[7])
+  if t.le > t.sc then t.le = t.sc end
+end
 putTask(id, t)
 emit(now, 'ty', 3, 'tk', id, 'a', t.a, 'rs', 'R', 'w', ARGV[4])
 notify()
-local result = {'ok', t.a, redis.call('HGET', RUN, 'in') or ''}
-local np = tonumber(ARGV[7])
+local result = {'ok', t.a, redis.call('HGET', RUN, 'in') or '', t.le}
+local np = tonumber(ARGV[8])
 for i = 1, np do
-  result[#result + 1] = redis.call('HGET', OUT, ARGV[7 + i]) or 'null'
+  result[#result + 1] = redis.call('HGET', OUT, ARGV[8 + i]) or 'null'
 end
 return result
 `;
@@ -167,7 +173,7 @@ end
 
 /**
  * Extends a lease. ARGV: taskId, attempt, nonce, now, leaseMs, progress.
- * Returns {'ok', token} | {'cancel', token} | {'stale', why} | {'notfound'}.
+ * Returns {'ok', token, leaseDeadline} | {'cancel', token} | {'stale', why} | {'notfound'}.
  */
 export const HEARTBEAT = `${PRELUDE}${LEASE_CHECK}
 local rs = redis.call('HGET', RUN, 's')
@@ -179,10 +185,12 @@ if t.s == 'C' or rs ~= 'R' then return {'cancel', t.k or ''} end
 if t.s ~= 'R' then return {'stale', 'the attempt already ended'} end
 local now = tonumber(ARGV[4])
 if t.le < now then return {'stale', 'the lease expired'} end
+if t.sc and now >= t.sc then return {'stale', 'the start-to-close timeout expired'} end
 t.le = now + tonumber(ARGV[5])
+if t.sc and t.le > t.sc then t.le = t.sc end
 if ARGV[6] ~= '' then t.pg = ARGV[6] end
 putTask(ARGV[1], t)
-return {'ok', t.k}
+return {'ok', t.k, t.le}
 `;
 
 /**
@@ -245,7 +253,8 @@ return ready
  * Records a failed attempt. ARGV: taskId, attempt, nonce, errType, errMessage,
  * errDetails, mode ('retry' | 'final'), nextAttemptMs, now, retentionMs,
  * continueOnFailure ('1' | '0'), checkDeadline ('1' | '0'), descendantCount,
- * descendants...
+ * descendants... With nonce '*' (a timer: schedule-to-start), the task must
+ * still be queued and never started (attempt 0); else the call is a no-op.
  * Returns {'retry', token} | {'failed', token, job...} (the task failed for
  * good; job entries "id|token" name the BullMQ jobs to drop) | {'cancel',
  * token} | {'stale', why} | {'notfound'}.
@@ -255,12 +264,16 @@ local id = ARGV[1]
 local rs = redis.call('HGET', RUN, 's')
 if not rs then return {'notfound'} end
 local t = getTask(id)
-local bad = checkLease(t, tonumber(ARGV[2]), ARGV[3])
-if bad then return bad end
-if t.s == 'C' or rs ~= 'R' then return {'cancel', t.k or ''} end
-if t.s ~= 'R' then return {'stale', 'the attempt already ended'} end
 local now = tonumber(ARGV[9])
-if ARGV[12] == '1' and t.le < now then return {'stale', 'the lease expired'} end
+if ARGV[3] == '*' then
+  if not t or t.s ~= 'Q' or t.a ~= 0 or rs ~= 'R' then return {'noop'} end
+else
+  local bad = checkLease(t, tonumber(ARGV[2]), ARGV[3])
+  if bad then return bad end
+  if t.s == 'C' or rs ~= 'R' then return {'cancel', t.k or ''} end
+  if t.s ~= 'R' then return {'stale', 'the attempt already ended'} end
+  if ARGV[12] == '1' and t.le < now then return {'stale', 'the lease expired'} end
+end
 local token = t.k or ''
 t.e = { t = ARGV[4], m = ARGV[5], d = ARGV[6] }
 t.pg = nil
@@ -336,6 +349,20 @@ for i = 1, nl do
   parts[#parts + 1] = cjson.encode(leaf) .. ':' .. (redis.call('HGET', OUT, leaf) or 'null')
 end
 finishRun(tonumber(ARGV[1]), 'S', '{' .. table.concat(parts, ',') .. '}', nil, tonumber(ARGV[2]))
+notify()
+return 1
+`;
+
+/**
+ * Records why a queued task has not started (a rate limit), with a
+ * TASK_WAITING event when the reason changes. ARGV: taskId, reason, now.
+ */
+export const WAIT = `${PRELUDE}
+local t = getTask(ARGV[1])
+if not t or (t.s ~= 'Q' and t.s ~= 'T') or t.wr == ARGV[2] then return 0 end
+t.wr = ARGV[2]
+putTask(ARGV[1], t)
+emit(tonumber(ARGV[3]), 'ty', 9, 'tk', ARGV[1], 'a', t.a, 'rs', 'R', 'm', ARGV[2])
 notify()
 return 1
 `;

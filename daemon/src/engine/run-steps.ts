@@ -1,6 +1,6 @@
 import type { ChainableCommander, Redis } from "ioredis";
 import type { Keys, RunKeys } from "./keys.js";
-import { CANCEL, COMPLETE, FAIL, FINISH, HEARTBEAT, RELEASE, START, TRIGGER } from "./run-scripts.js";
+import { CANCEL, COMPLETE, FAIL, FINISH, HEARTBEAT, RELEASE, START, TRIGGER, WAIT } from "./run-scripts.js";
 
 type Reply = (string | number)[];
 type ScriptCaller = (args: (string | number)[]) => Promise<unknown>;
@@ -14,6 +14,7 @@ const SCRIPTS = {
   weftFail: FAIL,
   weftCancel: CANCEL,
   weftFinish: FINISH,
+  weftWait: WAIT,
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -89,12 +90,15 @@ export class RunSteps {
     workerId: string,
     now: number,
     leaseMs: number,
+    startToCloseMs: number,
     parents: string[],
   ): Promise<Reply> {
     return this.call(
       "weftStart",
       runId,
-      [taskId, nonce, token, workerId, now, leaseMs, parents.length].concat(parents),
+      ([taskId, nonce, token, workerId, now, leaseMs, startToCloseMs, parents.length] as (string | number)[]).concat(
+        parents,
+      ),
       false,
     );
   }
@@ -158,6 +162,10 @@ export class RunSteps {
         descendants.length,
       ].concat(descendants),
     );
+  }
+
+  wait(runId: string, taskId: string, reason: string, now: number): Promise<Reply> {
+    return this.call("weftWait", runId, [taskId, reason, now], false);
   }
 
   finish(runId: string, now: number, retentionMs: number, leaves: string[]): Promise<Reply> {

@@ -23,6 +23,7 @@ export interface TaskRecord {
   l?: string;
   k?: string;
   le?: number;
+  sc?: number;
   qt?: number;
   st?: number;
   ft?: number;

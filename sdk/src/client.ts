@@ -13,6 +13,7 @@ import {
 } from "./gen/weft/v1/workflow_pb.js";
 import { WorkflowService } from "./gen/weft/v1/workflow_service_pb.js";
 import { fromValue, toValue } from "./json-value.js";
+import { retryTransient } from "./reconnect.js";
 import { createClientTransport } from "./transport.js";
 import { type WatchOptions, watchRun } from "./watch.js";
 import { WorkflowBuilder } from "./workflow-builder.js";
@@ -130,6 +131,11 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
 
   const getRun = (runId: string) =>
     call({ runId }, async () => (await rpc.getRun({ runId }, unary)).run as Run);
+  /** getRun that rides out a daemon restart, for result(). */
+  const getRunPatiently = (runId: string, signal: AbortSignal | undefined) =>
+    call({ runId }, () =>
+      retryTransient(async () => (await rpc.getRun({ runId }, unary)).run as Run, resolved.reconnect, signal),
+    );
 
   const client: WeftClient = {
     async submitWorkflow(definition, submit = {}) {
@@ -193,7 +199,7 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
     },
 
     async result(runId, wait = {}) {
-      let run = await getRun(runId);
+      let run = await getRunPatiently(runId, wait.signal);
       if (run.status === RunStatus.RUNNING || run.status === RunStatus.UNSPECIFIED) {
         let finished: RunEvent | undefined;
         const events = watchRun(rpc, runId, resolved.reconnect, {
@@ -204,7 +210,7 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
           if (event.type === EventType.RUN_FINISHED) finished = event;
         }
         if (finished?.runStatus === RunStatus.SUCCEEDED) return fromValue(finished.output);
-        run = await getRun(runId);
+        run = await getRunPatiently(runId, wait.signal);
       }
       if (run.status === RunStatus.SUCCEEDED) return fromValue(run.output);
       throw runOutcomeError(run);

@@ -4,6 +4,7 @@ import type { ReconnectOptions } from "./client-options.js";
 import { toWeftError } from "./error-mapping.js";
 import { EventType, type RunEvent } from "./gen/weft/v1/run_pb.js";
 import type { WorkflowService } from "./gen/weft/v1/workflow_service_pb.js";
+import { backoffDelay, isTransient } from "./reconnect.js";
 
 /** What {@link WatchOptions.onReconnect} is told before each reconnection. */
 export interface ReconnectInfo {
@@ -29,20 +30,6 @@ export interface WatchOptions {
   /** Called before each reconnection after a dropped stream. */
   onReconnect?: (info: ReconnectInfo) => void;
 }
-
-/**
- * Codes after which the same WatchRun call may well succeed: the daemon went away, restarted, shut
- * down, or the connection broke. Anything else (NOT_FOUND, INVALID_ARGUMENT, auth) is final.
- */
-const TRANSIENT = new Set([
-  Code.Unavailable,
-  Code.Aborted,
-  Code.Internal,
-  Code.Unknown,
-  Code.Canceled,
-  Code.DeadlineExceeded,
-  Code.ResourceExhausted,
-]);
 
 /**
  * Streams the events of run `runId` in order, reconnecting after a dropped stream with capped
@@ -76,11 +63,11 @@ export async function* watchRun(
     } catch (err) {
       signal?.throwIfAborted();
       error = ConnectError.from(err);
-      if (!TRANSIENT.has(error.code)) throw toWeftError(error, { runId });
+      if (!isTransient(error)) throw toWeftError(error, { runId });
     }
     failures++;
     if (failures > reconnect.maxAttempts) throw toWeftError(error, { runId });
-    const delayMs = Math.min(reconnect.initialDelayMs * 2 ** (failures - 1), reconnect.maxDelayMs);
+    const delayMs = backoffDelay(failures, reconnect);
     options.onReconnect?.({ attempt: failures, delayMs, afterSequence: last, error });
     await sleep(delayMs, undefined, { signal });
   }

@@ -1,5 +1,5 @@
-import type { ServiceContext, WeftServices } from "./service-context.js";
 import { loadPolicy } from "./engine/policy.js";
+import type { ServiceContext, WeftServices } from "./service-context.js";
 import { openWeftServices } from "./weft-services.js";
 
 /** The Weft services weftd serves: the workflow engine behind both APIs. */

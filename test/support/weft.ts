@@ -3,6 +3,7 @@ import { fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { type Client, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
 import { EventType, type RunEvent, RunStatus, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { type TaskAssignment, WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import type { TaskDefinition, TaskDefinitionSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
@@ -12,6 +13,7 @@ import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 export interface WeftClients {
   workflows: Client<typeof WorkflowService>;
   workers: Client<typeof WorkerService>;
+  admin: Client<typeof AdminService>;
 }
 
 /** Clients for a daemon at `address` ("127.0.0.1:port"). */
@@ -20,6 +22,7 @@ export function weftClients(address: string): WeftClients {
   return {
     workflows: createClient(WorkflowService, transport),
     workers: createClient(WorkerService, transport),
+    admin: createClient(AdminService, transport),
   };
 }
 

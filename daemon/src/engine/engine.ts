@@ -177,7 +177,10 @@ export class Engine {
       if (task === undefined) continue;
       specs.push(this.jobSpec(runId, loaded, task));
       if (task.scheduleToStartMs > 0) {
-        timers.push({ data: { kind: "schedule-to-start", runId, taskId: id }, delayMs: task.scheduleToStartMs });
+        timers.push({
+          data: { kind: "schedule-to-start", runId, taskId: id },
+          delayMs: task.scheduleToStartMs,
+        });
       }
       if (!this.knownQueues.has(task.queue)) {
         this.knownQueues.add(task.queue);

@@ -53,9 +53,15 @@ export class KeyLimiter {
       let value: JsonValue | undefined = runInput;
       for (const part of path.slice(1).split(".")) {
         value =
-          value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Record<string, JsonValue>)[part] : undefined;
+          value !== null && typeof value === "object" && !Array.isArray(value)
+            ? (value as Record<string, JsonValue>)[part]
+            : undefined;
       }
-      return value === undefined || value === null ? "" : typeof value === "string" ? value : JSON.stringify(value);
+      return value === undefined || value === null
+        ? ""
+        : typeof value === "string"
+          ? value
+          : JSON.stringify(value);
     });
   }
 
@@ -80,7 +86,10 @@ export class KeyLimiter {
   }
 
   private async take(key: string, limit: Limit, member: string): Promise<Acquired> {
-    const [waitMs, at] = (await this.redis.eval(ACQUIRE, 1, key, limit.perMs, limit.max, member)) as [number, number];
+    const [waitMs, at] = (await this.redis.eval(ACQUIRE, 1, key, limit.perMs, limit.max, member)) as [
+      number,
+      number,
+    ];
     return { waitMs: Number(waitMs), at: Number(at) };
   }
 }

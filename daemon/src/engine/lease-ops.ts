@@ -198,17 +198,20 @@ export class LeaseOps {
     const outcome = this.checkOutcome(reply, leaseId);
     if (outcome === "cancel") return { cancelRequested: true, leaseDeadline: undefined };
     const spec = this.engine.jobSpec(lease.runId, loaded, task);
+    // The lease deadline is capped by the attempt's start-to-close deadline; the lock follows it.
+    const leaseDeadline = Number(reply[2]);
     const held = await this.engine.queues.extendLock(
       spec,
       String(reply[1]),
-      task.heartbeatTimeoutMs + LOCK_GRACE_MS,
+      leaseDeadline - now + LOCK_GRACE_MS,
     );
-    if (!held)
+    if (!held) {
       throw new ConnectError(
         `lease "${leaseId}" is no longer valid: the lease expired`,
         Code.FailedPrecondition,
       );
-    return { cancelRequested: false, leaseDeadline: timestampFromMs(now + task.heartbeatTimeoutMs) };
+    }
+    return { cancelRequested: false, leaseDeadline: timestampFromMs(leaseDeadline) };
   }
 
   /** Records a task's output and enqueues the tasks it made ready. */
@@ -296,7 +299,10 @@ export class LeaseOps {
         { runId: ids.runId, taskId: ids.taskId, attempt: record.a, queue },
         "lease expired",
       );
-      await this.expire({ lease: { ...ids, attempt: record.a, nonce: record.l }, loaded, task }, record.sc ?? 0);
+      await this.expire(
+        { lease: { ...ids, attempt: record.a, nonce: record.l }, loaded, task },
+        record.sc ?? 0,
+      );
     })().catch((err) => this.engine.logger.warn({ err, jobId }, "handling a stalled job failed"));
   }
 
@@ -366,7 +372,12 @@ export class LeaseOps {
       details: "",
     };
     try {
-      await this.recordFailure({ lease: { runId, taskId: task.id, attempt: 0, nonce: "*" }, loaded, task }, failure, false, false);
+      await this.recordFailure(
+        { lease: { runId, taskId: task.id, attempt: 0, nonce: "*" }, loaded, task },
+        failure,
+        false,
+        false,
+      );
     } catch (err) {
       if (!(err instanceof ConnectError)) throw err;
     }

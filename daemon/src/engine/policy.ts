@@ -56,7 +56,9 @@ export function parsePolicy(doc: unknown, source = "config"): Policy {
     throw new ConfigError(`${source}: ${at}: ${problem}`);
   };
   const object = (v: unknown, at: string): Record<string, unknown> =>
-    typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : fail(at, "must be a mapping");
+    typeof v === "object" && v !== null && !Array.isArray(v)
+      ? (v as Record<string, unknown>)
+      : fail(at, "must be a mapping");
   const duration = (v: unknown, at: string): number => {
     if (typeof v === "number" && v >= 0) return v;
     if (typeof v === "string") {
@@ -69,7 +71,9 @@ export function parsePolicy(doc: unknown, source = "config"): Policy {
     return fail(at, 'must be a duration such as "500ms", "1s" or "2m"');
   };
   const integer = (v: unknown, at: string, min: number): number =>
-    typeof v === "number" && Number.isInteger(v) && v >= min ? v : fail(at, `must be an integer of at least ${min}`);
+    typeof v === "number" && Number.isInteger(v) && v >= min
+      ? v
+      : fail(at, `must be an integer of at least ${min}`);
   const limit = (v: unknown, at: string): Limit => {
     const o = object(v, at);
     const perMs = duration(o.per, `${at}.per`);
@@ -79,22 +83,26 @@ export function parsePolicy(doc: unknown, source = "config"): Policy {
 
   const root = object(doc, "the file");
   for (const key of Object.keys(root)) {
-    if (!["retry", "queues", "rateLimitKeys"].includes(key)) fail(key, "is not a setting (retry, queues, rateLimitKeys)");
+    if (!["retry", "queues", "rateLimitKeys"].includes(key))
+      fail(key, "is not a setting (retry, queues, rateLimitKeys)");
   }
   const policy = defaultPolicy();
   if (root.retry !== undefined) {
     const r = object(root.retry, "retry");
     const p = policy.retry;
     if (r.maxAttempts !== undefined) p.maxAttempts = integer(r.maxAttempts, "retry.maxAttempts", 1);
-    if (r.initialBackoff !== undefined) p.initialBackoffMs = duration(r.initialBackoff, "retry.initialBackoff");
+    if (r.initialBackoff !== undefined)
+      p.initialBackoffMs = duration(r.initialBackoff, "retry.initialBackoff");
     if (r.maxBackoff !== undefined) p.maxBackoffMs = duration(r.maxBackoff, "retry.maxBackoff");
     if (r.backoffCoefficient !== undefined) {
       const c = r.backoffCoefficient;
-      p.backoffCoefficient = typeof c === "number" && c >= 1 ? c : fail("retry.backoffCoefficient", "must be at least 1");
+      p.backoffCoefficient =
+        typeof c === "number" && c >= 1 ? c : fail("retry.backoffCoefficient", "must be at least 1");
     }
     if (r.jitter !== undefined) {
       const j = r.jitter;
-      p.jitter = typeof j === "number" && j >= 0 && j <= 1 ? j : fail("retry.jitter", "must be between 0 and 1");
+      p.jitter =
+        typeof j === "number" && j >= 0 && j <= 1 ? j : fail("retry.jitter", "must be between 0 and 1");
     }
     if (r.nonRetryableErrorTypes !== undefined) {
       const types = r.nonRetryableErrorTypes;
@@ -107,7 +115,8 @@ export function parsePolicy(doc: unknown, source = "config"): Policy {
   if (root.queues !== undefined) {
     for (const [name, value] of Object.entries(object(root.queues, "queues"))) {
       const at = `queues.${name}`;
-      if (!/^[A-Za-z0-9_.-]{1,128}$/.test(name)) fail(at, "is not a queue name ([A-Za-z0-9_.-], 1-128 characters)");
+      if (!/^[A-Za-z0-9_.-]{1,128}$/.test(name))
+        fail(at, "is not a queue name ([A-Za-z0-9_.-], 1-128 characters)");
       const q = object(value, at);
       const queue: QueuePolicy = {};
       if (q.rateLimit !== undefined) queue.rateLimit = limit(q.rateLimit, `${at}.rateLimit`);

@@ -35,7 +35,11 @@ export class QueueAdmin {
   /** Applies the configuration file's queue limits (at startup). */
   async apply(policy: Policy): Promise<void> {
     for (const [name, q] of policy.queues) {
-      await this.update(name, { rateLimit: q.rateLimit ?? null, concurrency: q.concurrency ?? 0, paused: q.paused });
+      await this.update(name, {
+        rateLimit: q.rateLimit ?? null,
+        concurrency: q.concurrency ?? 0,
+        paused: q.paused,
+      });
       this.logger.info({ queue: name, ...q }, "queue limits applied");
     }
   }
@@ -74,7 +78,11 @@ export class QueueAdmin {
     await this.remember(name);
     if (change.rateLimit === null) await this.redis.hdel(this.keys.queueLimits(), name);
     else if (change.rateLimit !== undefined) {
-      await this.redis.hset(this.keys.queueLimits(), name, `${change.rateLimit.max}/${change.rateLimit.perMs}`);
+      await this.redis.hset(
+        this.keys.queueLimits(),
+        name,
+        `${change.rateLimit.max}/${change.rateLimit.perMs}`,
+      );
     }
     this.limitCache.delete(name);
     if (change.concurrency === 0) await queue.removeGlobalConcurrency();
@@ -104,8 +112,13 @@ export class QueueAdmin {
     if (await queue.isPaused()) return `queue "${name}" is paused`;
     const limit = await this.rateLimitOf(name);
     if (limit !== undefined) {
-      const recent = await this.redis.zcount(`${this.keys.prefix}:qrl:{${name}}`, Date.now() - limit.perMs, "+inf");
-      if (recent >= limit.max) return `queue "${name}" is at its rate limit of ${limit.max} per ${limit.perMs} ms`;
+      const recent = await this.redis.zcount(
+        `${this.keys.prefix}:qrl:{${name}}`,
+        Date.now() - limit.perMs,
+        "+inf",
+      );
+      if (recent >= limit.max)
+        return `queue "${name}" is at its rate limit of ${limit.max} per ${limit.perMs} ms`;
     }
     const concurrency = await queue.getGlobalConcurrency();
     if (concurrency !== null && (await queue.getActiveCount()) >= concurrency) {
@@ -131,7 +144,8 @@ export class QueueAdmin {
       failed: BigInt(counts.failed ?? 0),
       completed: BigInt(counts.completed ?? 0),
       paused,
-      rateLimit: limit === null ? undefined : create(RateLimitSchema, { max, duration: durationFromMs(perMs) }),
+      rateLimit:
+        limit === null ? undefined : create(RateLimitSchema, { max, duration: durationFromMs(perMs) }),
       concurrency: concurrency ?? 0,
     });
   }

@@ -56,7 +56,9 @@ export class RunOps {
     engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);
     if (created === 1) {
       if (compiled.runTimeoutMs > 0) {
-        await engine.timers.schedule([{ data: { kind: "run-timeout", runId }, delayMs: compiled.runTimeoutMs }]);
+        await engine.timers.schedule([
+          { data: { kind: "run-timeout", runId }, delayMs: compiled.runTimeoutMs },
+        ]);
       }
       await engine.enqueue(runId, loaded, compiled.roots);
       engine.logger.info({ runId, workflow, version: loaded.workflow.version }, "run started");
@@ -163,7 +165,13 @@ export class RunOps {
     const loaded = await engine.workflowOf(runId);
     if (loaded === undefined) throw notFound(runId);
     const now = Date.now();
-    const [outcome, ...jobs] = await engine.steps.cancel(runId, reason, now, engine.options.runRetentionMs, status);
+    const [outcome, ...jobs] = await engine.steps.cancel(
+      runId,
+      reason,
+      now,
+      engine.options.runRetentionMs,
+      status,
+    );
     if (outcome === "notfound") throw notFound(runId);
     if (outcome !== "cancelled") return false;
     await engine.dropJobs(runId, loaded, jobs);

@@ -96,9 +96,9 @@ export class RunSteps {
     return this.call(
       "weftStart",
       runId,
-      ([taskId, nonce, token, workerId, now, leaseMs, startToCloseMs, parents.length] as (string | number)[]).concat(
-        parents,
-      ),
+      (
+        [taskId, nonce, token, workerId, now, leaseMs, startToCloseMs, parents.length] as (string | number)[]
+      ).concat(parents),
       false,
     );
   }

@@ -15,7 +15,11 @@ export function adminService(engine: Engine): ServiceImpl<typeof AdminService> {
       new RequestCheck().pageSize(req.pageSize).done();
       const after = req.pageToken === "" ? "" : Buffer.from(req.pageToken, "base64url").toString();
       new RequestCheck()
-        .require(after === "" || /^[A-Za-z0-9_.-]{1,128}$/.test(after), "page_token", "is not a token returned by ListQueues")
+        .require(
+          after === "" || /^[A-Za-z0-9_.-]{1,128}$/.test(after),
+          "page_token",
+          "is not a token returned by ListQueues",
+        )
         .done();
       const { queues, next } = await engine.admin.list(pageSizeOf(req.pageSize), after);
       return { queues, nextPageToken: next === "" ? "" : Buffer.from(next).toString("base64url") };
@@ -34,15 +38,23 @@ export function adminService(engine: Engine): ServiceImpl<typeof AdminService> {
       } else if (req.clearRateLimit) {
         rateLimit = null;
       }
-      if (req.concurrency !== undefined) check.require(req.concurrency >= 0, "concurrency", "must not be negative");
+      if (req.concurrency !== undefined)
+        check.require(req.concurrency >= 0, "concurrency", "must not be negative");
       check.done();
-      if ((await engine.redis.zscore(engine.keys.queueIndex(), req.name)) === null && req.rateLimit === undefined) {
+      if (
+        (await engine.redis.zscore(engine.keys.queueIndex(), req.name)) === null &&
+        req.rateLimit === undefined
+      ) {
         // Limits may be set ahead of the first task; anything else needs a queue that exists.
         if (req.concurrency === undefined && req.paused === undefined && !req.clearRateLimit) {
           throw new ConnectError(`queue "${req.name}" not found`, Code.NotFound);
         }
       }
-      const queue = await engine.admin.update(req.name, { rateLimit, concurrency: req.concurrency, paused: req.paused });
+      const queue = await engine.admin.update(req.name, {
+        rateLimit,
+        concurrency: req.concurrency,
+        paused: req.paused,
+      });
       engine.logger.info({ queue: req.name }, "queue updated");
       return { queue };
     },

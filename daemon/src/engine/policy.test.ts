@@ -1,0 +1,45 @@
+import { describe, expect, it } from "vitest";
+import { keyPolicyOf, parsePolicy } from "./policy.js";
+
+describe("parsePolicy", () => {
+  it("reads the retry default, queue limits and key patterns", () => {
+    const policy = parsePolicy({
+      retry: { maxAttempts: 5, initialBackoff: "500ms", maxBackoff: "30s", backoffCoefficient: 3, jitter: 0 },
+      queues: { emails: { rateLimit: { max: 5, per: "1s" }, concurrency: 20 } },
+      rateLimitKeys: [
+        { pattern: "tenant-*", max: 2, per: "1s" },
+        { pattern: "*", max: 100, per: "1m" },
+      ],
+    });
+    expect(policy.retry).toMatchObject({
+      maxAttempts: 5,
+      initialBackoffMs: 500,
+      maxBackoffMs: 30_000,
+      backoffCoefficient: 3,
+      jitter: 0,
+    });
+    expect(policy.queues.get("emails")).toEqual({ rateLimit: { max: 5, perMs: 1000 }, concurrency: 20 });
+    expect(keyPolicyOf(policy, "tenant-acme")?.max).toBe(2);
+    expect(keyPolicyOf(policy, "stripe")?.max).toBe(100);
+    expect(keyPolicyOf(parsePolicy({}), "tenant-acme")).toBeUndefined();
+  });
+
+  it.each([
+    [{ retrys: {} }, "config: retrys: is not a setting (retry, queues, rateLimitKeys)"],
+    [{ retry: { maxAttempts: 0 } }, "config: retry.maxAttempts: must be an integer of at least 1"],
+    [{ retry: { jitter: 2 } }, "config: retry.jitter: must be between 0 and 1"],
+    [{ queues: { "a:b": {} } }, "config: queues.a:b: is not a queue name ([A-Za-z0-9_.-], 1-128 characters)"],
+    [
+      { queues: { q: { rateLimit: { max: 5, per: "soon" } } } },
+      'config: queues.q.rateLimit.per: must be a duration such as "500ms", "1s" or "2m"',
+    ],
+    [
+      { queues: { q: { concurrency: -1 } } },
+      "config: queues.q.concurrency: must be an integer of at least 1",
+    ],
+    [{ rateLimitKeys: [{ max: 1, per: "1s" }] }, "config: rateLimitKeys[0].pattern: is required"],
+    [{ rateLimitKeys: {} }, "config: rateLimitKeys: must be a list"],
+  ])("rejects %j naming the setting", (doc, message) => {
+    expect(() => parsePolicy(doc)).toThrow(message);
+  });
+});

@@ -3,6 +3,7 @@ import { type CallOptions, createClient } from "@connectrpc/connect";
 import { addDefaults, type WeftClientOptions } from "./client-options.js";
 import { type CallContext, toWeftError } from "./error-mapping.js";
 import { runOutcomeError } from "./errors.js";
+import { AdminService, type Queue } from "./gen/weft/v1/admin_service_pb.js";
 import { EventType, type Run, type RunEvent, RunStatus } from "./gen/weft/v1/run_pb.js";
 import {
   type ExecutionPlan,
@@ -110,6 +111,8 @@ export interface WeftClient {
   result(runId: string, options?: ResultOptions): Promise<JsonValue>;
   /** Cancels a run (idempotent) and returns it. @throws RunNotFoundError */
   cancel(runId: string, reason?: string): Promise<Run>;
+  /** Every task queue weftd has seen, with its counts and limits (AdminService). */
+  listQueues(options?: { pageSize?: number }): AsyncIterable<Queue>;
   /** Closes the client's connection; a later call opens a new one. */
   close(): void;
 }
@@ -119,6 +122,7 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
   const resolved = addDefaults(options);
   const { transport, close } = createClientTransport(resolved);
   const rpc = createClient(WorkflowService, transport);
+  const admin = createClient(AdminService, transport);
   const unary: CallOptions = { timeoutMs: resolved.timeoutMs };
 
   async function call<T>(context: CallContext, fn: () => Promise<T>): Promise<T> {
@@ -218,6 +222,17 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
 
     async cancel(runId, reason = "") {
       return call({ runId }, async () => (await rpc.cancel({ runId, reason }, unary)).run as Run);
+    },
+
+    async *listQueues(list = {}) {
+      let pageToken = "";
+      do {
+        const page = await call({}, () =>
+          admin.listQueues({ pageSize: list.pageSize ?? 100, pageToken }, unary),
+        );
+        yield* page.queues;
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
     },
 
     close,

@@ -31,6 +31,7 @@ export {
   WeftUnavailableError,
   WorkflowNotFoundError,
 } from "./errors.js";
+export type { Queue, RateLimit } from "./gen/weft/v1/admin_service_pb.js";
 export {
   EventType,
   type Run,

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import type { ReconnectOptions } from "./client-options.js";
 import { toWeftError } from "./error-mapping.js";
-import { EventType, type RunEvent } from "./gen/weft/v1/run_pb.js";
+import { EventType, type RunEvent, RunStatus } from "./gen/weft/v1/run_pb.js";
 import type { WorkflowService } from "./gen/weft/v1/workflow_service_pb.js";
 import { backoffDelay, isTransient } from "./reconnect.js";
 
@@ -59,6 +59,9 @@ export async function* watchRun(
         yield event;
         if (event.type === EventType.RUN_FINISHED) return;
       }
+      // A stream that ends cleanly without RUN_FINISHED: either the run had already finished
+      // before `afterSequence` (nothing more will come), or the stream was cut short.
+      if (await finishedBefore(client, runId, last, signal)) return;
       error = new ConnectError("the watch stream ended before the run finished", Code.Unavailable);
     } catch (err) {
       signal?.throwIfAborted();
@@ -70,5 +73,23 @@ export async function* watchRun(
     const delayMs = backoffDelay(failures, reconnect);
     options.onReconnect?.({ attempt: failures, delayMs, afterSequence: last, error });
     await sleep(delayMs, undefined, { signal });
+  }
+}
+
+/** Whether the run is over and its last event is at or before `sequence`. */
+async function finishedBefore(
+  client: Client<typeof WorkflowService>,
+  runId: string,
+  sequence: bigint,
+  signal: AbortSignal | undefined,
+): Promise<boolean> {
+  try {
+    const run = (await client.getRun({ runId }, { signal, timeoutMs: 10_000 })).run;
+    const over =
+      run !== undefined && run.status !== RunStatus.RUNNING && run.status !== RunStatus.UNSPECIFIED;
+    return over && run.lastSequence <= sequence;
+  } catch {
+    // Could not tell (the daemon is going away): reconnecting will.
+    return false;
   }
 }

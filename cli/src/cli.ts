@@ -1,0 +1,149 @@
+import { parseArgs } from "node:util";
+import { createWeftClient, type WeftClient } from "@weft/sdk";
+import { type Command, type CommandContext, GLOBAL_HELP, GLOBAL_OPTIONS } from "./command.js";
+import { cancel } from "./commands/cancel.js";
+import { dev } from "./commands/dev.js";
+import { queuesList } from "./commands/queues.js";
+import { runsGet, runsList } from "./commands/runs.js";
+import { trigger } from "./commands/trigger.js";
+import { watch } from "./commands/watch.js";
+import { workflowsGet, workflowsList, workflowsSubmit } from "./commands/workflows.js";
+import { ExitCode, errorLine, exitCodeOf, UsageError } from "./exit-codes.js";
+import type { Io } from "./io.js";
+
+/** Every command, in the order `weft --help` lists them. */
+export const COMMANDS: Command[] = [
+  dev,
+  workflowsSubmit,
+  workflowsList,
+  workflowsGet,
+  trigger,
+  watch,
+  runsList,
+  runsGet,
+  cancel,
+  queuesList,
+];
+
+/** The default weftd address. */
+export const DEFAULT_ADDRESS = "127.0.0.1:7233";
+
+const VERSION = "0.1.0";
+
+function mainHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.path.join(" ").length));
+  const list = COMMANDS.map((c) => `  ${c.path.join(" ").padEnd(width)}  ${c.summary}`).join("\n");
+  return `weft: the command line of Weft
+
+Usage: weft <command> [arguments] [options]
+
+Commands:
+${list}
+
+Start here: \`weft dev\` runs Redis, weftd and the example workers on this machine.
+\`weft <command> --help\` describes a command.
+
+${GLOBAL_HELP}
+
+Exit codes: 0 success, 1 run failed or cancelled, 2 usage error, 3 not found, 4 weftd unavailable.
+`;
+}
+
+/** Finds the command named by the first words of `argv`; the rest are its arguments. */
+function findCommand(argv: string[]): { command: Command; rest: string[] } | undefined {
+  let best: { command: Command; rest: string[] } | undefined;
+  for (const command of COMMANDS) {
+    if (command.path.every((word, i) => argv[i] === word)) {
+      if (best === undefined || command.path.length > best.command.path.length) {
+        best = { command, rest: argv.slice(command.path.length) };
+      }
+    }
+  }
+  return best;
+}
+
+/** The group commands starting with `word` (e.g. `runs`), for `weft runs` without a subcommand. */
+function groupHelp(word: string): string | undefined {
+  const members = COMMANDS.filter((c) => c.path.length > 1 && c.path[0] === word);
+  if (members.length === 0) return undefined;
+  const width = Math.max(...members.map((c) => c.path.join(" ").length));
+  return `Usage: weft ${word} <${members.map((c) => c.path[1]).join("|")}>\n\n${members
+    .map((c) => `  ${c.path.join(" ").padEnd(width)}  ${c.summary}`)
+    .join("\n")}\n`;
+}
+
+/**
+ * Runs `weft` with `argv` (the arguments after the program name) and resolves with the exit code.
+ * Errors are printed on one line to stderr.
+ */
+export async function runCli(argv: string[], io: Io, signal: AbortSignal): Promise<number> {
+  if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h" || argv[0] === "help") {
+    const topic = argv[0] === "help" ? argv.slice(1) : [];
+    const found = topic.length > 0 ? findCommand(topic) : undefined;
+    if (found !== undefined) io.out(`${found.command.help}\n\n${GLOBAL_HELP}\n`);
+    else io.out(mainHelp());
+    return argv.length === 0 ? ExitCode.Usage : ExitCode.Ok;
+  }
+  if (argv[0] === "--version") {
+    io.out(`weft ${VERSION}\n`);
+    return ExitCode.Ok;
+  }
+  const found = findCommand(argv);
+  if (found === undefined) {
+    const group = groupHelp(argv[0] ?? "");
+    if (group !== undefined && (argv.length === 1 || argv[1] === "--help" || argv[1] === "-h")) {
+      io.out(group);
+      return argv.length === 1 ? ExitCode.Usage : ExitCode.Ok;
+    }
+    const what =
+      group === undefined
+        ? `unknown command "${argv[0]}"`
+        : `unknown command "${argv.slice(0, 2).join(" ")}"`;
+    io.err(`weft: ${what}; see weft --help\n`);
+    return ExitCode.Usage;
+  }
+  const { command, rest } = found;
+  const name = `weft ${command.path.join(" ")}`;
+  let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
+  try {
+    parsed = parseArgs({
+      args: rest,
+      options: { ...GLOBAL_OPTIONS, ...command.options },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (err) {
+    io.err(`${name}: ${errorLine(err)}; see ${name} --help\n`);
+    return ExitCode.Usage;
+  }
+  if (parsed.values.help === true) {
+    io.out(`${command.help}\n\n${GLOBAL_HELP}\n`);
+    return ExitCode.Ok;
+  }
+  let client: WeftClient | undefined;
+  const ctx: CommandContext = {
+    args: parsed.positionals,
+    options: parsed.values,
+    io,
+    signal,
+    client() {
+      client ??= createWeftClient({
+        address: String(parsed.values.address ?? io.env.WEFT_ADDRESS ?? DEFAULT_ADDRESS),
+        ...((parsed.values.token ?? io.env.WEFT_TOKEN)
+          ? { token: String(parsed.values.token ?? io.env.WEFT_TOKEN) }
+          : {}),
+        timeoutMs: 15_000,
+      });
+      return client;
+    },
+  };
+  try {
+    return await command.run(ctx);
+  } catch (err) {
+    const hint = err instanceof UsageError ? `; see ${name} --help` : "";
+    io.err(`weft: ${errorLine(err)}${hint}\n`);
+    return exitCodeOf(err);
+  } finally {
+    client?.close();
+  }
+}

@@ -13,6 +13,12 @@ import { jsonValue } from "./run-view.js";
 import { invalidArgument } from "./violations.js";
 import type { LoadedWorkflow } from "./workflow-store.js";
 
+/** The reason a poll's wait ends (made once: an abort without a reason allocates a DOMException). */
+const WAIT_OVER = new Error("poll wait over");
+
+/** Up to this many leaves, the step that completes a run's last task also builds the run's output. */
+const SMALL_RUN_LEAVES = 64;
+
 /** What a poll asks for. */
 export interface PollRequest {
   queue: string;
@@ -43,18 +49,37 @@ interface Leased {
 export class LeaseOps {
   constructor(private readonly engine: Engine) {}
 
-  /** Waits up to `waitMs` for a task of the queue; undefined when none came. */
-  async poll(req: PollRequest, signal: AbortSignal): Promise<TaskAssignment | undefined> {
+  /**
+   * Waits up to `waitMs` for a task of the queue; undefined when none came,
+   * the call went away (`signal`) or the daemon began shutting down (`shutdown`).
+   */
+  async poll(
+    req: PollRequest,
+    signal: AbortSignal,
+    shutdown?: AbortSignal,
+  ): Promise<TaskAssignment | undefined> {
     const waitMs = Math.min(req.waitMs, this.engine.options.pollWaitCapMs);
-    const wait = AbortSignal.any([signal, AbortSignal.timeout(Math.max(waitMs, 1))]);
-    const dispatcher = this.engine.dispatcher(req.queue);
-    while (!wait.aborted) {
-      const fetched = await dispatcher.take(wait);
-      if (fetched === undefined) return undefined;
-      const assignment = await this.handOver(fetched, req, signal);
-      if (assignment !== undefined) return assignment;
+    // One controller and one timer per poll: ends the wait at its deadline or when the call goes away.
+    const wait = new AbortController();
+    const stop = () => wait.abort(WAIT_OVER);
+    const timer = setTimeout(stop, Math.max(waitMs, 1));
+    signal.addEventListener("abort", stop, { once: true });
+    shutdown?.addEventListener("abort", stop, { once: true });
+    if (shutdown?.aborted) stop();
+    try {
+      const dispatcher = this.engine.dispatcher(req.queue);
+      while (!wait.signal.aborted) {
+        const fetched = await dispatcher.take(wait.signal);
+        if (fetched === undefined) return undefined;
+        const assignment = await this.handOver(fetched, req, signal);
+        if (assignment !== undefined) return assignment;
+      }
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", stop);
+      shutdown?.removeEventListener("abort", stop);
     }
-    return undefined;
   }
 
   private async handOver(
@@ -227,6 +252,7 @@ export class LeaseOps {
       Date.now(),
       engine.options.runRetentionMs,
       task.children,
+      loaded.compiled.leaves.length <= SMALL_RUN_LEAVES ? loaded.compiled.leaves : undefined,
     );
     const outcome = this.checkOutcome(reply, leaseId);
     const spec = engine.jobSpec(runId, loaded, task);

@@ -1,9 +1,11 @@
 import type { JsonValue } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type Run, type RunStatus, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import { type Run, RunSchema, RunStatus, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import type { Engine } from "./engine.js";
 import { idempotentRunId, isRunId, newRunId } from "./ids.js";
-import { RUN_STATUS_CODE, runFromHash } from "./run-view.js";
+import { jsonValue, RUN_STATUS_CODE, runFromHash } from "./run-view.js";
 import { invalidArgument } from "./violations.js";
 
 const RUN_FIELDS = ["id", "wf", "v", "s", "in", "out", "ct", "ft", "idem", "err", "seq"] as const;
@@ -39,11 +41,6 @@ export class RunOps {
     const runId = idempotencyKey === "" ? newRunId() : idempotentRunId(workflow, idempotencyKey);
     const now = Date.now();
     const { compiled } = loaded;
-    const index = engine.redis
-      .pipeline()
-      .zadd(engine.keys.runIndex(), "NX", now, runId)
-      .zadd(engine.keys.runIndex(workflow), "NX", now, runId);
-    await index.exec();
     const [created] = await engine.steps.trigger(
       runId,
       loaded.workflow.name,
@@ -52,18 +49,29 @@ export class RunOps {
       now,
       idempotencyKey,
       compiled.tasks.map((t) => ({ id: t.id, parents: t.parents.length })),
+      [engine.keys.runIndex(), engine.keys.runIndex(workflow)],
     );
     engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);
-    if (created === 1) {
-      if (compiled.runTimeoutMs > 0) {
-        await engine.timers.schedule([
-          { data: { kind: "run-timeout", runId }, delayMs: compiled.runTimeoutMs },
-        ]);
-      }
-      await engine.enqueue(runId, loaded, compiled.roots);
-      engine.logger.info({ runId, workflow, version: loaded.workflow.version }, "run started");
+    if (created !== 1) return { run: await this.summary(runId), created: false };
+    if (compiled.runTimeoutMs > 0) {
+      await engine.timers.schedule([
+        { data: { kind: "run-timeout", runId }, delayMs: compiled.runTimeoutMs },
+      ]);
     }
-    return { run: await this.summary(runId), created: created === 1 };
+    await engine.enqueue(runId, loaded, compiled.roots);
+    engine.logger.debug({ runId, workflow, version: loaded.workflow.version }, "run started");
+    // What the trigger step wrote: RUN_STARTED plus one TASK_QUEUED per root.
+    const run = create(RunSchema, {
+      id: runId,
+      workflow: loaded.workflow.name,
+      workflowVersion: loaded.workflow.version,
+      status: RunStatus.RUNNING,
+      input: jsonValue(inputText),
+      createTime: timestampFromMs(now),
+      idempotencyKey,
+      lastSequence: BigInt(1 + compiled.roots.length),
+    });
+    return { run, created: true };
   }
 
   /** A run without its task runs. */

@@ -196,12 +196,13 @@ return {'ok', t.k, t.le}
 /**
  * Records a task's success and queues the children it made ready.
  * ARGV: taskId, attempt, nonce, output, now, retentionMs, childCount,
- * children...
+ * children..., then '-' or leafCount, leaves... (small workflows pass their
+ * leaves so that the step that completes the last task also finishes the run).
  * Returns {'ok'|'dup'|'last'|'done', token, readyChildren...} | {'cancel',
  * token} | {'stale', why} | {'notfound'}. 'dup' repeats an already recorded
  * completion (its ready children are returned again so that a repeated step
  * re-enqueues them idempotently); 'last' means every task is now final and
- * the run must be finished with FINISH; 'done' means the run just failed.
+ * the run must be finished with FINISH; 'done' means the run just finished.
  */
 export const COMPLETE = `${PRELUDE}${LEASE_CHECK}
 local id = ARGV[1]
@@ -240,6 +241,16 @@ end
 if redis.call('HINCRBY', RUN, 'rem', -1) == 0 then
   if tonumber(redis.call('HGET', RUN, 'nf')) > 0 then
     finishRun(now, 'F', nil, redis.call('HGET', RUN, 'err'), tonumber(ARGV[6]))
+    ready[1] = 'done'
+  elseif ARGV[8 + nc] ~= '-' then
+    -- The caller passed the leaves (small workflows): finish here, in the same step.
+    local nl = tonumber(ARGV[8 + nc])
+    local parts = {}
+    for i = 1, nl do
+      local leaf = ARGV[8 + nc + i]
+      parts[#parts + 1] = cjson.encode(leaf) .. ':' .. (redis.call('HGET', OUT, leaf) or 'null')
+    end
+    finishRun(now, 'S', '{' .. table.concat(parts, ',') .. '}', nil, tonumber(ARGV[6]))
     ready[1] = 'done'
   else
     ready[1] = 'last'

@@ -46,6 +46,7 @@ export class RunSteps {
     runId: string,
     args: (string | number)[],
     mark = true,
+    before?: (pipeline: ChainableCommander) => number,
   ): Promise<Reply> {
     const k = this.keys.run(runId);
     const keyArgs: (string | number)[] = [k.run, k.tasks, k.deps, k.outputs, k.events];
@@ -53,7 +54,10 @@ export class RunSteps {
       const fn = (this.redis as unknown as Record<ScriptName, ScriptCaller>)[name];
       return normalize(await fn.call(this.redis, keyArgs.concat(args)));
     }
-    const pipeline = this.redis.pipeline().zadd(this.keys.dirtyRuns(), Date.now(), runId);
+    const pipeline = this.redis.pipeline();
+    // The script's reply comes after the commands `before` added and the ZADD.
+    const scriptAt = (before?.(pipeline) ?? 0) + 1;
+    pipeline.zadd(this.keys.dirtyRuns(), Date.now(), runId);
     const fn = (pipeline as unknown as Record<ScriptName, (args: (string | number)[]) => ChainableCommander>)[
       name
     ];
@@ -61,7 +65,7 @@ export class RunSteps {
     fn.call(pipeline, keyArgs.concat(args));
     const results = (await pipeline.exec()) ?? [];
     for (const [err] of results) if (err) throw err;
-    return normalize(results[1]?.[1]);
+    return normalize(results[scriptAt]?.[1]);
   }
 
   runKeys(runId: string): RunKeys {
@@ -76,10 +80,15 @@ export class RunSteps {
     now: number,
     idempotencyKey: string,
     tasks: { id: string; parents: number }[],
+    indexes: string[],
   ): Promise<Reply> {
     const args: (string | number)[] = [runId, workflow, version, input, now, idempotencyKey, tasks.length];
     for (const t of tasks) args.push(t.id, t.parents);
-    return this.call("weftTrigger", runId, args);
+    // The run enters its list indexes in the same round trip, before it exists (ListRuns skips ids without a run).
+    return this.call("weftTrigger", runId, args, true, (p) => {
+      for (const index of indexes) p.zadd(index, "NX", now, runId);
+      return indexes.length;
+    });
   }
 
   start(
@@ -123,11 +132,21 @@ export class RunSteps {
     now: number,
     retentionMs: number,
     children: string[],
+    leaves: string[] | undefined,
   ): Promise<Reply> {
+    const args: (string | number)[] = [
+      lease.taskId,
+      lease.attempt,
+      lease.nonce,
+      output,
+      now,
+      retentionMs,
+      children.length,
+    ];
     return this.call(
       "weftComplete",
       runId,
-      [lease.taskId, lease.attempt, lease.nonce, output, now, retentionMs, children.length].concat(children),
+      args.concat(children, leaves === undefined ? ["-"] : [leaves.length, ...leaves]),
     );
   }
 

@@ -20,7 +20,8 @@ export function workerService(engine: Engine, shutdown: AbortSignal): ServiceImp
       if (shutdown.aborted) throw new ConnectError("weftd is shutting down", Code.Unavailable);
       const assignment = await engine.leases.poll(
         { queue: req.queue, workerId: req.workerId || "anonymous", handlers: req.handlers, waitMs },
-        AbortSignal.any([ctx.signal, shutdown]),
+        ctx.signal,
+        shutdown,
       );
       return { assignment };
     },

@@ -16,7 +16,7 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next attempt, in seconds."""
-        ceiling = min(self._maximum, self._initial * 2**self._attempt)
+        ceiling = float(min(self._maximum, self._initial * 2**self._attempt))
         self._attempt = min(self._attempt + 1, 30)
         return ceiling / 2 + random.random() * (ceiling / 2)
 

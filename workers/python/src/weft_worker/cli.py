@@ -51,7 +51,7 @@ def load_handlers(spec: str) -> dict[str, Handler]:
     declared = getattr(module, "handlers", None)
     if isinstance(declared, dict) and declared and all(callable(v) for v in declared.values()):
         return dict(declared)
-    functions = {
+    functions: dict[str, Handler] = {
         name: fn
         for name, fn in vars(module).items()
         if not name.startswith("_") and inspect.isfunction(fn) and fn.__module__ == module.__name__

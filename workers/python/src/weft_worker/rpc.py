@@ -20,7 +20,7 @@ _LEASE_LOST = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND}
 def status_code(err: BaseException) -> grpc.StatusCode:
     """The status code of a failed call; UNKNOWN for anything that is not an RPC error."""
     if isinstance(err, grpc.RpcError):
-        code = err.code()  # type: ignore[attr-defined]
+        code = err.code()
         if isinstance(code, grpc.StatusCode):
             return code
     return grpc.StatusCode.UNKNOWN
@@ -38,5 +38,5 @@ def is_lease_lost(err: BaseException) -> bool:
 
 def error_fields(err: BaseException) -> dict[str, Any]:
     """Log fields describing a failed call: its code name and message."""
-    details = err.details() if isinstance(err, grpc.RpcError) else str(err)  # type: ignore[attr-defined]
+    details = err.details() if isinstance(err, grpc.RpcError) else str(err)
     return {"code": status_code(err).name, "error": details or str(err)}

@@ -175,9 +175,11 @@ class Worker:
             )
             for poll in list(self._polls):
                 poll.cancel()
-            drained = asyncio.gather(*loops)
-            forced = asyncio.create_task(self._force.wait())
-            done, _ = await asyncio.wait({drained, forced}, timeout=self._shutdown_grace, return_when=asyncio.FIRST_COMPLETED)
+            drained: asyncio.Future[Any] = asyncio.gather(*loops)
+            forced: asyncio.Future[Any] = asyncio.ensure_future(self._force.wait())
+            done, _ = await asyncio.wait(
+                {drained, forced}, timeout=self._shutdown_grace, return_when=asyncio.FIRST_COMPLETED
+            )
             forced.cancel()
             if drained not in done:
                 for execution in list(self._executions):

@@ -18,6 +18,12 @@ def test_json_values_round_trip() -> None:
     assert from_proto_value(None) is None
 
 
+def test_whole_numbers_come_back_as_int_like_json_loads() -> None:
+    value = from_proto_value(to_proto_value({"n": 3, "f": 2.5, "big": 2**60, "list": [1, -0.0]}))
+    assert value == {"n": 3, "f": 2.5, "big": float(2**60), "list": [1, 0]}
+    assert isinstance(value["n"], int) and isinstance(value["f"], float) and isinstance(value["big"], float)
+
+
 def test_json_values_reject_what_json_cannot_hold() -> None:
     with pytest.raises(TypeError):
         to_proto_value(object())

@@ -210,7 +210,13 @@ export class DevSession {
       command,
       args,
       cwd: REPO_ROOT,
-      env: { ...this.options.env, WEFT_LOG_LEVEL: this.options.env.WEFT_LOG_LEVEL ?? "info" },
+      // A development daemon on loopback: no tokens to set up (WEFT_INSECURE, so that a weftd
+      // without authentication support ignores it).
+      env: {
+        ...this.options.env,
+        WEFT_LOG_LEVEL: this.options.env.WEFT_LOG_LEVEL ?? "info",
+        WEFT_INSECURE: this.options.env.WEFT_INSECURE ?? "true",
+      },
       logFile: this.log("weftd"),
     });
     this.#weftd = weftd;

@@ -1,0 +1,162 @@
+// `weft dev` end to end: it starts Redis, weftd and the example workers, an example run completes
+// through it, and Ctrl-C (SIGINT) leaves no process behind.
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort } from "@weft/daemon";
+import { afterAll, describe, expect, it } from "vitest";
+import { cleanEnv, runWeft, weftCommand } from "./cli-process.js";
+import { REPO_ROOT, waitFor, within } from "./support/index.js";
+
+interface DevState {
+  pid: number;
+  address: string;
+  processes: { name: string; pgid: number; pid: number }[];
+}
+
+/** Every process (zombies included) whose pid or process group is one of `pids`, from /proc. */
+function processesOf(pids: number[]): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue; // Exited while we looked.
+    }
+    // pid (comm) state ppid pgrp …: comm may hold spaces, so split after its closing parenthesis.
+    const close = stat.lastIndexOf(")");
+    const [state, , pgrp] = stat.slice(close + 2).split(" ");
+    const pid = Number(entry);
+    if (pids.includes(pid) || pids.includes(Number(pgrp))) {
+      found.push(`${pid} ${stat.slice(stat.indexOf("(") + 1, close)} ${state}`);
+    }
+  }
+  return found;
+}
+
+const started: ChildProcess[] = [];
+afterAll(() => {
+  for (const child of started) if (child.exitCode === null) child.kill("SIGKILL");
+});
+
+describe("weft dev", () => {
+  it("runs the examples end to end and leaves no process behind after Ctrl-C", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "weft-dev-"));
+    const address = `127.0.0.1:${await freePort()}`;
+    const [node, args] = weftCommand([
+      "dev",
+      ...["--addr", address, "--metrics-addr", `127.0.0.1:${await freePort()}`, "--data-dir", dataDir],
+    ]);
+    const dev = spawn(node, args, { cwd: REPO_ROOT, env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] });
+    started.push(dev);
+    let stdout = "";
+    let stderr = "";
+    dev.stdout.on("data", (b: Buffer) => {
+      stdout += b.toString();
+    });
+    dev.stderr.on("data", (b: Buffer) => {
+      stderr += b.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => dev.once("exit", (code) => resolve(code)));
+
+    await waitFor(() => stdout.includes("Press Ctrl-C to stop everything.") || dev.exitCode !== null, {
+      message: "weft dev to start everything",
+      timeoutMs: 150_000,
+      intervalMs: 100,
+    });
+    expect(dev.exitCode, `weft dev exited early:\n${stdout}\n${stderr}`).toBeNull();
+    expect(stdout).toContain(`  weftd      ${address} (gRPC, gRPC-Web, Connect)`);
+    expect(stdout).toMatch(/^ {2}worker {5}queue ts {2}TypeScript$/m);
+    expect(stdout).toMatch(/^ {2}worker {5}queue py {2}(Python|TypeScript fallback for Python \(.+\))$/m);
+    expect(stdout).toMatch(/^ {2}worker {5}queue go {2}(Go|TypeScript fallback for Go \(.+\))$/m);
+    expect(stdout).toContain("  workflows  etl v1, fan-out v1");
+    expect(stdout).toContain(`  pnpm weft trigger etl --address ${address} --input`);
+
+    const state = JSON.parse(readFileSync(join(dataDir, "dev.json"), "utf8")) as DevState;
+    expect(state.pid).toBe(dev.pid);
+    expect(state.processes.map((p) => p.name)).toEqual([
+      "redis-server",
+      "weftd",
+      "worker ts",
+      expect.stringMatching(/^worker py( fallback)?$/),
+      expect.stringMatching(/^worker go( fallback)?$/),
+    ]);
+    const pids = state.processes.flatMap((p) => [p.pid, p.pgid]);
+    expect(processesOf(pids).length).toBeGreaterThanOrEqual(state.processes.length * 2);
+
+    // The ETL example, through the TypeScript, Python (or its stand-in) and Go (or its stand-in) workers.
+    const etl = await runWeft(
+      ["trigger", "etl", "--address", address, "--input", '{"date": "2024-05-01", "orders": 12}', "--watch"],
+      {},
+    );
+    expect(etl.code, etl.stderr).toBe(0);
+    const events = etl.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { type: string; taskId?: string; output?: unknown; workerId?: string });
+    expect(events.filter((e) => e.type === "TASK_COMPLETED").map((e) => e.taskId)).toEqual([
+      "extract",
+      "transform",
+      "aggregate",
+      "load",
+    ]);
+    expect(events[events.length - 1]).toMatchObject({
+      type: "RUN_FINISHED",
+      runStatus: "SUCCEEDED",
+      output: {
+        load: { date: "2024-05-01", orders: 11, customers: 4, total_eur: "606.50", top_customer: "umbrella" },
+      },
+    });
+    const fan = await runWeft(
+      ["trigger", "fan-out", "--address", address, "--input", '{"text": "to be or not to be"}', "--watch"],
+      {},
+    );
+    expect(fan.code, fan.stderr).toBe(0);
+    expect(JSON.parse(fan.stdout.trim().split("\n").pop() ?? "")).toMatchObject({
+      output: {
+        merge: {
+          words: 6,
+          unique: 4,
+          top: [
+            { word: "be", n: 2 },
+            { word: "to", n: 2 },
+            { word: "not", n: 1 },
+          ],
+        },
+      },
+    });
+
+    // A second weft dev on the same data folder refuses to start.
+    const second = await runWeft(["dev", "--data-dir", dataDir, "--addr", "127.0.0.1:0"]);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toBe(
+      `weft dev: weft dev is already running (pid ${dev.pid}, weftd on ${address}) with its data in ${dataDir}\n`,
+    );
+
+    dev.kill("SIGINT");
+    expect(await within(exited, 60_000, "weft dev to stop after SIGINT")).toBe(0);
+    expect(stdout).toMatch(
+      /stopping workers…\nstopping weftd…\nstopping redis-server…\nweft dev stopped\.\n$/,
+    );
+    expect(processesOf([...pids, dev.pid ?? 0])).toEqual([]);
+    expect(existsSync(join(dataDir, "dev.json"))).toBe(false);
+    expect(readdirSync(join(dataDir, "logs")).sort()).toEqual(
+      expect.arrayContaining(["redis-server.log", "weftd.log", "worker-ts.log"]),
+    );
+  });
+
+  it("says how to install redis-server when there is none and no --redis-url", async () => {
+    const emptyPath = mkdtempSync(join(tmpdir(), "weft-nopath-"));
+    const res = await runWeft(["dev", "--data-dir", join(emptyPath, "data")], { PATH: emptyPath });
+    expect(res).toEqual({
+      code: 1,
+      stdout: "weft dev stopped.\n",
+      stderr:
+        "weft dev: redis-server not found on PATH: install it (Debian/Ubuntu: apt-get install redis-server) " +
+        "or give weft dev a Redis with --redis-url redis://host:6379\n",
+    });
+  });
+});

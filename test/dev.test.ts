@@ -37,6 +37,12 @@ function processesOf(pids: number[]): string[] {
   return found;
 }
 
+/** Whether this machine has the Python and Go worker toolchains (`weft dev` then uses them). */
+const hasPython = existsSync(`${REPO_ROOT}workers/python/.venv/bin/python`);
+const hasGo =
+  existsSync(`${REPO_ROOT}workers/go/go.mod`) &&
+  (process.env.PATH ?? "").split(":").some((d) => d !== "" && existsSync(join(d, "go")));
+
 const started: ChildProcess[] = [];
 afterAll(() => {
   for (const child of started) if (child.exitCode === null) child.kill("SIGKILL");
@@ -70,8 +76,18 @@ describe("weft dev", () => {
     expect(dev.exitCode, `weft dev exited early:\n${stdout}\n${stderr}`).toBeNull();
     expect(stdout).toContain(`  weftd      ${address} (gRPC, gRPC-Web, Connect)`);
     expect(stdout).toMatch(/^ {2}worker {5}queue ts {2}TypeScript$/m);
-    expect(stdout).toMatch(/^ {2}worker {5}queue py {2}(Python|TypeScript fallback for Python \(.+\))$/m);
-    expect(stdout).toMatch(/^ {2}worker {5}queue go {2}(Go|TypeScript fallback for Go \(.+\))$/m);
+    // Python and Go serve their queues where their toolchains are (CI installs both); a TypeScript
+    // stand-in does otherwise.
+    expect(stdout).toMatch(
+      hasPython
+        ? /^ {2}worker {5}queue py {2}Python$/m
+        : /^ {2}worker {5}queue py {2}TypeScript fallback for Python \(.+\)$/m,
+    );
+    expect(stdout).toMatch(
+      hasGo
+        ? /^ {2}worker {5}queue go {2}Go$/m
+        : /^ {2}worker {5}queue go {2}TypeScript fallback for Go \(.+\)$/m,
+    );
     expect(stdout).toContain("  workflows  etl v1, fan-out v1");
     expect(stdout).toContain(`  pnpm weft trigger etl --address ${address} --input`);
 
@@ -103,6 +119,11 @@ describe("weft dev", () => {
       "aggregate",
       "load",
     ]);
+    const workerOf = (task: string) =>
+      events.find((e) => e.type === "TASK_STARTED" && e.taskId === task)?.workerId;
+    expect(workerOf("extract")).toBe("dev-ts");
+    expect(workerOf("transform") === "dev-py-ts-fallback").toBe(!hasPython);
+    expect(workerOf("aggregate") === "dev-go-ts-fallback").toBe(!hasGo);
     expect(events[events.length - 1]).toMatchObject({
       type: "RUN_FINISHED",
       runStatus: "SUCCEEDED",

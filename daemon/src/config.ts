@@ -84,6 +84,12 @@ export interface DaemonConfig {
    * @defaultValue 10000
    */
   reconcileAfterMs: number;
+  /**
+   * Serve without authentication (local development only): weftd logs a warning at startup.
+   * Without it, weftd refuses to start unless the configuration file lists tokens.
+   * @defaultValue false
+   */
+  insecure: boolean;
 }
 
 /** pino's level names. */
@@ -109,6 +115,7 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = {
   maxWatchersPerReplica: 10_000,
   configFile: undefined,
   reconcileAfterMs: 10_000,
+  insecure: false,
 };
 
 /** Fills the unset fields of `partial` with {@link DEFAULT_CONFIG} and validates the result. */
@@ -126,7 +133,7 @@ export class ConfigError extends Error {
   override readonly name = "ConfigError";
 }
 
-type Kind = "string" | "addr" | "url" | "level" | "count" | "bytes" | "duration";
+type Kind = "string" | "addr" | "url" | "level" | "count" | "bytes" | "duration" | "boolean";
 
 interface OptionSpec {
   key: keyof DaemonConfig;
@@ -237,6 +244,13 @@ const OPTIONS: readonly OptionSpec[] = [
     kind: "duration",
     help: "quiet time before a run is checked for a step a crash cut short",
   },
+  {
+    key: "insecure",
+    flag: "insecure",
+    env: ["WEFT_INSECURE"],
+    kind: "boolean",
+    help: "serve without authentication (local development only)",
+  },
 ];
 
 /** What the command line asked for: run with a configuration, or print help. */
@@ -253,7 +267,7 @@ export function loadConfig(
   const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
     help: { type: "boolean", short: "h" },
   };
-  for (const spec of OPTIONS) options[spec.flag] = { type: "string" };
+  for (const spec of OPTIONS) options[spec.flag] = { type: spec.kind === "boolean" ? "boolean" : "string" };
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }));
@@ -267,7 +281,10 @@ export function loadConfig(
     const fromFlag = values[spec.flag];
     let raw: string | undefined;
     let source: string;
-    if (typeof fromFlag === "string") {
+    if (fromFlag === true) {
+      raw = "true";
+      source = `--${spec.flag}`;
+    } else if (typeof fromFlag === "string") {
       raw = fromFlag;
       source = `--${spec.flag}`;
     } else {
@@ -303,6 +320,9 @@ function parseValue(kind: Kind, raw: string, source: string): unknown {
         return parseBytes(value);
       case "duration":
         return parseDuration(value);
+      case "boolean":
+        if (!["true", "false", "1", "0"].includes(value)) throw new Error("must be true or false");
+        return value === "true" || value === "1";
     }
   } catch (err) {
     throw new ConfigError(`${source}=${JSON.stringify(raw)}: ${(err as Error).message}`);
@@ -343,7 +363,11 @@ export function helpText(): string {
     "",
   ];
   for (const spec of OPTIONS) {
-    lines.push(`  --${spec.flag} <${spec.kind === "addr" ? "host:port" : spec.kind}>`);
+    lines.push(
+      spec.kind === "boolean"
+        ? `  --${spec.flag}`
+        : `  --${spec.flag} <${spec.kind === "addr" ? "host:port" : spec.kind}>`,
+    );
     lines.push(`      ${spec.help}`);
     lines.push(`      env: ${spec.env.join(", ")}; default: ${formatDefault(spec)}`);
   }

@@ -133,7 +133,7 @@ export async function startDaemon(
       port: listen.port,
       readMaxBytes: config.maxRequestBytes,
       routes: (router) => registerRoutes(router, health, services),
-      interceptors: [guard.interceptor],
+      interceptors: [guard.interceptor, ...(services.interceptors ?? [])],
       shutdownSignal: cutOff.signal,
       logger,
     });

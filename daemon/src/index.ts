@@ -1,3 +1,4 @@
+export { hashToken, type Scope, type TokenConfig } from "./auth.js";
 export { CallGuard, shuttingDownError } from "./call-guard.js";
 export {
   addDefaults,

@@ -1,4 +1,4 @@
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { DaemonConfig } from "./config.js";
@@ -32,6 +32,8 @@ export interface WeftServices {
   register(router: ConnectRouter): void;
   /** Releases everything the services hold; called once, after in-flight calls ended. */
   close(): Promise<void>;
+  /** Interceptors to run after the daemon's own (authentication, for instance). */
+  interceptors?: Interceptor[];
 }
 
 /** Builds the Weft services; `createWeftServices` in services.ts is the production one. */

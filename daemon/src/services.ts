@@ -1,11 +1,24 @@
+import { authInterceptor } from "./auth.js";
+import { ConfigError } from "./config.js";
 import { loadPolicy } from "./engine/policy.js";
 import type { ServiceContext, WeftServices } from "./service-context.js";
 import { openWeftServices } from "./weft-services.js";
 
+/** Whether weftd refuses to start with no token and no --insecure (switched on with every spawner). */
+const REFUSE_WITHOUT_TOKENS = false;
+
 /** The Weft services weftd serves: the workflow engine behind both APIs. */
 export async function createWeftServices(ctx: ServiceContext): Promise<WeftServices> {
   const { config } = ctx;
-  return openWeftServices({
+  const policy = loadPolicy(config.configFile);
+  if (policy.tokens.length === 0 && !config.insecure && REFUSE_WITHOUT_TOKENS) {
+    throw new ConfigError(
+      "no tokens are configured: list them under auth.tokens in the --config file (see README, Security), " +
+        "or pass --insecure to run without authentication on a development machine",
+    );
+  }
+  if (config.insecure) ctx.logger.warn("running with --insecure: every call is accepted without a token");
+  const services = await openWeftServices({
     redisUrl: ctx.redisUrl,
     redis: ctx.redis,
     logger: ctx.logger,
@@ -21,6 +34,12 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
       maxWatchersPerReplica: config.maxWatchersPerReplica,
       reconcileAfterMs: config.reconcileAfterMs,
     },
-    policy: loadPolicy(config.configFile),
+    policy,
   });
+  return {
+    register: (router) => services.register(router),
+    close: () => services.close(),
+    interceptors:
+      policy.tokens.length > 0 && !config.insecure ? [authInterceptor(policy.tokens, ctx.logger)] : [],
+  };
 }

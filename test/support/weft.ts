@@ -1,7 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
-import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
 import { EventType, type RunEvent, RunStatus, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
@@ -17,8 +17,8 @@ export interface WeftClients {
 }
 
 /** Clients for a daemon at `address` ("127.0.0.1:port"). */
-export function weftClients(address: string): WeftClients {
-  const transport = createGrpcTransport({ baseUrl: `http://${address}` });
+export function weftClients(address: string, interceptors: Interceptor[] = []): WeftClients {
+  const transport = createGrpcTransport({ baseUrl: `http://${address}`, interceptors });
   return {
     workflows: createClient(WorkflowService, transport),
     workers: createClient(WorkerService, transport),

@@ -2,12 +2,14 @@ import { create, type JsonValue } from "@bufbuild/protobuf";
 import { DurationSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type TaskAssignment, TaskAssignmentSchema } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
+import { checkQueue, type Principal } from "../auth.js";
 import type { CompiledTask } from "./dag.js";
 import type { FetchedJob } from "./dispatcher.js";
 import { type Engine, LOCK_GRACE_MS } from "./engine.js";
 import { formatLeaseId, jobIdOf, type LeaseRef, newLeaseNonce, parseJobId, parseLeaseId } from "./ids.js";
 import { KeyLimiter } from "./key-limiter.js";
 import { backoffDelayMs, backoffSeed } from "./retry-policy.js";
+import type { LeaseArgs } from "./run-steps.js";
 import type { TaskRecord } from "./run-view.js";
 import { jsonValue } from "./run-view.js";
 import { invalidArgument } from "./violations.js";
@@ -25,6 +27,8 @@ export interface PollRequest {
   workerId: string;
   handlers: string[];
   waitMs: number;
+  /** Name of the token polling; its leases answer only to it. Empty: authentication is off. */
+  owner?: string;
 }
 
 /** A task failure reported by a worker or detected by the daemon. */
@@ -35,7 +39,7 @@ export interface TaskFailure {
 }
 
 interface Leased {
-  lease: LeaseRef;
+  lease: LeaseRef & LeaseArgs;
   loaded: LoadedWorkflow;
   task: CompiledTask;
 }
@@ -128,7 +132,7 @@ export class LeaseOps {
       const reply = await engine.steps.start(
         runId,
         taskId,
-        nonce,
+        req.owner ? `${nonce}|${req.owner}` : nonce,
         token,
         req.workerId,
         now,
@@ -138,7 +142,13 @@ export class LeaseOps {
       );
       const outcome = reply[0];
       if (outcome === "ok") {
-        const lease: LeaseRef = { runId, taskId, attempt: Number(reply[1]), nonce };
+        const lease: LeaseRef & LeaseArgs = {
+          runId,
+          taskId,
+          attempt: Number(reply[1]),
+          nonce,
+          owner: req.owner,
+        };
         const leaseDeadline = Number(reply[3]);
         engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);
         // The BullMQ lock backs the lease and outlives it by a grace period.
@@ -188,7 +198,7 @@ export class LeaseOps {
       }
       if (outcome === "lost") {
         // Delivered again while recorded as running: the previous lease was lost.
-        const lost: LeaseRef = { runId, taskId, attempt: Number(reply[1]), nonce: String(reply[2]) };
+        const lost = { runId, taskId, attempt: Number(reply[1]), nonce: String(reply[2]), owner: "*" };
         await this.expire({ lease: lost, loaded, task }, Number(reply[3]));
         continue;
       }
@@ -209,8 +219,8 @@ export class LeaseOps {
   }
 
   /** Extends a lease; reports whether the run was cancelled. */
-  async heartbeat(leaseId: string, progress: JsonValue | undefined) {
-    const { lease, loaded, task } = await this.resolve(leaseId);
+  async heartbeat(leaseId: string, progress: JsonValue | undefined, principal?: Principal) {
+    const { lease, loaded, task } = await this.resolve(leaseId, principal);
     const progressText = progress === undefined ? "" : this.payload(progress, "progress");
     const now = Date.now();
     const reply = await this.engine.steps.heartbeat(
@@ -240,9 +250,13 @@ export class LeaseOps {
   }
 
   /** Records a task's output and enqueues the tasks it made ready. */
-  async complete(leaseId: string, output: JsonValue | undefined): Promise<{ cancelRequested: boolean }> {
+  async complete(
+    leaseId: string,
+    output: JsonValue | undefined,
+    principal?: Principal,
+  ): Promise<{ cancelRequested: boolean }> {
     const { engine } = this;
-    const { lease, loaded, task } = await this.resolve(leaseId);
+    const { lease, loaded, task } = await this.resolve(leaseId, principal);
     const outputText = this.payload(output ?? null, "output");
     const { runId } = lease;
     const reply = await engine.steps.complete(
@@ -272,8 +286,8 @@ export class LeaseOps {
   }
 
   /** Records a failed attempt; retried under the task's policy unless not retryable. */
-  async fail(leaseId: string, failure: TaskFailure, retryable: boolean) {
-    const leased = await this.resolve(leaseId);
+  async fail(leaseId: string, failure: TaskFailure, retryable: boolean, principal?: Principal) {
+    const leased = await this.resolve(leaseId, principal);
     if (
       Buffer.byteLength(failure.message) + Buffer.byteLength(failure.details) >
       this.engine.options.maxPayloadBytes
@@ -326,7 +340,7 @@ export class LeaseOps {
         "lease expired",
       );
       await this.expire(
-        { lease: { ...ids, attempt: record.a, nonce: record.l }, loaded, task },
+        { lease: { ...ids, attempt: record.a, nonce: record.l, owner: "*" }, loaded, task },
         record.sc ?? 0,
       );
     })().catch((err) => this.engine.logger.warn({ err, jobId }, "handling a stalled job failed"));
@@ -456,7 +470,8 @@ export class LeaseOps {
     }
   }
 
-  private async resolve(leaseId: string): Promise<Leased> {
+  /** Parses a lease id and finds its task; the caller must be allowed on the task's queue. */
+  private async resolve(leaseId: string, principal: Principal | undefined): Promise<Leased> {
     if (leaseId === "") throw invalidArgument([{ field: "lease_id", description: "is required" }]);
     const lease = parseLeaseId(leaseId);
     if (lease === undefined) {
@@ -467,12 +482,16 @@ export class LeaseOps {
     if (loaded === undefined || task === undefined) {
       throw new ConnectError(`lease "${leaseId}" not found`, Code.NotFound);
     }
-    return { lease, loaded, task };
+    checkQueue(principal, task.queue);
+    return { lease: { ...lease, owner: principal?.name }, loaded, task };
   }
 
   private checkOutcome(reply: (string | number)[], leaseId: string): string {
     const outcome = String(reply[0]);
     if (outcome === "notfound") throw new ConnectError(`lease "${leaseId}" not found`, Code.NotFound);
+    if (outcome === "denied") {
+      throw new ConnectError(`lease "${leaseId}" was taken by another token`, Code.PermissionDenied);
+    }
     if (outcome === "stale") {
       throw new ConnectError(`lease "${leaseId}" is no longer valid: ${reply[1]}`, Code.FailedPrecondition);
     }

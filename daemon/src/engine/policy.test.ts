@@ -25,7 +25,7 @@ describe("parsePolicy", () => {
   });
 
   it.each([
-    [{ retrys: {} }, "config: retrys: is not a setting (retry, queues, rateLimitKeys)"],
+    [{ retrys: {} }, "config: retrys: is not a setting (retry, queues, rateLimitKeys, auth)"],
     [{ retry: { maxAttempts: 0 } }, "config: retry.maxAttempts: must be an integer of at least 1"],
     [{ retry: { jitter: 2 } }, "config: retry.jitter: must be between 0 and 1"],
     [{ queues: { "a:b": {} } }, "config: queues.a:b: is not a queue name ([A-Za-z0-9_.-], 1-128 characters)"],
@@ -39,6 +39,18 @@ describe("parsePolicy", () => {
     ],
     [{ rateLimitKeys: [{ max: 1, per: "1s" }] }, "config: rateLimitKeys[0].pattern: is required"],
     [{ rateLimitKeys: {} }, "config: rateLimitKeys: must be a list"],
+    [
+      { auth: { tokens: [{ name: "ci", sha256: "plaintext-token", scopes: ["runs:read"] }] } },
+      "config: auth.tokens[0].sha256: must be the hex SHA-256 of the token (never the token itself)",
+    ],
+    [
+      { auth: { tokens: [{ name: "w", sha256: "a".repeat(64), scopes: ["worker"] }] } },
+      'config: auth.tokens[0].queues: a worker token must name its queues (or "*")',
+    ],
+    [
+      { auth: { tokens: [{ name: "x", sha256: "a".repeat(64), scopes: ["root"] }] } },
+      'config: auth.tokens[0].scopes: "root" is not one of workflows:write, runs:trigger, runs:read, runs:cancel, admin, worker',
+    ],
   ])("rejects %j naming the setting", (doc, message) => {
     expect(() => parsePolicy(doc)).toThrow(message);
   });

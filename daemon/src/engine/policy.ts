@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
+import { SCOPES, type Scope, type TokenConfig } from "../auth.js";
 import { ConfigError, parseDuration } from "../config.js";
 import { DEFAULT_RETRY_POLICY, type ResolvedRetryPolicy } from "./retry-policy.js";
 
@@ -31,11 +32,13 @@ export interface Policy {
   queues: Map<string, QueuePolicy>;
   /** Rate limits per rate-limit key pattern; the first match applies. */
   keys: KeyPolicy[];
+  /** Bearer tokens (hashed) and their scopes; none configured: authentication is off. */
+  tokens: TokenConfig[];
 }
 
 /** The policy when no configuration file is given. */
 export function defaultPolicy(): Policy {
-  return { retry: { ...DEFAULT_RETRY_POLICY }, queues: new Map(), keys: [] };
+  return { retry: { ...DEFAULT_RETRY_POLICY }, queues: new Map(), keys: [], tokens: [] };
 }
 
 /** Reads and checks a YAML or JSON policy file; throws ConfigError naming the setting at fault. */
@@ -83,8 +86,9 @@ export function parsePolicy(doc: unknown, source = "config"): Policy {
 
   const root = object(doc, "the file");
   for (const key of Object.keys(root)) {
-    if (!["retry", "queues", "rateLimitKeys"].includes(key))
-      fail(key, "is not a setting (retry, queues, rateLimitKeys)");
+    if (!["retry", "queues", "rateLimitKeys", "auth"].includes(key)) {
+      fail(key, "is not a setting (retry, queues, rateLimitKeys, auth)");
+    }
   }
   const policy = defaultPolicy();
   if (root.retry !== undefined) {
@@ -133,6 +137,39 @@ export function parsePolicy(doc: unknown, source = "config"): Policy {
       if (typeof o.pattern !== "string" || o.pattern === "") fail(`${at}.pattern`, "is required");
       const pattern = o.pattern as string;
       policy.keys.push({ pattern, regex: globToRegex(pattern), ...limit(o, at) });
+    });
+  }
+  if (root.auth !== undefined) {
+    const auth = object(root.auth, "auth");
+    if (!Array.isArray(auth.tokens)) fail("auth.tokens", "must be a list");
+    const names = new Set<string>();
+    (auth.tokens as unknown[]).forEach((entry, i) => {
+      const at = `auth.tokens[${i}]`;
+      const t = object(entry, at);
+      if (typeof t.name !== "string" || t.name === "") fail(`${at}.name`, "is required");
+      if (names.has(t.name as string)) fail(`${at}.name`, `"${t.name}" is used twice`);
+      names.add(t.name as string);
+      if (typeof t.sha256 !== "string" || !/^[0-9a-fA-F]{64}$/.test(t.sha256)) {
+        fail(`${at}.sha256`, "must be the hex SHA-256 of the token (never the token itself)");
+      }
+      if (!Array.isArray(t.scopes) || t.scopes.length === 0)
+        fail(`${at}.scopes`, "must list at least one scope");
+      for (const scope of t.scopes as unknown[]) {
+        if (!SCOPES.includes(scope as Scope))
+          fail(`${at}.scopes`, `"${String(scope)}" is not one of ${SCOPES.join(", ")}`);
+      }
+      const queues = t.queues ?? [];
+      if (!Array.isArray(queues) || !queues.every((q) => typeof q === "string"))
+        fail(`${at}.queues`, "must be a list of queue names");
+      if ((t.scopes as Scope[]).includes("worker") && (queues as string[]).length === 0) {
+        fail(`${at}.queues`, 'a worker token must name its queues (or "*")');
+      }
+      policy.tokens.push({
+        name: t.name as string,
+        sha256: (t.sha256 as string).toLowerCase(),
+        scopes: t.scopes as Scope[],
+        queues: queues as string[],
+      });
     });
   }
   return policy;

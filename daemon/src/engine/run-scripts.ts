@@ -36,6 +36,12 @@ local function getTask(id)
 end
 local function putTask(id, t) redis.call('HSET', TASKS, id, cjson.encode(t)) end
 local function errJson(t) if t.e then return cjson.encode(t.e) end return '' end
+-- A lease argument is "nonce" or "nonce|owner" (the token that took the lease).
+local function splitLease(s)
+  local i = string.find(s, '|', 1, true)
+  if i then return string.sub(s, 1, i - 1), string.sub(s, i + 1) end
+  return s, ''
+end
 -- Settles every task that is not final when the run ends: waiting tasks take
 -- waitStatus (K skipped or C cancelled), running ones C. Returns "id|token"
 -- entries so the caller can drop their BullMQ jobs (token empty: not locked).
@@ -108,7 +114,7 @@ return 1
 `;
 
 /**
- * Hands a queued task to a worker. ARGV: taskId, nonce, lockToken, workerId,
+ * Hands a queued task to a worker. ARGV: taskId, nonce[|owner], lockToken, workerId,
  * now, leaseMs, startToCloseMs (0: none), parentCount, parentIds...
  * The lease never outlives the attempt's start-to-close deadline (sc).
  * Returns {'ok', attempt, runInput, leaseDeadline, parentOutput...} | {'gone'} (drop the job)
@@ -127,7 +133,9 @@ if t.s == 'S' then return {'done'} end
 if t.s == 'R' then return {'lost', t.a, t.l, t.sc or 0} end
 if t.s ~= 'Q' and t.s ~= 'T' then return {'gone'} end
 if t.s == 'T' and t.na and t.na > now + 5 then return {'delay', t.na} end
-t.s = 'R'; t.a = t.a + 1; t.l = ARGV[2]; t.k = ARGV[3]; t.w = ARGV[4]
+local nonce, owner = splitLease(ARGV[2])
+t.s = 'R'; t.a = t.a + 1; t.l = nonce; t.k = ARGV[3]; t.w = ARGV[4]
+if owner ~= '' then t.o = owner else t.o = nil end
 t.st = now; t.le = now + tonumber(ARGV[6]); t.na = nil; t.wr = nil; t.pg = nil; t.sc = nil
 if tonumber(ARGV[7]) > 0 then
   t.sc = now + tonumber(ARGV[7])
@@ -161,12 +169,15 @@ return 1
 
 /** Shared lease check: returns nil when the lease holds, else a reply. */
 const LEASE_CHECK = `
-local function checkLease(t, attempt, nonce)
+local function checkLease(t, attempt, arg)
   if not t then return {'notfound'} end
+  local nonce, owner = splitLease(arg)
   if t.l ~= nonce or t.a ~= attempt then
     if attempt > t.a then return {'notfound'} end
     return {'stale', 'the task was reassigned to another lease'}
   end
+  -- '*': the daemon itself (an expired lease), which may end any lease.
+  if owner ~= '*' and (t.o or '') ~= owner then return {'denied'} end
   return nil
 end
 `;

@@ -24,6 +24,13 @@ export interface LeaseArgs {
   taskId: string;
   attempt: number;
   nonce: string;
+  /** Name of the token presenting the lease; a lease taken by another token is refused. */
+  owner?: string;
+}
+
+/** The lease argument of the scripts: "nonce" or "nonce|owner". */
+function leaseArg(lease: LeaseArgs): string {
+  return lease.owner ? `${lease.nonce}|${lease.owner}` : lease.nonce;
 }
 
 /**
@@ -120,7 +127,7 @@ export class RunSteps {
     return this.call(
       "weftHeartbeat",
       runId,
-      [lease.taskId, lease.attempt, lease.nonce, now, leaseMs, progress],
+      [lease.taskId, lease.attempt, leaseArg(lease), now, leaseMs, progress],
       false,
     );
   }
@@ -137,7 +144,7 @@ export class RunSteps {
     const args: (string | number)[] = [
       lease.taskId,
       lease.attempt,
-      lease.nonce,
+      leaseArg(lease),
       output,
       now,
       retentionMs,
@@ -168,7 +175,7 @@ export class RunSteps {
       [
         lease.taskId,
         lease.attempt,
-        lease.nonce,
+        leaseArg(lease),
         error.type,
         error.message,
         error.details,

@@ -1,5 +1,6 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
+import { checkQueue, principalKey } from "../auth.js";
 import type { Engine } from "../engine/engine.js";
 import { durationMs, jsonOf, RequestCheck } from "./request-checks.js";
 
@@ -18,23 +19,31 @@ export function workerService(engine: Engine, shutdown: AbortSignal): ServiceImp
       });
       check.done();
       if (shutdown.aborted) throw new ConnectError("weftd is shutting down", Code.Unavailable);
+      const principal = ctx.values.get(principalKey);
+      checkQueue(principal, req.queue);
       const assignment = await engine.leases.poll(
-        { queue: req.queue, workerId: req.workerId || "anonymous", handlers: req.handlers, waitMs },
+        {
+          queue: req.queue,
+          workerId: req.workerId || "anonymous",
+          handlers: req.handlers,
+          waitMs,
+          owner: principal?.name,
+        },
         ctx.signal,
         shutdown,
       );
       return { assignment };
     },
 
-    async heartbeat(req) {
-      return engine.leases.heartbeat(req.leaseId, jsonOf(req.progress));
+    async heartbeat(req, ctx) {
+      return engine.leases.heartbeat(req.leaseId, jsonOf(req.progress), ctx.values.get(principalKey));
     },
 
-    async completeTask(req) {
-      return engine.leases.complete(req.leaseId, jsonOf(req.output));
+    async completeTask(req, ctx) {
+      return engine.leases.complete(req.leaseId, jsonOf(req.output), ctx.values.get(principalKey));
     },
 
-    async failTask(req) {
+    async failTask(req, ctx) {
       const error = req.error;
       new RequestCheck()
         .require((error?.type.length ?? 0) <= 256, "error.type", "must be at most 256 characters")
@@ -43,6 +52,7 @@ export function workerService(engine: Engine, shutdown: AbortSignal): ServiceImp
         req.leaseId,
         { type: error?.type || "Error", message: error?.message ?? "", details: error?.details ?? "" },
         req.retryable ?? true,
+        ctx.values.get(principalKey),
       );
     },
   };

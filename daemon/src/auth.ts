@@ -1,0 +1,106 @@
+import { createHash } from "node:crypto";
+import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
+import type { Logger } from "pino";
+
+/** What a token may do. `worker` is limited to the token's queues. */
+export type Scope = "workflows:write" | "runs:trigger" | "runs:read" | "runs:cancel" | "admin" | "worker";
+
+/** All scopes, for validation. */
+export const SCOPES: readonly Scope[] = [
+  "workflows:write",
+  "runs:trigger",
+  "runs:read",
+  "runs:cancel",
+  "admin",
+  "worker",
+];
+
+/** A configured token: its name (logged), the SHA-256 of its secret, and what it may do. */
+export interface TokenConfig {
+  name: string;
+  sha256: string;
+  scopes: Scope[];
+  /** Queues a worker token may use; `*` allows all. */
+  queues: string[];
+}
+
+/** The caller of an RPC, once its token is checked. */
+export interface Principal {
+  name: string;
+  scopes: ReadonlySet<Scope>;
+  queues: ReadonlySet<string>;
+}
+
+/** Context key under which the interceptor leaves the caller; undefined when auth is off. */
+export const principalKey = createContextKey<Principal | undefined>(undefined, {
+  description: "weft principal",
+});
+
+/** The scope each Weft RPC needs; procedures not listed (health, reflection) are open. */
+const REQUIRED: Record<string, Scope> = {
+  "/weft.v1.WorkflowService/SubmitWorkflow": "workflows:write",
+  "/weft.v1.WorkflowService/GetWorkflow": "runs:read",
+  "/weft.v1.WorkflowService/ListWorkflows": "runs:read",
+  "/weft.v1.WorkflowService/Trigger": "runs:trigger",
+  "/weft.v1.WorkflowService/GetRun": "runs:read",
+  "/weft.v1.WorkflowService/ListRuns": "runs:read",
+  "/weft.v1.WorkflowService/WatchRun": "runs:read",
+  "/weft.v1.WorkflowService/Cancel": "runs:cancel",
+  "/weft.v1.WorkerService/PollTask": "worker",
+  "/weft.v1.WorkerService/Heartbeat": "worker",
+  "/weft.v1.WorkerService/CompleteTask": "worker",
+  "/weft.v1.WorkerService/FailTask": "worker",
+  "/weft.v1.AdminService/GetQueue": "admin",
+  "/weft.v1.AdminService/ListQueues": "admin",
+  "/weft.v1.AdminService/UpdateQueue": "admin",
+};
+
+/** The SHA-256 (hex) of a token, as the configuration file stores it. */
+export function hashToken(token: string): string {
+  return createHash("sha256").update(token).digest("hex");
+}
+
+/**
+ * Checks the bearer token of every Weft RPC in one place: a missing or
+ * unknown token gets UNAUTHENTICATED, a known token without the RPC's scope
+ * PERMISSION_DENIED naming the scope. The caller is left in the context for
+ * the per-queue and per-lease checks of the worker calls.
+ */
+export function authInterceptor(tokens: TokenConfig[], logger: Logger): Interceptor {
+  const byHash = new Map(
+    tokens.map((t) => [
+      t.sha256.toLowerCase(),
+      { name: t.name, scopes: new Set(t.scopes), queues: new Set(t.queues) } satisfies Principal,
+    ]),
+  );
+  return (next) => async (req) => {
+    const procedure = `/${req.service.typeName}/${req.method.name}`;
+    const scope = REQUIRED[procedure];
+    if (scope === undefined) return next(req);
+    const header = req.header.get("authorization") ?? "";
+    const match = /^Bearer\s+(\S+)$/i.exec(header);
+    if (match === null) {
+      throw new ConnectError(
+        "missing bearer token: send the metadata 'authorization: Bearer <token>'",
+        Code.Unauthenticated,
+      );
+    }
+    const principal = byHash.get(hashToken(match[1] as string));
+    if (principal === undefined) throw new ConnectError("unknown token", Code.Unauthenticated);
+    if (!principal.scopes.has(scope)) {
+      logger.info({ token: principal.name, scope, procedure }, "permission denied");
+      throw new ConnectError(
+        `token "${principal.name}" lacks the scope "${scope}" needed by ${procedure.slice(1)}`,
+        Code.PermissionDenied,
+      );
+    }
+    req.contextValues.set(principalKey, principal);
+    return next(req);
+  };
+}
+
+/** Throws PERMISSION_DENIED unless the caller may use the queue (no caller: auth is off). */
+export function checkQueue(principal: Principal | undefined, queue: string): void {
+  if (principal === undefined || principal.queues.has("*") || principal.queues.has(queue)) return;
+  throw new ConnectError(`token "${principal.name}" may not use queue "${queue}"`, Code.PermissionDenied);
+}

@@ -1,0 +1,169 @@
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Code, createClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { hashToken } from "@weft/daemon";
+import { Health } from "@weft/sdk/gen/health/v1/health_pb.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type RedisServer, spawnWeftd, startTestRedis, type WeftdProcess } from "./support/index.js";
+import { RunStatus, rpcError, task, value, type WeftClients, weftClients } from "./support/weft.js";
+
+const TOKENS = {
+  client: `client-${randomUUID()}`,
+  reader: `reader-${randomUUID()}`,
+  admin: `admin-${randomUUID()}`,
+  workerA: `worker-a-${randomUUID()}`,
+  workerA2: `worker-a2-${randomUUID()}`,
+  workerB: `worker-b-${randomUUID()}`,
+};
+const SECRET_INPUT = `secret-input-${randomUUID()}`;
+const SECRET_OUTPUT = `secret-output-${randomUUID()}`;
+
+let redis: RedisServer;
+let weftd: WeftdProcess;
+
+function clients(token?: string): WeftClients {
+  const auth: Interceptor = (next) => (req) => {
+    if (token !== undefined) req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+  return weftClients(weftd.address, [auth]);
+}
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  const dir = mkdtempSync(join(tmpdir(), "weft-auth-"));
+  const entry = (name: string, token: string, scopes: string[], queues: string[] = []) =>
+    `    - name: ${name}\n      sha256: ${hashToken(token)}\n      scopes: [${scopes.join(", ")}]\n      queues: [${queues.join(", ")}]\n`;
+  writeFileSync(
+    join(dir, "weft.yaml"),
+    "auth:\n  tokens:\n" +
+      entry("client", TOKENS.client, ["workflows:write", "runs:trigger", "runs:read", "runs:cancel"]) +
+      entry("reader", TOKENS.reader, ["runs:read"]) +
+      entry("admin", TOKENS.admin, ["admin"]) +
+      entry("worker-a", TOKENS.workerA, ["worker"], ["qa"]) +
+      entry("worker-a2", TOKENS.workerA2, ["worker"], ["qa"]) +
+      entry("worker-b", TOKENS.workerB, ["worker"], ["qb"]),
+  );
+  weftd = await spawnWeftd({ redisUrl: redis.url, args: ["--config", join(dir, "weft.yaml")] });
+  await clients(TOKENS.client).workflows.submitWorkflow({
+    definition: { name: "secured", tasks: [task("a", [], { queue: "qa" })] },
+  });
+});
+
+afterAll(async () => {
+  await weftd?.stop();
+  await redis?.close();
+});
+
+const runId = randomUUID();
+const lease = `${runId}.1.AAAAAAAAAAAAAAAAAAAAAA.a`;
+type Call = (c: WeftClients) => Promise<unknown>;
+// Each RPC: the token with its scope, a token without it, and the code the right token gets for this request.
+const TABLE: [string, Call, keyof typeof TOKENS, keyof typeof TOKENS, Code | "ok"][] = [
+  [
+    "SubmitWorkflow",
+    (c) => c.workflows.submitWorkflow({ validateOnly: true, definition: { name: "x", tasks: [task("a")] } }),
+    "client",
+    "reader",
+    "ok",
+  ],
+  ["GetWorkflow", (c) => c.workflows.getWorkflow({ name: "secured" }), "reader", "admin", "ok"],
+  ["ListWorkflows", (c) => c.workflows.listWorkflows({}), "reader", "workerA", "ok"],
+  ["Trigger", (c) => c.workflows.trigger({ workflow: "missing" }), "client", "reader", Code.NotFound],
+  ["GetRun", (c) => c.workflows.getRun({ runId }), "reader", "admin", Code.NotFound],
+  ["ListRuns", (c) => c.workflows.listRuns({}), "reader", "workerA", "ok"],
+  [
+    "WatchRun",
+    async (c) => {
+      for await (const _ of c.workflows.watchRun({ runId })) break;
+    },
+    "reader",
+    "admin",
+    Code.NotFound,
+  ],
+  ["Cancel", (c) => c.workflows.cancel({ runId }), "client", "reader", Code.NotFound],
+  [
+    "PollTask",
+    (c) => c.workers.pollTask({ queue: "qa", wait: { nanos: 1_000_000 } }),
+    "workerA",
+    "client",
+    "ok",
+  ],
+  ["Heartbeat", (c) => c.workers.heartbeat({ leaseId: lease }), "workerA", "admin", Code.NotFound],
+  ["CompleteTask", (c) => c.workers.completeTask({ leaseId: lease }), "workerA", "reader", Code.NotFound],
+  ["FailTask", (c) => c.workers.failTask({ leaseId: lease }), "workerA", "client", Code.NotFound],
+  ["GetQueue", (c) => c.admin.getQueue({ name: "never-seen" }), "admin", "client", Code.NotFound],
+  ["ListQueues", (c) => c.admin.listQueues({}), "admin", "workerA", "ok"],
+  ["UpdateQueue", (c) => c.admin.updateQueue({ name: "qa", concurrency: 0 }), "admin", "reader", "ok"],
+];
+
+describe("every RPC × {no token, wrong scope, right scope}", () => {
+  it.each(TABLE)("%s", async (_name, call, right, wrong, expected) => {
+    const none = await rpcError(call(clients()));
+    expect([none.code, none.rawMessage]).toEqual([
+      Code.Unauthenticated,
+      "missing bearer token: send the metadata 'authorization: Bearer <token>'",
+    ]);
+    const unknown = await rpcError(call(clients("not-a-configured-token")));
+    expect([unknown.code, unknown.rawMessage]).toEqual([Code.Unauthenticated, "unknown token"]);
+    const denied = await rpcError(call(clients(TOKENS[wrong])));
+    expect(denied.code).toBe(Code.PermissionDenied);
+    expect(denied.rawMessage).toMatch(/^token "[a-z0-9-]+" lacks the scope "[a-z:]+" needed by weft\.v1\./);
+    if (expected === "ok") await call(clients(TOKENS[right]));
+    else expect((await rpcError(call(clients(TOKENS[right])))).code).toBe(expected);
+  });
+
+  it("leaves health and reflection open", async () => {
+    const transport = createGrpcTransport({ baseUrl: weftd.baseUrl });
+    const res = await createClient(Health, transport).check({ service: "" });
+    expect(res.status).toBe(1);
+  });
+});
+
+describe("queues and leases", () => {
+  it("keeps a worker token to its queues and a lease to the token that took it", async () => {
+    const client = clients(TOKENS.client);
+    const runId =
+      (await client.workflows.trigger({ workflow: "secured", input: value(SECRET_INPUT) })).run?.id ?? "";
+    const crossPoll = await rpcError(clients(TOKENS.workerB).workers.pollTask({ queue: "qa" }));
+    expect([crossPoll.code, crossPoll.rawMessage]).toEqual([
+      Code.PermissionDenied,
+      'token "worker-b" may not use queue "qa"',
+    ]);
+
+    const a = (await clients(TOKENS.workerA).workers.pollTask({ queue: "qa", wait: { seconds: 5n } }))
+      .assignment;
+    expect(a?.taskId).toBe("a");
+    const leaseId = a?.leaseId ?? "";
+    // Another queue's worker: refused by queue. The same queue's other token: refused by lease.
+    for (const [token, message] of [
+      [TOKENS.workerB, 'token "worker-b" may not use queue "qa"'],
+      [TOKENS.workerA2, `lease "${leaseId}" was taken by another token`],
+    ] as const) {
+      const w = clients(token).workers;
+      for (const call of [
+        () => w.heartbeat({ leaseId }),
+        () => w.completeTask({ leaseId, output: value("stolen") }),
+        () => w.failTask({ leaseId, error: { type: "X" }, retryable: false }),
+      ]) {
+        const err = await rpcError(call());
+        expect([err.code, err.rawMessage]).toEqual([Code.PermissionDenied, message]);
+      }
+    }
+    const before = (await client.workflows.getRun({ runId })).run;
+    expect([RunStatus[before?.status ?? 0], before?.tasks[0]?.attempt]).toEqual(["RUNNING", 1]);
+    await clients(TOKENS.workerA).workers.completeTask({ leaseId, output: value(SECRET_OUTPUT) });
+    expect((await client.workflows.getRun({ runId })).run?.status).toBe(RunStatus.SUCCEEDED);
+  });
+
+  it("writes no token, input or output to its logs", async () => {
+    const output = weftd.output;
+    expect(output.length).toBeGreaterThan(0);
+    for (const secret of [...Object.values(TOKENS), SECRET_INPUT, SECRET_OUTPUT]) {
+      expect(output.includes(secret), `weftd's log contains ${secret.slice(0, 12)}…`).toBe(false);
+    }
+  });
+});

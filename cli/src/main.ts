@@ -2,6 +2,12 @@
 import { runCli } from "./cli.js";
 import { processIo } from "./io.js";
 
+// `weft watch … | head -3`: a reader that went away ends the command quietly.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(0);
+  throw err;
+});
+
 const controller = new AbortController();
 let interrupts = 0;
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

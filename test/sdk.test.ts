@@ -276,6 +276,16 @@ describe("watch and result", () => {
     const rest = [];
     for await (const e of client.watch(run.id, { afterSequence: 6 })) rest.push(Number(e.sequence));
     expect(rest).toEqual([7, 8]);
+    // Nothing after the last event of a finished run: the watch ends at once, without reconnecting.
+    const reconnects: unknown[] = [];
+    const none = [];
+    for await (const e of client.watch(run.id, {
+      afterSequence: 8,
+      onReconnect: (r) => reconnects.push(r),
+    })) {
+      none.push(e);
+    }
+    expect([none, reconnects]).toEqual([[], []]);
     // A finished run's result comes straight from GetRun.
     expect(await client.result(run.id)).toEqual({ b: { b: 2 } });
   });

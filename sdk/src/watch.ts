@@ -46,6 +46,9 @@ export async function* watchRun(
   const { signal } = options;
   let last = BigInt(options.afterSequence ?? 0);
   let failures = 0;
+  // weftd holds a stream open when nothing comes after `afterSequence`, even for a finished run:
+  // a resume past the final event would wait forever, so it is checked first.
+  if (last > 0n && (await finishedBefore(client, runId, last, signal))) return;
   for (;;) {
     signal?.throwIfAborted();
     let error: ConnectError;

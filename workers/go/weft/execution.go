@@ -44,7 +44,7 @@ func newExecution(w *Worker, a *weftv1.TaskAssignment) *execution {
 		ctx:    ctx,
 		cancel: cancel,
 	}
-	e.hb = &heartbeater{
+	e.hb = newHeartbeater(&heartbeater{
 		client:   w.client,
 		leaseID:  a.GetLeaseId(),
 		interval: heartbeatInterval(a, w.opts.HeartbeatInterval),
@@ -62,7 +62,7 @@ func newExecution(w *Worker, a *weftv1.TaskAssignment) *execution {
 			e.logger.Warn("lease lost on heartbeat; cancelling the task's context", rpcAttrs(err)...)
 			e.cancel(ErrLeaseLost)
 		},
-	}
+	})
 	return e
 }
 

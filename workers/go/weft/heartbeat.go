@@ -49,12 +49,13 @@ type heartbeater struct {
 	done        chan struct{}
 }
 
-func (h *heartbeater) start() {
+func newHeartbeater(h *heartbeater) *heartbeater {
 	h.wake = make(chan struct{}, 1)
 	h.stop = make(chan struct{})
-	h.done = make(chan struct{})
-	go h.run()
+	return h
 }
+
+func (h *heartbeater) start() { go h.run() }
 
 // halt stops heartbeating; answers to calls in flight are ignored.
 func (h *heartbeater) halt() {
@@ -62,9 +63,7 @@ func (h *heartbeater) halt() {
 		h.mu.Lock()
 		h.stopped = true
 		h.mu.Unlock()
-		if h.stop != nil {
-			close(h.stop)
-		}
+		close(h.stop)
 	})
 }
 
@@ -93,7 +92,6 @@ func (h *heartbeater) beat(progress any) error {
 }
 
 func (h *heartbeater) run() {
-	defer close(h.done)
 	timer := time.NewTimer(h.interval)
 	defer timer.Stop()
 	for {

@@ -90,6 +90,21 @@ export interface DaemonConfig {
    * @defaultValue false
    */
   insecure: boolean;
+  /**
+   * PEM certificate of the API port; with `tlsKey`, the port serves TLS only (reloaded on SIGHUP).
+   * @defaultValue undefined
+   */
+  tlsCert: string | undefined;
+  /**
+   * PEM private key of the API port.
+   * @defaultValue undefined
+   */
+  tlsKey: string | undefined;
+  /**
+   * PEM CA bundle: when set, clients must present a certificate it signed (mTLS).
+   * @defaultValue undefined
+   */
+  tlsClientCa: string | undefined;
 }
 
 /** pino's level names. */
@@ -116,6 +131,9 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = {
   configFile: undefined,
   reconcileAfterMs: 10_000,
   insecure: false,
+  tlsCert: undefined,
+  tlsKey: undefined,
+  tlsClientCa: undefined,
 };
 
 /** Fills the unset fields of `partial` with {@link DEFAULT_CONFIG} and validates the result. */
@@ -250,6 +268,15 @@ const OPTIONS: readonly OptionSpec[] = [
     env: ["WEFT_INSECURE"],
     kind: "boolean",
     help: "serve without authentication (local development only)",
+  },
+  { key: "tlsCert", flag: "tls-cert", env: ["WEFT_TLS_CERT"], kind: "string", help: "PEM certificate file of the API port (TLS)" },
+  { key: "tlsKey", flag: "tls-key", env: ["WEFT_TLS_KEY"], kind: "string", help: "PEM private key file of the API port" },
+  {
+    key: "tlsClientCa",
+    flag: "tls-client-ca",
+    env: ["WEFT_TLS_CLIENT_CA"],
+    kind: "string",
+    help: "PEM CA file: require client certificates it signed (mTLS)",
   },
 ];
 

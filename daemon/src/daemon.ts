@@ -4,7 +4,7 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { CallGuard, shuttingDownError } from "./call-guard.js";
-import { addDefaults, type DaemonConfig, parseHostPort, redactRedisUrl } from "./config.js";
+import { addDefaults, ConfigError, type DaemonConfig, parseHostPort, redactRedisUrl } from "./config.js";
 import { type HealthReporter, HealthState, registerHealthService } from "./health.js";
 import { createLogger } from "./logger.js";
 import {
@@ -16,7 +16,7 @@ import {
 import { type RedisServer, startRedisServer } from "./private-redis.js";
 import { closeRedis, createRedisClient, RedisMonitor, waitForReady } from "./redis.js";
 import { ReflectionCatalog, reflectionServices, registerReflectionServices } from "./reflection.js";
-import { type ApiServer, startApiServer } from "./server.js";
+import { type ApiServer, startApiServer, type TlsFiles } from "./server.js";
 import type { ServiceContext, WeftServices, WeftServicesFactory } from "./service-context.js";
 import { createWeftServices } from "./services.js";
 
@@ -67,6 +67,8 @@ export interface DaemonHandle {
    * redis-server closed. Safe to call more than once.
    */
   close(): Promise<void>;
+  /** Reads the TLS certificate files again (what SIGHUP does). */
+  reloadTls(): void;
 }
 
 /** Procedures answered even while shutting down, so that probes see NOT_SERVING. */
@@ -136,6 +138,7 @@ export async function startDaemon(
       interceptors: [guard.interceptor, ...(services.interceptors ?? [])],
       shutdownSignal: cutOff.signal,
       logger,
+      tls: tlsFilesOf(config),
     });
     cleanup.push(() => api.close(CONNECTION_CLOSE_MS));
     const metricsListen = parseHostPort(config.metricsAddr);
@@ -186,11 +189,23 @@ export async function startDaemon(
       health,
       shuttingDown: shutdown.signal,
       close,
+      reloadTls: () => api.reloadTls(),
     };
   } catch (err) {
     await undo();
     throw err;
   }
+}
+
+function tlsFilesOf(config: DaemonConfig): TlsFiles | undefined {
+  if (config.tlsCert === undefined && config.tlsKey === undefined) {
+    if (config.tlsClientCa !== undefined) throw new ConfigError("--tls-client-ca needs --tls-cert and --tls-key");
+    return undefined;
+  }
+  if (config.tlsCert === undefined || config.tlsKey === undefined) {
+    throw new ConfigError("TLS needs both --tls-cert and --tls-key");
+  }
+  return { certFile: config.tlsCert, keyFile: config.tlsKey, clientCaFile: config.tlsClientCa };
 }
 
 function registerRoutes(router: ConnectRouter, health: HealthState, services: WeftServices): void {

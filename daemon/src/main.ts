@@ -51,6 +51,14 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
   });
 }
 
+process.on("SIGHUP", () => {
+  try {
+    daemon?.reloadTls();
+  } catch (err) {
+    logger.error({ err }, "reloading the TLS certificate failed; the previous one stays in use");
+  }
+});
+
 try {
   daemon = await startDaemon(config, { logger });
 } catch (err) {

@@ -1,8 +1,16 @@
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { createServer as createHttp1Server, type OutgoingHttpHeaders } from "node:http";
-import { createServer as createHttp2Server, type Http2ServerResponse, type Http2Session } from "node:http2";
+import {
+  createServer as createHttp2Server,
+  createSecureServer,
+  type Http2SecureServer,
+  type Http2ServerResponse,
+  type Http2Session,
+} from "node:http2";
 import { type AddressInfo, createServer as createNetServer, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
+import type { SecureContextOptions } from "node:tls";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
@@ -23,6 +31,18 @@ export interface ApiServerOptions {
   /** Aborting it aborts the context signal of every call still running (end of the shutdown grace). */
   shutdownSignal: AbortSignal;
   logger: Logger;
+  /** TLS on the port (HTTP/2 and HTTP/1.1 chosen by ALPN); unset: cleartext. */
+  tls?: TlsFiles;
+}
+
+/** Certificate files of the API port. */
+export interface TlsFiles {
+  /** PEM certificate chain of the server. */
+  certFile: string;
+  /** PEM private key of the server. */
+  keyFile: string;
+  /** PEM CA bundle: when set, clients must present a certificate it signed (mTLS). */
+  clientCaFile?: string;
 }
 
 /** The API port: gRPC, gRPC-Web and Connect over HTTP/2 cleartext and HTTP/1.1. */
@@ -36,6 +56,16 @@ export interface ApiServer {
    * HTTP/1.1 connections are ended; whatever is still open after `forceAfterMs` is destroyed.
    */
   close(forceAfterMs: number): Promise<void>;
+  /** Reads the certificate files again (SIGHUP); new connections use them. */
+  reloadTls(): void;
+}
+
+function secureContextOptions(files: TlsFiles): SecureContextOptions {
+  return {
+    cert: readFileSync(files.certFile),
+    key: readFileSync(files.keyFile),
+    ...(files.clientCaFile === undefined ? {} : { ca: readFileSync(files.clientCaFile) }),
+  };
 }
 
 /**
@@ -115,7 +145,39 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   });
 
   const pending = new Set<Socket>();
+  // With TLS, a secure HTTP/2 server takes every connection and picks h2 or HTTP/1.1 by ALPN.
+  const tlsFiles = options.tls;
+  let secure: Http2SecureServer | undefined;
+  if (tlsFiles !== undefined) {
+    const mutual = tlsFiles.clientCaFile !== undefined;
+    secure = createSecureServer(
+      {
+        ...secureContextOptions(tlsFiles),
+        allowHTTP1: true,
+        requestCert: mutual,
+        rejectUnauthorized: mutual,
+      },
+      (req, res) => {
+        if ("addTrailers" in res && req.httpVersionMajor === 2) specGrpcMessage(res as Http2ServerResponse);
+        return handler(req, res);
+      },
+    );
+    secure.on("session", (session: Http2Session) => {
+      sessions.add(session);
+      session.once("close", () => sessions.delete(session));
+      session.on("error", (err) => logger.debug({ err }, "http2 session error"));
+    });
+    secure.on("tlsClientError", (err) => logger.debug({ err }, "TLS handshake failed"));
+  }
   const server = createNetServer((socket) => {
+    if (secure !== undefined) {
+      socket.on("error", (err) => logger.debug({ err }, "connection error"));
+      // Tracked raw, so that a forced close destroys it whatever protocol it speaks.
+      http2Sockets.add(socket);
+      socket.once("close", () => http2Sockets.delete(socket));
+      secure.emit("connection", socket);
+      return;
+    }
     pending.add(socket);
     socket.on("error", (err) => logger.debug({ err }, "connection error"));
     socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
@@ -157,6 +219,11 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   return {
     port: bound.port,
     address: formatAddress(bound.address, bound.port),
+    reloadTls() {
+      if (tlsFiles === undefined || secure === undefined) return;
+      secure.setSecureContext(secureContextOptions(tlsFiles));
+      logger.info({ cert: tlsFiles.certFile }, "TLS certificate reloaded");
+    },
     async close(forceAfterMs: number) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const socket of pending) socket.destroy();

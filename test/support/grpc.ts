@@ -11,10 +11,13 @@ import {
 import * as grpc from "@grpc/grpc-js";
 
 /** A grpc-js client for `address` over cleartext HTTP/2; pass `gzip` to compress requests. */
-export function grpcClient(address: string, options: { gzip?: boolean } = {}): grpc.Client {
+export function grpcClient(
+  address: string,
+  options: { gzip?: boolean; credentials?: grpc.ChannelCredentials } = {},
+): grpc.Client {
   const channelOptions: grpc.ChannelOptions =
     options.gzip === true ? { "grpc.default_compression_algorithm": 2 } : {};
-  return new grpc.Client(address, grpc.credentials.createInsecure(), channelOptions);
+  return new grpc.Client(address, options.credentials ?? grpc.credentials.createInsecure(), channelOptions);
 }
 
 function codec<I extends DescMessage, O extends DescMessage>(

@@ -1,0 +1,146 @@
+import { copyFileSync, readFileSync } from "node:fs";
+import { connect as tlsConnect } from "node:tls";
+import { Code, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Health } from "@weft/sdk/gen/health/v1/health_pb.js";
+import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { makeTestCerts, type TestCerts } from "./support/certs.js";
+import {
+  grpc,
+  grpcClient,
+  grpcError,
+  grpcUnary,
+  type RedisServer,
+  spawnWeftd,
+  startTestRedis,
+  type WeftdProcess,
+  waitFor,
+} from "./support/index.js";
+import { rpcError, task } from "./support/weft.js";
+
+let redis: RedisServer;
+let certs: TestCerts;
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  certs = makeTestCerts();
+});
+
+afterAll(async () => {
+  await redis?.close();
+});
+
+function tlsArgs(mutual: boolean): string[] {
+  return [
+    "--tls-cert",
+    certs.serverCert,
+    "--tls-key",
+    certs.serverKey,
+    ...(mutual ? ["--tls-client-ca", certs.ca] : []),
+  ];
+}
+
+function client(port: number, withClientCert: boolean) {
+  const transport = createGrpcTransport({
+    baseUrl: `https://127.0.0.1:${port}`,
+    nodeOptions: {
+      ca: readFileSync(certs.ca),
+      ...(withClientCert ? { cert: readFileSync(certs.clientCert), key: readFileSync(certs.clientKey) } : {}),
+    },
+  });
+  return { health: createClient(Health, transport), workflows: createClient(WorkflowService, transport) };
+}
+
+/** The SHA-256 fingerprint of the certificate a fresh TLS connection sees. */
+function servedFingerprint(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect(
+      { host: "127.0.0.1", port, ca: readFileSync(certs.ca), ALPNProtocols: ["h2"] },
+      () => {
+        resolve(socket.getPeerCertificate().fingerprint256);
+        socket.destroy();
+      },
+    );
+    socket.on("error", reject);
+  });
+}
+
+describe("TLS on the API port", () => {
+  let weftd: WeftdProcess;
+  beforeAll(async () => {
+    weftd = await spawnWeftd({ redisUrl: redis.url, args: tlsArgs(false) });
+  });
+  afterAll(async () => {
+    await weftd?.stop();
+  });
+
+  it("serves the TS SDK's transport and a grpc-js client over TLS, and refuses cleartext", async () => {
+    const c = client(weftd.port, false);
+    expect((await c.health.check({ service: "" })).status).toBe(1);
+    const res = await c.workflows.submitWorkflow({ definition: { name: "over-tls", tasks: [task("a")] } });
+    expect(res.workflow?.version).toBe(1);
+
+    const js = grpcClient(weftd.address, { credentials: grpc.credentials.createSsl(readFileSync(certs.ca)) });
+    const checked = await grpcUnary(js, Health.method.check, { service: "" });
+    expect(checked.status).toBe(1);
+    js.close();
+
+    // A cleartext gRPC peer gets nowhere.
+    const cleartext = grpcClient(weftd.address);
+    const refused = await grpcError(
+      grpcUnary(cleartext, Health.method.check, { service: "" }, { deadline: Date.now() + 5000 }),
+    );
+    expect(refused.code).toBe(grpc.status.UNAVAILABLE);
+    cleartext.close();
+  });
+
+  it("reloads its certificate on SIGHUP", async () => {
+    const before = await servedFingerprint(weftd.port);
+    const next = certs.reissueServer("server-2");
+    copyFileSync(next.cert, certs.serverCert);
+    copyFileSync(next.key, certs.serverKey);
+    process.kill(weftd.pid, "SIGHUP");
+    await weftd.waitForLog((l) => l.msg === "TLS certificate reloaded", "the reload log line");
+    const after = await waitFor(
+      async () => {
+        const f = await servedFingerprint(weftd.port);
+        return f !== before ? f : undefined;
+      },
+      { message: "a new connection to see the new certificate" },
+    );
+    expect(after).not.toBe(before);
+    expect((await client(weftd.port, false).health.check({ service: "" })).status).toBe(1);
+  });
+});
+
+describe("mTLS", () => {
+  it("requires a client certificate signed by the configured CA", async () => {
+    const weftd = await spawnWeftd({ redisUrl: redis.url, args: tlsArgs(true) });
+    try {
+      expect((await client(weftd.port, true).health.check({ service: "" })).status).toBe(1);
+      // Without a client certificate the handshake fails: the TS transport and grpc-js both give up.
+      const err = await rpcError(client(weftd.port, false).health.check({ service: "" }));
+      expect([Code.Unavailable, Code.Internal, Code.Canceled]).toContain(err.code);
+      const anonymous = grpcClient(weftd.address, {
+        credentials: grpc.credentials.createSsl(readFileSync(certs.ca)),
+      });
+      const refused = await grpcError(
+        grpcUnary(anonymous, Health.method.check, { service: "" }, { deadline: Date.now() + 5000 }),
+      );
+      expect(refused.code).toBe(grpc.status.UNAVAILABLE);
+      anonymous.close();
+      const withCert = grpcClient(weftd.address, {
+        credentials: grpc.credentials.createSsl(
+          readFileSync(certs.ca),
+          readFileSync(certs.clientKey),
+          readFileSync(certs.clientCert),
+        ),
+      });
+      expect((await grpcUnary(withCert, Health.method.check, { service: "" })).status).toBe(1);
+      withCert.close();
+    } finally {
+      await weftd.stop();
+    }
+  });
+});

@@ -269,8 +269,20 @@ const OPTIONS: readonly OptionSpec[] = [
     kind: "boolean",
     help: "serve without authentication (local development only)",
   },
-  { key: "tlsCert", flag: "tls-cert", env: ["WEFT_TLS_CERT"], kind: "string", help: "PEM certificate file of the API port (TLS)" },
-  { key: "tlsKey", flag: "tls-key", env: ["WEFT_TLS_KEY"], kind: "string", help: "PEM private key file of the API port" },
+  {
+    key: "tlsCert",
+    flag: "tls-cert",
+    env: ["WEFT_TLS_CERT"],
+    kind: "string",
+    help: "PEM certificate file of the API port (TLS)",
+  },
+  {
+    key: "tlsKey",
+    flag: "tls-key",
+    env: ["WEFT_TLS_KEY"],
+    kind: "string",
+    help: "PEM private key file of the API port",
+  },
   {
     key: "tlsClientCa",
     flag: "tls-client-ca",

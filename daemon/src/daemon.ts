@@ -199,7 +199,8 @@ export async function startDaemon(
 
 function tlsFilesOf(config: DaemonConfig): TlsFiles | undefined {
   if (config.tlsCert === undefined && config.tlsKey === undefined) {
-    if (config.tlsClientCa !== undefined) throw new ConfigError("--tls-client-ca needs --tls-cert and --tls-key");
+    if (config.tlsClientCa !== undefined)
+      throw new ConfigError("--tls-client-ca needs --tls-cert and --tls-key");
     return undefined;
   }
   if (config.tlsCert === undefined || config.tlsKey === undefined) {

@@ -1,5 +1,6 @@
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { createWeftClient, type WeftClient } from "@weft/sdk";
+import { createWeftClient, type TlsOptions, type WeftClient, type WeftClientOptions } from "@weft/sdk";
 import { type Command, type CommandContext, GLOBAL_HELP, GLOBAL_OPTIONS } from "./command.js";
 import { cancel } from "./commands/cancel.js";
 import { dev } from "./commands/dev.js";
@@ -72,6 +73,24 @@ function groupHelp(word: string): string | undefined {
     .join("\n")}\n`;
 }
 
+/** Client options from the global flags and WEFT_ADDRESS / WEFT_TOKEN. */
+function clientOptions(
+  values: Record<string, string | boolean | undefined>,
+  env: NodeJS.ProcessEnv,
+): WeftClientOptions {
+  const address = String(values.address ?? env.WEFT_ADDRESS ?? DEFAULT_ADDRESS);
+  const token = values.token ?? env.WEFT_TOKEN;
+  const file = (flag: string) =>
+    values[flag] === undefined ? {} : { [flag]: readFileSync(String(values[flag])) };
+  const tls: TlsOptions = { ...file("ca"), ...file("cert"), ...file("key") };
+  return {
+    address,
+    ...(token === undefined || token === "" ? {} : { token: String(token) }),
+    ...(Object.keys(tls).length === 0 ? {} : { tls }),
+    timeoutMs: 15_000,
+  };
+}
+
 /**
  * Runs `weft` with `argv` (the arguments after the program name) and resolves with the exit code.
  * Errors are printed on one line to stderr.
@@ -127,13 +146,7 @@ export async function runCli(argv: string[], io: Io, signal: AbortSignal): Promi
     io,
     signal,
     client() {
-      client ??= createWeftClient({
-        address: String(parsed.values.address ?? io.env.WEFT_ADDRESS ?? DEFAULT_ADDRESS),
-        ...((parsed.values.token ?? io.env.WEFT_TOKEN)
-          ? { token: String(parsed.values.token ?? io.env.WEFT_TOKEN) }
-          : {}),
-        timeoutMs: 15_000,
-      });
+      client ??= createWeftClient(clientOptions(parsed.values, io.env));
       return client;
     },
   };

@@ -5,6 +5,9 @@ import type { Io } from "./io.js";
 export const GLOBAL_OPTIONS = {
   address: { type: "string" },
   token: { type: "string" },
+  ca: { type: "string" },
+  cert: { type: "string" },
+  key: { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -13,6 +16,8 @@ export const GLOBAL_OPTIONS = {
 export const GLOBAL_HELP = `Global options:
   --address <host:port|url>  weftd address (env WEFT_ADDRESS; default 127.0.0.1:7233)
   --token <token>            bearer token (env WEFT_TOKEN)
+  --ca <file>                PEM CA that signed weftd's certificate (implies TLS)
+  --cert <file> --key <file> PEM client certificate and key, for mTLS (implies TLS)
   --json                     machine-readable output
   -h, --help                 show this help`;
 

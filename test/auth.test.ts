@@ -23,13 +23,17 @@ const SECRET_OUTPUT = `secret-output-${randomUUID()}`;
 
 let redis: RedisServer;
 let weftd: WeftdProcess;
+let configArgs: string[] = [];
 
-function clients(token?: string): WeftClients {
-  const auth: Interceptor = (next) => (req) => {
+function bearer(token?: string): Interceptor {
+  return (next) => (req) => {
     if (token !== undefined) req.header.set("authorization", `Bearer ${token}`);
     return next(req);
   };
-  return weftClients(weftd.address, [auth]);
+}
+
+function clients(token?: string): WeftClients {
+  return weftClients(weftd.address, [bearer(token)]);
 }
 
 beforeAll(async () => {
@@ -47,7 +51,8 @@ beforeAll(async () => {
       entry("worker-a2", TOKENS.workerA2, ["worker"], ["qa"]) +
       entry("worker-b", TOKENS.workerB, ["worker"], ["qb"]),
   );
-  weftd = await spawnWeftd({ redisUrl: redis.url, args: ["--config", join(dir, "weft.yaml")] });
+  configArgs = ["--config", join(dir, "weft.yaml")];
+  weftd = await spawnWeftd({ redisUrl: redis.url, args: configArgs });
   await clients(TOKENS.client).workflows.submitWorkflow({
     definition: { name: "secured", tasks: [task("a", [], { queue: "qa" })] },
   });
@@ -164,6 +169,54 @@ describe("queues and leases", () => {
     expect(output.length).toBeGreaterThan(0);
     for (const secret of [...Object.values(TOKENS), SECRET_INPUT, SECRET_OUTPUT]) {
       expect(output.includes(secret), `weftd's log contains ${secret.slice(0, 12)}…`).toBe(false);
+    }
+  });
+});
+
+describe("streams per client", () => {
+  it("refuses one WatchRun stream more than --max-streams-per-client, per token", async () => {
+    const limited = await spawnWeftd({
+      redisUrl: redis.url,
+      prefix: weftd.prefix,
+      args: [...configArgs, "--max-streams-per-client", "2"],
+    });
+    try {
+      const reader = weftClients(limited.address, [bearer(TOKENS.reader)]);
+      const client = weftClients(limited.address, [bearer(TOKENS.client)]);
+      const runId = (await client.workflows.trigger({ workflow: "secured" })).run?.id ?? "";
+      // Two streams that stay open (the run never ends here) until the test aborts them.
+      const abort = new AbortController();
+      const opened = [0, 1].map(
+        () =>
+          new Promise<void>((resolve) => {
+            void (async () => {
+              try {
+                for await (const _ of reader.workflows.watchRun({ runId }, { signal: abort.signal }))
+                  resolve();
+              } catch {
+                // aborted at the end of the test
+              }
+            })();
+          }),
+      );
+      await Promise.all(opened);
+      const err = await rpcError(
+        (async () => {
+          for await (const _ of reader.workflows.watchRun({ runId })) return;
+        })(),
+      );
+      expect([err.code, err.rawMessage]).toEqual([
+        Code.ResourceExhausted,
+        'token "reader" already has 2 open streams (limit 2 per client)',
+      ]);
+      // Another token is not held back by this one's streams.
+      for await (const res of client.workflows.watchRun({ runId })) {
+        expect(res.event?.sequence).toBe(1n);
+        break;
+      }
+      abort.abort();
+    } finally {
+      await limited.stop();
     }
   });
 });

@@ -1,5 +1,11 @@
 import { createHash } from "node:crypto";
-import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  createContextKey,
+  type Interceptor,
+} from "@connectrpc/connect";
 import type { Logger } from "pino";
 
 /** What a token may do. `worker` is limited to the token's queues. */
@@ -103,4 +109,57 @@ export function authInterceptor(tokens: TokenConfig[], logger: Logger): Intercep
 export function checkQueue(principal: Principal | undefined, queue: string): void {
   if (principal === undefined || principal.queues.has("*") || principal.queues.has(queue)) return;
   throw new ConnectError(`token "${principal.name}" may not use queue "${queue}"`, Code.PermissionDenied);
+}
+
+/**
+ * Limits the server streams (WatchRun) one client keeps open at once: the
+ * client is its token when authentication is on, else its IP address. One
+ * more gets RESOURCE_EXHAUSTED naming the limit.
+ */
+export function streamLimitInterceptor(
+  maxPerClient: number,
+  peerOf: (values: ContextValues) => string,
+): Interceptor {
+  const open = new Map<string, number>();
+  return (next) => async (req) => {
+    if ((req.method.methodKind as string) !== "server_streaming") return next(req);
+    const principal = req.contextValues.get(principalKey);
+    const client =
+      principal === undefined ? `address ${peerOf(req.contextValues)}` : `token "${principal.name}"`;
+    const count = open.get(client) ?? 0;
+    if (count >= maxPerClient) {
+      throw new ConnectError(
+        `${client} already has ${count} open streams (limit ${maxPerClient} per client)`,
+        Code.ResourceExhausted,
+      );
+    }
+    open.set(client, count + 1);
+    const release = () => {
+      const left = (open.get(client) ?? 1) - 1;
+      if (left === 0) open.delete(client);
+      else open.set(client, left);
+    };
+    let res: Awaited<ReturnType<typeof next>>;
+    try {
+      res = await next(req);
+    } catch (err) {
+      release();
+      throw err;
+    }
+    if (!res.stream) {
+      release();
+      return res;
+    }
+    const messages = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* messages;
+        } finally {
+          release();
+        }
+      })(),
+    };
+  };
 }

@@ -105,6 +105,11 @@ export interface DaemonConfig {
    * @defaultValue undefined
    */
   tlsClientCa: string | undefined;
+  /**
+   * Most server streams (WatchRun) one client keeps open at once: per token, or per IP without auth.
+   * @defaultValue 100
+   */
+  maxStreamsPerClient: number;
 }
 
 /** pino's level names. */
@@ -134,6 +139,7 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = {
   tlsCert: undefined,
   tlsKey: undefined,
   tlsClientCa: undefined,
+  maxStreamsPerClient: 100,
 };
 
 /** Fills the unset fields of `partial` with {@link DEFAULT_CONFIG} and validates the result. */
@@ -289,6 +295,13 @@ const OPTIONS: readonly OptionSpec[] = [
     env: ["WEFT_TLS_CLIENT_CA"],
     kind: "string",
     help: "PEM CA file: require client certificates it signed (mTLS)",
+  },
+  {
+    key: "maxStreamsPerClient",
+    flag: "max-streams-per-client",
+    env: ["WEFT_MAX_STREAMS_PER_CLIENT"],
+    kind: "count",
+    help: "most WatchRun streams one client (token, or IP without auth) keeps open",
   },
 ];
 

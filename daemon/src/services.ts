@@ -1,6 +1,7 @@
-import { authInterceptor } from "./auth.js";
+import { authInterceptor, streamLimitInterceptor } from "./auth.js";
 import { ConfigError } from "./config.js";
 import { loadPolicy } from "./engine/policy.js";
+import { peerKey } from "./server.js";
 import type { ServiceContext, WeftServices } from "./service-context.js";
 import { openWeftServices } from "./weft-services.js";
 
@@ -39,7 +40,9 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
   return {
     register: (router) => services.register(router),
     close: () => services.close(),
-    interceptors:
-      policy.tokens.length > 0 && !config.insecure ? [authInterceptor(policy.tokens, ctx.logger)] : [],
+    interceptors: [
+      ...(policy.tokens.length > 0 && !config.insecure ? [authInterceptor(policy.tokens, ctx.logger)] : []),
+      streamLimitInterceptor(config.maxStreamsPerClient, (values) => values.get(peerKey)),
+    ],
   };
 }

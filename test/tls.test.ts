@@ -1,7 +1,9 @@
+import { spawn } from "node:child_process";
 import { copyFileSync, readFileSync } from "node:fs";
 import { connect as tlsConnect } from "node:tls";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { freePort } from "@weft/daemon";
 import { Health } from "@weft/sdk/gen/health/v1/health_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,7 +19,7 @@ import {
   type WeftdProcess,
   waitFor,
 } from "./support/index.js";
-import { rpcError, task } from "./support/weft.js";
+import { RunStatus, rpcError, task, weftClients } from "./support/weft.js";
 
 let redis: RedisServer;
 let certs: TestCerts;
@@ -141,6 +143,54 @@ describe("mTLS", () => {
       withCert.close();
     } finally {
       await weftd.stop();
+    }
+  });
+});
+
+describe("TLS to Redis", () => {
+  it("runs on a rediss:// URL to a TLS-only redis-server", async () => {
+    const port = await freePort();
+    const server = spawn(
+      "redis-server",
+      [
+        "--port",
+        "0",
+        "--tls-port",
+        String(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--tls-cert-file",
+        certs.serverCert,
+        "--tls-key-file",
+        certs.serverKey,
+        "--tls-ca-cert-file",
+        certs.ca,
+        "--tls-auth-clients",
+        "no",
+      ],
+      { stdio: "ignore" },
+    );
+    try {
+      const weftd = await spawnWeftd({
+        redisUrl: `rediss://127.0.0.1:${port}`,
+        env: { NODE_EXTRA_CA_CERTS: certs.ca },
+      });
+      try {
+        const c = weftClients(weftd.address);
+        await c.workflows.submitWorkflow({
+          definition: { name: "via-rediss", tasks: [task("a", [], { queue: "rq" })] },
+        });
+        const runId = (await c.workflows.trigger({ workflow: "via-rediss" })).run?.id ?? "";
+        const t = await c.workers.pollTask({ queue: "rq", wait: { seconds: 5n } });
+        await c.workers.completeTask({ leaseId: t.assignment?.leaseId ?? "" });
+        expect((await c.workflows.getRun({ runId })).run?.status).toBe(RunStatus.SUCCEEDED);
+      } finally {
+        await weftd.stop();
+      }
+    } finally {
+      server.kill("SIGKILL");
     }
   });
 });

@@ -1,9 +1,11 @@
 import { spawn } from "node:child_process";
-import { copyFileSync, readFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { freePort } from "@weft/daemon";
+import { freePort, hashToken } from "@weft/daemon";
 import { Health } from "@weft/sdk/gen/health/v1/health_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,6 +22,7 @@ import {
   waitFor,
 } from "./support/index.js";
 import { RunStatus, rpcError, task, weftClients } from "./support/weft.js";
+import { spawnWorker } from "./support/worker-process.js";
 
 let redis: RedisServer;
 let certs: TestCerts;
@@ -191,6 +194,57 @@ describe("TLS to Redis", () => {
       }
     } finally {
       server.kill("SIGKILL");
+    }
+  });
+});
+
+describe("a worker over mTLS with a token", () => {
+  it("completes tasks with --ca, --cert, --key and --token", async () => {
+    const token = `worker-${randomUUID()}`;
+    const client = `client-${randomUUID()}`;
+    const config = join(certs.dir, "auth.yaml");
+    writeFileSync(
+      config,
+      `auth:\n  tokens:\n    - name: w\n      sha256: ${hashToken(token)}\n      scopes: [worker]\n      queues: [secure]\n` +
+        `    - name: c\n      sha256: ${hashToken(client)}\n      scopes: [workflows:write, runs:trigger, runs:read]\n`,
+    );
+    const weftd = await spawnWeftd({ redisUrl: redis.url, args: [...tlsArgs(true), "--config", config] });
+    const worker = await spawnWorker({
+      address: weftd.address,
+      queue: "secure",
+      args: ["--ca", certs.ca, "--cert", certs.clientCert, "--key", certs.clientKey, "--token", token],
+    });
+    try {
+      const transport = createGrpcTransport({
+        baseUrl: `https://127.0.0.1:${weftd.port}`,
+        nodeOptions: {
+          ca: readFileSync(certs.ca),
+          cert: readFileSync(certs.clientCert),
+          key: readFileSync(certs.clientKey),
+        },
+        interceptors: [
+          (next) => (req) => {
+            req.header.set("authorization", `Bearer ${client}`);
+            return next(req);
+          },
+        ],
+      });
+      const workflows = createClient(WorkflowService, transport);
+      await workflows.submitWorkflow({
+        definition: { name: "mtls", tasks: [task("a", [], { queue: "secure" })] },
+      });
+      const runId = (await workflows.trigger({ workflow: "mtls" })).run?.id ?? "";
+      const run = await waitFor(
+        async () => {
+          const r = (await workflows.getRun({ runId })).run;
+          return r?.status === RunStatus.SUCCEEDED ? r : undefined;
+        },
+        { message: "the worker to complete the task over mTLS", timeoutMs: 20_000 },
+      );
+      expect(run.tasks[0]?.attempt).toBe(1);
+    } finally {
+      await worker.stop();
+      await weftd.stop();
     }
   });
 });

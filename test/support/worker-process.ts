@@ -26,6 +26,8 @@ export async function spawnWorker(options: {
   concurrency?: number;
   workerId?: string;
   env?: NodeJS.ProcessEnv;
+  /** More flags, e.g. `["--ca", file, "--token", token]`. */
+  args?: string[];
 }): Promise<WorkerProcess> {
   const args = [
     "--import",
@@ -40,6 +42,7 @@ export async function spawnWorker(options: {
     "--concurrency",
     String(options.concurrency ?? 4),
     ...(options.workerId === undefined ? [] : ["--worker-id", options.workerId]),
+    ...(options.args ?? []),
   ];
   const child = spawn(process.execPath, args, {
     env: { ...process.env, WEFT_LOG_LEVEL: "info", ...options.env },

@@ -2,9 +2,11 @@
  * Runs a worker from a module of handlers:
  * `node --import tsx/esm workers/typescript/src/bin.ts --address 127.0.0.1:7233 --queue q --handlers ./handlers.ts`.
  */
+import { readFileSync } from "node:fs";
 import { type CliArgs, parseCliArgs, usage } from "./cli-args.js";
 import { loadHandlers } from "./load-handlers.js";
 import { createDefaultLogger } from "./logger.js";
+import { createWorkerTransport } from "./transport.js";
 import { Worker } from "./worker.js";
 
 async function main(): Promise<number> {
@@ -20,9 +22,26 @@ async function main(): Promise<number> {
     return 0;
   }
   const logger = createDefaultLogger();
-  const { handlers: handlersPath, ...options } = args;
+  const { handlers: handlersPath, tls, ...options } = args;
   const handlers = await loadHandlers(handlersPath);
-  const worker = new Worker({ ...options, handlers, logger });
+  const transport =
+    tls === undefined
+      ? undefined
+      : createWorkerTransport({
+          address: /^https?:\/\//.test(options.address) ? options.address : `https://${options.address}`,
+          token: options.token,
+          nodeOptions: {
+            ...(tls.ca === undefined ? {} : { ca: readFileSync(tls.ca) }),
+            ...(tls.cert === undefined ? {} : { cert: readFileSync(tls.cert) }),
+            ...(tls.key === undefined ? {} : { key: readFileSync(tls.key) }),
+          },
+        });
+  const worker = new Worker({
+    ...options,
+    handlers,
+    logger,
+    ...(transport === undefined ? {} : { transport }),
+  });
   worker.installSignalHandlers();
   await worker.run();
   return 0;

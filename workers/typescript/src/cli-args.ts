@@ -13,6 +13,8 @@ export const usage = `Usage: node --import tsx/esm workers/typescript/src/bin.ts
   --heartbeat-interval-ms <ms>    automatic heartbeat interval (default: heartbeat timeout / 3)
   --shutdown-grace-ms <ms>        grace period on SIGTERM/SIGINT (default 30000)
   --token <token>                 bearer token (env WEFT_TOKEN)
+  --ca <file>                     PEM CA that signed the daemon's certificate: connect with TLS
+  --cert <file>, --key <file>     PEM client certificate and key, for mTLS
   --help                          print this help
 
 Logs are JSON lines on stdout (level from WEFT_LOG_LEVEL); "worker polling" is logged when polling starts.`;
@@ -28,6 +30,8 @@ export interface CliArgs {
   heartbeatIntervalMs?: number;
   shutdownGraceMs?: number;
   token?: string;
+  /** TLS files: CA to trust, and a client certificate and key for mTLS. */
+  tls?: { ca?: string; cert?: string; key?: string };
 }
 
 /** Parses `argv`; returns `"help"` for --help. @throws Error with a message naming the bad argument. */
@@ -45,6 +49,9 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv): CliArgs | 
       "heartbeat-interval-ms": { type: "string" },
       "shutdown-grace-ms": { type: "string" },
       token: { type: "string" },
+      ca: { type: "string" },
+      cert: { type: "string" },
+      key: { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -74,6 +81,12 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv): CliArgs | 
   }
   if (token !== undefined && token !== "") {
     args.token = token;
+  }
+  if ((values.cert === undefined) !== (values.key === undefined)) {
+    throw new Error("--cert and --key go together");
+  }
+  if (values.ca !== undefined || values.cert !== undefined) {
+    args.tls = { ca: values.ca, cert: values.cert, key: values.key };
   }
   return args;
 }

@@ -1,0 +1,88 @@
+import type { Queue } from "bullmq";
+import type { WorkerChild } from "./children.js";
+import { inParallel, value, type WorkflowClient } from "./clients.js";
+
+/** The outcome of one throughput measurement. */
+export interface LoadResult {
+  tasks: number;
+  /** First trigger (or addBulk) to the last acknowledged completion. */
+  elapsedMs: number;
+  /** Tasks per second over `elapsedMs`. */
+  tasksPerSecond: number;
+  /** How long submitting the work took (all Trigger calls, or all addBulk calls). */
+  submitMs: number;
+}
+
+const DONE_TIMEOUT_MS = 600_000;
+
+function result(tasks: number, t0: number, submitted: number, last: number): LoadResult {
+  const elapsedMs = last - t0;
+  return { tasks, elapsedMs, tasksPerSecond: (tasks / elapsedMs) * 1000, submitMs: submitted - t0 };
+}
+
+/**
+ * Starts `n` runs of a one-task workflow with `concurrency` Trigger calls in flight, spread round-robin
+ * over `clients`, and waits until the worker child acknowledged `n` completions.
+ */
+export async function runIndependent(
+  clients: WorkflowClient[],
+  workflow: string,
+  n: number,
+  concurrency: number,
+  worker: WorkerChild,
+): Promise<LoadResult> {
+  const { done } = await worker.expect(n, DONE_TIMEOUT_MS);
+  const t0 = Date.now();
+  await inParallel(n, concurrency, async (i) => {
+    const client = clients[i % clients.length] as WorkflowClient;
+    await client.trigger({ workflow, input: value(i) });
+  });
+  const submitted = Date.now();
+  const { last } = await done;
+  return result(n, t0, submitted, last);
+}
+
+/** Starts one run of a workflow of `n` parallel tasks and waits for its `n` completions. */
+export async function runOneWorkflow(
+  client: WorkflowClient,
+  workflow: string,
+  n: number,
+  worker: WorkerChild,
+): Promise<LoadResult> {
+  const { done } = await worker.expect(n, DONE_TIMEOUT_MS);
+  const t0 = Date.now();
+  await client.trigger({ workflow });
+  const submitted = Date.now();
+  const { last } = await done;
+  return result(n, t0, submitted, last);
+}
+
+/** Job options of the raw BullMQ ceiling: the same retention as Weft's own jobs. */
+const RAW_JOB_OPTS = {
+  removeOnComplete: { age: 3600, count: 10_000 },
+  removeOnFail: { age: 24 * 3600, count: 10_000 },
+};
+
+/** Adds `n` no-op jobs with addBulk (chunks of 1,000) and waits for the raw worker's `n` completions. */
+export async function runBullmq(
+  queue: Queue,
+  n: number,
+  worker: WorkerChild,
+  tag: string,
+): Promise<LoadResult> {
+  const { done } = await worker.expect(n, DONE_TIMEOUT_MS);
+  const t0 = Date.now();
+  for (let start = 0; start < n; start += 1000) {
+    const count = Math.min(1000, n - start);
+    await queue.addBulk(
+      Array.from({ length: count }, (_, j) => ({
+        name: "noop",
+        data: { r: tag, t: start + j },
+        opts: RAW_JOB_OPTS,
+      })),
+    );
+  }
+  const submitted = Date.now();
+  const { last } = await done;
+  return result(n, t0, submitted, last);
+}

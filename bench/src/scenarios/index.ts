@@ -1,0 +1,19 @@
+import type { Scenario } from "../scenario.js";
+import { definitions } from "./definitions.js";
+import { fanout } from "./fanout.js";
+import { footprint } from "./footprint.js";
+import { latency } from "./latency.js";
+import { replicas } from "./replicas.js";
+import { throughput } from "./throughput.js";
+import { watchers } from "./watchers.js";
+
+/** Every scenario, in the order of issue 4. */
+export const SCENARIOS: Scenario[] = [
+  throughput,
+  latency,
+  fanout,
+  watchers,
+  definitions,
+  footprint,
+  replicas,
+];

@@ -1,0 +1,266 @@
+import { Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import { WorkerChild } from "../children.js";
+import { parallelWorkflow, workflowClient } from "../clients.js";
+import { CpuMeter, redisPid } from "../cpu.js";
+import { type LoadResult, runBullmq, runIndependent, runOneWorkflow } from "../load.js";
+import { type CommandStat, commandStats, resetCommandStats } from "../redis-stats.js";
+import { fmt } from "../report.js";
+import { MiB, RssSampler } from "../rss.js";
+import { type Figure, planWithin, repetitions, rssFigure, type Scenario } from "../scenario.js";
+
+const RAW_PREFIX = "bench-raw";
+
+/** Target of scenarios 1 and 7: Weft's throughput as a share of raw BullMQ's, same run, same Redis. */
+export const RATIO_TARGET = { op: ">=", value: 50, on: "median", text: "≥ 50 % of raw BullMQ" } as const;
+
+/** A measurement with the CPU time (ms per task) each process spent on it. */
+export async function withCpu(
+  pids: Record<string, number>,
+  fn: () => Promise<LoadResult>,
+): Promise<LoadResult & { cpuPerTask: Record<string, number> }> {
+  const meter = new CpuMeter(pids).start();
+  const result = await fn();
+  const used = meter.stop();
+  const cpuPerTask = Object.fromEntries(Object.entries(used).map(([k, ms]) => [k, ms / result.tasks]));
+  return { ...result, cpuPerTask };
+}
+
+/** A measurement with Redis's command statistics per task. */
+async function withCommandStats<T extends LoadResult>(
+  redis: Redis,
+  fn: () => Promise<T>,
+): Promise<T & { commands: Map<string, CommandStat> }> {
+  await resetCommandStats(redis);
+  const result = await fn();
+  const stats = await commandStats(redis);
+  // The INFO call itself is not the workload's.
+  stats.delete("info");
+  stats.delete("config|resetstat");
+  return { ...result, commands: stats };
+}
+
+/** Rows of Redis commands per task for several measurements, most frequent first. */
+function commandTable(columns: { tasks: number; commands: Map<string, CommandStat> }[]): string[][] {
+  const names = new Set<string>();
+  for (const c of columns) for (const name of c.commands.keys()) names.add(name);
+  const perTask = (c: (typeof columns)[number], name: string) => (c.commands.get(name)?.calls ?? 0) / c.tasks;
+  const rows = [...names]
+    .map((name) => ({ name, first: perTask(columns[0] as (typeof columns)[number], name) }))
+    .sort((a, b) => b.first - a.first || a.name.localeCompare(b.name))
+    .filter(({ name }) => columns.some((c) => perTask(c, name) >= 0.005))
+    .map(({ name }) =>
+      [name, ...columns.map((c) => fmt(perTask(c, name), 2))].concat(
+        columns.map((c) => {
+          const s = c.commands.get(name);
+          return s === undefined || s.calls === 0 ? "" : fmt(s.usec / s.calls, 1);
+        }),
+      ),
+    );
+  const total = (c: (typeof columns)[number]) =>
+    [...c.commands.values()].reduce((a, s) => a + s.calls, 0) / c.tasks;
+  rows.push(["**all**", ...columns.map((c) => `**${fmt(total(c), 1)}**`), "", "", ""]);
+  return rows;
+}
+
+/** Scenario 1: tasks per second, Weft (two shapes) against raw BullMQ. */
+export const throughput: Scenario = {
+  id: "throughput",
+  title: "1. Throughput",
+  async run(ctx) {
+    const { sizes } = ctx;
+    const weftd = await ctx.startWeftd();
+    const client = workflowClient(weftd.address);
+    const rss = new RssSampler(weftd.pid).start();
+
+    const worker = await WorkerChild.weft({
+      addresses: [weftd.address],
+      queue: "tp",
+      concurrency: sizes.workerConcurrency,
+      sleepMs: 0,
+      deferStart: false,
+    });
+    ctx.defer(() => worker.stop());
+    const raw = await WorkerChild.bullmq({
+      redisUrl: ctx.redisUrl,
+      queue: "raw",
+      prefix: RAW_PREFIX,
+      concurrency: sizes.workerConcurrency,
+    });
+    ctx.defer(() => raw.stop());
+    const queue = new Queue("raw", { connection: { url: ctx.redisUrl }, prefix: RAW_PREFIX });
+    ctx.defer(() => queue.close());
+    const pids = {
+      weftd: weftd.pid,
+      worker: worker.pid,
+      raw: raw.pid,
+      redis: await redisPid(ctx.redis),
+      bench: process.pid,
+    };
+
+    const w = sizes.warmupTasks;
+    await client.submitWorkflow({ definition: parallelWorkflow("tp-one", "tp", 1) });
+    await client.submitWorkflow({ definition: parallelWorkflow("tp-warm", "tp", w) });
+    ctx.log(`warm-up: ${w} runs, a ${w}-task run, ${w} raw jobs`);
+    const warm = [
+      await runIndependent([client], "tp-one", w, sizes.triggerConcurrency, worker),
+      await runOneWorkflow(client, "tp-warm", w, worker),
+      await runBullmq(queue, w, raw, "warm"),
+    ];
+    let n = sizes.throughputTasks;
+    const plan = planWithin(
+      sizes.budgetS.throughput,
+      { reps: sizes.reps, tasks: n },
+      warm.reduce((s, r) => s + n / r.tasksPerSecond, 0),
+      // The full run measures the issue's sizes, only fewer times; --quick may measure fewer tasks.
+      { mayShrinkTasks: ctx.quick, minTasks: 500 },
+    );
+    if (plan.note !== undefined) ctx.log(plan.note);
+    n = plan.tasks;
+    await client.submitWorkflow({ definition: parallelWorkflow("tp-par", "tp", n) });
+
+    const runs: number[] = [];
+    const oneWf: number[] = [];
+    const bull: number[] = [];
+    const triggerRates: number[] = [];
+    const cpu = {
+      runsWeftd: [] as number[],
+      oneWeftd: [] as number[],
+      worker: [] as number[],
+      bench: [] as number[],
+    };
+    const redisUs = { weft: [] as number[], bull: [] as number[] };
+    let commandRows: string[][] = [];
+    for (let rep = 1; rep <= plan.reps; rep++) {
+      const a = await withCommandStats(ctx.redis, () =>
+        withCpu(pids, () => runIndependent([client], "tp-one", n, sizes.triggerConcurrency, worker)),
+      );
+      const b = await withCommandStats(ctx.redis, () =>
+        withCpu(pids, () => runOneWorkflow(client, "tp-par", n, worker)),
+      );
+      const c = await withCommandStats(ctx.redis, () =>
+        withCpu(pids, () => runBullmq(queue, n, raw, `rep${rep}`)),
+      );
+      if (rep === 1) commandRows = commandTable([a, b, c]);
+      runs.push(a.tasksPerSecond);
+      oneWf.push(b.tasksPerSecond);
+      bull.push(c.tasksPerSecond);
+      triggerRates.push((n / a.submitMs) * 1000);
+      cpu.runsWeftd.push(a.cpuPerTask.weftd ?? 0);
+      cpu.oneWeftd.push(b.cpuPerTask.weftd ?? 0);
+      cpu.worker.push(((a.cpuPerTask.worker ?? 0) + (b.cpuPerTask.worker ?? 0)) / 2);
+      cpu.bench.push(a.cpuPerTask.bench ?? 0);
+      redisUs.weft.push((a.cpuPerTask.redis ?? 0) * 1000);
+      redisUs.bull.push((c.cpuPerTask.redis ?? 0) * 1000);
+      ctx.log(
+        `rep ${rep}: ${n} runs ${a.tasksPerSecond.toFixed(0)}/s (weftd ${(a.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
+          `1 run × ${n} tasks ${b.tasksPerSecond.toFixed(0)}/s (weftd ${(b.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
+          `raw BullMQ ${c.tasksPerSecond.toFixed(0)}/s`,
+      );
+    }
+    const { peak } = rss.stop();
+    ctx.shared.set("throughput.rssPeakMiB", peak / MiB);
+
+    const ratio = (xs: number[]) => xs.map((x, i) => (x / (bull[i] as number)) * 100);
+    const N = n.toLocaleString("en-US");
+    const figures: Figure[] = [
+      { key: "weft_runs_tps", label: `Weft, ${N} runs of a 1-task workflow`, unit: "tasks/s", samples: runs },
+      {
+        key: "weft_one_run_tps",
+        label: `Weft, 1 run of ${N} parallel tasks`,
+        unit: "tasks/s",
+        samples: oneWf,
+      },
+      { key: "bullmq_tps", label: "raw BullMQ (addBulk + Worker, no-op)", unit: "tasks/s", samples: bull },
+      {
+        key: "ratio_runs_pct",
+        label: `Weft / BullMQ, ${N} runs`,
+        unit: "%",
+        samples: ratio(runs),
+        target: RATIO_TARGET,
+        digits: 1,
+      },
+      {
+        key: "ratio_one_run_pct",
+        label: `Weft / BullMQ, 1 run of ${N} tasks`,
+        unit: "%",
+        samples: ratio(oneWf),
+        target: RATIO_TARGET,
+        digits: 1,
+      },
+      {
+        key: "trigger_rate",
+        label: `Trigger calls/s while starting ${N} runs (${sizes.triggerConcurrency} in flight)`,
+        unit: "calls/s",
+        samples: triggerRates,
+      },
+      {
+        key: "weftd_cpu_runs_ms",
+        label: `weftd CPU per task, ${N} runs`,
+        unit: "ms",
+        samples: cpu.runsWeftd,
+      },
+      {
+        key: "weftd_cpu_one_run_ms",
+        label: `weftd CPU per task, 1 run of ${N} tasks`,
+        unit: "ms",
+        samples: cpu.oneWeftd,
+      },
+      {
+        key: "worker_cpu_ms",
+        label: "worker process CPU per task (@weft/worker)",
+        unit: "ms",
+        samples: cpu.worker,
+      },
+      {
+        key: "bench_cpu_runs_ms",
+        label: `bench process (the Trigger client) CPU per task, ${N} runs`,
+        unit: "ms",
+        samples: cpu.bench,
+      },
+      {
+        key: "redis_cpu_weft_us",
+        label: `Redis CPU per task, Weft (${N} runs)`,
+        unit: "µs",
+        samples: redisUs.weft,
+        digits: 0,
+      },
+      {
+        key: "redis_cpu_bullmq_us",
+        label: "Redis CPU per task, raw BullMQ",
+        unit: "µs",
+        samples: redisUs.bull,
+        digits: 0,
+      },
+      rssFigure("weftd peak RSS during the scenario", [peak / MiB]),
+    ];
+    return {
+      setup: [
+        `${N} no-op tasks per measurement, ${repetitions(plan.reps)} after a warm-up of ${w.toLocaleString("en-US")}; each repetition measures the three in turn on the same Redis.`,
+        `Weft: one weftd process; workers are @weft/worker \`Worker\`s with concurrency ${sizes.workerConcurrency} in a separate Node process (gRPC over loopback HTTP/2).`,
+        `"${N} runs": ${N} Trigger calls of a 1-task workflow, ${sizes.triggerConcurrency} in flight on one HTTP/2 connection; "1 run": one Trigger of a ${N}-task workflow.`,
+        "Time runs from the first Trigger (or addBulk) to the last completion acknowledged (CompleteTask answered by weftd; BullMQ's `completed` event).",
+        `Raw BullMQ ceiling: \`Queue.addBulk\` in chunks of 1,000 from the bench process, a BullMQ \`Worker\` with a no-op processor and concurrency ${sizes.workerConcurrency} in a separate Node process, same retention options as Weft's jobs.`,
+        "CPU per task: user + system time from /proc/<pid>/stat of each process over the measurement, divided by the tasks; all processes share the machine's cores.",
+      ],
+      figures,
+      tables: [
+        {
+          title:
+            "Redis commands per task (INFO commandstats, first repetition; a Lua script counts as one EVALSHA)",
+          header: [
+            "command",
+            `calls/task, Weft ${N} runs`,
+            `calls/task, Weft 1 run`,
+            "calls/task, raw BullMQ",
+            "µs/call, Weft runs",
+            "µs/call, Weft 1 run",
+            "µs/call, BullMQ",
+          ],
+          rows: commandRows,
+        },
+      ],
+      notes: plan.note === undefined ? [] : [plan.note],
+    };
+  },
+};

@@ -1,6 +1,8 @@
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import type { MachineLoad } from "./cpu.js";
 import type { MachineInfo } from "./machine.js";
+import { REPO_ROOT } from "./paths.js";
 import type { Figure, ScenarioResult, Sizes, Target } from "./scenario.js";
 import { type Summary, summarize } from "./stats.js";
 
@@ -278,6 +280,18 @@ export function renderJson(run: BenchRun): string {
   )}\n`;
 }
 
+/**
+ * Lets the repository's formatter lay out the JSON files, so that `biome check .` stays clean whatever
+ * the shape of the figures; a missing Biome leaves JSON.stringify's layout.
+ */
+function formatJson(files: string[]): void {
+  try {
+    execFileSync(`${REPO_ROOT}node_modules/.bin/biome`, ["format", "--write", ...files], { stdio: "ignore" });
+  } catch {
+    // Not installed, or a file Biome ignores: the JSON stays as written.
+  }
+}
+
 /** Writes the report files; returns their paths. */
 export function writeReports(
   run: BenchRun,
@@ -293,6 +307,7 @@ export function writeReports(
   const previous = existsSync(paths.markdown) ? readFileSync(paths.markdown, "utf8") : undefined;
   writeFileSync(paths.markdown, renderMarkdown(run, baseline, previous));
   writeFileSync(paths.json, renderJson(run));
+  formatJson([paths.json, ...(saveBaseline || run.mode === "full" ? [paths.baseline] : [])]);
   return [paths.markdown, paths.json, ...(saveBaseline ? [paths.baseline] : [])];
 }
 

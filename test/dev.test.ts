@@ -15,7 +15,11 @@ interface DevState {
   processes: { name: string; pgid: number; pid: number }[];
 }
 
-/** Every process (zombies included) whose pid or process group is one of `pids`, from /proc. */
+/**
+ * Every process whose pid or process group is one of `pids`, from /proc. An exited process that
+ * init has not reaped yet (a zombie whose parent is pid 1, e.g. tsx's esbuild helper that outlived
+ * its node by a moment) runs nothing and is not counted: this sandbox's pid 1 does not reap.
+ */
 function processesOf(pids: number[]): string[] {
   const found: string[] = [];
   for (const entry of readdirSync("/proc")) {
@@ -28,8 +32,9 @@ function processesOf(pids: number[]): string[] {
     }
     // pid (comm) state ppid pgrp …: comm may hold spaces, so split after its closing parenthesis.
     const close = stat.lastIndexOf(")");
-    const [state, , pgrp] = stat.slice(close + 2).split(" ");
+    const [state, ppid, pgrp] = stat.slice(close + 2).split(" ");
     const pid = Number(entry);
+    if (state === "Z" && ppid === "1") continue;
     if (pids.includes(pid) || pids.includes(Number(pgrp))) {
       found.push(`${pid} ${stat.slice(stat.indexOf("(") + 1, close)} ${state}`);
     }

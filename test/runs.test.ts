@@ -135,6 +135,9 @@ describe("a run end to end", () => {
     ]);
     const all = await collectEvents(c, runId);
     expect(all.map((e) => Number(e.sequence))).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    // Resumed at or past the final event of a finished run: the stream ends at once, empty.
+    expect(await collectEvents(c, runId, 8n)).toEqual([]);
+    expect(await collectEvents(c, runId, 50n)).toEqual([]);
     expect(json(all[7]?.output)).toEqual({ b: 2 });
     expect(all[5]?.workerId).toBe("test-worker");
   });

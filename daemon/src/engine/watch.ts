@@ -3,7 +3,7 @@ import type { RunEvent } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import type { Engine } from "./engine.js";
 import type { StoredEvent } from "./event-hub.js";
 import { checkRunId, notFound } from "./run-ops.js";
-import { eventFromStored, isFinalEvent } from "./run-view.js";
+import { eventFromStored, isFinalEvent, isFinalRunStatus } from "./run-view.js";
 
 const PAGE = 500;
 
@@ -60,6 +60,11 @@ export class Watches {
         }
       };
       if (yield* catchUp()) return;
+      // A finished run resumed at or after its final event has nothing more to send.
+      if (isFinalRunStatus(await engine.redis.hget(engine.keys.run(runId).run, "s"))) {
+        yield* catchUp();
+        return;
+      }
       for (;;) {
         if (inbox.length === 0) {
           await Promise.race([new Promise<void>((resolve) => (wake = resolve)), aborted]);

@@ -16,22 +16,58 @@ export function cpuMs(pid: number): number | undefined {
   }
 }
 
-/** Measures the CPU time a set of named processes use between `start()` and `stop()`. */
+/** Read and write system calls a process made so far (/proc/<pid>/io); zeros once it is gone. */
+export function syscalls(pid: number): { reads: number; writes: number } {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, "utf8");
+    return {
+      reads: Number(/^syscr:\s+(\d+)/m.exec(io)?.[1] ?? 0),
+      writes: Number(/^syscw:\s+(\d+)/m.exec(io)?.[1] ?? 0),
+    };
+  } catch {
+    return { reads: 0, writes: 0 };
+  }
+}
+
+/** What a process used over a span. */
+export interface ProcessUsage {
+  cpuMs: number;
+  readCalls: number;
+  writeCalls: number;
+}
+
+/** Measures the CPU time and system calls of a set of named processes between `start()` and `stop()`. */
 export class CpuMeter {
-  private readonly startMs = new Map<string, number>();
+  private readonly startAt = new Map<string, ProcessUsage>();
 
   constructor(private readonly pids: Record<string, number>) {}
 
+  private static read(pid: number): ProcessUsage {
+    const io = syscalls(pid);
+    return { cpuMs: cpuMs(pid) ?? 0, readCalls: io.reads, writeCalls: io.writes };
+  }
+
   start(): this {
-    for (const [name, pid] of Object.entries(this.pids)) this.startMs.set(name, cpuMs(pid) ?? 0);
+    for (const [name, pid] of Object.entries(this.pids)) this.startAt.set(name, CpuMeter.read(pid));
     return this;
   }
 
   /** CPU ms used by each process since `start()`. */
   stop(): Record<string, number> {
-    const used: Record<string, number> = {};
+    return Object.fromEntries(Object.entries(this.usage()).map(([name, u]) => [name, u.cpuMs]));
+  }
+
+  /** CPU ms and system calls of each process since `start()`. */
+  usage(): Record<string, ProcessUsage> {
+    const used: Record<string, ProcessUsage> = {};
     for (const [name, pid] of Object.entries(this.pids)) {
-      used[name] = (cpuMs(pid) ?? 0) - (this.startMs.get(name) ?? 0);
+      const now = CpuMeter.read(pid);
+      const then = this.startAt.get(name) ?? { cpuMs: 0, readCalls: 0, writeCalls: 0 };
+      used[name] = {
+        cpuMs: now.cpuMs - then.cpuMs,
+        readCalls: now.readCalls - then.readCalls,
+        writeCalls: now.writeCalls - then.writeCalls,
+      };
     }
     return used;
   }

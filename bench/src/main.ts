@@ -23,6 +23,17 @@ const WEFTD_ARGS = ["--max-tasks-per-workflow", "100000", "--max-request-bytes",
 // The in-process worker of scenario 2 logs at WEFT_LOG_LEVEL: keep the bench's output for the bench.
 process.env.WEFT_LOG_LEVEL ??= "warn";
 
+// Ctrl-C or a timeout: exit through the "exit" handlers, which kill every weftd and worker process.
+for (const [signal, code] of [
+  ["SIGINT", 130],
+  ["SIGTERM", 143],
+] as const) {
+  process.on(signal, () => {
+    process.stderr.write(`bench: ${signal}, stopping\n`);
+    process.exit(code);
+  });
+}
+
 function log(message: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 }

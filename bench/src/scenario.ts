@@ -60,7 +60,7 @@ export interface Sizes {
   definitionSizes: number[];
   footprintRuns: number;
   /** Time budgets (seconds) of the scenarios whose length depends on the engine's speed. */
-  budgetS: { throughput: number; fanout: number; replicas: number };
+  budgetS: { throughput: number; fanout: number; watchers: number; replicas: number };
 }
 
 /** What a scenario gets from the bench. */

@@ -2,7 +2,7 @@ import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import { WorkerChild } from "../children.js";
 import { parallelWorkflow, workflowClient } from "../clients.js";
-import { CpuMeter, redisPid } from "../cpu.js";
+import { CpuMeter, type ProcessUsage, redisPid } from "../cpu.js";
 import { type LoadResult, runBullmq, runIndependent, runOneWorkflow } from "../load.js";
 import { type CommandStat, commandStats, resetCommandStats } from "../redis-stats.js";
 import { fmt } from "../report.js";
@@ -14,16 +14,21 @@ const RAW_PREFIX = "bench-raw";
 /** Target of scenarios 1 and 7: Weft's throughput as a share of raw BullMQ's, same run, same Redis. */
 export const RATIO_TARGET = { op: ">=", value: 50, on: "median", text: "≥ 50 % of raw BullMQ" } as const;
 
-/** A measurement with the CPU time (ms per task) each process spent on it. */
+/** A measurement with the CPU time (ms per task) and system calls (per task) of each process. */
 export async function withCpu(
   pids: Record<string, number>,
   fn: () => Promise<LoadResult>,
-): Promise<LoadResult & { cpuPerTask: Record<string, number> }> {
+): Promise<LoadResult & { cpuPerTask: Record<string, number>; syscallsPerTask: Record<string, number> }> {
   const meter = new CpuMeter(pids).start();
   const result = await fn();
-  const used = meter.stop();
-  const cpuPerTask = Object.fromEntries(Object.entries(used).map(([k, ms]) => [k, ms / result.tasks]));
-  return { ...result, cpuPerTask };
+  const used = meter.usage();
+  const per = (f: (u: ProcessUsage) => number) =>
+    Object.fromEntries(Object.entries(used).map(([k, u]) => [k, f(u) / result.tasks]));
+  return {
+    ...result,
+    cpuPerTask: per((u) => u.cpuMs),
+    syscallsPerTask: per((u) => u.readCalls + u.writeCalls),
+  };
 }
 
 /** A measurement with Redis's command statistics per task. */
@@ -129,6 +134,13 @@ export const throughput: Scenario = {
       worker: [] as number[],
       bench: [] as number[],
     };
+    const sys = {
+      weftd: [] as number[],
+      worker: [] as number[],
+      redis: [] as number[],
+      raw: [] as number[],
+      rawRedis: [] as number[],
+    };
     const redisUs = { weft: [] as number[], bull: [] as number[] };
     let commandRows: string[][] = [];
     for (let rep = 1; rep <= plan.reps; rep++) {
@@ -150,6 +162,11 @@ export const throughput: Scenario = {
       cpu.oneWeftd.push(b.cpuPerTask.weftd ?? 0);
       cpu.worker.push(((a.cpuPerTask.worker ?? 0) + (b.cpuPerTask.worker ?? 0)) / 2);
       cpu.bench.push(a.cpuPerTask.bench ?? 0);
+      sys.weftd.push(a.syscallsPerTask.weftd ?? 0);
+      sys.worker.push(a.syscallsPerTask.worker ?? 0);
+      sys.redis.push(a.syscallsPerTask.redis ?? 0);
+      sys.raw.push(c.syscallsPerTask.raw ?? 0);
+      sys.rawRedis.push(c.syscallsPerTask.redis ?? 0);
       redisUs.weft.push((a.cpuPerTask.redis ?? 0) * 1000);
       redisUs.bull.push((c.cpuPerTask.redis ?? 0) * 1000);
       ctx.log(
@@ -232,6 +249,41 @@ export const throughput: Scenario = {
         samples: redisUs.bull,
         digits: 0,
       },
+      {
+        key: "weftd_syscalls_per_task",
+        label: `weftd read + write system calls per task, ${N} runs`,
+        unit: "calls",
+        samples: sys.weftd,
+        digits: 1,
+      },
+      {
+        key: "worker_syscalls_per_task",
+        label: "worker process read + write system calls per task",
+        unit: "calls",
+        samples: sys.worker,
+        digits: 1,
+      },
+      {
+        key: "redis_syscalls_per_task",
+        label: `Redis read + write system calls per task, Weft ${N} runs`,
+        unit: "calls",
+        samples: sys.redis,
+        digits: 1,
+      },
+      {
+        key: "redis_syscalls_bullmq_per_task",
+        label: "Redis read + write system calls per task, raw BullMQ",
+        unit: "calls",
+        samples: sys.rawRedis,
+        digits: 1,
+      },
+      {
+        key: "bullmq_worker_syscalls_per_task",
+        label: "raw BullMQ worker process read + write system calls per task",
+        unit: "calls",
+        samples: sys.raw,
+        digits: 1,
+      },
       rssFigure("weftd peak RSS during the scenario", [peak / MiB]),
     ];
     return {
@@ -241,7 +293,7 @@ export const throughput: Scenario = {
         `"${N} runs": ${N} Trigger calls of a 1-task workflow, ${sizes.triggerConcurrency} in flight on one HTTP/2 connection; "1 run": one Trigger of a ${N}-task workflow.`,
         "Time runs from the first Trigger (or addBulk) to the last completion acknowledged (CompleteTask answered by weftd; BullMQ's `completed` event).",
         `Raw BullMQ ceiling: \`Queue.addBulk\` in chunks of 1,000 from the bench process, a BullMQ \`Worker\` with a no-op processor and concurrency ${sizes.workerConcurrency} in a separate Node process, same retention options as Weft's jobs.`,
-        "CPU per task: user + system time from /proc/<pid>/stat of each process over the measurement, divided by the tasks; all processes share the machine's cores.",
+        "CPU per task: user + system time from /proc/<pid>/stat of each process over the measurement, divided by the tasks; all processes share the machine's cores. System calls per task: syscr + syscw of /proc/<pid>/io (socket reads and writes, mostly).",
       ],
       figures,
       tables: [

@@ -4,7 +4,7 @@ import { WorkerChild } from "../children.js";
 import { chainWorkflow, type WorkflowClient, workflowClient } from "../clients.js";
 import { CpuMeter } from "../cpu.js";
 import { MiB, RssSampler } from "../rss.js";
-import { repetitions, rssFigure, type Scenario, sleep } from "../scenario.js";
+import { planWithin, repetitions, rssFigure, type Scenario, sleep } from "../scenario.js";
 import { latencyPercentiles } from "../stats.js";
 
 /** Watch streams per HTTP/2 connection of the bench. */
@@ -34,9 +34,12 @@ export const watchers: Scenario = {
     const peaks: number[] = [];
     const cpuPerDelivery: number[] = [];
     const benchCpu: number[] = [];
-    for (let rep = 0; rep <= sizes.reps; rep++) {
+    let reps = sizes.reps;
+    let planNote: string | undefined;
+    for (let rep = 0; rep <= reps; rep++) {
       // Rep 0 is a warm-up with a tenth of the watchers.
       const watcherCount = rep === 0 ? Math.ceil(W / 10) : W;
+      const repStarted = Date.now();
       const worker = await WorkerChild.weft({
         addresses: [weftd.address],
         queue: "watch",
@@ -92,7 +95,19 @@ export const watchers: Scenario = {
       const { peak } = rss.stop();
       await worker.stop();
       abort.abort();
-      if (rep === 0) continue;
+      if (rep === 0) {
+        // Deliveries grow with the watchers: project a repetition from the warm-up.
+        const plan = planWithin(
+          sizes.budgetS.watchers,
+          { reps: sizes.reps, tasks: W },
+          ((Date.now() - repStarted) / 1000) * (W / watcherCount),
+          { mayShrinkTasks: false },
+        );
+        reps = plan.reps;
+        planNote = plan.note;
+        if (planNote !== undefined) ctx.log(planNote);
+        continue;
+      }
       benchCpu.push(((used.bench ?? 0) / Math.max(1, latencies.length)) * 1000);
       const l = latencyPercentiles(latencies);
       p50.push(l.p50);
@@ -111,7 +126,7 @@ export const watchers: Scenario = {
         `${W} WatchRun streams on one run, opened from the bench process over ${connections.length} HTTP/2 connections (${STREAMS_PER_CONNECTION} streams each), all attached before the run's first task starts; weftd started with \`--max-streams-per-client ${W * 2}\` since they all come from one address.`,
         `The run: a chain of ${L} tasks whose handler sleeps ${sizes.watchTaskMs} ms (worker in a separate process), about ${3 * L + 1} live events, each delivered to every watcher.`,
         "Delivery latency = the bench's Date.now() on receipt − the event's `time` (set by weftd when the step ran, millisecond resolution, same machine clock); the live events of every watcher are pooled per repetition.",
-        `${repetitions(sizes.reps)} after a warm-up with a tenth of the watchers.`,
+        `${repetitions(reps)} after a warm-up with a tenth of the watchers.`,
       ],
       figures: [
         {
@@ -153,7 +168,7 @@ export const watchers: Scenario = {
         rssFigure(`weftd peak RSS with ${W} watchers`, peaks),
       ],
       tables: [],
-      notes: [],
+      notes: planNote === undefined ? [] : [planNote],
     };
   },
 };

@@ -34,6 +34,13 @@ describe("loadConfig", () => {
       defaultHeartbeatTimeoutMs: 30_000,
       stalledIntervalMs: 5_000,
       maxWatchersPerReplica: 10_000,
+      configFile: undefined,
+      reconcileAfterMs: 10_000,
+      insecure: false,
+      tlsCert: undefined,
+      tlsKey: undefined,
+      tlsClientCa: undefined,
+      maxStreamsPerClient: 100,
     });
   });
 
@@ -66,6 +73,19 @@ describe("loadConfig", () => {
       "250",
       "--max-watchers-per-replica",
       "7",
+      "--config",
+      "/etc/weft.yaml",
+      "--reconcile-after",
+      "3s",
+      "--insecure",
+      "--tls-cert",
+      "cert.pem",
+      "--tls-key",
+      "key.pem",
+      "--tls-client-ca",
+      "ca.pem",
+      "--max-streams-per-client",
+      "9",
     ];
     expect(config(argv)).toEqual({
       addr: "0.0.0.0:0",
@@ -82,6 +102,13 @@ describe("loadConfig", () => {
       defaultHeartbeatTimeoutMs: 1500,
       stalledIntervalMs: 250,
       maxWatchersPerReplica: 7,
+      configFile: "/etc/weft.yaml",
+      reconcileAfterMs: 3000,
+      insecure: true,
+      tlsCert: "cert.pem",
+      tlsKey: "key.pem",
+      tlsClientCa: "ca.pem",
+      maxStreamsPerClient: 9,
     });
   });
 

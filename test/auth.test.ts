@@ -52,7 +52,7 @@ beforeAll(async () => {
       entry("worker-b", TOKENS.workerB, ["worker"], ["qb"]),
   );
   configArgs = ["--config", join(dir, "weft.yaml")];
-  weftd = await spawnWeftd({ redisUrl: redis.url, args: configArgs });
+  weftd = await spawnWeftd({ redisUrl: redis.url, args: configArgs, auth: true });
   await clients(TOKENS.client).workflows.submitWorkflow({
     definition: { name: "secured", tasks: [task("a", [], { queue: "qa" })] },
   });
@@ -176,6 +176,7 @@ describe("queues and leases", () => {
 describe("streams per client", () => {
   it("refuses one WatchRun stream more than --max-streams-per-client, per token", async () => {
     const limited = await spawnWeftd({
+      auth: true,
       redisUrl: redis.url,
       prefix: weftd.prefix,
       args: [...configArgs, "--max-streams-per-client", "2"],
@@ -217,6 +218,32 @@ describe("streams per client", () => {
       abort.abort();
     } finally {
       await limited.stop();
+    }
+  });
+});
+
+describe("starting without tokens", () => {
+  it("refuses to run without tokens or --insecure, and says how to configure them", async () => {
+    const weftd = spawnWeftd({ redisUrl: redis.url, auth: true });
+    const err = await weftd.then(
+      () => new Error("weftd started without tokens"),
+      (e: Error) => e,
+    );
+    expect(err.message).toContain(
+      "no tokens are configured: list them under auth.tokens in the --config file",
+    );
+    expect(err.message).toContain(
+      "or pass --insecure to run without authentication on a development machine",
+    );
+  });
+
+  it("runs with --insecure and says so in a warning", async () => {
+    const weftd = await spawnWeftd({ redisUrl: redis.url });
+    try {
+      const warning = weftd.logs.find((l) => l.level === 40 && l.msg.includes("--insecure"));
+      expect(warning?.msg).toBe("running with --insecure: every call is accepted without a token");
+    } finally {
+      await weftd.stop();
     }
   });
 });

@@ -52,6 +52,7 @@ describe("weftd command line", () => {
         "127.0.0.1:0",
         "--redis-url",
         "redis://127.0.0.1:1",
+        "--insecure",
       ]);
       expect(run.code).toBe(1);
       expect(run.stdout).toContain(`cannot listen on 127.0.0.1:${port}`);

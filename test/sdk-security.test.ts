@@ -27,6 +27,7 @@ beforeAll(async () => {
       "      scopes: [workflows:write, runs:trigger, runs:read, runs:cancel]\n",
   );
   weftd = await spawnWeftd({
+    auth: true,
     redisUrl: redis.url,
     args: [
       ...["--config", join(dir, "weft.yaml")],

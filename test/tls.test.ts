@@ -208,7 +208,11 @@ describe("a worker over mTLS with a token", () => {
       `auth:\n  tokens:\n    - name: w\n      sha256: ${hashToken(token)}\n      scopes: [worker]\n      queues: [secure]\n` +
         `    - name: c\n      sha256: ${hashToken(client)}\n      scopes: [workflows:write, runs:trigger, runs:read]\n`,
     );
-    const weftd = await spawnWeftd({ redisUrl: redis.url, args: [...tlsArgs(true), "--config", config] });
+    const weftd = await spawnWeftd({
+      redisUrl: redis.url,
+      args: [...tlsArgs(true), "--config", config],
+      auth: true,
+    });
     const worker = await spawnWorker({
       address: weftd.address,
       queue: "secure",

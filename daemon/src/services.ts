@@ -6,7 +6,7 @@ import type { ServiceContext, WeftServices } from "./service-context.js";
 import { openWeftServices } from "./weft-services.js";
 
 /** Whether weftd refuses to start with no token and no --insecure (switched on with every spawner). */
-const REFUSE_WITHOUT_TOKENS = false;
+const REFUSE_WITHOUT_TOKENS = true;
 
 /** The Weft services weftd serves: the workflow engine behind both APIs. */
 export async function createWeftServices(ctx: ServiceContext): Promise<WeftServices> {

@@ -34,6 +34,11 @@ export interface SpawnWeftdOptions {
   prefix?: string;
   /** More flags, e.g. `["--max-request-bytes", "64KiB"]`. */
   args?: string[];
+  /**
+   * Serve with authentication: leave out `--insecure` (then the configuration file must list tokens).
+   * @defaultValue false
+   */
+  auth?: boolean;
   /** More environment variables. */
   env?: NodeJS.ProcessEnv;
   /**
@@ -107,6 +112,7 @@ export async function spawnWeftd(options: SpawnWeftdOptions): Promise<WeftdProce
     "--prefix",
     prefix,
     ...(options.redisUrl === undefined ? [] : ["--redis-url", options.redisUrl]),
+    ...(options.auth === true ? [] : ["--insecure"]),
     ...(options.args ?? []),
   ]);
   const child = spawn(node, args, {
@@ -119,7 +125,7 @@ export async function spawnWeftd(options: SpawnWeftdOptions): Promise<WeftdProce
   let output = "";
   let exit: ExitInfo | undefined;
   const exited = new Promise<ExitInfo>((resolve) => {
-    child.once("exit", (code, signal) => {
+    child.once("close", (code, signal) => {
       exit = { code, signal };
       running.delete(child);
       resolve(exit);
@@ -155,16 +161,19 @@ export async function spawnWeftd(options: SpawnWeftdOptions): Promise<WeftdProce
       clearTimeout(timer);
     }
   };
-  const waitForLog = (predicate: (line: LogLine) => boolean, what: string, timeoutMs = 10_000) =>
-    waitFor(
-      () => {
-        const line = logs.find(predicate);
-        if (line === undefined && exit !== undefined)
-          throw new Error(`weftd exited (${JSON.stringify(exit)})`);
-        return line;
+  const waitForLog = async (predicate: (line: LogLine) => boolean, what: string, timeoutMs = 10_000) => {
+    // Ends as soon as weftd exits: nothing more will be logged.
+    const found = await waitFor(
+      () => logs.find(predicate) ?? (exit !== undefined ? ("exited" as const) : undefined),
+      {
+        timeoutMs,
+        message: `weftd to log ${what}\n${describe()}`,
       },
-      { timeoutMs, message: `weftd to log ${what}\n${describe()}` },
     );
+    if (found === "exited")
+      throw new Error(`weftd exited (${JSON.stringify(exit)}) before logging ${what}\n${describe()}`);
+    return found;
+  };
 
   let listening: LogLine;
   try {

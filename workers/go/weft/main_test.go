@@ -126,7 +126,7 @@ func startWeftd(port int, prefix string) (*weftd, error) {
 	}
 	loader := "file://" + filepath.Join(root, "node_modules/tsx/dist/esm/index.mjs")
 	cmd := exec.Command("node", "--import", loader, filepath.Join(root, "daemon/src/main.ts"),
-		"--redis-url", redisURL, "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--metrics-addr", "127.0.0.1:0",
+		"--redis-url", redisURL, "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--metrics-addr", "127.0.0.1:0", "--insecure",
 		"--prefix", prefix, "--stalled-interval", "300ms")
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "WEFT_") && !strings.HasPrefix(kv, "REDIS_URL=") {

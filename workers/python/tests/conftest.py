@@ -109,7 +109,7 @@ def start_weftd(redis_url: str, *, port: int = 0, prefix: str | None = None) -> 
         [
             "node", "--import", loader, str(REPO_ROOT / "daemon/src/main.ts"),
             "--redis-url", redis_url, "--addr", f"127.0.0.1:{port}", "--metrics-addr", "127.0.0.1:0",
-            "--prefix", prefix, "--stalled-interval", "300ms",
+            "--prefix", prefix, "--stalled-interval", "300ms", "--insecure",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -49,6 +49,7 @@ export async function startWeftd(options: WeftdOptions): Promise<Weftd> {
     options.redisUrl,
     "--prefix",
     options.prefix,
+    "--insecure",
     "--log-level",
     "warn",
     ...(options.args ?? []),

@@ -9,6 +9,7 @@ import { freePort, hashToken } from "@weft/daemon";
 import { Health } from "@weft/sdk/gen/health/v1/health_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RUNTIMES, spawnRuntimeWorker } from "./fixtures/runtimes.js";
 import { makeTestCerts, type TestCerts } from "./support/certs.js";
 import {
   grpc,
@@ -21,8 +22,7 @@ import {
   type WeftdProcess,
   waitFor,
 } from "./support/index.js";
-import { RunStatus, rpcError, task, weftClients } from "./support/weft.js";
-import { spawnWorker } from "./support/worker-process.js";
+import { RunStatus, rpcError, task, value, weftClients } from "./support/weft.js";
 
 let redis: RedisServer;
 let certs: TestCerts;
@@ -198,8 +198,8 @@ describe("TLS to Redis", () => {
   });
 });
 
-describe("a worker over mTLS with a token", () => {
-  it("completes tasks with --ca, --cert, --key and --token", async () => {
+describe("workers over mTLS with a token", () => {
+  it.each(RUNTIMES)("a %s worker completes tasks with --ca, --cert, --key and --token", async (runtime) => {
     const token = `worker-${randomUUID()}`;
     const client = `client-${randomUUID()}`;
     const config = join(certs.dir, "auth.yaml");
@@ -213,7 +213,7 @@ describe("a worker over mTLS with a token", () => {
       args: [...tlsArgs(true), "--config", config],
       auth: true,
     });
-    const worker = await spawnWorker({
+    const worker = await spawnRuntimeWorker(runtime, {
       address: weftd.address,
       queue: "secure",
       args: ["--ca", certs.ca, "--cert", certs.clientCert, "--key", certs.clientKey, "--token", token],

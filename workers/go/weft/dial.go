@@ -2,6 +2,10 @@ package weft
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -36,4 +40,33 @@ func Dial(address string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		}),
 	}
 	return grpc.NewClient("passthrough:///"+target, append(base, opts...)...)
+}
+
+// WithTLSFiles returns a dial option for TLS with PEM files: caFile is the CA that signed
+// weftd's certificate (empty: the system roots); certFile and keyFile, when both set, are the
+// client certificate and key that weftd's --tls-client-ca requires (mTLS).
+func WithTLSFiles(caFile, certFile, keyFile string) (grpc.DialOption, error) {
+	config := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("no PEM certificate in %s", caFile)
+		}
+		config.RootCAs = pool
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("a client certificate needs both its certificate and its key file")
+	}
+	if certFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("loading the client certificate: %w", err)
+		}
+		config.Certificates = []tls.Certificate{pair}
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(config)), nil
 }

@@ -6,6 +6,8 @@
 package main
 
 import (
+	"google.golang.org/grpc"
+
 	"context"
 	"flag"
 	"fmt"
@@ -33,6 +35,9 @@ func run() int {
 	heartbeatMs := fs.Int("heartbeat-interval-ms", 0, "heartbeat interval (default: heartbeat timeout / 3)")
 	graceMs := fs.Int("shutdown-grace-ms", 30_000, "grace period on SIGTERM/SIGINT")
 	token := fs.String("token", os.Getenv("WEFT_TOKEN"), "bearer token (env WEFT_TOKEN)")
+	caFile := fs.String("ca", "", "PEM CA that signed the daemon's certificate: connect with TLS")
+	certFile := fs.String("cert", "", "PEM client certificate, for mTLS (with --key)")
+	keyFile := fs.String("key", "", "PEM client private key, for mTLS (with --cert)")
 	fs.String("handlers", "", "ignored: the handlers are compiled in (accepted for parity with the other CLIs)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
@@ -43,7 +48,16 @@ func run() int {
 		return 2
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: logLevel()}))
-	conn, err := weft.Dial(*address)
+	var dialOptions []grpc.DialOption
+	if *caFile != "" || *certFile != "" {
+		tlsOption, err := weft.WithTLSFiles(*caFile, *certFile, *keyFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		dialOptions = append(dialOptions, tlsOption)
+	}
+	conn, err := weft.Dial(*address, dialOptions...)
 	if err != nil {
 		logger.Error("cannot create the client", slog.Any("err", err))
 		return 1

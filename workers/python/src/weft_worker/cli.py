@@ -14,9 +14,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import grpc
+
 from .execution import Handler
 from .logs import configure_json_logging
 from .worker import Worker
+
 
 _EPILOG = """Logs are JSON lines on stdout (level from WEFT_LOG_LEVEL, default info); "worker polling" is
 logged when polling starts. SIGTERM or SIGINT stops gracefully; a second one abandons in-flight tasks."""
@@ -38,10 +41,26 @@ def parse_args(argv: Sequence[str], env: dict[str, str]) -> argparse.Namespace:
     parser.add_argument("--heartbeat-interval-ms", type=float, help="heartbeat interval (default: heartbeat timeout / 3)")
     parser.add_argument("--shutdown-grace-ms", type=float, default=30_000, help="grace period on SIGTERM (default 30000)")
     parser.add_argument("--token", default=env.get("WEFT_TOKEN"), help="bearer token (env WEFT_TOKEN)")
+    parser.add_argument("--ca", help="PEM CA that signed the daemon's certificate: connect with TLS")
+    parser.add_argument("--cert", help="PEM client certificate, for mTLS (with --key)")
+    parser.add_argument("--key", help="PEM client private key, for mTLS (with --cert)")
     args = parser.parse_args(argv)
     if not args.address:
         parser.error("--address is required")
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
     return args
+
+
+def tls_credentials(ca: str | None, cert: str | None, key: str | None) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials from PEM files; None when no TLS flag was given."""
+    if ca is None and cert is None:
+        return None
+
+    def read(path: str | None) -> bytes | None:
+        return None if path is None else Path(path).read_bytes()
+
+    return grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert))
 
 
 def load_handlers(spec: str) -> dict[str, Handler]:
@@ -88,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     if args.heartbeat_interval_ms is not None:
         options["heartbeat_interval"] = args.heartbeat_interval_ms / 1000
+    credentials = tls_credentials(args.ca, args.cert, args.key)
+    if credentials is not None:
+        options["credentials"] = credentials
     worker = Worker(args.address, args.queue, load_handlers(args.handlers), **options)
     worker.run(install_signal_handlers=True)
     logging.shutdown()

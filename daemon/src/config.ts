@@ -106,7 +106,7 @@ export interface DaemonConfig {
    */
   tlsClientCa: string | undefined;
   /**
-   * Most server streams (WatchRun) one client keeps open at once: per token, or per IP without auth.
+   * Most server streams (WatchRun) one token keeps open at once (with authentication on).
    * @defaultValue 100
    */
   maxStreamsPerClient: number;
@@ -301,7 +301,7 @@ const OPTIONS: readonly OptionSpec[] = [
     flag: "max-streams-per-client",
     env: ["WEFT_MAX_STREAMS_PER_CLIENT"],
     kind: "count",
-    help: "most WatchRun streams one client (token, or IP without auth) keeps open",
+    help: "most WatchRun streams one token keeps open at once",
   },
 ];
 

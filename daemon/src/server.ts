@@ -11,18 +11,10 @@ import {
 import { type AddressInfo, createServer as createNetServer, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { SecureContextOptions } from "node:tls";
-import {
-  type ConnectRouter,
-  createContextKey,
-  createContextValues,
-  type Interceptor,
-} from "@connectrpc/connect";
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { formatAddress } from "./metrics.js";
-
-/** Context key of the caller's network address (IP), set for every call. */
-export const peerKey = createContextKey<string>("", { description: "peer address" });
 
 /** Options of {@link startApiServer}. */
 export interface ApiServerOptions {
@@ -129,8 +121,6 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     readMaxBytes: options.readMaxBytes,
     interceptors: options.interceptors,
     shutdownSignal: options.shutdownSignal,
-    // The peer's address, for limits per client.
-    contextValues: (req) => createContextValues().set(peerKey, req.socket.remoteAddress ?? ""),
   });
   const h2 = createHttp2Server({}, (req, res) => {
     specGrpcMessage(res);

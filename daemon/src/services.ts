@@ -1,7 +1,6 @@
 import { authInterceptor, streamLimitInterceptor } from "./auth.js";
 import { ConfigError } from "./config.js";
 import { loadPolicy } from "./engine/policy.js";
-import { peerKey } from "./server.js";
 import type { ServiceContext, WeftServices } from "./service-context.js";
 import { openWeftServices } from "./weft-services.js";
 
@@ -42,7 +41,9 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
     close: () => services.close(),
     interceptors: [
       ...(policy.tokens.length > 0 && !config.insecure ? [authInterceptor(policy.tokens, ctx.logger)] : []),
-      streamLimitInterceptor(config.maxStreamsPerClient, (values) => values.get(peerKey)),
+      ...(policy.tokens.length > 0 && !config.insecure
+        ? [streamLimitInterceptor(config.maxStreamsPerClient)]
+        : []),
     ],
   };
 }

@@ -247,3 +247,27 @@ describe("starting without tokens", () => {
     }
   });
 });
+
+describe("open services", () => {
+  it("closes health when the configuration leaves it out of auth.public", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-auth-public-"));
+    writeFileSync(
+      join(dir, "weft.yaml"),
+      `auth:\n  public: [reflection]\n  tokens:\n    - name: reader\n      sha256: ${hashToken(TOKENS.reader)}\n      scopes: [runs:read]\n`,
+    );
+    const closed = await spawnWeftd({
+      redisUrl: redis.url,
+      args: ["--config", join(dir, "weft.yaml")],
+      auth: true,
+    });
+    try {
+      const health = (token?: string) =>
+        createClient(Health, createGrpcTransport({ baseUrl: closed.baseUrl, interceptors: [bearer(token)] }));
+      const anonymous = await rpcError(health().check({ service: "" }));
+      expect(anonymous.code).toBe(Code.Unauthenticated);
+      expect((await health(TOKENS.reader).check({ service: "" })).status).toBe(1);
+    } finally {
+      await closed.stop();
+    }
+  });
+});

@@ -61,6 +61,14 @@ const REQUIRED: Record<string, Scope> = {
   "/weft.v1.AdminService/UpdateQueue": "admin",
 };
 
+/** Services that can be left open to callers without a token. */
+export type PublicService = "health" | "reflection";
+
+const PUBLIC_SERVICE_NAMES: Record<PublicService, string[]> = {
+  health: ["grpc.health.v1.Health"],
+  reflection: ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"],
+};
+
 /** The SHA-256 (hex) of a token, as the configuration file stores it. */
 export function hashToken(token: string): string {
   return createHash("sha256").update(token).digest("hex");
@@ -72,7 +80,12 @@ export function hashToken(token: string): string {
  * PERMISSION_DENIED naming the scope. The caller is left in the context for
  * the per-queue and per-lease checks of the worker calls.
  */
-export function authInterceptor(tokens: TokenConfig[], logger: Logger): Interceptor {
+export function authInterceptor(
+  tokens: TokenConfig[],
+  logger: Logger,
+  publicServices: readonly PublicService[] = ["health", "reflection"],
+): Interceptor {
+  const open = new Set<string>(publicServices.flatMap((s) => PUBLIC_SERVICE_NAMES[s]));
   const byHash = new Map(
     tokens.map((t) => [
       t.sha256.toLowerCase(),
@@ -82,7 +95,7 @@ export function authInterceptor(tokens: TokenConfig[], logger: Logger): Intercep
   return (next) => async (req) => {
     const procedure = `/${req.service.typeName}/${req.method.name}`;
     const scope = REQUIRED[procedure];
-    if (scope === undefined) return next(req);
+    if (scope === undefined && open.has(req.service.typeName)) return next(req);
     const header = req.header.get("authorization") ?? "";
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     if (match === null) {
@@ -93,7 +106,7 @@ export function authInterceptor(tokens: TokenConfig[], logger: Logger): Intercep
     }
     const principal = byHash.get(hashToken(match[1] as string));
     if (principal === undefined) throw new ConnectError("unknown token", Code.Unauthenticated);
-    if (!principal.scopes.has(scope)) {
+    if (scope !== undefined && !principal.scopes.has(scope)) {
       logger.info({ token: principal.name, scope, procedure }, "permission denied");
       throw new ConnectError(
         `token "${principal.name}" lacks the scope "${scope}" needed by ${procedure.slice(1)}`,

@@ -40,7 +40,9 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
     register: (router) => services.register(router),
     close: () => services.close(),
     interceptors: [
-      ...(policy.tokens.length > 0 && !config.insecure ? [authInterceptor(policy.tokens, ctx.logger)] : []),
+      ...(policy.tokens.length > 0 && !config.insecure
+        ? [authInterceptor(policy.tokens, ctx.logger, policy.publicServices)]
+        : []),
       ...(policy.tokens.length > 0 && !config.insecure
         ? [streamLimitInterceptor(config.maxStreamsPerClient)]
         : []),

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
-import { SCOPES, type Scope, type TokenConfig } from "../auth.js";
+import { type PublicService, SCOPES, type Scope, type TokenConfig } from "../auth.js";
 import { ConfigError, parseDuration } from "../config.js";
 import { DEFAULT_RETRY_POLICY, type ResolvedRetryPolicy } from "./retry-policy.js";
 
@@ -34,11 +34,19 @@ export interface Policy {
   keys: KeyPolicy[];
   /** Bearer tokens (hashed) and their scopes; none configured: authentication is off. */
   tokens: TokenConfig[];
+  /** Services open without a token; the others need a known token (any scope). */
+  publicServices: PublicService[];
 }
 
 /** The policy when no configuration file is given. */
 export function defaultPolicy(): Policy {
-  return { retry: { ...DEFAULT_RETRY_POLICY }, queues: new Map(), keys: [], tokens: [] };
+  return {
+    retry: { ...DEFAULT_RETRY_POLICY },
+    queues: new Map(),
+    keys: [],
+    tokens: [],
+    publicServices: ["health", "reflection"],
+  };
 }
 
 /** Reads and checks a YAML or JSON policy file; throws ConfigError naming the setting at fault. */
@@ -141,6 +149,13 @@ export function parsePolicy(doc: unknown, source = "config"): Policy {
   }
   if (root.auth !== undefined) {
     const auth = object(root.auth, "auth");
+    if (auth.public !== undefined) {
+      const services = auth.public;
+      if (!Array.isArray(services) || !services.every((s) => s === "health" || s === "reflection")) {
+        fail("auth.public", "must list services among health and reflection");
+      }
+      policy.publicServices = services as PublicService[];
+    }
     if (!Array.isArray(auth.tokens)) fail("auth.tokens", "must be a list");
     const names = new Set<string>();
     (auth.tokens as unknown[]).forEach((entry, i) => {

@@ -79,7 +79,7 @@ export const FULL_SIZES: Sizes = {
   watchTaskMs: 100,
   definitionSizes: [1_000, 10_000, 100_000],
   footprintRuns: 2_000,
-  budgetS: { throughput: 260, fanout: 60, watchers: 60, replicas: 90 },
+  budgetS: { throughput: 260, fanout: 60, watchers: 90, replicas: 150 },
 };
 
 /** Sizes of --quick: the same scenarios, smaller, once, with tight time budgets. */

@@ -60,6 +60,7 @@ export const fanout: Scenario = {
     await client.submitWorkflow({ definition: fanWorkflow("fan", "fan", width) });
     await client.submitWorkflow({ definition: fanWorkflow("fan-warm", "fan", Math.min(width, 500)) });
     const total = width + 2;
+    const Wd = width.toLocaleString("en-US");
 
     const runOnce = async (workflow: string, tasks: number) => {
       const { done } = await worker.expect(tasks, 600_000);
@@ -101,21 +102,21 @@ export const fanout: Scenario = {
     const { peak } = rss.stop();
     return {
       setup: [
-        `One run of a workflow root → ${width} parallel tasks → sink (the sink depends on all ${width}); ${total} no-op tasks, ${repetitions(plan.reps)} after a 1 → 500 → 1 warm-up.`,
+        `One run of a workflow root → ${Wd} parallel tasks → sink (the sink depends on all ${Wd}); ${total.toLocaleString("en-US")} no-op tasks, ${repetitions(plan.reps)} after a 1 → 500 → 1 warm-up.`,
         `Workers: @weft/worker in a separate process, concurrency ${sizes.workerConcurrency}. Total time: Trigger to the sink's completion acknowledged; phases from the run's event times (WatchRun).`,
       ],
       figures: [
-        { key: "total_s", label: `1 → ${width} → 1, Trigger to last completion`, unit: "s", samples: totalS },
+        { key: "total_s", label: `1 → ${Wd} → 1, Trigger to last completion`, unit: "s", samples: totalS },
         { key: "tasks_per_s", label: "tasks per second", unit: "tasks/s", samples: tps },
         {
           key: "fan_out_ms",
-          label: `fan-out: root completed → first of the ${width} started`,
+          label: `fan-out: root completed → first of the ${Wd} started`,
           unit: "ms",
           samples: fanOutMs,
         },
         {
           key: "fan_in_ms",
-          label: `fan-in: last of the ${width} completed → sink started`,
+          label: `fan-in: last of the ${Wd} completed → sink started`,
           unit: "ms",
           samples: fanInMs,
         },

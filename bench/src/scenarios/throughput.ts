@@ -1,5 +1,6 @@
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
+import { measureFloor } from "../calibration.js";
 import { WorkerChild } from "../children.js";
 import { parallelWorkflow, workflowClient } from "../clients.js";
 import { CpuMeter, type ProcessUsage, redisPid } from "../cpu.js";
@@ -122,6 +123,10 @@ export const throughput: Scenario = {
     );
     if (plan.note !== undefined) ctx.log(plan.note);
     n = plan.tasks;
+    const floor = await measureFloor(ctx.redisUrl, sizes.workerConcurrency);
+    ctx.log(
+      `floor: bare Connect unary ${floor.rpcPerSecond.toFixed(0)} calls/s with ${sizes.workerConcurrency} in flight, ${floor.rpcServerCpuMs.toFixed(2)} ms server CPU per call`,
+    );
     await client.submitWorkflow({ definition: parallelWorkflow("tp-par", "tp", n) });
 
     const runs: number[] = [];
@@ -284,6 +289,18 @@ export const throughput: Scenario = {
         samples: sys.raw,
         digits: 1,
       },
+      {
+        key: "floor_rpc_per_s",
+        label: `floor: bare Connect unary calls/s, ${sizes.workerConcurrency} in flight (no Weft, no Redis)`,
+        unit: "calls/s",
+        samples: [floor.rpcPerSecond],
+      },
+      {
+        key: "floor_rpc_server_cpu_ms",
+        label: "floor: server CPU per bare Connect unary call at that concurrency",
+        unit: "ms",
+        samples: [floor.rpcServerCpuMs],
+      },
       rssFigure("weftd peak RSS during the scenario", [peak / MiB]),
     ];
     return {
@@ -293,13 +310,14 @@ export const throughput: Scenario = {
         `"${N} runs": ${N} Trigger calls of a 1-task workflow, ${sizes.triggerConcurrency} in flight on one HTTP/2 connection; "1 run": one Trigger of a ${N}-task workflow.`,
         "Time runs from the first Trigger (or addBulk) to the last completion acknowledged (CompleteTask answered by weftd; BullMQ's `completed` event).",
         `Raw BullMQ ceiling: \`Queue.addBulk\` in chunks of 1,000 from the bench process, a BullMQ \`Worker\` with a no-op processor and concurrency ${sizes.workerConcurrency} in a separate Node process, same retention options as Weft's jobs.`,
+        `Floor: a bare Connect server (no Weft, no Redis) in its own process answering an empty GetWorkflow, called from the bench with ${sizes.workerConcurrency} calls in flight: what one unary call costs on this machine. A Weft task takes 2 calls (PollTask, CompleteTask), 3 with its own Trigger.`,
         "CPU per task: user + system time from /proc/<pid>/stat of each process over the measurement, divided by the tasks; all processes share the machine's cores. System calls per task: syscr + syscw of /proc/<pid>/io (socket reads and writes, mostly).",
       ],
       figures,
       tables: [
         {
           title:
-            "Redis commands per task (INFO commandstats, first repetition; a Lua script counts as one EVALSHA)",
+            "Redis commands executed per task (INFO commandstats, first repetition). The commands Lua scripts run count too, and each script run also counts once as EVALSHA (or EVAL), whose µs/call includes them.",
           header: [
             "command",
             `calls/task, Weft ${N} runs`,

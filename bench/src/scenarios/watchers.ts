@@ -39,7 +39,6 @@ export const watchers: Scenario = {
     for (let rep = 0; rep <= reps; rep++) {
       // Rep 0 is a warm-up with a tenth of the watchers.
       const watcherCount = rep === 0 ? Math.ceil(W / 10) : W;
-      const repStarted = Date.now();
       const worker = await WorkerChild.weft({
         addresses: [weftd.address],
         queue: "watch",
@@ -47,6 +46,7 @@ export const watchers: Scenario = {
         sleepMs: sizes.watchTaskMs,
         deferStart: true,
       });
+      const repStarted = Date.now();
       const { run } = await client.trigger({ workflow: "watched" });
       const runId = run?.id ?? "";
       rss.start();
@@ -96,11 +96,15 @@ export const watchers: Scenario = {
       await worker.stop();
       abort.abort();
       if (rep === 0) {
-        // Deliveries grow with the watchers: project a repetition from the warm-up.
+        // Project a repetition from the warm-up: attaching grows with the watchers, and the live phase
+        // lasts the run's own length or the CPU weftd needs for all deliveries, whichever is longer.
+        const scale = W / watcherCount;
+        const attachS = (t0 - repStarted) / 1000;
+        const liveS = Math.max(elapsed / 1000, (weftdCpu / 1000) * scale, ((used.bench ?? 0) / 1000) * scale);
         const plan = planWithin(
           sizes.budgetS.watchers,
           { reps: sizes.reps, tasks: W },
-          ((Date.now() - repStarted) / 1000) * (W / watcherCount),
+          attachS * scale + liveS + 2,
           { mayShrinkTasks: false },
         );
         reps = plan.reps;
@@ -123,7 +127,7 @@ export const watchers: Scenario = {
     }
     return {
       setup: [
-        `${W} WatchRun streams on one run, opened from the bench process over ${connections.length} HTTP/2 connections (${STREAMS_PER_CONNECTION} streams each), all attached before the run's first task starts; weftd started with \`--max-streams-per-client ${W * 2}\` since they all come from one address.`,
+        `${W.toLocaleString("en-US")} WatchRun streams on one run, opened from the bench process over ${connections.length} HTTP/2 connections (${STREAMS_PER_CONNECTION} streams each), all attached before the run's first task starts; weftd started with \`--max-streams-per-client ${W * 2}\` since they all come from one address.`,
         `The run: a chain of ${L} tasks whose handler sleeps ${sizes.watchTaskMs} ms (worker in a separate process), about ${3 * L + 1} live events, each delivered to every watcher.`,
         "Delivery latency = the bench's Date.now() on receipt − the event's `time` (set by weftd when the step ran, millisecond resolution, same machine clock); the live events of every watcher are pooled per repetition.",
         `${repetitions(reps)} after a warm-up with a tenth of the watchers.`,
@@ -131,14 +135,14 @@ export const watchers: Scenario = {
       figures: [
         {
           key: "delivery_p50_ms",
-          label: `event delivery p50, ${W} watchers`,
+          label: `event delivery p50, ${W.toLocaleString("en-US")} watchers`,
           unit: "ms",
           samples: p50,
           digits: 1,
         },
         {
           key: "delivery_p99_ms",
-          label: `event delivery p99, ${W} watchers`,
+          label: `event delivery p99, ${W.toLocaleString("en-US")} watchers`,
           unit: "ms",
           samples: p99,
           digits: 1,
@@ -165,7 +169,7 @@ export const watchers: Scenario = {
           samples: benchCpu,
           digits: 1,
         },
-        rssFigure(`weftd peak RSS with ${W} watchers`, peaks),
+        rssFigure(`weftd peak RSS with ${W.toLocaleString("en-US")} watchers`, peaks),
       ],
       tables: [],
       notes: planNote === undefined ? [] : [planNote],

@@ -2,6 +2,7 @@
  * `pnpm bench`: starts its own redis-server and weftd processes, runs the scenarios of issue 4 and
  * writes bench/RESULTS.md and bench/results.json. See `pnpm bench --help`.
  */
+import { readFileSync } from "node:fs";
 import { type RedisServer, startRedisServer } from "@weft/daemon";
 import { Redis } from "ioredis";
 import { MachineLoadMeter, redisPid, waitForQuiet } from "./cpu.js";
@@ -113,6 +114,14 @@ async function runScenario(
   return outcome;
 }
 
+function reportPaths(suffix: string) {
+  return {
+    markdown: `${BENCH_DIR}RESULTS${suffix}.md`,
+    json: `${BENCH_DIR}results${suffix}.json`,
+    baseline: `${BENCH_DIR}baseline.json`,
+  };
+}
+
 async function main(): Promise<number> {
   let options: ReturnType<typeof parseOptions>;
   try {
@@ -131,6 +140,12 @@ async function main(): Promise<number> {
       `unknown scenario(s): ${unknown.join(", ")}; known: ${SCENARIOS.map((s) => s.id).join(", ")}\n`,
     );
     return 2;
+  }
+  if (options.render) {
+    const run = JSON.parse(readFileSync(`${BENCH_DIR}results.json`, "utf8")) as BenchRun;
+    const written = writeReports(run, reportPaths(""), options.saveBaseline);
+    log(`rendered ${written.join(", ")} from bench/results.json`);
+    return 0;
   }
   const base = options.quick ? QUICK_SIZES : FULL_SIZES;
   const sizes: Sizes = { ...base, reps: options.reps ?? base.reps };
@@ -176,15 +191,7 @@ async function main(): Promise<number> {
       totalMs: Date.now() - started - waitedS * 1000,
     };
     const suffix = full ? "" : "-partial";
-    const written = writeReports(
-      run,
-      {
-        markdown: `${BENCH_DIR}RESULTS${suffix}.md`,
-        json: `${BENCH_DIR}results${suffix}.json`,
-        baseline: `${BENCH_DIR}baseline.json`,
-      },
-      options.saveBaseline,
-    );
+    const written = writeReports(run, reportPaths(suffix), options.saveBaseline);
     process.stdout.write(consoleSummary(run));
     log(`wrote ${written.join(", ")} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
     return scenarios.some((s) => s.error !== undefined) ? 1 : 0;

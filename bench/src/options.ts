@@ -10,12 +10,14 @@ export interface BenchOptions {
   reps: number | undefined;
   /** Replace bench/baseline.json (the "before" of RESULTS.md) with this run's figures. */
   saveBaseline: boolean;
+  /** Re-render RESULTS.md from bench/results.json without measuring. */
+  render: boolean;
   /** Before each scenario, wait up to this many seconds for the machine to be idle (other processes). */
   waitQuietS: number;
   help: boolean;
 }
 
-export const USAGE = `Usage: pnpm bench [--quick] [--only <scenario>[,<scenario>…]] [--reps <n>] [--wait-quiet <s>] [--profile] [--save-baseline]
+export const USAGE = `Usage: pnpm bench [--quick] [--only <scenario>[,<scenario>…]] [--reps <n>] [--wait-quiet <s>] [--profile] [--render] [--save-baseline]
 
   --quick           small sizes, one repetition: under a minute, for development
   --only <ids>      run only these scenarios (comma-separated or repeated):
@@ -25,6 +27,8 @@ export const USAGE = `Usage: pnpm bench [--quick] [--only <scenario>[,<scenario>
                     idle (< 15 % busy for 2 s); the wait is not part of the 10 minutes
   --profile         run scenario 1 once with weftd under node --cpu-prof (profiles in bench/profiles/)
                     and print the functions with the most self time
+  --render          measure nothing: write bench/RESULTS.md again from bench/results.json (after editing
+                    the hand-written parts, or with --save-baseline to reset the "before" column)
   --save-baseline   make this run's figures the "before" column of RESULTS.md (bench/baseline.json)
 
 A full run writes bench/RESULTS.md and bench/results.json; --quick or --only write
@@ -41,6 +45,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       reps: { type: "string" },
       "save-baseline": { type: "boolean", default: false },
       "wait-quiet": { type: "string", default: "0" },
+      render: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -52,6 +57,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     throw new Error(`--wait-quiet must be a number of seconds, got "${values["wait-quiet"]}"`);
   return {
     waitQuietS,
+    render: values.render === true,
     quick: values.quick === true,
     only: (values.only ?? [])
       .flatMap((s) => s.split(","))

@@ -33,6 +33,8 @@ export interface ProfileSummary {
   areas: SelfTime[];
   /** Functions of the repository's own code by inclusive time (with everything they call). */
   ownInclusive: SelfTime[];
+  /** Areas with the Node internals and native code they call counted as theirs. */
+  areasWithInternals: SelfTime[];
 }
 
 const SPECIAL = new Set(["(idle)", "(program)", "(garbage collector)", "(root)"]);
@@ -112,6 +114,24 @@ export function summarizeProfile(profile: CpuProfile, top = 30): ProfileSummary 
       }
     }
   }
+  // Node internals and native frames belong to the nearest package or source file up the stack
+  // (a socket write called by ioredis is ioredis's).
+  const attributed = new Map<string, number>();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const us = profile.timeDeltas[i + 1] ?? 0;
+    const leaf = byNode.get(profile.samples[i] as number);
+    if (leaf === undefined || SPECIAL.has(leaf.callFrame.functionName)) continue;
+    let owner = "node internals (no package on the stack)";
+    for (let id: number | undefined = leaf.id; id !== undefined; id = parent.get(id)) {
+      const url = byNode.get(id)?.callFrame.url ?? "";
+      const area = areaOf(url);
+      if (url !== "" && !area.startsWith("node:")) {
+        owner = area;
+        break;
+      }
+    }
+    attributed.set(owner, (attributed.get(owner) ?? 0) + us);
+  }
   const ranked = (m: Map<string, number>, n: number) =>
     [...m]
       .sort((a, b) => b[1] - a[1])
@@ -123,6 +143,7 @@ export function summarizeProfile(profile: CpuProfile, top = 30): ProfileSummary 
     functions: ranked(functions, top),
     areas: ranked(areas, 20),
     ownInclusive: ranked(inclusive, 25),
+    areasWithInternals: ranked(attributed, 20),
   };
 }
 
@@ -138,6 +159,9 @@ export function formatProfile(summary: ProfileSummary, what: string): string {
     "",
     "self time by area (package or source file):",
     ...summary.areas.map(line),
+    "",
+    "self time by area, with the Node internals and native code each area calls counted as its own:",
+    ...summary.areasWithInternals.map(line),
     "",
     "top functions by self time:",
     ...summary.functions.map(line),

@@ -25,7 +25,7 @@ export interface BenchRun {
 export interface Baseline {
   commit: string;
   date: string;
-  figures: Record<string, { label: string; unit: string; median: number; target?: string }>;
+  figures: Record<string, { label: string; unit: string; median: number; digits?: number; target?: string }>;
 }
 
 export type Verdict = "PASS" | "MISS";
@@ -75,6 +75,7 @@ export function headline(run: BenchRun): Baseline["figures"] {
         label: `${s.title}: ${f.label}`,
         unit: f.unit,
         median: summarize(f.samples).median,
+        ...(f.digits === undefined ? {} : { digits: f.digits }),
         ...(f.target === undefined ? {} : { target: f.target.text }),
       };
     }
@@ -105,7 +106,7 @@ function setupSection(run: BenchRun): string {
     "* Clients are Connect clients (`@connectrpc/connect-node`, gRPC protocol over HTTP/2, cleartext loopback) " +
       "with the generated services of `@weft/sdk`; workers are `@weft/worker`.",
     "* All processes (Redis, weftd, worker processes, the bench) share the machine. Each scenario's footer says how " +
-      "busy the machine was and how much of that was other processes: figures taken while others used the CPU are lower than the machine can do.",
+      "busy the machine was and how much of that was other processes (tsx's esbuild helpers, which transpile at start-up, count among them): figures taken while others used the CPU are lower than the machine can do.",
   ].join("\n");
 }
 
@@ -151,8 +152,8 @@ function beforeAfterSection(
           : `${after.median >= before.median ? "+" : ""}${fmt(((after.median - before.median) / before.median) * 100, 1)} %`;
       return [
         before.label,
-        `${fmt(before.median)}${unit}`,
-        sameRun || after === undefined ? "—" : `${fmt(after.median)}${unit}`,
+        `${fmt(before.median, before.digits)}${unit}`,
+        sameRun || after === undefined ? "—" : `${fmt(after.median, before.digits)}${unit}`,
         change,
         before.target ?? "",
       ];

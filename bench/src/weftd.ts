@@ -49,7 +49,6 @@ export async function startWeftd(options: WeftdOptions): Promise<Weftd> {
     options.redisUrl,
     "--prefix",
     options.prefix,
-    "--insecure",
     "--log-level",
     "warn",
     ...(options.args ?? []),

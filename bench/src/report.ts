@@ -133,7 +133,9 @@ function beforeAfterSection(
   const lines = ["## Before/after", ""];
   const now = headline(run);
   const sameRun = baseline !== undefined && baseline.date === run.machine.date;
-  if (baseline === undefined) {
+  if (run.mode !== "full") {
+    lines.push("Only full runs (`pnpm bench`) are compared with the baseline: see bench/RESULTS.md.");
+  } else if (baseline === undefined) {
     lines.push("No baseline yet: run `pnpm bench --save-baseline` to record one.");
   } else {
     lines.push(

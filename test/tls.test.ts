@@ -22,7 +22,7 @@ import {
   type WeftdProcess,
   waitFor,
 } from "./support/index.js";
-import { RunStatus, rpcError, task, value, weftClients } from "./support/weft.js";
+import { RunStatus, rpcError, task, weftClients } from "./support/weft.js";
 
 let redis: RedisServer;
 let certs: TestCerts;

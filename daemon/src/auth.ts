@@ -1,11 +1,5 @@
 import { createHash } from "node:crypto";
-import {
-  Code,
-  ConnectError,
-  type ContextValues,
-  createContextKey,
-  type Interceptor,
-} from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 
 /** What a token may do. `worker` is limited to the token's queues. */

@@ -9,6 +9,9 @@ export interface FetchedJob {
   token: string;
 }
 
+/** Most jobs fetched at once without blocking (one Redis round trip for all of them). */
+const BURST = 16;
+
 interface Waiter {
   signal: AbortSignal;
   deliver: (fetched: FetchedJob | undefined) => void;
@@ -54,6 +57,20 @@ export class QueueDispatcher {
     });
   }
 
+  /**
+   * Fetches up to `max` jobs already waiting, without blocking: fewer (or none)
+   * when the queue has fewer, is paused, or is at its concurrency or rate limit.
+   */
+  async grab(max: number): Promise<FetchedJob[]> {
+    const jobs: FetchedJob[] = [];
+    while (jobs.length < max && !this.closed && this.holdUntil <= Date.now()) {
+      const round = await this.fetchMany(Math.min(max - jobs.length, BURST));
+      jobs.push(...round.jobs);
+      if (round.short) break;
+    }
+    return jobs;
+  }
+
   /** Stops fetching for a while (the queue's rate limit is reached). */
   holdFor(ms: number): void {
     this.holdUntil = Math.max(this.holdUntil, Date.now() + ms);
@@ -69,6 +86,42 @@ export class QueueDispatcher {
     let waiter = this.waiters.shift();
     while (waiter?.signal.aborted) waiter = this.waiters.shift();
     return waiter;
+  }
+
+  /** Non-blocking fetches in parallel, for the waiting polls; surplus jobs go back. */
+  private async serveWaiting(): Promise<void> {
+    while (this.waiters.length > 0 && !this.closed && this.holdUntil <= Date.now()) {
+      const round = await this.fetchMany(Math.min(this.waiters.length, BURST));
+      for (const fetched of round.jobs) {
+        const waiter = this.nextWaiter();
+        if (waiter !== undefined) {
+          waiter.deliver(fetched);
+          continue;
+        }
+        await fetched.job
+          .moveToWait(fetched.token)
+          .catch((err) => this.logger.warn({ err, jobId: fetched.job.id }, "could not requeue job"));
+      }
+      if (round.short) return;
+    }
+  }
+
+  private async fetchMany(n: number): Promise<Round> {
+    const worker = this.worker();
+    const results = await Promise.all(
+      Array.from({ length: n }, async (): Promise<FetchedJob | undefined> => {
+        const token: string = randomUUID();
+        try {
+          const job = (await worker.getNextJob(token, { block: false })) as Job<TaskJobData> | undefined;
+          return job === undefined ? undefined : { job, token };
+        } catch (err) {
+          this.logger.warn({ err, queue: this.queue }, "fetching a job failed");
+          return undefined;
+        }
+      }),
+    );
+    const jobs = results.filter((r): r is FetchedJob => r !== undefined);
+    return { jobs, short: jobs.length < n };
   }
 
   private async loop(): Promise<void> {
@@ -107,6 +160,8 @@ export class QueueDispatcher {
           continue;
         }
         waiter.deliver({ job, token });
+        // More polls waiting: serve them from what is already queued, in one round trip.
+        if (this.waiters.length > 0) await this.serveWaiting();
       }
     } finally {
       this.looping = false;
@@ -114,6 +169,12 @@ export class QueueDispatcher {
       if (this.waiters.length > 0 && !this.closed) void this.loop();
     }
   }
+}
+
+interface Round {
+  jobs: FetchedJob[];
+  /** Some fetch came back empty: the queue has no more for now. */
+  short: boolean;
 }
 
 function pause(ms: number): Promise<void> {

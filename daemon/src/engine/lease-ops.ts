@@ -27,6 +27,8 @@ export interface PollRequest {
   workerId: string;
   handlers: string[];
   waitMs: number;
+  /** Most assignments to return; the wait is for the first one only. Default 1. */
+  maxTasks?: number;
   /** Name of the token polling; its leases answer only to it. Empty: authentication is off. */
   owner?: string;
 }
@@ -54,14 +56,11 @@ export class LeaseOps {
   constructor(private readonly engine: Engine) {}
 
   /**
-   * Waits up to `waitMs` for a task of the queue; undefined when none came,
-   * the call went away (`signal`) or the daemon began shutting down (`shutdown`).
+   * Waits up to `waitMs` for a task of the queue, then adds up to
+   * `maxTasks - 1` tasks already queued; empty when none came, the call went
+   * away (`signal`) or the daemon began shutting down (`shutdown`).
    */
-  async poll(
-    req: PollRequest,
-    signal: AbortSignal,
-    shutdown?: AbortSignal,
-  ): Promise<TaskAssignment | undefined> {
+  async poll(req: PollRequest, signal: AbortSignal, shutdown?: AbortSignal): Promise<TaskAssignment[]> {
     const waitMs = Math.min(req.waitMs, this.engine.options.pollWaitCapMs);
     // One controller and one timer per poll: ends the wait at its deadline or when the call goes away.
     const wait = new AbortController();
@@ -72,13 +71,16 @@ export class LeaseOps {
     if (shutdown?.aborted) stop();
     try {
       const dispatcher = this.engine.dispatcher(req.queue);
+      const max = Math.max(1, req.maxTasks ?? 1);
       while (!wait.signal.aborted) {
-        const fetched = await dispatcher.take(wait.signal);
-        if (fetched === undefined) return undefined;
-        const assignment = await this.handOver(fetched, req, signal);
-        if (assignment !== undefined) return assignment;
+        const first = await dispatcher.take(wait.signal);
+        if (first === undefined) return [];
+        const fetched = max > 1 ? [first, ...(await dispatcher.grab(max - 1))] : [first];
+        const handed = await Promise.all(fetched.map((f) => this.handOver(f, req, signal)));
+        const assignments = handed.filter((a): a is TaskAssignment => a !== undefined);
+        if (assignments.length > 0) return assignments;
       }
-      return undefined;
+      return [];
     } finally {
       clearTimeout(timer);
       signal.removeEventListener("abort", stop);

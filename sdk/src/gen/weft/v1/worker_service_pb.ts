@@ -14,10 +14,10 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file weft/v1/worker_service.proto.
  */
 export const file_weft_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("Chx3ZWZ0L3YxL3dvcmtlcl9zZXJ2aWNlLnByb3RvEgd3ZWZ0LnYxIm4KD1BvbGxUYXNrUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIRCgl3b3JrZXJfaWQYAiABKAkSEAoIaGFuZGxlcnMYAyADKAkSJwoEd2FpdBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI/ChBQb2xsVGFza1Jlc3BvbnNlEisKCmFzc2lnbm1lbnQYASABKAsyFy53ZWZ0LnYxLlRhc2tBc3NpZ25tZW50IroECg5UYXNrQXNzaWdubWVudBIQCghsZWFzZV9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSDwoHdGFza19pZBgDIAEoCRIQCgh3b3JrZmxvdxgEIAEoCRIYChB3b3JrZmxvd192ZXJzaW9uGAUgASgNEg8KB2hhbmRsZXIYBiABKAkSDQoFcXVldWUYByABKAkSDwoHYXR0ZW1wdBgIIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCSABKAUSJQoFaW5wdXQYCiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSKQoJcnVuX2lucHV0GAsgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEkIKDnBhcmVudF9vdXRwdXRzGAwgAygLMioud2VmdC52MS5UYXNrQXNzaWdubWVudC5QYXJlbnRPdXRwdXRzRW50cnkSNAoRaGVhcnRiZWF0X3RpbWVvdXQYDSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoObGVhc2VfZGVhZGxpbmUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGF0dGVtcHRfZGVhZGxpbmUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGkwKElBhcmVudE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBIk4KEEhlYXJ0YmVhdFJlcXVlc3QSEAoIbGVhc2VfaWQYASABKAkSKAoIcHJvZ3Jlc3MYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiYQoRSGVhcnRiZWF0UmVzcG9uc2USGAoQY2FuY2VsX3JlcXVlc3RlZBgBIAEoCBIyCg5sZWFzZV9kZWFkbGluZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTwoTQ29tcGxldGVUYXNrUmVxdWVzdBIQCghsZWFzZV9pZBgBIAEoCRImCgZvdXRwdXQYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiMAoUQ29tcGxldGVUYXNrUmVzcG9uc2USGAoQY2FuY2VsX3JlcXVlc3RlZBgBIAEoCCJsCg9GYWlsVGFza1JlcXVlc3QSEAoIbGVhc2VfaWQYASABKAkSIQoFZXJyb3IYAiABKAsyEi53ZWZ0LnYxLlRhc2tFcnJvchIWCglyZXRyeWFibGUYAyABKAhIAIgBAUIMCgpfcmV0cnlhYmxlIl0KEEZhaWxUYXNrUmVzcG9uc2USEgoKd2lsbF9yZXRyeRgBIAEoCBI1ChFuZXh0X2F0dGVtcHRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyogIKDVdvcmtlclNlcnZpY2USPwoIUG9sbFRhc2sSGC53ZWZ0LnYxLlBvbGxUYXNrUmVxdWVzdBoZLndlZnQudjEuUG9sbFRhc2tSZXNwb25zZRJCCglIZWFydGJlYXQSGS53ZWZ0LnYxLkhlYXJ0YmVhdFJlcXVlc3QaGi53ZWZ0LnYxLkhlYXJ0YmVhdFJlc3BvbnNlEksKDENvbXBsZXRlVGFzaxIcLndlZnQudjEuQ29tcGxldGVUYXNrUmVxdWVzdBodLndlZnQudjEuQ29tcGxldGVUYXNrUmVzcG9uc2USPwoIRmFpbFRhc2sSGC53ZWZ0LnYxLkZhaWxUYXNrUmVxdWVzdBoZLndlZnQudjEuRmFpbFRhc2tSZXNwb25zZUI0WjJnaXRodWIuY29tL3dlZnQvd2VmdC93b3JrZXJzL2dvL2dlbi93ZWZ0L3YxO3dlZnR2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_weft_v1_run]);
+  fileDesc("Chx3ZWZ0L3YxL3dvcmtlcl9zZXJ2aWNlLnByb3RvEgd3ZWZ0LnYxIoEBCg9Qb2xsVGFza1JlcXVlc3QSDQoFcXVldWUYASABKAkSEQoJd29ya2VyX2lkGAIgASgJEhAKCGhhbmRsZXJzGAMgAygJEicKBHdhaXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJbWF4X3Rhc2tzGAUgASgNInIKEFBvbGxUYXNrUmVzcG9uc2USKwoKYXNzaWdubWVudBgBIAEoCzIXLndlZnQudjEuVGFza0Fzc2lnbm1lbnQSMQoQbW9yZV9hc3NpZ25tZW50cxgCIAMoCzIXLndlZnQudjEuVGFza0Fzc2lnbm1lbnQiugQKDlRhc2tBc3NpZ25tZW50EhAKCGxlYXNlX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIPCgd0YXNrX2lkGAMgASgJEhAKCHdvcmtmbG93GAQgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YBSABKA0SDwoHaGFuZGxlchgGIAEoCRINCgVxdWV1ZRgHIAEoCRIPCgdhdHRlbXB0GAggASgFEhQKDG1heF9hdHRlbXB0cxgJIAEoBRIlCgVpbnB1dBgKIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIpCglydW5faW5wdXQYCyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSQgoOcGFyZW50X291dHB1dHMYDCADKAsyKi53ZWZ0LnYxLlRhc2tBc3NpZ25tZW50LlBhcmVudE91dHB1dHNFbnRyeRI0ChFoZWFydGJlYXRfdGltZW91dBgNIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg5sZWFzZV9kZWFkbGluZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQYXR0ZW1wdF9kZWFkbGluZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaTAoSUGFyZW50T3V0cHV0c0VudHJ5EgsKA2tleRgBIAEoCRIlCgV2YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZToCOAEiTgoQSGVhcnRiZWF0UmVxdWVzdBIQCghsZWFzZV9pZBgBIAEoCRIoCghwcm9ncmVzcxgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSJhChFIZWFydGJlYXRSZXNwb25zZRIYChBjYW5jZWxfcmVxdWVzdGVkGAEgASgIEjIKDmxlYXNlX2RlYWRsaW5lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPChNDb21wbGV0ZVRhc2tSZXF1ZXN0EhAKCGxlYXNlX2lkGAEgASgJEiYKBm91dHB1dBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSIwChRDb21wbGV0ZVRhc2tSZXNwb25zZRIYChBjYW5jZWxfcmVxdWVzdGVkGAEgASgIIkkKFENvbXBsZXRlVGFza3NSZXF1ZXN0EjEKC2NvbXBsZXRpb25zGAEgAygLMhwud2VmdC52MS5Db21wbGV0ZVRhc2tSZXF1ZXN0IkUKFUNvbXBsZXRlVGFza3NSZXNwb25zZRIsCgdyZXN1bHRzGAEgAygLMhsud2VmdC52MS5Db21wbGV0ZVRhc2tSZXN1bHQiXwoSQ29tcGxldGVUYXNrUmVzdWx0EhAKCGxlYXNlX2lkGAEgASgJEgwKBGNvZGUYAiABKA0SDwoHbWVzc2FnZRgDIAEoCRIYChBjYW5jZWxfcmVxdWVzdGVkGAQgASgIImwKD0ZhaWxUYXNrUmVxdWVzdBIQCghsZWFzZV9pZBgBIAEoCRIhCgVlcnJvchgCIAEoCzISLndlZnQudjEuVGFza0Vycm9yEhYKCXJldHJ5YWJsZRgDIAEoCEgAiAEBQgwKCl9yZXRyeWFibGUiXQoQRmFpbFRhc2tSZXNwb25zZRISCgp3aWxsX3JldHJ5GAEgASgIEjUKEW5leHRfYXR0ZW1wdF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDLyAgoNV29ya2VyU2VydmljZRI/CghQb2xsVGFzaxIYLndlZnQudjEuUG9sbFRhc2tSZXF1ZXN0Ghkud2VmdC52MS5Qb2xsVGFza1Jlc3BvbnNlEkIKCUhlYXJ0YmVhdBIZLndlZnQudjEuSGVhcnRiZWF0UmVxdWVzdBoaLndlZnQudjEuSGVhcnRiZWF0UmVzcG9uc2USSwoMQ29tcGxldGVUYXNrEhwud2VmdC52MS5Db21wbGV0ZVRhc2tSZXF1ZXN0Gh0ud2VmdC52MS5Db21wbGV0ZVRhc2tSZXNwb25zZRJOCg1Db21wbGV0ZVRhc2tzEh0ud2VmdC52MS5Db21wbGV0ZVRhc2tzUmVxdWVzdBoeLndlZnQudjEuQ29tcGxldGVUYXNrc1Jlc3BvbnNlEj8KCEZhaWxUYXNrEhgud2VmdC52MS5GYWlsVGFza1JlcXVlc3QaGS53ZWZ0LnYxLkZhaWxUYXNrUmVzcG9uc2VCNFoyZ2l0aHViLmNvbS93ZWZ0L3dlZnQvd29ya2Vycy9nby9nZW4vd2VmdC92MTt3ZWZ0djFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_weft_v1_run]);
 
 /**
- * PollTaskRequest asks for one task of a queue.
+ * PollTaskRequest asks for tasks of a queue: one, or up to `max_tasks`.
  *
  * @generated from message weft.v1.PollTaskRequest
  */
@@ -52,6 +52,15 @@ export type PollTaskRequest = Message<"weft.v1.PollTaskRequest"> & {
    * @generated from field: google.protobuf.Duration wait = 4;
    */
   wait?: Duration | undefined;
+
+  /**
+   * Most assignments to return (at most 256). Zero or one: a single
+   * assignment. The poll waits for the first task only; it then adds the tasks
+   * already waiting in the queue, up to this many, without waiting for more.
+   *
+   * @generated from field: uint32 max_tasks = 5;
+   */
+  maxTasks: number;
 };
 
 /**
@@ -62,17 +71,24 @@ export const PollTaskRequestSchema: GenMessage<PollTaskRequest> = /*@__PURE__*/
   messageDesc(file_weft_v1_worker_service, 0);
 
 /**
- * PollTaskResponse carries at most one assignment.
+ * PollTaskResponse carries the assignments of a poll, if any.
  *
  * @generated from message weft.v1.PollTaskResponse
  */
 export type PollTaskResponse = Message<"weft.v1.PollTaskResponse"> & {
   /**
-   * The assignment; unset when no task arrived within the wait.
+   * The first assignment; unset when no task arrived within the wait.
    *
    * @generated from field: weft.v1.TaskAssignment assignment = 1;
    */
   assignment?: TaskAssignment | undefined;
+
+  /**
+   * Assignments after the first, when `max_tasks` asked for more than one.
+   *
+   * @generated from field: repeated weft.v1.TaskAssignment more_assignments = 2;
+   */
+  moreAssignments: TaskAssignment[];
 };
 
 /**
@@ -308,6 +324,93 @@ export const CompleteTaskResponseSchema: GenMessage<CompleteTaskResponse> = /*@_
   messageDesc(file_weft_v1_worker_service, 6);
 
 /**
+ * CompleteTasksRequest carries several completions.
+ *
+ * @generated from message weft.v1.CompleteTasksRequest
+ */
+export type CompleteTasksRequest = Message<"weft.v1.CompleteTasksRequest"> & {
+  /**
+   * The completions, 1 to 1,000, each as in CompleteTask; a lease appears at
+   * most once.
+   *
+   * @generated from field: repeated weft.v1.CompleteTaskRequest completions = 1;
+   */
+  completions: CompleteTaskRequest[];
+};
+
+/**
+ * Describes the message weft.v1.CompleteTasksRequest.
+ * Use `create(CompleteTasksRequestSchema)` to create a new message.
+ */
+export const CompleteTasksRequestSchema: GenMessage<CompleteTasksRequest> = /*@__PURE__*/
+  messageDesc(file_weft_v1_worker_service, 7);
+
+/**
+ * CompleteTasksResponse answers each completion of the request.
+ *
+ * @generated from message weft.v1.CompleteTasksResponse
+ */
+export type CompleteTasksResponse = Message<"weft.v1.CompleteTasksResponse"> & {
+  /**
+   * One result per completion, in the order of the request.
+   *
+   * @generated from field: repeated weft.v1.CompleteTaskResult results = 1;
+   */
+  results: CompleteTaskResult[];
+};
+
+/**
+ * Describes the message weft.v1.CompleteTasksResponse.
+ * Use `create(CompleteTasksResponseSchema)` to create a new message.
+ */
+export const CompleteTasksResponseSchema: GenMessage<CompleteTasksResponse> = /*@__PURE__*/
+  messageDesc(file_weft_v1_worker_service, 8);
+
+/**
+ * CompleteTaskResult is the answer to one completion of CompleteTasks.
+ *
+ * @generated from message weft.v1.CompleteTaskResult
+ */
+export type CompleteTaskResult = Message<"weft.v1.CompleteTaskResult"> & {
+  /**
+   * The completion's lease id.
+   *
+   * @generated from field: string lease_id = 1;
+   */
+  leaseId: string;
+
+  /**
+   * The gRPC status code CompleteTask would have answered: 0 (OK) when the
+   * output was recorded; otherwise, for example, 5 (NOT_FOUND) for an unknown
+   * lease or 9 (FAILED_PRECONDITION) for a lease that is no longer valid.
+   *
+   * @generated from field: uint32 code = 2;
+   */
+  code: number;
+
+  /**
+   * What went wrong, naming the field and the problem; empty when `code` is 0.
+   *
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * True when the run had been cancelled and the output was discarded.
+   *
+   * @generated from field: bool cancel_requested = 4;
+   */
+  cancelRequested: boolean;
+};
+
+/**
+ * Describes the message weft.v1.CompleteTaskResult.
+ * Use `create(CompleteTaskResultSchema)` to create a new message.
+ */
+export const CompleteTaskResultSchema: GenMessage<CompleteTaskResult> = /*@__PURE__*/
+  messageDesc(file_weft_v1_worker_service, 9);
+
+/**
  * FailTaskRequest records a failed attempt.
  *
  * @generated from message weft.v1.FailTaskRequest
@@ -341,7 +444,7 @@ export type FailTaskRequest = Message<"weft.v1.FailTaskRequest"> & {
  * Use `create(FailTaskRequestSchema)` to create a new message.
  */
 export const FailTaskRequestSchema: GenMessage<FailTaskRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 7);
+  messageDesc(file_weft_v1_worker_service, 10);
 
 /**
  * FailTaskResponse says what happens next.
@@ -369,7 +472,7 @@ export type FailTaskResponse = Message<"weft.v1.FailTaskResponse"> & {
  * Use `create(FailTaskResponseSchema)` to create a new message.
  */
 export const FailTaskResponseSchema: GenMessage<FailTaskResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 8);
+  messageDesc(file_weft_v1_worker_service, 11);
 
 /**
  * WorkerService is the worker-facing long-poll protocol. A worker polls a task
@@ -410,6 +513,18 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof CompleteTaskRequestSchema;
     output: typeof CompleteTaskResponseSchema;
+  },
+  /**
+   * Records the outputs of several leased tasks in one call, each exactly as
+   * CompleteTask would, and answers each on its own: one completion refused
+   * (for example a stale lease) does not affect the others.
+   *
+   * @generated from rpc weft.v1.WorkerService.CompleteTasks
+   */
+  completeTasks: {
+    methodKind: "unary";
+    input: typeof CompleteTasksRequestSchema;
+    output: typeof CompleteTasksResponseSchema;
   },
   /**
    * Records the failure of a leased attempt; it is retried under the task's

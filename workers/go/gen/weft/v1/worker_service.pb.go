@@ -24,7 +24,7 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// PollTaskRequest asks for one task of a queue.
+// PollTaskRequest asks for tasks of a queue: one, or up to `max_tasks`.
 type PollTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Task queue to poll.
@@ -37,7 +37,11 @@ type PollTaskRequest struct {
 	Handlers []string `protobuf:"bytes,3,rep,name=handlers,proto3" json:"handlers,omitempty"`
 	// How long to wait for a task; capped by the daemon (default cap 30s).
 	// Unset or zero: return at once.
-	Wait          *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	Wait *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Most assignments to return (at most 256). Zero or one: a single
+	// assignment. The poll waits for the first task only; it then adds the tasks
+	// already waiting in the queue, up to this many, without waiting for more.
+	MaxTasks      uint32 `protobuf:"varint,5,opt,name=max_tasks,json=maxTasks,proto3" json:"max_tasks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -100,13 +104,22 @@ func (x *PollTaskRequest) GetWait() *durationpb.Duration {
 	return nil
 }
 
-// PollTaskResponse carries at most one assignment.
+func (x *PollTaskRequest) GetMaxTasks() uint32 {
+	if x != nil {
+		return x.MaxTasks
+	}
+	return 0
+}
+
+// PollTaskResponse carries the assignments of a poll, if any.
 type PollTaskResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The assignment; unset when no task arrived within the wait.
-	Assignment    *TaskAssignment `protobuf:"bytes,1,opt,name=assignment,proto3" json:"assignment,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The first assignment; unset when no task arrived within the wait.
+	Assignment *TaskAssignment `protobuf:"bytes,1,opt,name=assignment,proto3" json:"assignment,omitempty"`
+	// Assignments after the first, when `max_tasks` asked for more than one.
+	MoreAssignments []*TaskAssignment `protobuf:"bytes,2,rep,name=more_assignments,json=moreAssignments,proto3" json:"more_assignments,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PollTaskResponse) Reset() {
@@ -142,6 +155,13 @@ func (*PollTaskResponse) Descriptor() ([]byte, []int) {
 func (x *PollTaskResponse) GetAssignment() *TaskAssignment {
 	if x != nil {
 		return x.Assignment
+	}
+	return nil
+}
+
+func (x *PollTaskResponse) GetMoreAssignments() []*TaskAssignment {
+	if x != nil {
+		return x.MoreAssignments
 	}
 	return nil
 }
@@ -530,6 +550,174 @@ func (x *CompleteTaskResponse) GetCancelRequested() bool {
 	return false
 }
 
+// CompleteTasksRequest carries several completions.
+type CompleteTasksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The completions, 1 to 1,000, each as in CompleteTask; a lease appears at
+	// most once.
+	Completions   []*CompleteTaskRequest `protobuf:"bytes,1,rep,name=completions,proto3" json:"completions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteTasksRequest) Reset() {
+	*x = CompleteTasksRequest{}
+	mi := &file_weft_v1_worker_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteTasksRequest) ProtoMessage() {}
+
+func (x *CompleteTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_worker_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteTasksRequest.ProtoReflect.Descriptor instead.
+func (*CompleteTasksRequest) Descriptor() ([]byte, []int) {
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CompleteTasksRequest) GetCompletions() []*CompleteTaskRequest {
+	if x != nil {
+		return x.Completions
+	}
+	return nil
+}
+
+// CompleteTasksResponse answers each completion of the request.
+type CompleteTasksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per completion, in the order of the request.
+	Results       []*CompleteTaskResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteTasksResponse) Reset() {
+	*x = CompleteTasksResponse{}
+	mi := &file_weft_v1_worker_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteTasksResponse) ProtoMessage() {}
+
+func (x *CompleteTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_worker_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteTasksResponse.ProtoReflect.Descriptor instead.
+func (*CompleteTasksResponse) Descriptor() ([]byte, []int) {
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CompleteTasksResponse) GetResults() []*CompleteTaskResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// CompleteTaskResult is the answer to one completion of CompleteTasks.
+type CompleteTaskResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The completion's lease id.
+	LeaseId string `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// The gRPC status code CompleteTask would have answered: 0 (OK) when the
+	// output was recorded; otherwise, for example, 5 (NOT_FOUND) for an unknown
+	// lease or 9 (FAILED_PRECONDITION) for a lease that is no longer valid.
+	Code uint32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	// What went wrong, naming the field and the problem; empty when `code` is 0.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// True when the run had been cancelled and the output was discarded.
+	CancelRequested bool `protobuf:"varint,4,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CompleteTaskResult) Reset() {
+	*x = CompleteTaskResult{}
+	mi := &file_weft_v1_worker_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteTaskResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteTaskResult) ProtoMessage() {}
+
+func (x *CompleteTaskResult) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_worker_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteTaskResult.ProtoReflect.Descriptor instead.
+func (*CompleteTaskResult) Descriptor() ([]byte, []int) {
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CompleteTaskResult) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *CompleteTaskResult) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CompleteTaskResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CompleteTaskResult) GetCancelRequested() bool {
+	if x != nil {
+		return x.CancelRequested
+	}
+	return false
+}
+
 // FailTaskRequest records a failed attempt.
 type FailTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -546,7 +734,7 @@ type FailTaskRequest struct {
 
 func (x *FailTaskRequest) Reset() {
 	*x = FailTaskRequest{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[7]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -558,7 +746,7 @@ func (x *FailTaskRequest) String() string {
 func (*FailTaskRequest) ProtoMessage() {}
 
 func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[7]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -571,7 +759,7 @@ func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskRequest.ProtoReflect.Descriptor instead.
 func (*FailTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{7}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FailTaskRequest) GetLeaseId() string {
@@ -608,7 +796,7 @@ type FailTaskResponse struct {
 
 func (x *FailTaskResponse) Reset() {
 	*x = FailTaskResponse{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[8]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +808,7 @@ func (x *FailTaskResponse) String() string {
 func (*FailTaskResponse) ProtoMessage() {}
 
 func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[8]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +821,7 @@ func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskResponse.ProtoReflect.Descriptor instead.
 func (*FailTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FailTaskResponse) GetWillRetry() bool {
@@ -654,16 +842,18 @@ var File_weft_v1_worker_service_proto protoreflect.FileDescriptor
 
 const file_weft_v1_worker_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1cweft/v1/worker_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11weft/v1/run.proto\"\x8f\x01\n" +
+	"\x1cweft/v1/worker_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11weft/v1/run.proto\"\xac\x01\n" +
 	"\x0fPollTaskRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x1a\n" +
 	"\bhandlers\x18\x03 \x03(\tR\bhandlers\x12-\n" +
-	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"K\n" +
+	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\x12\x1b\n" +
+	"\tmax_tasks\x18\x05 \x01(\rR\bmaxTasks\"\x8f\x01\n" +
 	"\x10PollTaskResponse\x127\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x17.weft.v1.TaskAssignmentR\n" +
-	"assignment\"\xf1\x05\n" +
+	"assignment\x12B\n" +
+	"\x10more_assignments\x18\x02 \x03(\v2\x17.weft.v1.TaskAssignmentR\x0fmoreAssignments\"\xf1\x05\n" +
 	"\x0eTaskAssignment\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n" +
@@ -694,7 +884,16 @@ const file_weft_v1_worker_service_proto_rawDesc = "" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12.\n" +
 	"\x06output\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x06output\"A\n" +
 	"\x14CompleteTaskResponse\x12)\n" +
-	"\x10cancel_requested\x18\x01 \x01(\bR\x0fcancelRequested\"\x87\x01\n" +
+	"\x10cancel_requested\x18\x01 \x01(\bR\x0fcancelRequested\"V\n" +
+	"\x14CompleteTasksRequest\x12>\n" +
+	"\vcompletions\x18\x01 \x03(\v2\x1c.weft.v1.CompleteTaskRequestR\vcompletions\"N\n" +
+	"\x15CompleteTasksResponse\x125\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.weft.v1.CompleteTaskResultR\aresults\"\x88\x01\n" +
+	"\x12CompleteTaskResult\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12)\n" +
+	"\x10cancel_requested\x18\x04 \x01(\bR\x0fcancelRequested\"\x87\x01\n" +
 	"\x0fFailTaskRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x12.weft.v1.TaskErrorR\x05error\x12!\n" +
@@ -704,11 +903,12 @@ const file_weft_v1_worker_service_proto_rawDesc = "" +
 	"\x10FailTaskResponse\x12\x1d\n" +
 	"\n" +
 	"will_retry\x18\x01 \x01(\bR\twillRetry\x12F\n" +
-	"\x11next_attempt_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime2\xa2\x02\n" +
+	"\x11next_attempt_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime2\xf2\x02\n" +
 	"\rWorkerService\x12?\n" +
 	"\bPollTask\x12\x18.weft.v1.PollTaskRequest\x1a\x19.weft.v1.PollTaskResponse\x12B\n" +
 	"\tHeartbeat\x12\x19.weft.v1.HeartbeatRequest\x1a\x1a.weft.v1.HeartbeatResponse\x12K\n" +
-	"\fCompleteTask\x12\x1c.weft.v1.CompleteTaskRequest\x1a\x1d.weft.v1.CompleteTaskResponse\x12?\n" +
+	"\fCompleteTask\x12\x1c.weft.v1.CompleteTaskRequest\x1a\x1d.weft.v1.CompleteTaskResponse\x12N\n" +
+	"\rCompleteTasks\x12\x1d.weft.v1.CompleteTasksRequest\x1a\x1e.weft.v1.CompleteTasksResponse\x12?\n" +
 	"\bFailTask\x12\x18.weft.v1.FailTaskRequest\x1a\x19.weft.v1.FailTaskResponseB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3"
 
 var (
@@ -723,7 +923,7 @@ func file_weft_v1_worker_service_proto_rawDescGZIP() []byte {
 	return file_weft_v1_worker_service_proto_rawDescData
 }
 
-var file_weft_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_weft_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_weft_v1_worker_service_proto_goTypes = []any{
 	(*PollTaskRequest)(nil),       // 0: weft.v1.PollTaskRequest
 	(*PollTaskResponse)(nil),      // 1: weft.v1.PollTaskResponse
@@ -732,42 +932,50 @@ var file_weft_v1_worker_service_proto_goTypes = []any{
 	(*HeartbeatResponse)(nil),     // 4: weft.v1.HeartbeatResponse
 	(*CompleteTaskRequest)(nil),   // 5: weft.v1.CompleteTaskRequest
 	(*CompleteTaskResponse)(nil),  // 6: weft.v1.CompleteTaskResponse
-	(*FailTaskRequest)(nil),       // 7: weft.v1.FailTaskRequest
-	(*FailTaskResponse)(nil),      // 8: weft.v1.FailTaskResponse
-	nil,                           // 9: weft.v1.TaskAssignment.ParentOutputsEntry
-	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
-	(*structpb.Value)(nil),        // 11: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*TaskError)(nil),             // 13: weft.v1.TaskError
+	(*CompleteTasksRequest)(nil),  // 7: weft.v1.CompleteTasksRequest
+	(*CompleteTasksResponse)(nil), // 8: weft.v1.CompleteTasksResponse
+	(*CompleteTaskResult)(nil),    // 9: weft.v1.CompleteTaskResult
+	(*FailTaskRequest)(nil),       // 10: weft.v1.FailTaskRequest
+	(*FailTaskResponse)(nil),      // 11: weft.v1.FailTaskResponse
+	nil,                           // 12: weft.v1.TaskAssignment.ParentOutputsEntry
+	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	(*structpb.Value)(nil),        // 14: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*TaskError)(nil),             // 16: weft.v1.TaskError
 }
 var file_weft_v1_worker_service_proto_depIdxs = []int32{
-	10, // 0: weft.v1.PollTaskRequest.wait:type_name -> google.protobuf.Duration
+	13, // 0: weft.v1.PollTaskRequest.wait:type_name -> google.protobuf.Duration
 	2,  // 1: weft.v1.PollTaskResponse.assignment:type_name -> weft.v1.TaskAssignment
-	11, // 2: weft.v1.TaskAssignment.input:type_name -> google.protobuf.Value
-	11, // 3: weft.v1.TaskAssignment.run_input:type_name -> google.protobuf.Value
-	9,  // 4: weft.v1.TaskAssignment.parent_outputs:type_name -> weft.v1.TaskAssignment.ParentOutputsEntry
-	10, // 5: weft.v1.TaskAssignment.heartbeat_timeout:type_name -> google.protobuf.Duration
-	12, // 6: weft.v1.TaskAssignment.lease_deadline:type_name -> google.protobuf.Timestamp
-	12, // 7: weft.v1.TaskAssignment.attempt_deadline:type_name -> google.protobuf.Timestamp
-	11, // 8: weft.v1.HeartbeatRequest.progress:type_name -> google.protobuf.Value
-	12, // 9: weft.v1.HeartbeatResponse.lease_deadline:type_name -> google.protobuf.Timestamp
-	11, // 10: weft.v1.CompleteTaskRequest.output:type_name -> google.protobuf.Value
-	13, // 11: weft.v1.FailTaskRequest.error:type_name -> weft.v1.TaskError
-	12, // 12: weft.v1.FailTaskResponse.next_attempt_time:type_name -> google.protobuf.Timestamp
-	11, // 13: weft.v1.TaskAssignment.ParentOutputsEntry.value:type_name -> google.protobuf.Value
-	0,  // 14: weft.v1.WorkerService.PollTask:input_type -> weft.v1.PollTaskRequest
-	3,  // 15: weft.v1.WorkerService.Heartbeat:input_type -> weft.v1.HeartbeatRequest
-	5,  // 16: weft.v1.WorkerService.CompleteTask:input_type -> weft.v1.CompleteTaskRequest
-	7,  // 17: weft.v1.WorkerService.FailTask:input_type -> weft.v1.FailTaskRequest
-	1,  // 18: weft.v1.WorkerService.PollTask:output_type -> weft.v1.PollTaskResponse
-	4,  // 19: weft.v1.WorkerService.Heartbeat:output_type -> weft.v1.HeartbeatResponse
-	6,  // 20: weft.v1.WorkerService.CompleteTask:output_type -> weft.v1.CompleteTaskResponse
-	8,  // 21: weft.v1.WorkerService.FailTask:output_type -> weft.v1.FailTaskResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	2,  // 2: weft.v1.PollTaskResponse.more_assignments:type_name -> weft.v1.TaskAssignment
+	14, // 3: weft.v1.TaskAssignment.input:type_name -> google.protobuf.Value
+	14, // 4: weft.v1.TaskAssignment.run_input:type_name -> google.protobuf.Value
+	12, // 5: weft.v1.TaskAssignment.parent_outputs:type_name -> weft.v1.TaskAssignment.ParentOutputsEntry
+	13, // 6: weft.v1.TaskAssignment.heartbeat_timeout:type_name -> google.protobuf.Duration
+	15, // 7: weft.v1.TaskAssignment.lease_deadline:type_name -> google.protobuf.Timestamp
+	15, // 8: weft.v1.TaskAssignment.attempt_deadline:type_name -> google.protobuf.Timestamp
+	14, // 9: weft.v1.HeartbeatRequest.progress:type_name -> google.protobuf.Value
+	15, // 10: weft.v1.HeartbeatResponse.lease_deadline:type_name -> google.protobuf.Timestamp
+	14, // 11: weft.v1.CompleteTaskRequest.output:type_name -> google.protobuf.Value
+	5,  // 12: weft.v1.CompleteTasksRequest.completions:type_name -> weft.v1.CompleteTaskRequest
+	9,  // 13: weft.v1.CompleteTasksResponse.results:type_name -> weft.v1.CompleteTaskResult
+	16, // 14: weft.v1.FailTaskRequest.error:type_name -> weft.v1.TaskError
+	15, // 15: weft.v1.FailTaskResponse.next_attempt_time:type_name -> google.protobuf.Timestamp
+	14, // 16: weft.v1.TaskAssignment.ParentOutputsEntry.value:type_name -> google.protobuf.Value
+	0,  // 17: weft.v1.WorkerService.PollTask:input_type -> weft.v1.PollTaskRequest
+	3,  // 18: weft.v1.WorkerService.Heartbeat:input_type -> weft.v1.HeartbeatRequest
+	5,  // 19: weft.v1.WorkerService.CompleteTask:input_type -> weft.v1.CompleteTaskRequest
+	7,  // 20: weft.v1.WorkerService.CompleteTasks:input_type -> weft.v1.CompleteTasksRequest
+	10, // 21: weft.v1.WorkerService.FailTask:input_type -> weft.v1.FailTaskRequest
+	1,  // 22: weft.v1.WorkerService.PollTask:output_type -> weft.v1.PollTaskResponse
+	4,  // 23: weft.v1.WorkerService.Heartbeat:output_type -> weft.v1.HeartbeatResponse
+	6,  // 24: weft.v1.WorkerService.CompleteTask:output_type -> weft.v1.CompleteTaskResponse
+	8,  // 25: weft.v1.WorkerService.CompleteTasks:output_type -> weft.v1.CompleteTasksResponse
+	11, // 26: weft.v1.WorkerService.FailTask:output_type -> weft.v1.FailTaskResponse
+	22, // [22:27] is the sub-list for method output_type
+	17, // [17:22] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_worker_service_proto_init() }
@@ -776,14 +984,14 @@ func file_weft_v1_worker_service_proto_init() {
 		return
 	}
 	file_weft_v1_run_proto_init()
-	file_weft_v1_worker_service_proto_msgTypes[7].OneofWrappers = []any{}
+	file_weft_v1_worker_service_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_worker_service_proto_rawDesc), len(file_weft_v1_worker_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

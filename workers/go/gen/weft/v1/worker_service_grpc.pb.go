@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	WorkerService_PollTask_FullMethodName     = "/weft.v1.WorkerService/PollTask"
-	WorkerService_Heartbeat_FullMethodName    = "/weft.v1.WorkerService/Heartbeat"
-	WorkerService_CompleteTask_FullMethodName = "/weft.v1.WorkerService/CompleteTask"
-	WorkerService_FailTask_FullMethodName     = "/weft.v1.WorkerService/FailTask"
+	WorkerService_PollTask_FullMethodName      = "/weft.v1.WorkerService/PollTask"
+	WorkerService_Heartbeat_FullMethodName     = "/weft.v1.WorkerService/Heartbeat"
+	WorkerService_CompleteTask_FullMethodName  = "/weft.v1.WorkerService/CompleteTask"
+	WorkerService_CompleteTasks_FullMethodName = "/weft.v1.WorkerService/CompleteTasks"
+	WorkerService_FailTask_FullMethodName      = "/weft.v1.WorkerService/FailTask"
 )
 
 // WorkerServiceClient is the client API for WorkerService service.
@@ -41,6 +42,10 @@ type WorkerServiceClient interface {
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	// Records the output of a leased task.
 	CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*CompleteTaskResponse, error)
+	// Records the outputs of several leased tasks in one call, each exactly as
+	// CompleteTask would, and answers each on its own: one completion refused
+	// (for example a stale lease) does not affect the others.
+	CompleteTasks(ctx context.Context, in *CompleteTasksRequest, opts ...grpc.CallOption) (*CompleteTasksResponse, error)
 	// Records the failure of a leased attempt; it is retried under the task's
 	// retry policy unless it is not retryable.
 	FailTask(ctx context.Context, in *FailTaskRequest, opts ...grpc.CallOption) (*FailTaskResponse, error)
@@ -84,6 +89,16 @@ func (c *workerServiceClient) CompleteTask(ctx context.Context, in *CompleteTask
 	return out, nil
 }
 
+func (c *workerServiceClient) CompleteTasks(ctx context.Context, in *CompleteTasksRequest, opts ...grpc.CallOption) (*CompleteTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompleteTasksResponse)
+	err := c.cc.Invoke(ctx, WorkerService_CompleteTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *workerServiceClient) FailTask(ctx context.Context, in *FailTaskRequest, opts ...grpc.CallOption) (*FailTaskResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(FailTaskResponse)
@@ -110,6 +125,10 @@ type WorkerServiceServer interface {
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	// Records the output of a leased task.
 	CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error)
+	// Records the outputs of several leased tasks in one call, each exactly as
+	// CompleteTask would, and answers each on its own: one completion refused
+	// (for example a stale lease) does not affect the others.
+	CompleteTasks(context.Context, *CompleteTasksRequest) (*CompleteTasksResponse, error)
 	// Records the failure of a leased attempt; it is retried under the task's
 	// retry policy unless it is not retryable.
 	FailTask(context.Context, *FailTaskRequest) (*FailTaskResponse, error)
@@ -131,6 +150,9 @@ func (UnimplementedWorkerServiceServer) Heartbeat(context.Context, *HeartbeatReq
 }
 func (UnimplementedWorkerServiceServer) CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CompleteTask not implemented")
+}
+func (UnimplementedWorkerServiceServer) CompleteTasks(context.Context, *CompleteTasksRequest) (*CompleteTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CompleteTasks not implemented")
 }
 func (UnimplementedWorkerServiceServer) FailTask(context.Context, *FailTaskRequest) (*FailTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method FailTask not implemented")
@@ -210,6 +232,24 @@ func _WorkerService_CompleteTask_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerService_CompleteTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompleteTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).CompleteTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_CompleteTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).CompleteTasks(ctx, req.(*CompleteTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _WorkerService_FailTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(FailTaskRequest)
 	if err := dec(in); err != nil {
@@ -246,6 +286,10 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CompleteTask",
 			Handler:    _WorkerService_CompleteTask_Handler,
+		},
+		{
+			MethodName: "CompleteTasks",
+			Handler:    _WorkerService_CompleteTasks_Handler,
 		},
 		{
 			MethodName: "FailTask",

@@ -13,22 +13,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PollTaskRequest(_message.Message):
-    __slots__ = ("queue", "worker_id", "handlers", "wait")
+    __slots__ = ("queue", "worker_id", "handlers", "wait", "max_tasks")
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     HANDLERS_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_TASKS_FIELD_NUMBER: _ClassVar[int]
     queue: str
     worker_id: str
     handlers: _containers.RepeatedScalarFieldContainer[str]
     wait: _duration_pb2.Duration
-    def __init__(self, queue: _Optional[str] = ..., worker_id: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    max_tasks: int
+    def __init__(self, queue: _Optional[str] = ..., worker_id: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_tasks: _Optional[int] = ...) -> None: ...
 
 class PollTaskResponse(_message.Message):
-    __slots__ = ("assignment",)
+    __slots__ = ("assignment", "more_assignments")
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    MORE_ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     assignment: TaskAssignment
-    def __init__(self, assignment: _Optional[_Union[TaskAssignment, _Mapping]] = ...) -> None: ...
+    more_assignments: _containers.RepeatedCompositeFieldContainer[TaskAssignment]
+    def __init__(self, assignment: _Optional[_Union[TaskAssignment, _Mapping]] = ..., more_assignments: _Optional[_Iterable[_Union[TaskAssignment, _Mapping]]] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
     __slots__ = ("lease_id", "run_id", "task_id", "workflow", "workflow_version", "handler", "queue", "attempt", "max_attempts", "input", "run_input", "parent_outputs", "heartbeat_timeout", "lease_deadline", "attempt_deadline")
@@ -100,6 +104,30 @@ class CompleteTaskResponse(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     cancel_requested: bool
     def __init__(self, cancel_requested: _Optional[bool] = ...) -> None: ...
+
+class CompleteTasksRequest(_message.Message):
+    __slots__ = ("completions",)
+    COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
+    completions: _containers.RepeatedCompositeFieldContainer[CompleteTaskRequest]
+    def __init__(self, completions: _Optional[_Iterable[_Union[CompleteTaskRequest, _Mapping]]] = ...) -> None: ...
+
+class CompleteTasksResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CompleteTaskResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[CompleteTaskResult, _Mapping]]] = ...) -> None: ...
+
+class CompleteTaskResult(_message.Message):
+    __slots__ = ("lease_id", "code", "message", "cancel_requested")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    code: int
+    message: str
+    cancel_requested: bool
+    def __init__(self, lease_id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., cancel_requested: _Optional[bool] = ...) -> None: ...
 
 class FailTaskRequest(_message.Message):
     __slots__ = ("lease_id", "error", "retryable")

@@ -53,6 +53,11 @@ class WorkerServiceStub:
                 request_serializer=weft_dot_v1_dot_worker__service__pb2.CompleteTaskRequest.SerializeToString,
                 response_deserializer=weft_dot_v1_dot_worker__service__pb2.CompleteTaskResponse.FromString,
                 _registered_method=True)
+        self.CompleteTasks = channel.unary_unary(
+                '/weft.v1.WorkerService/CompleteTasks',
+                request_serializer=weft_dot_v1_dot_worker__service__pb2.CompleteTasksRequest.SerializeToString,
+                response_deserializer=weft_dot_v1_dot_worker__service__pb2.CompleteTasksResponse.FromString,
+                _registered_method=True)
         self.FailTask = channel.unary_unary(
                 '/weft.v1.WorkerService/FailTask',
                 request_serializer=weft_dot_v1_dot_worker__service__pb2.FailTaskRequest.SerializeToString,
@@ -89,6 +94,15 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompleteTasks(self, request, context):
+        """Records the outputs of several leased tasks in one call, each exactly as
+        CompleteTask would, and answers each on its own: one completion refused
+        (for example a stale lease) does not affect the others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FailTask(self, request, context):
         """Records the failure of a leased attempt; it is retried under the task's
         retry policy unless it is not retryable.
@@ -114,6 +128,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.CompleteTask,
                     request_deserializer=weft_dot_v1_dot_worker__service__pb2.CompleteTaskRequest.FromString,
                     response_serializer=weft_dot_v1_dot_worker__service__pb2.CompleteTaskResponse.SerializeToString,
+            ),
+            'CompleteTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteTasks,
+                    request_deserializer=weft_dot_v1_dot_worker__service__pb2.CompleteTasksRequest.FromString,
+                    response_serializer=weft_dot_v1_dot_worker__service__pb2.CompleteTasksResponse.SerializeToString,
             ),
             'FailTask': grpc.unary_unary_rpc_method_handler(
                     servicer.FailTask,
@@ -206,6 +225,33 @@ class WorkerService:
             '/weft.v1.WorkerService/CompleteTask',
             weft_dot_v1_dot_worker__service__pb2.CompleteTaskRequest.SerializeToString,
             weft_dot_v1_dot_worker__service__pb2.CompleteTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weft.v1.WorkerService/CompleteTasks',
+            weft_dot_v1_dot_worker__service__pb2.CompleteTasksRequest.SerializeToString,
+            weft_dot_v1_dot_worker__service__pb2.CompleteTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

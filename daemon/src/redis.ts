@@ -25,6 +25,8 @@ export function createRedisClient(url: string, connectionName: string, overrides
     maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,
     connectTimeout: 3000,
+    // Commands issued in the same tick leave in one write: many concurrent steps, few system calls.
+    enableAutoPipelining: true,
     ...overrides,
   });
 }

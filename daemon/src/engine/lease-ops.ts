@@ -277,12 +277,18 @@ export class LeaseOps {
       await engine.queues.complete(spec, token).catch(() => {});
       return { cancelRequested: true };
     }
-    await engine.enqueue(runId, loaded, reply.slice(2).map(String));
-    if (outcome === "last")
-      await engine.steps.finish(runId, Date.now(), engine.options.runRetentionMs, loaded.compiled.leaves);
-    await engine.queues.complete(spec, token).catch((err) => {
-      engine.logger.debug({ err, runId, taskId: task.id }, "job already completed");
-    });
+    // The job's end and the follow-ups of the step are independent: one round trip for both.
+    const followUps = async () => {
+      await engine.enqueue(runId, loaded, reply.slice(2).map(String));
+      if (outcome === "last")
+        await engine.steps.finish(runId, Date.now(), engine.options.runRetentionMs, loaded.compiled.leaves);
+    };
+    await Promise.all([
+      followUps(),
+      engine.queues.complete(spec, token).catch((err) => {
+        engine.logger.debug({ err, runId, taskId: task.id }, "job already completed");
+      }),
+    ]);
     engine.logger.debug({ runId, taskId: task.id, attempt: lease.attempt }, "task completed");
     return { cancelRequested: false };
   }

@@ -2,10 +2,13 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Code, createClient, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { hashToken } from "@weft/daemon";
 import { Health } from "@weft/sdk/gen/health/v1/health_pb.js";
+import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
+import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
+import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, spawnWeftd, startTestRedis, type WeftdProcess } from "./support/index.js";
 import { RunStatus, rpcError, task, value, type WeftClients, weftClients } from "./support/weft.js";
@@ -99,6 +102,13 @@ const TABLE: [string, Call, keyof typeof TOKENS, keyof typeof TOKENS, Code | "ok
   ],
   ["Heartbeat", (c) => c.workers.heartbeat({ leaseId: lease }), "workerA", "admin", Code.NotFound],
   ["CompleteTask", (c) => c.workers.completeTask({ leaseId: lease }), "workerA", "reader", Code.NotFound],
+  [
+    "CompleteTasks",
+    (c) => c.workers.completeTasks({ completions: [{ leaseId: "x" }, { leaseId: "x" }] }),
+    "workerA",
+    "client",
+    Code.InvalidArgument,
+  ],
   ["FailTask", (c) => c.workers.failTask({ leaseId: lease }), "workerA", "client", Code.NotFound],
   ["GetQueue", (c) => c.admin.getQueue({ name: "never-seen" }), "admin", "client", Code.NotFound],
   ["ListQueues", (c) => c.admin.listQueues({}), "admin", "workerA", "ok"],
@@ -119,6 +129,11 @@ describe("every RPC × {no token, wrong scope, right scope}", () => {
     expect(denied.rawMessage).toMatch(/^token "[a-z0-9-]+" lacks the scope "[a-z:]+" needed by weft\.v1\./);
     if (expected === "ok") await call(clients(TOKENS[right]));
     else expect((await rpcError(call(clients(TOKENS[right])))).code).toBe(expected);
+  });
+
+  it("covers every RPC of the Weft services", () => {
+    const rpcs = [WorkflowService, WorkerService, AdminService].flatMap((s) => s.methods.map((m) => m.name));
+    expect(TABLE.map(([name]) => name).sort()).toEqual(rpcs.sort());
   });
 
   it("leaves health and reflection open", async () => {
@@ -152,6 +167,12 @@ describe("queues and leases", () => {
       for (const call of [
         () => w.heartbeat({ leaseId }),
         () => w.completeTask({ leaseId, output: value("stolen") }),
+        async () => {
+          // CompleteTasks answers per completion: the refusal is the item's code and message.
+          const { results } = await w.completeTasks({ completions: [{ leaseId, output: value("stolen") }] });
+          const [r] = results;
+          throw new ConnectError(r?.message ?? "no result", r?.code ?? Code.Unknown);
+        },
         () => w.failTask({ leaseId, error: { type: "X" }, retryable: false }),
       ]) {
         const err = await rpcError(call());

@@ -49,6 +49,7 @@ const REQUIRED: Record<string, Scope> = {
   "/weft.v1.WorkerService/PollTask": "worker",
   "/weft.v1.WorkerService/Heartbeat": "worker",
   "/weft.v1.WorkerService/CompleteTask": "worker",
+  "/weft.v1.WorkerService/CompleteTasks": "worker",
   "/weft.v1.WorkerService/FailTask": "worker",
   "/weft.v1.AdminService/GetQueue": "admin",
   "/weft.v1.AdminService/ListQueues": "admin",
@@ -90,6 +91,10 @@ export function authInterceptor(
     const procedure = `/${req.service.typeName}/${req.method.name}`;
     const scope = REQUIRED[procedure];
     if (scope === undefined && open.has(req.service.typeName)) return next(req);
+    if (scope === undefined && req.service.typeName.startsWith("weft.")) {
+      // Fail closed: a Weft RPC added without a scope is refused, never open to any token.
+      throw new ConnectError(`${procedure.slice(1)} has no scope configured`, Code.PermissionDenied);
+    }
     const header = req.header.get("authorization") ?? "";
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     if (match === null) {

@@ -1,5 +1,8 @@
+import { create } from "@bufbuild/protobuf";
+import { type WatchRunResponse, WatchRunResponseSchema } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { eventFromStored, isFinalEvent } from "./run-view.js";
 
 /** A run event as stored in the run's stream. */
 export interface StoredEvent {
@@ -7,24 +10,69 @@ export interface StoredEvent {
   fields: Record<string, string>;
 }
 
-type Listener = (events: StoredEvent[]) => void;
+/**
+ * A run event as watch streams send it, built once per replica and shared by
+ * every watcher of the run: nothing may modify it.
+ */
+export interface FeedEvent {
+  readonly sequence: number;
+  /** Whether it is the run's last event. */
+  readonly final: boolean;
+  /** What a watch stream's iterator returns for it. */
+  readonly result: IteratorYieldResult<WatchRunResponse>;
+}
 
-interface Subscription {
-  listeners: Set<Listener>;
-  /** Highest sequence fetched for this run's listeners. */
-  lastSequence: number;
-  fetching: boolean;
-  again: boolean;
+/** A watcher of a run: gets each batch of new events, in order, as the replica reads them. */
+export interface FeedListener {
+  offer(events: readonly FeedEvent[]): void;
+}
+
+/** Events kept in memory per watched run, for watchers that join or fall behind. */
+const RECENT = 256;
+/** Events read per XRANGE when new events are announced. */
+const FETCH = 1000;
+
+/** One watched run: its listeners and the window of its latest events. */
+class RunFeed {
+  readonly listeners = new Set<FeedListener>();
+  /** The latest events, consecutive, the last one at `last`. */
+  private recent: FeedEvent[] = [];
+  /** Highest sequence read. */
+  last = 0;
+  fetching = true;
+  again = false;
+  /** Settles once the channel is subscribed and the window loaded. */
+  ready: Promise<void> = Promise.resolve();
+
+  /** Appends events read after `last`, keeping the window consecutive and bounded. */
+  append(events: readonly FeedEvent[]): void {
+    for (const e of events) {
+      if (e.sequence !== this.last + 1) this.recent = [];
+      this.recent.push(e);
+      this.last = e.sequence;
+    }
+    // Trimmed in steps rather than on every event.
+    if (this.recent.length > RECENT + RECENT / 4) this.recent = this.recent.slice(-RECENT);
+  }
+
+  /** Up to `count` events after `after` from the window; undefined when it starts later. */
+  slice(after: number, count: number): FeedEvent[] | undefined {
+    const before = this.last - this.recent.length;
+    if (after < before) return undefined;
+    const from = after - before;
+    return this.recent.slice(from, from + count);
+  }
 }
 
 /**
- * Fans one run's new events out to every watcher on this replica. A replica
- * holds one subscriber connection whatever the number of watchers; each
- * notification (the sequence published by a run step) triggers one XRANGE per
- * run, shared by all of that run's watchers.
+ * Fans run events out to every watcher on this replica. A replica holds one
+ * subscriber connection whatever the number of watchers; each notification
+ * (the sequence a run step publishes) triggers one XRANGE per run, and each
+ * event is decoded and built into its response message once, whatever the
+ * number of watchers of the run.
  */
 export class EventHub {
-  private readonly runs = new Map<string, Subscription>();
+  private readonly runs = new Map<string, RunFeed>();
 
   constructor(
     private readonly redis: Redis,
@@ -33,13 +81,16 @@ export class EventHub {
     private readonly runOfChannel: (channel: string) => string | undefined,
     private readonly logger: Logger,
   ) {
-    subscriber.on("message", (channel: string) => {
+    subscriber.on("message", (channel: string, message: string) => {
       const runId = this.runOfChannel(channel);
-      if (runId !== undefined) this.fetch(runId);
+      if (runId === undefined) return;
+      const feed = this.runs.get(runId);
+      // The message is the run's last sequence: nothing to read when the feed has it already.
+      if (feed !== undefined && !(Number(message) <= feed.last)) this.fetch(runId, feed);
     });
     // After a reconnect, notifications may have been missed: fetch every run.
     subscriber.on("ready", () => {
-      for (const runId of this.runs.keys()) this.fetch(runId);
+      for (const [runId, feed] of this.runs) this.fetch(runId, feed);
     });
   }
 
@@ -49,69 +100,99 @@ export class EventHub {
   }
 
   /**
-   * Calls `listener` with each batch of events after `afterSequence` as they
-   * are appended; returns the unsubscribe function. Subscribes before reading
-   * so that no event falls between history and live delivery.
+   * Adds a listener to the run's feed; resolves once the feed follows the
+   * run's stream, with the function that removes the listener. From then on
+   * the listener gets every event appended after the feed's `last`, so a
+   * watcher that reads its history after joining misses nothing.
    */
-  async subscribe(runId: string, afterSequence: number, listener: Listener): Promise<() => void> {
-    let sub = this.runs.get(runId);
-    if (sub === undefined) {
-      sub = { listeners: new Set(), lastSequence: afterSequence, fetching: false, again: false };
-      this.runs.set(runId, sub);
-      await this.subscriber.subscribe(this.streamKey(runId));
+  async join(runId: string, listener: FeedListener): Promise<() => void> {
+    let feed = this.runs.get(runId);
+    if (feed === undefined) {
+      const created = new RunFeed();
+      feed = created;
+      this.runs.set(runId, created);
+      // Every joiner awaits it, and the last one to leave a feed that failed to open removes it.
+      created.ready = this.open(runId, created);
     }
-    sub.listeners.add(listener);
-    const current = sub;
-    return () => {
+    feed.listeners.add(listener);
+    const current = feed;
+    const leave = () => {
       current.listeners.delete(listener);
       if (current.listeners.size === 0 && this.runs.get(runId) === current) {
         this.runs.delete(runId);
-        this.subscriber.unsubscribe(this.streamKey(runId)).catch((err) => {
+        this.subscriber.unsubscribe(this.streamKey(runId)).catch((err: unknown) => {
           this.logger.warn({ err, runId }, "unsubscribe failed");
         });
       }
     };
+    try {
+      await current.ready;
+    } catch (err) {
+      leave();
+      throw err;
+    }
+    return leave;
   }
 
-  /** Reads a run's events after a sequence, up to `count`. */
-  async read(runId: string, afterSequence: number, count: number): Promise<StoredEvent[]> {
-    const entries = await this.redis.xrange(
-      this.streamKey(runId),
-      `(0-${afterSequence}`,
-      "+",
-      "COUNT",
-      count,
-    );
-    return entries.map(([id, flat]) => {
-      const fields: Record<string, string> = {};
-      for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i] as string] = flat[i + 1] as string;
-      return { sequence: Number(id.slice(2)), fields };
-    });
+  /**
+   * Up to `count` events after `after`, for a listener of the run: from the
+   * feed's window when it holds them (empty when `after` is at or past the
+   * feed's last event, whose successors the listener will be offered), else
+   * from Redis.
+   */
+  async history(runId: string, after: number, count: number): Promise<readonly FeedEvent[]> {
+    return this.runs.get(runId)?.slice(after, count) ?? this.read(runId, after, count);
   }
 
-  private fetch(runId: string): void {
-    const sub = this.runs.get(runId);
-    if (sub === undefined) return;
-    if (sub.fetching) {
-      sub.again = true;
+  /** Reads up to `count` of a run's events after a sequence from Redis. */
+  async read(runId: string, after: number, count: number): Promise<FeedEvent[]> {
+    const entries = await this.redis.xrange(this.streamKey(runId), `(0-${after}`, "+", "COUNT", count);
+    return entries.map(([id, flat]) => feedEvent(runId, id, flat));
+  }
+
+  /** Subscribes to the run's channel, then loads its latest events. */
+  private async open(runId: string, feed: RunFeed): Promise<void> {
+    try {
+      await this.subscriber.subscribe(this.streamKey(runId));
+      // Everything appended from now on is announced; the window holds what came before.
+      const latest = await this.redis.xrevrange(this.streamKey(runId), "+", "-", "COUNT", RECENT);
+      feed.append(latest.reverse().map(([id, flat]) => feedEvent(runId, id, flat)));
+    } finally {
+      feed.fetching = false;
+    }
+    if (feed.again) this.fetch(runId, feed);
+  }
+
+  private fetch(runId: string, feed: RunFeed): void {
+    if (feed.fetching) {
+      feed.again = true;
       return;
     }
-    sub.fetching = true;
+    feed.fetching = true;
     void (async () => {
       try {
         do {
-          sub.again = false;
-          const events = await this.read(runId, sub.lastSequence, 1000);
-          if (events.length === 0) continue;
-          sub.lastSequence = events[events.length - 1]?.sequence ?? sub.lastSequence;
-          if (events.length === 1000) sub.again = true;
-          for (const listener of sub.listeners) listener(events);
-        } while (sub.again);
+          feed.again = false;
+          const events = await this.read(runId, feed.last, FETCH);
+          if (this.runs.get(runId) !== feed || events.length === 0) continue;
+          feed.append(events);
+          if (events.length === FETCH) feed.again = true;
+          for (const listener of feed.listeners) listener.offer(events);
+        } while (feed.again && this.runs.get(runId) === feed);
       } catch (err) {
         this.logger.warn({ err, runId }, "reading run events failed");
       } finally {
-        sub.fetching = false;
+        feed.fetching = false;
       }
     })();
   }
+}
+
+/** Builds the shared form of one stream entry. */
+function feedEvent(runId: string, id: string, flat: string[]): FeedEvent {
+  const fields: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i] as string] = flat[i + 1] as string;
+  const stored: StoredEvent = { sequence: Number(id.slice(2)), fields };
+  const value = create(WatchRunResponseSchema, { event: eventFromStored(runId, stored) });
+  return { sequence: stored.sequence, final: isFinalEvent(stored), result: { done: false, value } };
 }

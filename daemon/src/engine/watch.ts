@@ -1,11 +1,19 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { RunEvent } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import type { WatchRunResponse } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { Engine } from "./engine.js";
-import type { StoredEvent } from "./event-hub.js";
+import type { FeedEvent, FeedListener } from "./event-hub.js";
 import { checkRunId, notFound } from "./run-ops.js";
-import { eventFromStored, isFinalEvent, isFinalRunStatus } from "./run-view.js";
+import { isFinalRunStatus } from "./run-view.js";
 
+/** Events read from the run's history at a time. */
 const PAGE = 500;
+/**
+ * Events a stream holds for a client that reads slower than the run moves; past it the stream
+ * stops taking live events and reads the rest from the run's history once the client catches up.
+ */
+const MAX_QUEUED = 1000;
+
+const END: IteratorReturnResult<undefined> = { done: true, value: undefined };
 
 /** WatchRun streams: history first, then live events, until the run's final event. */
 export class Watches {
@@ -19,73 +27,246 @@ export class Watches {
   }
 
   /**
-   * Yields the run's events with a sequence above `afterSequence`, in order,
-   * without gaps or duplicates, and returns after the final event.
+   * The run's events with a sequence above `afterSequence`, in order, without
+   * gaps or duplicates, ending after the final event. Aborting `signal` ends
+   * the stream with the signal's reason and frees everything it holds; any
+   * error the stream ends with goes through `mapError` first.
    */
-  async *watch(runId: string, afterSequence: number, signal: AbortSignal): AsyncGenerator<RunEvent> {
-    checkRunId(runId);
-    const { engine } = this;
-    if ((await engine.redis.exists(engine.keys.run(runId).run)) === 0) throw notFound(runId);
-    if (this.active >= engine.options.maxWatchersPerReplica) {
-      throw new ConnectError(
-        `this replica already serves ${this.active} watchers (limit ${engine.options.maxWatchersPerReplica})`,
-        Code.ResourceExhausted,
-      );
-    }
-    this.active++;
-    const inbox: StoredEvent[] = [];
-    let wake: (() => void) | undefined;
-    const unsubscribe = await engine.hub.subscribe(runId, afterSequence, (events) => {
-      inbox.push(...events);
-      wake?.();
-    });
-    const aborted = new Promise<never>((_, reject) => {
-      const onAbort = () => reject(signal.reason ?? new ConnectError("watch cancelled", Code.Canceled));
-      if (signal.aborted) onAbort();
-      else signal.addEventListener("abort", onAbort, { once: true });
-    });
-    aborted.catch(() => {});
-    try {
-      let cursor = afterSequence;
-      // Reads from Redis until caught up; true when the final event was sent.
-      const catchUp = async function* (): AsyncGenerator<RunEvent, boolean> {
-        for (;;) {
-          const page = await engine.hub.read(runId, cursor, PAGE);
-          for (const e of page) {
-            cursor = e.sequence;
-            yield eventFromStored(runId, e);
-            if (isFinalEvent(e)) return true;
-          }
-          if (page.length < PAGE) return false;
+  watch(
+    runId: string,
+    afterSequence: number,
+    signal: AbortSignal,
+    mapError: (err: unknown) => unknown = (err) => err,
+  ): AsyncIterableIterator<WatchRunResponse> {
+    return new RunWatch(this.engine, runId, afterSequence, signal, mapError, {
+      acquire: () => {
+        const limit = this.engine.options.maxWatchersPerReplica;
+        if (this.active >= limit) {
+          throw new ConnectError(
+            `this replica already serves ${this.active} watchers (limit ${limit})`,
+            Code.ResourceExhausted,
+          );
         }
-      };
-      if (yield* catchUp()) return;
-      // A finished run resumed at or after its final event has nothing more to send.
-      if (isFinalRunStatus(await engine.redis.hget(engine.keys.run(runId).run, "s"))) {
-        yield* catchUp();
+        this.active++;
+      },
+      release: () => {
+        this.active--;
+      },
+    });
+  }
+}
+
+/**
+ * One watch stream, as an iterator rather than an async generator: a live
+ * event costs a push or a resolved promise per stream, and the event itself
+ * is the hub's shared message.
+ */
+class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener {
+  /** Events taken but not yet returned by next(). */
+  private readonly queue: FeedEvent[] = [];
+  private waiter:
+    | { resolve: (r: IteratorResult<WatchRunResponse>) => void; reject: (e: unknown) => void }
+    | undefined;
+  /** Sequence of the last event queued. */
+  private cursor: number;
+  private started = false;
+  /** A history read is under way: live events wait in `held`. */
+  private reading = false;
+  private held: FeedEvent[] = [];
+  /** Live events were dropped: read the history before taking live events again. */
+  private stale = false;
+  /** The final event is queued, or the run is over. */
+  private ended = false;
+  private failure: unknown;
+  private closed = false;
+  private counted = false;
+  private leave: (() => void) | undefined;
+  private readonly onAbort = () =>
+    this.fail(this.signal.reason ?? new ConnectError("watch cancelled", Code.Canceled));
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly runId: string,
+    afterSequence: number,
+    private readonly signal: AbortSignal,
+    private readonly mapError: (err: unknown) => unknown,
+    private readonly slot: { acquire(): void; release(): void },
+  ) {
+    this.cursor = afterSequence;
+    if (signal.aborted) this.onAbort();
+    else signal.addEventListener("abort", this.onAbort, { once: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<WatchRunResponse>> {
+    const e = this.queue.shift();
+    if (e !== undefined) {
+      if (this.stale && !this.reading && this.queue.length === 0) this.read();
+      return Promise.resolve(e.result);
+    }
+    if (this.failure !== undefined) {
+      this.close();
+      return Promise.reject(this.failure);
+    }
+    if (this.ended || this.closed) {
+      this.close();
+      return Promise.resolve(END);
+    }
+    if (!this.started) {
+      this.started = true;
+      this.start().catch((err: unknown) => this.fail(err));
+    }
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  /** The call is over (finished, cancelled or failed downstream): free everything. */
+  return(): Promise<IteratorResult<WatchRunResponse>> {
+    this.close();
+    return Promise.resolve(END);
+  }
+
+  offer(events: readonly FeedEvent[]): void {
+    if (this.closed || this.ended) return;
+    if (this.reading) {
+      if (this.held.length + events.length > MAX_QUEUED) this.stale = true;
+      else for (const e of events) this.held.push(e);
+      return;
+    }
+    if (!this.stale) this.accept(events);
+  }
+
+  private async start(): Promise<void> {
+    const { engine, runId } = this;
+    checkRunId(runId);
+    if ((await engine.redis.exists(engine.keys.run(runId).run)) === 0) throw notFound(runId);
+    if (this.closed) return;
+    this.slot.acquire();
+    this.counted = true;
+    // Live events wait in `held` until the history is read.
+    this.reading = true;
+    const leave = await engine.hub.join(runId, this);
+    if (this.closed) {
+      leave();
+      return;
+    }
+    this.leave = leave;
+    if (!(await this.readHistory((after) => engine.hub.history(runId, after, PAGE)))) return;
+    // A finished run resumed at or after its final event has nothing more to send.
+    if (isFinalRunStatus(await engine.redis.hget(engine.keys.run(runId).run, "s"))) {
+      if (await this.readHistory((after) => engine.hub.read(runId, after, PAGE))) this.end();
+      return;
+    }
+    this.live();
+  }
+
+  /** Reads the history after the cursor, then takes live events again. */
+  private read(): void {
+    this.reading = true;
+    this.stale = false;
+    this.readHistory((after) => this.engine.hub.history(this.runId, after, PAGE))
+      .then((more) => {
+        if (more) this.live();
+      })
+      .catch((err: unknown) => this.fail(err));
+  }
+
+  /**
+   * Queues history pages until one comes short; true when that happened and
+   * the stream should go on, false when it ended, closed or its queue is full
+   * (it reads again once the client has taken the queue).
+   */
+  private async readHistory(page: (after: number) => Promise<readonly FeedEvent[]>): Promise<boolean> {
+    for (;;) {
+      const events = await page(this.cursor);
+      if (this.closed) return false;
+      for (const e of events) {
+        if (e.sequence <= this.cursor) continue;
+        this.push(e);
+        if (this.ended) return false;
+      }
+      if (this.queue.length >= MAX_QUEUED) {
+        this.reading = false;
+        this.held = [];
+        this.stale = true;
+        return false;
+      }
+      if (events.length < PAGE) return true;
+    }
+  }
+
+  /** Back to live events: the ones held during the read first. */
+  private live(): void {
+    if (this.stale) {
+      // Live events were dropped while reading: read again.
+      this.read();
+      return;
+    }
+    this.reading = false;
+    const held = this.held;
+    this.held = [];
+    this.accept(held);
+  }
+
+  private accept(events: readonly FeedEvent[]): void {
+    for (const e of events) {
+      if (e.sequence <= this.cursor) continue;
+      if (e.sequence !== this.cursor + 1 || this.queue.length >= MAX_QUEUED) {
+        // A gap (this stream joined a fetch mid-way), or a client behind: read what is missing.
+        this.stale = true;
+        if (this.queue.length < MAX_QUEUED) this.read();
         return;
       }
-      for (;;) {
-        if (inbox.length === 0) {
-          await Promise.race([new Promise<void>((resolve) => (wake = resolve)), aborted]);
-          wake = undefined;
-        }
-        const batch = inbox.splice(0);
-        for (const e of batch) {
-          if (e.sequence <= cursor) continue;
-          if (e.sequence > cursor + 1) {
-            // A gap (this watcher joined a shared fetch mid-way): read what is missing.
-            if (yield* catchUp()) return;
-            continue;
-          }
-          cursor = e.sequence;
-          yield eventFromStored(runId, e);
-          if (isFinalEvent(e)) return;
-        }
-      }
-    } finally {
-      unsubscribe();
-      this.active--;
+      this.push(e);
+      if (this.ended) return;
     }
+  }
+
+  private push(e: FeedEvent): void {
+    this.cursor = e.sequence;
+    const waiter = this.waiter;
+    if (waiter === undefined) this.queue.push(e);
+    else {
+      this.waiter = undefined;
+      waiter.resolve(e.result);
+    }
+    if (e.final) this.end();
+  }
+
+  /** No event will follow: stop listening, and end the stream once the queue is taken. */
+  private end(): void {
+    this.ended = true;
+    this.leave?.();
+    this.leave = undefined;
+    if (this.waiter !== undefined && this.queue.length === 0) {
+      this.waiter.resolve(END);
+      this.waiter = undefined;
+      this.close();
+    }
+  }
+
+  private fail(err: unknown): void {
+    if (this.closed) return;
+    this.failure ??= this.mapError(err);
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    this.close();
+    waiter?.reject(this.failure);
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue.length = 0;
+    this.held = [];
+    this.leave?.();
+    this.leave = undefined;
+    this.signal.removeEventListener("abort", this.onAbort);
+    if (this.counted) this.slot.release();
+    this.counted = false;
   }
 }

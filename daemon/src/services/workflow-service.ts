@@ -72,18 +72,14 @@ export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceI
       return { runs, nextPageToken: next };
     },
 
-    async *watchRun(req, ctx) {
+    watchRun(req, ctx) {
       new RequestCheck().require(req.afterSequence >= 0n, "after_sequence", "must not be negative").done();
       const signal = AbortSignal.any([ctx.signal, shutdown]);
-      try {
-        for await (const event of engine.watches.watch(req.runId, Number(req.afterSequence), signal)) {
-          yield { event };
-        }
-      } catch (err) {
-        if (shutdown.aborted)
-          throw new ConnectError("weftd is shutting down; reconnect to resume", Code.Unavailable);
-        throw err;
-      }
+      return engine.watches.watch(req.runId, Number(req.afterSequence), signal, (err) =>
+        shutdown.aborted
+          ? new ConnectError("weftd is shutting down; reconnect to resume", Code.Unavailable)
+          : err,
+      );
     },
 
     async cancel(req) {

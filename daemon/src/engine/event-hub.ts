@@ -20,6 +20,8 @@ export interface FeedEvent {
   readonly final: boolean;
   /** What a watch stream's iterator returns for it. */
   readonly result: IteratorYieldResult<WatchRunResponse>;
+  /** Length of the stored entry's values, to bound what a feed keeps. */
+  readonly size: number;
 }
 
 /** A watcher of a run: gets each batch of new events, in order, as the replica reads them. */
@@ -27,8 +29,10 @@ export interface FeedListener {
   offer(events: readonly FeedEvent[]): void;
 }
 
-/** Events kept in memory per watched run, for watchers that join or fall behind. */
+/** Events kept in memory per watched run, for watchers that join or fall behind... */
 const RECENT = 256;
+/** ...as long as their stored values (outputs, errors) stay under this size. */
+const RECENT_BYTES = 1024 * 1024;
 /** Events read per XRANGE when new events are announced. */
 const FETCH = 1000;
 
@@ -37,6 +41,8 @@ class RunFeed {
   readonly listeners = new Set<FeedListener>();
   /** The latest events, consecutive, the last one at `last`. */
   private recent: FeedEvent[] = [];
+  /** Sum of their sizes. */
+  private bytes = 0;
   /** Highest sequence read. */
   last = 0;
   fetching = true;
@@ -47,20 +53,37 @@ class RunFeed {
   /** Appends events read after `last`, keeping the window consecutive and bounded. */
   append(events: readonly FeedEvent[]): void {
     for (const e of events) {
-      if (e.sequence !== this.last + 1) this.recent = [];
+      if (e.sequence !== this.last + 1) {
+        this.recent = [];
+        this.bytes = 0;
+      }
       this.recent.push(e);
+      this.bytes += e.size;
       this.last = e.sequence;
     }
     // Trimmed in steps rather than on every event.
-    if (this.recent.length > RECENT + RECENT / 4) this.recent = this.recent.slice(-RECENT);
+    if (this.recent.length <= RECENT + RECENT / 4 && this.bytes <= RECENT_BYTES) return;
+    let kept = 0;
+    let bytes = 0;
+    for (let i = this.recent.length - 1; i >= 0 && kept < RECENT; i--) {
+      const size = (this.recent[i] as FeedEvent).size;
+      if (bytes + size > RECENT_BYTES) break;
+      bytes += size;
+      kept++;
+    }
+    this.recent = this.recent.slice(this.recent.length - kept);
+    this.bytes = bytes;
+  }
+
+  /** Sequence of the event before the window's first. */
+  get before(): number {
+    return this.last - this.recent.length;
   }
 
   /** Up to `count` events after `after` from the window; undefined when it starts later. */
   slice(after: number, count: number): FeedEvent[] | undefined {
-    const before = this.last - this.recent.length;
-    if (after < before) return undefined;
-    const from = after - before;
-    return this.recent.slice(from, from + count);
+    const from = after - this.before;
+    return from < 0 ? undefined : this.recent.slice(from, from + count);
   }
 }
 
@@ -135,18 +158,30 @@ export class EventHub {
   }
 
   /**
-   * Up to `count` events after `after`, for a listener of the run: from the
-   * feed's window when it holds them (empty when `after` is at or past the
-   * feed's last event, whose successors the listener will be offered), else
-   * from Redis.
+   * Up to `count` events after `after`, for a listener of the run: what
+   * precedes the feed's window from Redis, the rest from the window. Fewer
+   * than `count` means that the listener has all the feed has read; it is
+   * offered what follows.
    */
-  async history(runId: string, after: number, count: number): Promise<readonly FeedEvent[]> {
-    return this.runs.get(runId)?.slice(after, count) ?? this.read(runId, after, count);
+  async history(runId: string, after: number, count: number): Promise<FeedEvent[]> {
+    const events: FeedEvent[] = [];
+    for (;;) {
+      const cursor = events[events.length - 1]?.sequence ?? after;
+      const want = count - events.length;
+      const feed = this.runs.get(runId);
+      const cached = feed?.slice(cursor, want);
+      if (cached !== undefined) return events.concat(cached);
+      const page = await this.read(runId, cursor, want, feed?.before);
+      events.push(...page);
+      // Short of the window's start only when the stream lost entries (the run expired).
+      if (page.length === want || page.length === 0 || feed === undefined) return events;
+    }
   }
 
-  /** Reads up to `count` of a run's events after a sequence from Redis. */
-  async read(runId: string, after: number, count: number): Promise<FeedEvent[]> {
-    const entries = await this.redis.xrange(this.streamKey(runId), `(0-${after}`, "+", "COUNT", count);
+  /** Reads up to `count` of a run's events after a sequence (up to `until`) from Redis. */
+  async read(runId: string, after: number, count: number, until?: number): Promise<FeedEvent[]> {
+    const end = until === undefined ? "+" : `0-${until}`;
+    const entries = await this.redis.xrange(this.streamKey(runId), `(0-${after}`, end, "COUNT", count);
     return entries.map(([id, flat]) => feedEvent(runId, id, flat));
   }
 
@@ -191,8 +226,13 @@ export class EventHub {
 /** Builds the shared form of one stream entry. */
 function feedEvent(runId: string, id: string, flat: string[]): FeedEvent {
   const fields: Record<string, string> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i] as string] = flat[i + 1] as string;
+  let size = 0;
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const v = flat[i + 1] as string;
+    fields[flat[i] as string] = v;
+    size += v.length;
+  }
   const stored: StoredEvent = { sequence: Number(id.slice(2)), fields };
   const value = create(WatchRunResponseSchema, { event: eventFromStored(runId, stored) });
-  return { sequence: stored.sequence, final: isFinalEvent(stored), result: { done: false, value } };
+  return { sequence: stored.sequence, final: isFinalEvent(stored), result: { done: false, value }, size };
 }

@@ -74,8 +74,8 @@ class FakeRun {
     return this;
   }
 
-  /** Appends `n` task events (the last one final when `finish`), in one step. */
-  async append(n: number, finish = false): Promise<void> {
+  /** Appends `n` task events (the last one final when `finish`), in one step; `output` is JSON text. */
+  async append(n: number, finish = false, output = "1"): Promise<void> {
     const keys = this.engine.keys.run(this.id);
     const step = redis.multi();
     for (let i = 0; i < n; i++) {
@@ -94,6 +94,8 @@ class FakeRun {
         "1",
         "rs",
         final ? "S" : "R",
+        "o",
+        output,
       );
     }
     step.hset(keys.run, { seq: this.sequence, ...(finish ? { s: "S" } : {}) });
@@ -272,6 +274,27 @@ describe("Watches", () => {
     ]);
     for (const r of received.slice(1)) for (const [j, m] of r.entries()) expect(m).toBe(received[0]?.[j]);
     expect(received[0]?.[2]?.event?.runStatus).toBe(RunStatus.SUCCEEDED);
+  });
+
+  it("keeps at most 1 MiB of a run's latest events in memory", async () => {
+    const engine = await openEngine();
+    const run = await new FakeRun(engine).create();
+    // 30 events of 100,002 bytes each: the feed keeps the last 10.
+    await run.append(30, false, JSON.stringify("x".repeat(100_000)));
+    const first = engine.watches.watch(run.id, 0, new AbortController().signal);
+    const second = engine.watches.watch(run.id, 0, new AbortController().signal);
+    const a: WatchRunResponse[] = [];
+    const b: WatchRunResponse[] = [];
+    for (let i = 0; i < 30; i++) {
+      a.push((await first.next()).value as WatchRunResponse);
+      b.push((await second.next()).value as WatchRunResponse);
+    }
+    expect(a.map((m) => Number(m.event?.sequence))).toEqual(upTo(30));
+    expect(b.map((m) => Number(m.event?.sequence))).toEqual(upTo(30));
+    // Each stream read events 1 to 20 from Redis, and shares 21 to 30 with the other.
+    expect(a.map((m, i) => m === b[i])).toEqual(upTo(30).map((sequence) => sequence > 20));
+    await first.return?.();
+    await second.return?.();
   });
 });
 

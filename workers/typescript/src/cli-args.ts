@@ -7,7 +7,7 @@ export const usage = `Usage: node --import tsx/esm workers/typescript/src/bin.ts
   --queue <name>                  task queue to poll
   --handlers <path>               module exporting handlers: \`export const handlers = {...}\`,
                                   a default-exported object, or named function exports
-  --concurrency <n>               poll loops / tasks at once (default 10)
+  --concurrency <n>               most tasks run at once (default 10)
   --worker-id <id>                identity shown on task runs (default <hostname>:<pid>)
   --poll-wait-ms <ms>             long-poll wait (default 20000)
   --heartbeat-interval-ms <ms>    automatic heartbeat interval (default: heartbeat timeout / 3)

@@ -79,8 +79,8 @@ describe("bin.ts", () => {
       handlers: ["double"],
       concurrency: 2,
     });
-    await fake.waitFor("2 concurrent polls", () => fake.activePolls === 2);
-    expect(fake.polls[0]).toMatchObject({ queue, handlers: ["double"] });
+    await fake.waitFor("a poll", () => fake.activePolls === 1);
+    expect(fake.polls[0]).toMatchObject({ queue, handlers: ["double"], maxTasks: 2 });
 
     fake.enqueue({ handler: "double", input: toProtoValue({ n: 21 }) });
     const completion = await fake.waitFor("CompleteTask", () => fake.completions[0]);

@@ -14,7 +14,8 @@ export interface WorkerOptions {
   /** Handlers by name; the worker only receives tasks whose handler it lists. */
   handlers: TaskHandlers;
   /**
-   * Number of independent poll loops, hence the most tasks run at once.
+   * Most handlers run at once. One poll asks for as many tasks as there are free slots (at most 256
+   * per poll); a slot frees when its handler returns, while its result is reported.
    * @defaultValue 10
    */
   concurrency?: number;
@@ -61,7 +62,8 @@ export interface WorkerOptions {
    */
   retryMaxDelayMs?: number;
   /**
-   * How many times CompleteTask and FailTask are tried while the daemon is unavailable.
+   * How many times each task's result (its completion, or FailTask) is tried while the daemon is
+   * unavailable.
    * @defaultValue 5
    */
   reportAttempts?: number;

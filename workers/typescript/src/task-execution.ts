@@ -3,6 +3,7 @@ import { timestampDate, type Value } from "@bufbuild/protobuf/wkt";
 import { TaskErrorSchema } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import type { TaskAssignment } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import type { Logger } from "pino";
+import type { CompletionBatcher } from "./completion-batcher.js";
 import type { DaemonHealth } from "./daemon-health.js";
 import { LeaseLostError, TaskCancelledError, WorkerShutdownError } from "./errors.js";
 import { Heartbeater, heartbeatIntervalMs } from "./heartbeater.js";
@@ -19,8 +20,12 @@ export interface ExecutionDeps {
   client: WorkerClient;
   options: ResolvedWorkerOptions;
   health: DaemonHealth;
+  /** Delivers outputs (CompleteTasks, batched across the worker's tasks). */
+  completions: CompletionBatcher;
   /** The worker's logger, with `queue` and `workerId`. */
   logger: Logger;
+  /** Called once the handler has settled: the task's slot is free while its result is reported. */
+  onHandlerSettled: () => void;
 }
 
 type Outcome = { ok: true; output: Value } | { ok: false; failure: TaskFailure };
@@ -55,6 +60,7 @@ export class TaskExecution {
     this.logger.debug("task started");
     const outcome = await this.execute();
     this.heartbeater.stop();
+    this.deps.onHandlerSettled();
     if (this.abandonment.signal.aborted) {
       return;
     }
@@ -63,7 +69,7 @@ export class TaskExecution {
       return;
     }
     const durationMs = Math.round(performance.now() - started);
-    const { client, options, health } = this.deps;
+    const { client, completions, options, health } = this.deps;
     const policy: ReportPolicy = {
       logger: this.logger,
       health,
@@ -75,11 +81,7 @@ export class TaskExecution {
     const leaseId = this.assignment.leaseId;
     if (outcome.ok) {
       this.logger.info({ durationMs }, "task completed");
-      await report(
-        "CompleteTask",
-        (call) => client.completeTask({ leaseId, output: outcome.output }, call),
-        policy,
-      );
+      await completions.complete(leaseId, outcome.output, policy);
       return;
     }
     const { error, retryable } = outcome.failure;

@@ -3,32 +3,37 @@ import { WorkerShutdownError } from "./errors.js";
 import { deferred, within } from "./testing/async.js";
 import { FakeWorkerService } from "./testing/fake-worker-service.js";
 import { startHarness } from "./testing/harness.js";
+import { HeldTasks } from "./testing/held-tasks.js";
 import { LogCapture } from "./testing/log-capture.js";
 import { Worker } from "./worker.js";
 
 describe("worker lifecycle", () => {
-  test("concurrency N runs N poll loops and N tasks at once", async () => {
-    const started: string[] = [];
-    const allStarted = deferred();
-    const h = await startHarness({
-      concurrency: 4,
-      handlers: {
-        work: async (_input, ctx) => {
-          started.push(ctx.runId);
-          if (started.length === 4) {
-            allStarted.resolve();
-          }
-          // Each task holds its slot until all four run, which needs four loops.
-          await within(allStarted.promise, "all four tasks to start");
-          return ctx.runId;
-        },
-      },
-    });
-    await h.fake.waitFor("4 concurrent polls", () => h.fake.activePolls === 4);
-    const runIds = [1, 2, 3, 4].map(() => h.fake.enqueue({ handler: "work" }).runId);
-    await h.fake.waitFor("4 completions", () => h.fake.completions.length === 4);
-    expect([...started].sort()).toEqual([...runIds].sort());
-    expect(h.fake.maxActivePolls).toBe(4);
+  test("one poll asks for the free slots; up to `concurrency` tasks run at once, none polled while full", async () => {
+    const tasks = new HeldTasks();
+    const h = await startHarness({ concurrency: 4, handlers: { work: tasks.handler } });
+    await h.fake.waitFor("the first poll", () => h.fake.activePolls === 1);
+    const runIds = [1, 2, 3, 4, 5, 6].map(() => h.fake.enqueue({ handler: "work" }).runId);
+
+    await h.logs.waitForMessage("task started", 4);
+    expect(tasks.started).toEqual(runIds.slice(0, 4));
+    expect(h.fake.polls.map((poll) => poll.maxTasks)).toEqual([4]);
+
+    // One slot frees: the next poll asks for one task.
+    tasks.release(runIds[0] ?? "");
+    await h.logs.waitForMessage("task started", 5);
+    expect(tasks.started[4]).toBe(runIds[4]);
+    expect(h.fake.polls.map((poll) => poll.maxTasks)).toEqual([4, 1]);
+
+    // Three slots free together: one poll asks for three.
+    tasks.release(...runIds.slice(1, 4));
+    await h.logs.waitForMessage("task started", 6);
+    expect(h.fake.polls.map((poll) => poll.maxTasks).slice(0, 3)).toEqual([4, 1, 3]);
+    tasks.release(...runIds.slice(4));
+
+    await h.fake.waitFor("6 completions", () => h.fake.completions.length === 6);
+    expect(h.fake.completions.map((c) => c.output?.kind.value).sort()).toEqual([...runIds].sort());
+    expect(tasks.maxRunning).toBe(4);
+    expect(h.fake.maxActivePolls).toBe(1);
   });
 
   test("close() stops polling and waits for an in-flight task to finish and report", async () => {

@@ -53,13 +53,19 @@ describe("an unavailable daemon", () => {
     });
   });
 
-  test("CompleteTask is retried on UNAVAILABLE until it is recorded", async () => {
+  test("CompleteTasks is retried on UNAVAILABLE until it is recorded", async () => {
     const h = await startHarness({ handlers: { echo: async () => "out" } });
-    h.fake.failNext("CompleteTask", Code.Unavailable, 2);
+    h.fake.failNext("CompleteTasks", Code.Unavailable, 2);
     const assignment = h.fake.enqueue({ handler: "echo" });
-    const completion = await h.fake.waitFor("CompleteTask", () => h.fake.completions[0]);
+    const completion = await h.fake.waitFor("the completion", () => h.fake.completions[0]);
     expect(completion.leaseId).toBe(assignment.leaseId);
     expect(h.fake.completions).toHaveLength(1);
+    expect(h.fake.requests.filter((rpc) => rpc.startsWith("Complete"))).toEqual([
+      "CompleteTasks",
+      "CompleteTasks",
+      "CompleteTasks",
+    ]);
+    expect(h.fake.completeTasksCalls).toEqual([[assignment.leaseId]]);
   });
 
   test("FailTask is retried on UNAVAILABLE until it is recorded", async () => {
@@ -77,15 +83,21 @@ describe("an unavailable daemon", () => {
     expect(h.fake.failures).toHaveLength(1);
   });
 
-  test("FAILED_PRECONDITION on CompleteTask logs 'lease lost' and the worker moves on", async () => {
+  test("FAILED_PRECONDITION for a completion logs 'lease lost' and the worker moves on", async () => {
     const h = await startHarness({ handlers: { echo: async () => "out" } });
-    h.fake.failNext("CompleteTask", Code.FailedPrecondition);
-    h.fake.enqueue({ handler: "echo" });
+    const first = h.fake.enqueue({ handler: "echo" });
+    h.fake.failCompletion(first.leaseId, Code.FailedPrecondition);
     const [lost] = await h.logs.waitForMessage("lease lost; the result was not recorded");
-    expect(lost).toMatchObject({ level: levels.warn, rpc: "CompleteTask", code: "FailedPrecondition" });
+    expect(lost).toMatchObject({
+      level: levels.warn,
+      rpc: "CompleteTasks",
+      code: "FailedPrecondition",
+      runId: first.runId,
+    });
 
     const next = h.fake.enqueue({ handler: "echo" });
-    const completion = await h.fake.waitFor("the next task's CompleteTask", () => h.fake.completions[0]);
+    const completion = await h.fake.waitFor("the next task's completion", () => h.fake.completions[0]);
     expect(completion.leaseId).toBe(next.leaseId);
+    expect(h.fake.completeTasksCalls).toEqual([[first.leaseId], [next.leaseId]]);
   });
 });

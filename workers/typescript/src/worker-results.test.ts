@@ -12,7 +12,7 @@ function json(value: Value | undefined): unknown {
 }
 
 describe("handler results", () => {
-  test("an output is reported with CompleteTask exactly, and the handler sees the assignment", async () => {
+  test("an output is reported exactly, and the handler sees the assignment", async () => {
     const output = { url: "s3://b/k.png", sizes: [64, 128.5], meta: { ok: true, note: null } };
     const called = deferred<{ input: unknown; ctx: TaskContext }>();
     const h = await startHarness({
@@ -36,7 +36,7 @@ describe("handler results", () => {
       parentOutputs: { fetch: toProtoValue({ bytes: 10 }) },
     });
 
-    const completion = await h.fake.waitFor("CompleteTask", () => h.fake.completions[0]);
+    const completion = await h.fake.waitFor("the completion", () => h.fake.completions[0]);
     expect(completion.leaseId).toBe(assignment.leaseId);
     expect(json(completion.output)).toEqual(output);
     expect(h.fake.failures).toEqual([]);
@@ -66,7 +66,7 @@ describe("handler results", () => {
   test("a handler returning nothing completes with JSON null", async () => {
     const h = await startHarness({ handlers: { noop: async () => {} } });
     h.fake.enqueue({ handler: "noop" });
-    const completion = await h.fake.waitFor("CompleteTask", () => h.fake.completions[0]);
+    const completion = await h.fake.waitFor("the completion", () => h.fake.completions[0]);
     expect(completion.output?.kind.case).toBe("nullValue");
   });
 

@@ -2,6 +2,7 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { TaskAssignment } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import type { Logger } from "pino";
 import { Backoff, sleep } from "./backoff.js";
+import { CompletionBatcher } from "./completion-batcher.js";
 import { DaemonHealth } from "./daemon-health.js";
 import { addDefaults, type ResolvedWorkerOptions, type WorkerOptions } from "./options.js";
 import { TaskExecution } from "./task-execution.js";
@@ -9,12 +10,16 @@ import { createWorkerClient, type WorkerClient } from "./worker-client.js";
 
 /** Slack on top of the poll's `wait` before the client gives up on a silent daemon. */
 const pollTimeoutMarginMs = 10_000;
+/** Most assignments one PollTask may ask for (the daemon's limit). */
+const maxTasksPerPoll = 256;
 
 type State = "idle" | "running" | "closing" | "closed";
 
 /**
- * Polls a task queue and runs the tasks' handlers: `concurrency` independent loops of PollTask →
- * handler → CompleteTask/FailTask, with heartbeats while a handler runs.
+ * Polls a task queue and runs the tasks' handlers, at most `concurrency` at once, with heartbeats
+ * while a handler runs. One poll loop asks for as many tasks as there are free slots and starts each
+ * assignment as it arrives; no poll is outstanding while every slot is busy. Outputs go out batched
+ * (CompleteTasks), failures with FailTask.
  */
 export class Worker {
   private readonly options: ResolvedWorkerOptions;
@@ -22,9 +27,15 @@ export class Worker {
   private readonly logger: Logger;
   private readonly health: DaemonHealth;
   private readonly polling = new AbortController();
-  private readonly executions = new Set<TaskExecution>();
+  private readonly completions: CompletionBatcher;
+  /** Each started attempt, until its result is reported or given up. */
+  private readonly executions = new Map<TaskExecution, Promise<void>>();
+  /** Attempts whose handler has not settled yet: the slots in use. */
+  private busySlots = 0;
+  /** Wakes the poll loop when it waits for a free slot. */
+  private slotFreed: (() => void) | undefined;
   private state: State = "idle";
-  private loops: Promise<void> = Promise.resolve();
+  private polls: Promise<void> = Promise.resolve();
   private closing: Promise<void> | undefined;
   private forceShutdown: (() => void) | undefined;
   private removeSignalHandlers: (() => void) | undefined;
@@ -36,6 +47,7 @@ export class Worker {
     this.client = createWorkerClient(this.options.transport);
     this.logger = this.options.logger.child({ queue: this.options.queue, workerId: this.options.workerId });
     this.health = new DaemonHealth(this.logger);
+    this.completions = new CompletionBatcher(this.client, this.health, this.logger);
     this.closed = new Promise((resolve) => {
       this.markClosed = resolve;
     });
@@ -57,7 +69,7 @@ export class Worker {
     this.state = "running";
     const { concurrency, handlers } = this.options;
     this.logger.info({ handlers: Object.keys(handlers), concurrency }, "worker polling");
-    this.loops = Promise.all(Array.from({ length: concurrency }, () => this.pollLoop())).then(() => {});
+    this.polls = this.pollLoop();
     await this.closed;
   }
 
@@ -112,10 +124,13 @@ export class Worker {
       timer = setTimeout(() => resolve("grace over"), graceMs);
       this.forceShutdown = () => resolve("grace over");
     });
-    const outcome = await Promise.race([this.loops.then(() => "drained" as const), graceOver]);
+    const drained = this.polls
+      .then(() => Promise.all(this.executions.values()))
+      .then(() => "drained" as const);
+    const outcome = await Promise.race([drained, graceOver]);
     clearTimeout(timer);
     if (outcome === "grace over") {
-      for (const execution of this.executions) {
+      for (const execution of this.executions.keys()) {
         execution.abandon(graceMs);
       }
     }
@@ -130,19 +145,26 @@ export class Worker {
   }
 
   private async pollLoop(): Promise<void> {
-    const { queue, workerId, handlers, pollWaitMs, retryInitialDelayMs, retryMaxDelayMs } = this.options;
+    const { queue, workerId, handlers, concurrency, pollWaitMs, retryInitialDelayMs, retryMaxDelayMs } =
+      this.options;
     const request = { queue, workerId, handlers: Object.keys(handlers), wait: durationFromMs(pollWaitMs) };
     const backoff = new Backoff(retryInitialDelayMs, retryMaxDelayMs);
     while (this.state === "running") {
-      let assignment: TaskAssignment | undefined;
+      const freeSlots = concurrency - this.busySlots;
+      if (freeSlots <= 0) {
+        await this.waitForSlot();
+        continue;
+      }
+      let assignments: TaskAssignment[];
       try {
-        const response = await this.client.pollTask(request, {
-          signal: this.polling.signal,
-          timeoutMs: pollWaitMs + pollTimeoutMarginMs,
-        });
+        const response = await this.client.pollTask(
+          { ...request, maxTasks: Math.min(freeSlots, maxTasksPerPoll) },
+          { signal: this.polling.signal, timeoutMs: pollWaitMs + pollTimeoutMarginMs },
+        );
         this.health.ok();
         backoff.reset();
-        assignment = response.assignment;
+        const { assignment, moreAssignments } = response;
+        assignments = assignment === undefined ? moreAssignments : [assignment, ...moreAssignments];
       } catch (err) {
         if (this.state !== "running") {
           break;
@@ -151,25 +173,46 @@ export class Worker {
         await sleep(backoff.next(), this.polling.signal);
         continue;
       }
-      // An assignment that arrives while closing is still run: this worker holds its lease.
-      if (assignment !== undefined) {
-        await this.execute(assignment);
+      // Assignments that arrive while closing are still run: this worker holds their leases.
+      for (const assignment of assignments) {
+        this.start(assignment);
       }
     }
   }
 
-  private async execute(assignment: TaskAssignment): Promise<void> {
+  /**
+   * Resolves once a slot frees or polling stops, one turn of the event loop later: handlers that
+   * settle together free their slots for one poll instead of a poll each.
+   */
+  private waitForSlot(): Promise<void> {
+    const { signal } = this.polling;
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        this.slotFreed = undefined;
+        signal.removeEventListener("abort", wake);
+        setImmediate(resolve);
+      };
+      this.slotFreed = wake;
+      signal.addEventListener("abort", wake, { once: true });
+    });
+  }
+
+  private start(assignment: TaskAssignment): void {
+    this.busySlots++;
     const execution = new TaskExecution(assignment, {
       client: this.client,
       options: this.options,
       health: this.health,
+      completions: this.completions,
       logger: this.logger,
+      onHandlerSettled: () => {
+        this.busySlots--;
+        this.slotFreed?.();
+      },
     });
-    this.executions.add(execution);
-    try {
-      await execution.run();
-    } finally {
-      this.executions.delete(execution);
-    }
+    this.executions.set(
+      execution,
+      execution.run().finally(() => this.executions.delete(execution)),
+    );
   }
 }

@@ -7,6 +7,8 @@ import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
   type CompleteTaskRequest,
+  type CompleteTaskResultSchema,
+  type CompleteTasksRequest,
   type FailTaskRequest,
   type HeartbeatRequest,
   type HeartbeatResponseSchema,
@@ -15,12 +17,22 @@ import {
   TaskAssignmentSchema,
   WorkerService,
 } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
-import { within } from "./async.js";
+import { deferred, within } from "./async.js";
 
 /** The RPCs of WorkerService. */
-export type Rpc = "PollTask" | "Heartbeat" | "CompleteTask" | "FailTask";
+export type Rpc = "PollTask" | "Heartbeat" | "CompleteTask" | "CompleteTasks" | "FailTask";
+
+/** How a {@link FakeWorkerService} behaves. */
+export interface FakeOptions {
+  /**
+   * Whether CompleteTasks is served; false: it answers UNIMPLEMENTED, as a weftd older than it does.
+   * @defaultValue true
+   */
+  completeTasks?: boolean;
+}
 
 type HeartbeatAnswer = MessageInitShape<typeof HeartbeatResponseSchema>;
+type CompleteTaskResultInit = MessageInitShape<typeof CompleteTaskResultSchema>;
 
 let leaseCounter = 0;
 
@@ -31,10 +43,15 @@ let leaseCounter = 0;
 export class FakeWorkerService {
   readonly polls: PollTaskRequest[] = [];
   readonly heartbeats: HeartbeatRequest[] = [];
+  /** Completions recorded, by CompleteTask or as an item of CompleteTasks answered OK. */
   readonly completions: CompleteTaskRequest[] = [];
+  /** The lease ids of each CompleteTasks call that got past the call-level faults, in call order. */
+  readonly completeTasksCalls: string[][] = [];
   readonly failures: FailTaskRequest[] = [];
   /** The `authorization` header of each poll. */
   readonly authorizations: (string | null)[] = [];
+  /** The RPC named by every request received, served or not, in arrival order. */
+  readonly requests: string[] = [];
   /** Polls waiting for a task right now, and the most seen at once. */
   activePolls = 0;
   maxActivePolls = 0;
@@ -43,14 +60,19 @@ export class FakeWorkerService {
 
   private readonly pending: TaskAssignment[] = [];
   private readonly faults = new Map<Rpc, Code[]>();
+  private readonly completionFaults = new Map<string, Code[]>();
+  private completeTasksHold: Promise<void> | undefined;
   private readonly changes = new EventEmitter();
   private readonly sessions = new Set<ServerHttp2Session>();
   private readonly server: Http2Server;
   private port = 0;
 
-  private constructor() {
+  private constructor(private readonly options: FakeOptions) {
     this.changes.setMaxListeners(0);
     this.server = createServer(connectNodeAdapter({ routes: (router) => this.routes(router) }));
+    this.server.on("stream", (_stream, headers) => {
+      this.requests.push(String(headers[":path"]).split("/").pop() ?? "");
+    });
     this.server.on("session", (session) => {
       this.sessions.add(session);
       session.once("close", () => this.sessions.delete(session));
@@ -58,8 +80,8 @@ export class FakeWorkerService {
   }
 
   /** Starts a fake on a free port. */
-  static async start(): Promise<FakeWorkerService> {
-    const fake = new FakeWorkerService();
+  static async start(options: FakeOptions = {}): Promise<FakeWorkerService> {
+    const fake = new FakeWorkerService(options);
     await fake.listen(0);
     return fake;
   }
@@ -90,6 +112,22 @@ export class FakeWorkerService {
   /** Makes the next `times` calls of `rpc` fail with `code`. */
   failNext(rpc: Rpc, code: Code, times = 1): void {
     this.faults.set(rpc, [...(this.faults.get(rpc) ?? []), ...Array<Code>(times).fill(code)]);
+  }
+
+  /** Makes the next `times` CompleteTasks items of `leaseId` answer `code`. */
+  failCompletion(leaseId: string, code: Code, times = 1): void {
+    const queued = this.completionFaults.get(leaseId) ?? [];
+    this.completionFaults.set(leaseId, [...queued, ...Array<Code>(times).fill(code)]);
+  }
+
+  /**
+   * Makes the next CompleteTasks call wait, once recorded, until the returned function is called:
+   * the worker sees it in flight.
+   */
+  holdCompleteTasks(): () => void {
+    const release = deferred();
+    this.completeTasksHold = release.promise;
+    return release.resolve;
   }
 
   /** Waits until `check` returns something other than `undefined` or `false`, and returns it. */
@@ -148,8 +186,8 @@ export class FakeWorkerService {
           this.authorizations.push(context.requestHeader.get("authorization"));
           this.record("PollTask", this.polls, request);
           const waitMs = request.wait === undefined ? 0 : durationMs(request.wait);
-          const assignment = await this.take(waitMs, context.signal);
-          return assignment === undefined ? {} : { assignment };
+          const [assignment, ...moreAssignments] = await this.take(waitMs, request.maxTasks, context.signal);
+          return { assignment, moreAssignments };
         } finally {
           this.activePolls--;
           this.changed();
@@ -163,11 +201,38 @@ export class FakeWorkerService {
         this.record("CompleteTask", this.completions, request);
         return {};
       },
+      // Without CompleteTasks the router answers it UNIMPLEMENTED, as an older weftd does.
+      ...(this.options.completeTasks === false
+        ? {}
+        : { completeTasks: (request: CompleteTasksRequest) => this.completeTasks(request) }),
       failTask: (request) => {
         this.record("FailTask", this.failures, request);
         return { willRetry: request.retryable !== false };
       },
     });
+  }
+
+  /** Answers each completion OK, or with the fault queued for its lease; waits while held. */
+  private async completeTasks(request: CompleteTasksRequest): Promise<{ results: CompleteTaskResultInit[] }> {
+    this.record(
+      "CompleteTasks",
+      this.completeTasksCalls,
+      request.completions.map((c) => c.leaseId),
+    );
+    const results = request.completions.map((completion): CompleteTaskResultInit => {
+      const { leaseId } = completion;
+      const code = this.completionFaults.get(leaseId)?.shift();
+      if (code === undefined) {
+        this.completions.push(completion);
+        return { leaseId, code: 0 };
+      }
+      return { leaseId, code, message: `injected ${Code[code]}` };
+    });
+    this.changed();
+    const hold = this.completeTasksHold;
+    this.completeTasksHold = undefined;
+    await hold;
+    return { results };
   }
 
   /** Records a call, or throws the fault queued for it (a faulted call is not recorded). */
@@ -181,16 +246,16 @@ export class FakeWorkerService {
     this.changed();
   }
 
-  private async take(waitMs: number, signal: AbortSignal): Promise<TaskAssignment | undefined> {
+  /** Waits for the first assignment only, then adds those already pending, up to `maxTasks`. */
+  private async take(waitMs: number, maxTasks: number, signal: AbortSignal): Promise<TaskAssignment[]> {
     const deadline = Date.now() + waitMs;
     while (!signal.aborted) {
-      const next = this.pending.shift();
-      if (next !== undefined) {
-        return next;
+      if (this.pending.length > 0) {
+        return this.pending.splice(0, Math.max(maxTasks, 1));
       }
       const remaining = deadline - Date.now();
       if (remaining <= 0) {
-        return undefined;
+        return [];
       }
       await new Promise<void>((resolve) => {
         const done = (): void => {
@@ -204,7 +269,7 @@ export class FakeWorkerService {
         signal.addEventListener("abort", done);
       });
     }
-    return undefined;
+    return [];
   }
 
   private changed(): void {

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { onTestFinished } from "vitest";
 import type { WorkerOptions } from "../options.js";
 import { Worker } from "../worker.js";
-import { FakeWorkerService } from "./fake-worker-service.js";
+import { type FakeOptions, FakeWorkerService } from "./fake-worker-service.js";
 import { LogCapture } from "./log-capture.js";
 
 /** A worker running against a fresh fake daemon, torn down when the test finishes. */
@@ -18,8 +18,9 @@ export interface Harness {
 /** Starts a fake daemon and a worker polling it with fast retries; both stop after the test. */
 export async function startHarness(
   options: Partial<WorkerOptions> & Pick<WorkerOptions, "handlers">,
+  fakeOptions: FakeOptions = {},
 ): Promise<Harness> {
-  const fake = await FakeWorkerService.start();
+  const fake = await FakeWorkerService.start(fakeOptions);
   const logs = new LogCapture();
   const queue = `test-${randomUUID()}`;
   const worker = new Worker({

@@ -281,7 +281,7 @@ describe("compileWorkflow", () => {
   it("plans a diamond in layers [[a],[b,c],[d]]", () => {
     expect(validateWorkflow(diamond, limits)).toEqual([]);
     const compiled = compileWorkflow(diamond, defaults);
-    expect(compiled.layers).toEqual([["a"], ["b", "c"], ["d"]]);
+    expect(compiled.layers()).toEqual([["a"], ["b", "c"], ["d"]]);
     expect(compiled.roots).toEqual(["a"]);
     expect(compiled.leaves).toEqual(["d"]);
     expect(compiled.tasks.map((x) => x.id)).toEqual(["a", "b", "c", "d"]);
@@ -323,6 +323,28 @@ describe("compileWorkflow", () => {
     expect(bare?.scheduleToStartMs).toBe(0);
   });
 
+  it("lists parents once in depends_on order and children in definition order", () => {
+    const compiled = compileWorkflow(
+      wf([t("z"), t("a"), t("m", ["z", "a", "z"]), t("b", ["a"]), t("c", ["m", "b"])]),
+      defaults,
+    );
+    expect(compiled.size).toBe(5);
+    expect(compiled.byId.get("m")?.parents).toEqual(["z", "a"]);
+    expect(compiled.parentCount(2)).toBe(2);
+    expect(compiled.byId.get("a")?.children).toEqual(["m", "b"]);
+    expect(compiled.idAt(4)).toBe("c");
+    expect(compiled.roots).toEqual(["z", "a"]);
+    expect(compiled.leaves).toEqual(["c"]);
+    expect(compiled.layers()).toEqual([["z", "a"], ["m", "b"], ["c"]]);
+    expect(compiled.byId.get("nope")).toBeUndefined();
+  });
+
+  it("makes tasks that serialise without the graph behind them (safe to log)", () => {
+    const compiled = compileWorkflow(diamond, defaults);
+    expect(JSON.stringify(compiled.byId.get("b"))).toBe('{"index":1}');
+    expect(compiled.tasks.map((x) => x.id)).toEqual(["a", "b", "c", "d"]);
+  });
+
   it("throws on a definition that did not validate", () => {
     expect(() => compileWorkflow(wf([t("a", ["b"]), t("b", ["a"])]), defaults)).toThrow(/cycle/);
     expect(() => compileWorkflow(wf([t("a", ["x"])]), defaults)).toThrow(/unknown task "x"/);
@@ -337,8 +359,9 @@ describe("large graphs", () => {
     const def = wf(Array.from({ length: N }, (_, i) => t(`t${i}`, i === 0 ? [] : [`t${i - 1}`])));
     expect(validateWorkflow(def, big)).toEqual([]);
     const compiled = compileWorkflow(def, defaults);
-    expect(compiled.layers.length).toBe(N);
-    expect(compiled.layers[N - 1]).toEqual([`t${N - 1}`]);
+    const layers = compiled.layers();
+    expect(layers.length).toBe(N);
+    expect(layers[N - 1]).toEqual([`t${N - 1}`]);
     expect(compiled.roots).toEqual(["t0"]);
     expect(compiled.leaves).toEqual([`t${N - 1}`]);
     expect(planOf(compiled).layers.length).toBe(N);
@@ -358,9 +381,10 @@ describe("large graphs", () => {
     const def = wf([t("root"), ...middle.map((id) => t(id, ["root"])), t("sink", middle)]);
     expect(validateWorkflow(def, big)).toEqual([]);
     const compiled = compileWorkflow(def, defaults);
-    expect(compiled.layers.map((l) => l.length)).toEqual([1, N - 2, 1]);
-    expect(compiled.layers[1]?.[0]).toBe("m0");
-    expect(compiled.layers[1]?.[N - 3]).toBe(`m${N - 3}`);
+    const layers = compiled.layers();
+    expect(layers.map((l) => l.length)).toEqual([1, N - 2, 1]);
+    expect(layers[1]?.[0]).toBe("m0");
+    expect(layers[1]?.[N - 3]).toBe(`m${N - 3}`);
     expect(compiled.byId.get("root")?.children.length).toBe(N - 2);
     expect(compiled.leaves).toEqual(["sink"]);
   });

@@ -1,4 +1,4 @@
-import { create, type JsonValue, toJson } from "@bufbuild/protobuf";
+import { create, toJson } from "@bufbuild/protobuf";
 import { type Duration, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import {
   type ExecutionPlan,
@@ -7,10 +7,12 @@ import {
   type TaskTimeouts,
   type WorkflowDefinition,
 } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
+import { type CompiledTask, CompiledWorkflow, levelsOf, type TaskSettings } from "./compiled-workflow.js";
 import { durationToMs, type ResolvedRetryPolicy, resolveRetryPolicy } from "./retry-policy.js";
 import type { Violation } from "./violations.js";
 
-export type { Violation };
+export type { CompiledTask, TaskSettings, Violation };
+export { CompiledWorkflow };
 
 /** Limits applied when validating a definition. */
 export interface ValidationLimits {
@@ -22,47 +24,6 @@ export interface ValidationLimits {
 export interface CompileDefaults {
   retry: ResolvedRetryPolicy;
   heartbeatTimeoutMs: number;
-}
-
-/** One task of a compiled workflow, with every setting resolved. */
-export interface CompiledTask {
-  id: string;
-  /** Position in the definition. */
-  index: number;
-  handler: string;
-  /** Task queue; "default" when the definition leaves it empty. */
-  queue: string;
-  /** Ids of the tasks this one depends on, in depends_on order. */
-  parents: string[];
-  /** Ids of the tasks that depend on this one, in definition order. */
-  children: string[];
-  /** Static input as a plain JSON value, or undefined when unset. */
-  input: JsonValue | undefined;
-  retry: ResolvedRetryPolicy;
-  heartbeatTimeoutMs: number;
-  /** 0: no limit. */
-  startToCloseMs: number;
-  /** 0: no limit. */
-  scheduleToStartMs: number;
-  /** Literal or template over the run input; "" when the task has no key. */
-  rateLimitKey: string;
-}
-
-/** A validated definition turned into the graph the engine runs. */
-export interface CompiledWorkflow {
-  name: string;
-  /** Tasks in definition order. */
-  tasks: CompiledTask[];
-  byId: Map<string, CompiledTask>;
-  /** Tasks without parents, in definition order. */
-  roots: string[];
-  /** Tasks without children, in definition order. */
-  leaves: string[];
-  /** Kahn layers: every task of layer k depends only on earlier layers; each in definition order. */
-  layers: string[][];
-  /** Wall-clock limit of a run; 0: none. */
-  runTimeoutMs: number;
-  continueOnFailure: boolean;
 }
 
 /** Queue used when a task names none. */
@@ -152,6 +113,30 @@ function checkTimeouts(path: string, t: TaskTimeouts, out: Violation[]): void {
   }
 }
 
+/** Path of a task in a definition, for violations. */
+function taskPath(i: number): string {
+  return `definition.tasks[${i}]`;
+}
+
+/**
+ * Edges grouped by their first end: the edges of node i are
+ * `list[start[i] .. start[i + 1]]`, in the order they were given.
+ */
+function adjacency(
+  n: number,
+  from: Uint32Array,
+  to: Uint32Array,
+  count: number,
+): { start: Uint32Array; list: Uint32Array } {
+  const start = new Uint32Array(n + 1);
+  for (let e = 0; e < count; e++) start[from[e]! + 1]!++;
+  for (let i = 0; i < n; i++) start[i + 1]! += start[i]!;
+  const fill = start.slice(0, n);
+  const list = new Uint32Array(count);
+  for (let e = 0; e < count; e++) list[fill[from[e]!]!++] = to[e]!;
+  return { start, list };
+}
+
 /** Size in bytes of a Value as JSON, or an error message when it is not valid JSON. */
 function jsonSize(v: Value): number | string {
   try {
@@ -162,37 +147,37 @@ function jsonSize(v: Value): number | string {
 }
 
 /**
- * Finds one cycle among tasks, following edges from parent to child, by an
+ * Finds one cycle among tasks, following edges from parent to child (children
+ * of task i: `list[start[i] .. start[i + 1]]`), by an
  * iterative three-color DFS. Returns the task indexes of the cycle, starting
  * and ending at the same task (its lowest index), or undefined.
  */
-function findCycle(children: number[][]): number[] | undefined {
-  const n = children.length;
+function findCycle(start: Uint32Array, list: Uint32Array): number[] | undefined {
+  const n = start.length - 1;
   const color = new Uint8Array(n); // 0 white, 1 on the stack, 2 done
   const stackNode: number[] = [];
   const stackEdge: number[] = [];
-  for (let start = 0; start < n; start++) {
-    if (color[start] !== 0) continue;
-    color[start] = 1;
-    stackNode.push(start);
-    stackEdge.push(0);
+  for (let first = 0; first < n; first++) {
+    if (color[first] !== 0) continue;
+    color[first] = 1;
+    stackNode.push(first);
+    stackEdge.push(start[first]!);
     while (stackNode.length > 0) {
       const top = stackNode.length - 1;
       const node = stackNode[top]!;
-      const edges = children[node]!;
       const e = stackEdge[top]!;
-      if (e === edges.length) {
+      if (e === start[node + 1]!) {
         color[node] = 2;
         stackNode.pop();
         stackEdge.pop();
         continue;
       }
       stackEdge[top] = e + 1;
-      const next = edges[e]!;
+      const next = list[e]!;
       if (color[next] === 0) {
         color[next] = 1;
         stackNode.push(next);
-        stackEdge.push(0);
+        stackEdge.push(start[next]!);
       } else if (color[next] === 1) {
         const cycle = stackNode.slice(stackNode.lastIndexOf(next));
         let low = 0;
@@ -237,69 +222,88 @@ export function validateWorkflow(def: WorkflowDefinition, limits: ValidationLimi
   }
 
   // Ids first, so that depends_on can name tasks defined later.
+  const n = tasks.length;
   const indexOf = new Map<string, number>();
-  tasks.forEach((t, i) => {
-    const path = `definition.tasks[${i}]`;
+  let edgeCount = 0;
+  for (let i = 0; i < n; i++) {
+    const t = tasks[i]!;
+    edgeCount += t.dependsOn.length;
     const idProblem = identProblem("id", t.id);
     if (idProblem !== undefined) {
-      out.push({ field: `${path}.id`, description: idProblem });
-      return;
+      out.push({ field: `${taskPath(i)}.id`, description: idProblem });
+      continue;
     }
     const first = indexOf.get(t.id);
     if (first !== undefined) {
       out.push({
-        field: `${path}.id`,
+        field: `${taskPath(i)}.id`,
         description: `id ${JSON.stringify(t.id)} is already used by definition.tasks[${first}]`,
       });
     } else {
       indexOf.set(t.id, i);
     }
-  });
+  }
 
-  const children: number[][] = tasks.map(() => []);
-  tasks.forEach((t, i) => {
-    const path = `definition.tasks[${i}]`;
-    if (t.handler === "") out.push({ field: `${path}.handler`, description: "handler is required" });
+  // Edges parent → child, as two parallel arrays; `seenBy[p] === i` once task i listed parent p.
+  const edgeParent = new Uint32Array(edgeCount);
+  const edgeChild = new Uint32Array(edgeCount);
+  let edges = 0;
+  const seenBy = new Int32Array(n).fill(-1);
+  for (let i = 0; i < n; i++) {
+    const t = tasks[i]!;
+    if (t.handler === "") out.push({ field: `${taskPath(i)}.handler`, description: "handler is required" });
     if (t.queue !== "") {
       const problem = identProblem("queue", t.queue);
-      if (problem !== undefined) out.push({ field: `${path}.queue`, description: problem });
+      if (problem !== undefined) out.push({ field: `${taskPath(i)}.queue`, description: problem });
     }
-    const seen = new Set<string>();
-    t.dependsOn.forEach((dep, k) => {
-      const field = `${path}.depends_on[${k}]`;
+    const deps = t.dependsOn;
+    for (let k = 0; k < deps.length; k++) {
+      const dep = deps[k]!;
       const parent = indexOf.get(dep);
       if (dep === t.id && t.id !== "") {
-        out.push({ field, description: `task ${JSON.stringify(t.id)} depends on itself` });
+        out.push({
+          field: `${taskPath(i)}.depends_on[${k}]`,
+          description: `task ${JSON.stringify(t.id)} depends on itself`,
+        });
       } else if (parent === undefined) {
-        out.push({ field, description: `depends_on names unknown task ${JSON.stringify(dep)}` });
-      } else if (seen.has(dep)) {
-        out.push({ field, description: `depends_on lists ${JSON.stringify(dep)} twice` });
+        out.push({
+          field: `${taskPath(i)}.depends_on[${k}]`,
+          description: `depends_on names unknown task ${JSON.stringify(dep)}`,
+        });
+      } else if (seenBy[parent] === i) {
+        out.push({
+          field: `${taskPath(i)}.depends_on[${k}]`,
+          description: `depends_on lists ${JSON.stringify(dep)} twice`,
+        });
       } else {
-        children[parent]!.push(i);
+        seenBy[parent] = i;
+        edgeParent[edges] = parent;
+        edgeChild[edges] = i;
+        edges++;
       }
-      seen.add(dep);
-    });
+    }
     if (t.input !== undefined) {
       const size = jsonSize(t.input);
       if (typeof size === "string") {
-        out.push({ field: `${path}.input`, description: size });
+        out.push({ field: `${taskPath(i)}.input`, description: size });
       } else if (size > limits.maxPayloadBytes) {
         out.push({
-          field: `${path}.input`,
+          field: `${taskPath(i)}.input`,
           description: `input is ${size} bytes as JSON, over the limit of ${limits.maxPayloadBytes}`,
         });
       }
     }
-    if (t.retry !== undefined) checkRetry(`${path}.retry`, t.retry, out);
-    if (t.timeouts !== undefined) checkTimeouts(`${path}.timeouts`, t.timeouts, out);
+    if (t.retry !== undefined) checkRetry(`${taskPath(i)}.retry`, t.retry, out);
+    if (t.timeouts !== undefined) checkTimeouts(`${taskPath(i)}.timeouts`, t.timeouts, out);
     if (t.rateLimitKey !== "") {
       const problem = rateLimitKeyProblem(t.rateLimitKey);
-      if (problem !== undefined) out.push({ field: `${path}.rate_limit_key`, description: problem });
+      if (problem !== undefined) out.push({ field: `${taskPath(i)}.rate_limit_key`, description: problem });
     }
-  });
+  }
 
   // Self-dependencies are reported above and left out of the edges.
-  const cycle = findCycle(children);
+  const children = adjacency(n, edgeParent, edgeChild, edges);
+  const cycle = findCycle(children.start, children.list);
   if (cycle !== undefined) {
     out.push({
       field: "definition.tasks",
@@ -309,94 +313,109 @@ export function validateWorkflow(def: WorkflowDefinition, limits: ValidationLimi
   return out;
 }
 
-function timeoutMs(
-  get: (t: TaskTimeouts) => Duration | undefined,
-  task: TaskTimeouts | undefined,
-  workflow: TaskTimeouts | undefined,
-  fallback: number,
-): number {
-  const d =
-    (task === undefined ? undefined : get(task)) ?? (workflow === undefined ? undefined : get(workflow));
+function timeoutMs(d: Duration | undefined, fallback: number): number {
   return d === undefined ? fallback : durationToMs(d);
 }
 
 /**
  * Compiles a definition that {@link validateWorkflow} accepted: resolves every
- * task's settings (task → workflow default → daemon default) and computes the
- * graph's edges, roots, leaves and Kahn layers. Throws on a definition with an
- * unknown dependency or a cycle.
+ * task's settings (task → workflow default → daemon default), shares the
+ * settings of tasks that have the same, and builds the graph's edges in both
+ * directions. Throws on a definition with an unknown dependency or a cycle.
  */
 export function compileWorkflow(def: WorkflowDefinition, defaults: CompileDefaults): CompiledWorkflow {
-  const byId = new Map<string, CompiledTask>();
+  const tasks = def.tasks;
+  const n = tasks.length;
+  const ids = new Array<string>(n);
+  const indexOf = new Map<string, number>();
+  let edgeCount = 0;
+  for (let i = 0; i < n; i++) {
+    const t = tasks[i]!;
+    ids[i] = t.id;
+    if (!indexOf.has(t.id)) indexOf.set(t.id, i);
+    edgeCount += t.dependsOn.length;
+  }
+
+  // Parents in depends_on order, each once; `seenBy[p] === i` once task i listed parent p.
+  const parentStart = new Uint32Array(n + 1);
+  let parentList = new Uint32Array(edgeCount);
+  const childOf = new Uint32Array(edgeCount);
+  const seenBy = new Int32Array(n).fill(-1);
+  let edges = 0;
+  for (let i = 0; i < n; i++) {
+    const t = tasks[i]!;
+    for (const dep of t.dependsOn) {
+      const p = indexOf.get(dep);
+      if (p === undefined) throw new Error(`task "${t.id}" depends on unknown task "${dep}"`);
+      if (seenBy[p] === i) continue;
+      seenBy[p] = i;
+      parentList[edges] = p;
+      childOf[edges] = i;
+      edges++;
+    }
+    parentStart[i + 1] = edges;
+  }
+  if (edges < edgeCount) parentList = parentList.slice(0, edges);
+  // Children in definition order: the edges are listed by increasing child.
+  const children = adjacency(n, parentList, childOf, edges);
+  if (levelsOf(parentStart, children.start, children.list) === undefined) {
+    throw new Error(`workflow "${def.name}" has a cycle`);
+  }
+
   const workflowRetry = resolveRetryPolicy(undefined, def.defaultRetry, defaults.retry);
   const wt = def.defaultTimeouts;
-  const tasks = def.tasks.map((t, index): CompiledTask => {
+  const workflowTimeouts = {
+    heartbeat: timeoutMs(wt?.heartbeat, defaults.heartbeatTimeoutMs),
+    startToClose: timeoutMs(wt?.startToClose, 0),
+    scheduleToStart: timeoutMs(wt?.scheduleToStart, 0),
+  };
+  const settings: TaskSettings[] = [];
+  const shared = new Map<string, number>();
+  const settingsOf = new Uint32Array(n);
+  for (let i = 0; i < n; i++) {
+    const t = tasks[i]!;
     const tt = t.timeouts;
-    const task: CompiledTask = {
-      id: t.id,
-      index,
+    const s: TaskSettings = {
       handler: t.handler,
       queue: t.queue === "" ? DEFAULT_QUEUE : t.queue,
-      parents: [...new Set(t.dependsOn)],
-      children: [],
       input: t.input === undefined ? undefined : toJson(ValueSchema, t.input),
       // Tasks without their own policy share the workflow's resolved one.
       retry:
         t.retry === undefined ? workflowRetry : resolveRetryPolicy(t.retry, def.defaultRetry, defaults.retry),
-      heartbeatTimeoutMs: timeoutMs((x) => x.heartbeat, tt, wt, defaults.heartbeatTimeoutMs),
-      startToCloseMs: timeoutMs((x) => x.startToClose, tt, wt, 0),
-      scheduleToStartMs: timeoutMs((x) => x.scheduleToStart, tt, wt, 0),
+      heartbeatTimeoutMs: timeoutMs(tt?.heartbeat, workflowTimeouts.heartbeat),
+      startToCloseMs: timeoutMs(tt?.startToClose, workflowTimeouts.startToClose),
+      scheduleToStartMs: timeoutMs(tt?.scheduleToStart, workflowTimeouts.scheduleToStart),
       rateLimitKey: t.rateLimitKey,
     };
-    byId.set(t.id, task);
-    return task;
-  });
-
-  const pending = new Int32Array(tasks.length);
-  for (const task of tasks) {
-    pending[task.index] = task.parents.length;
-    for (const p of task.parents) {
-      const parent = byId.get(p);
-      if (parent === undefined) throw new Error(`task "${task.id}" depends on unknown task "${p}"`);
-      parent.children.push(task.id);
+    if (s.input !== undefined || s.retry !== workflowRetry) {
+      settingsOf[i] = settings.push(s) - 1;
+      continue;
     }
+    const key = `${s.handler}\n${s.queue}\n${s.rateLimitKey}\n${s.heartbeatTimeoutMs}\n${s.startToCloseMs}\n${s.scheduleToStartMs}`;
+    let at = shared.get(key);
+    if (at === undefined) {
+      at = settings.push(s) - 1;
+      shared.set(key, at);
+    }
+    settingsOf[i] = at;
   }
 
-  // Kahn's algorithm: a task's layer is one past its deepest parent's.
-  const level = new Int32Array(tasks.length);
-  let frontier = tasks.filter((t) => t.parents.length === 0);
-  let placed = 0;
-  let depth = 0;
-  while (frontier.length > 0) {
-    const next: CompiledTask[] = [];
-    for (const task of frontier) {
-      level[task.index] = depth;
-      placed++;
-      for (const c of task.children) {
-        const child = byId.get(c)!;
-        if (--pending[child.index]! === 0) next.push(child);
-      }
-    }
-    frontier = next;
-    depth++;
-  }
-  if (placed !== tasks.length) throw new Error(`workflow "${def.name}" has a cycle`);
-  const layers: string[][] = Array.from({ length: depth }, () => []);
-  for (const task of tasks) layers[level[task.index]!]!.push(task.id);
-
-  return {
+  return new CompiledWorkflow({
     name: def.name,
-    tasks,
-    byId,
-    roots: tasks.filter((t) => t.parents.length === 0).map((t) => t.id),
-    leaves: tasks.filter((t) => t.children.length === 0).map((t) => t.id),
-    layers,
     runTimeoutMs: def.runTimeout === undefined ? 0 : durationToMs(def.runTimeout),
     continueOnFailure: def.continueOnFailure,
-  };
+    ids,
+    indexOf,
+    parentStart,
+    parentList,
+    childStart: children.start,
+    childList: children.list,
+    settingsOf,
+    settings,
+  });
 }
 
 /** The ExecutionPlan message of a compiled workflow. */
 export function planOf(compiled: CompiledWorkflow): ExecutionPlan {
-  return create(ExecutionPlanSchema, { layers: compiled.layers.map((taskIds) => ({ taskIds })) });
+  return create(ExecutionPlanSchema, { layers: compiled.layers().map((taskIds) => ({ taskIds })) });
 }

@@ -44,6 +44,14 @@ export interface EngineOptions {
 export const LOCK_GRACE_MS = 1000;
 
 /**
+ * Most jobs enqueued in one BullMQ call. A step that makes many tasks ready
+ * (a trigger or a fan-out) adds them in chunks, one after the other: BullMQ
+ * builds several KiB of objects per job it adds, and the first tasks start
+ * while the later chunks are still being added.
+ */
+export const ENQUEUE_CHUNK = 1000;
+
+/**
  * The workflow engine of one weftd replica. Replicas share nothing but Redis:
  * run state lives in Redis hashes and streams, tasks in BullMQ queues, and
  * every step that changes a run is one Lua script on that run's keys.
@@ -63,7 +71,9 @@ export class Engine {
   private readonly reconciler: Reconciler;
   private readonly knownQueues = new Set<string>();
   private readonly dispatchers = new Map<string, QueueDispatcher>();
-  private readonly runRefs = new LruCache<string, { workflow: string; version: number }>(50_000);
+  private readonly runRefs = new LruCache<string, { workflow: string; version: number }>({
+    maxEntries: 50_000,
+  });
 
   private constructor(
     readonly redis: Redis,
@@ -78,7 +88,12 @@ export class Engine {
     this.workflows = new WorkflowStore(
       redis,
       this.keys,
-      { maxTasks: options.maxTasksPerWorkflow, maxPayloadBytes: options.maxPayloadBytes },
+      {
+        maxTasks: options.maxTasksPerWorkflow,
+        maxPayloadBytes: options.maxPayloadBytes,
+        // Room for a few versions of the largest size allowed (about 100 bytes per task).
+        cacheTasks: Math.max(200_000, 2 * options.maxTasksPerWorkflow),
+      },
       { retry: policy.retry, heartbeatTimeoutMs: options.defaultHeartbeatTimeoutMs },
     );
     this.queues = new TaskQueues(
@@ -167,27 +182,33 @@ export class Engine {
     };
   }
 
-  /** Enqueues the jobs of tasks made ready by a step, with their schedule-to-start timers. */
-  async enqueue(runId: string, loaded: LoadedWorkflow, taskIds: string[]): Promise<void> {
-    if (taskIds.length === 0) return;
-    const specs: TaskJobSpec[] = [];
-    const timers: { data: TimerData; delayMs: number }[] = [];
-    for (const id of taskIds) {
-      const task = loaded.compiled.byId.get(id);
-      if (task === undefined) continue;
-      specs.push(this.jobSpec(runId, loaded, task));
-      if (task.scheduleToStartMs > 0) {
-        timers.push({
-          data: { kind: "schedule-to-start", runId, taskId: id },
-          delayMs: task.scheduleToStartMs,
-        });
+  /**
+   * Enqueues the jobs of tasks made ready by a step, with their schedule-to-start
+   * timers, in chunks of {@link ENQUEUE_CHUNK} in the order given.
+   */
+  async enqueue(runId: string, loaded: LoadedWorkflow, taskIds: readonly string[]): Promise<void> {
+    for (let from = 0; from < taskIds.length; from += ENQUEUE_CHUNK) {
+      const specs: TaskJobSpec[] = [];
+      const timers: { data: TimerData; delayMs: number }[] = [];
+      const to = Math.min(from + ENQUEUE_CHUNK, taskIds.length);
+      for (let i = from; i < to; i++) {
+        const id = taskIds[i]!;
+        const task = loaded.compiled.byId.get(id);
+        if (task === undefined) continue;
+        specs.push(this.jobSpec(runId, loaded, task));
+        if (task.scheduleToStartMs > 0) {
+          timers.push({
+            data: { kind: "schedule-to-start", runId, taskId: id },
+            delayMs: task.scheduleToStartMs,
+          });
+        }
+        if (!this.knownQueues.has(task.queue)) {
+          this.knownQueues.add(task.queue);
+          await this.admin.remember(task.queue);
+        }
       }
-      if (!this.knownQueues.has(task.queue)) {
-        this.knownQueues.add(task.queue);
-        await this.admin.remember(task.queue);
-      }
+      await Promise.all([this.queues.add(specs), this.timers.schedule(timers)]);
     }
-    await Promise.all([this.queues.add(specs), this.timers.schedule(timers)]);
   }
 
   /** Handles a timer that fired. */

@@ -48,7 +48,10 @@ export class RunOps {
       inputText,
       now,
       idempotencyKey,
-      compiled.tasks.map((t) => ({ id: t.id, parents: t.parents.length })),
+      Array.from({ length: compiled.size }, (_, i) => ({
+        id: compiled.idAt(i),
+        parents: compiled.parentCount(i),
+      })),
       [engine.keys.runIndex(), engine.keys.runIndex(workflow)],
     );
     engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);

@@ -11,7 +11,6 @@ import {
   WorkflowSummarySchema,
 } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import type { Redis } from "ioredis";
-import { contentHash } from "./canonical.js";
 import {
   type CompileDefaults,
   type CompiledWorkflow,
@@ -19,14 +18,25 @@ import {
   planOf,
   validateWorkflow,
 } from "./dag.js";
+import { definitionHash } from "./definition-hash.js";
 import type { Keys } from "./keys.js";
 import { LruCache } from "./lru-cache.js";
 import { invalidArgument } from "./violations.js";
 
-/** A stored workflow version with its compiled DAG. */
+/** A stored workflow version with its compiled DAG, as the engine runs it. */
 export interface LoadedWorkflow {
+  /**
+   * The version's name, number, time and hash. Its definition holds every
+   * workflow-level setting but no tasks (they are in `compiled`);
+   * {@link WorkflowStore.describe} returns the whole definition.
+   */
   workflow: Workflow;
   compiled: CompiledWorkflow;
+}
+
+/** A workflow version as the API returns it: the whole definition and its execution plan. */
+export interface DescribedWorkflow {
+  workflow: Workflow;
   plan: ExecutionPlan;
 }
 
@@ -34,6 +44,11 @@ export interface LoadedWorkflow {
 export interface WorkflowLimits {
   maxTasks: number;
   maxPayloadBytes: number;
+  /**
+   * Tasks of compiled versions kept in memory per cache generation (the cache holds up to twice
+   * this, and at least the version in use).
+   */
+  cacheTasks: number;
 }
 
 // Stores a new version unless identical content exists. KEYS[1]: workflow hash.
@@ -48,39 +63,62 @@ return {n, 1}
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,128}$/;
 
+/** Most versions kept compiled in memory per cache generation, whatever their size. */
+const CACHE_VERSIONS = 256;
+
 /**
  * Workflow definitions in Redis, versioned by content, with the compiled DAG
- * of recently used versions kept in memory (versions never change once stored).
+ * of recently used versions kept in memory (versions never change once
+ * stored), bounded by their number and by their total tasks.
  */
 export class WorkflowStore {
-  private readonly cache = new LruCache<string, LoadedWorkflow>(256);
+  private readonly cache: LruCache<string, LoadedWorkflow>;
+  /** Loads in progress, so that concurrent steps of a run whose version left the cache load it once. */
+  private readonly loading = new Map<string, Promise<LoadedWorkflow>>();
 
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
     private readonly limits: WorkflowLimits,
     private readonly defaults: CompileDefaults,
-  ) {}
+  ) {
+    this.cache = new LruCache({
+      maxEntries: CACHE_VERSIONS,
+      maxWeight: limits.cacheTasks,
+      weigh: (loaded) => loaded.compiled.size,
+    });
+  }
+
+  /** Compiled versions held in memory and their tasks. */
+  get cached(): { versions: number; tasks: number } {
+    return { versions: this.cache.size, tasks: this.cache.weight };
+  }
 
   /** Validates a definition, throwing INVALID_ARGUMENT with every violation. */
   validate(def: WorkflowDefinition): { compiled: CompiledWorkflow; plan: ExecutionPlan } {
-    const violations = validateWorkflow(def, this.limits);
-    if (violations.length > 0) throw invalidArgument(violations);
-    const compiled = compileWorkflow(def, this.defaults);
+    const compiled = this.compile(def);
     return { compiled, plan: planOf(compiled) };
   }
 
   /** Stores a definition; identical content returns the existing version with created=false. */
-  async submit(def: WorkflowDefinition): Promise<{ loaded: LoadedWorkflow; created: boolean }> {
-    const { compiled, plan } = this.validate(def);
-    const hash = contentHash(def);
-    const bytes = Buffer.from(toBinary(WorkflowDefinitionSchema, def));
+  async submit(def: WorkflowDefinition): Promise<DescribedWorkflow & { created: boolean }> {
+    const compiled = this.compile(def);
+    const hash = definitionHash(def);
+    const binary = toBinary(WorkflowDefinitionSchema, def);
     const now = Date.now();
     const key = this.keys.workflow(def.name);
     const [, stored] = (await this.redis
       .multi()
       .zadd(this.keys.workflowIndex(), "NX", 0, def.name)
-      .eval(STORE, 1, key, hash, bytes, now, def.tasks.length)
+      .eval(
+        STORE,
+        1,
+        key,
+        hash,
+        Buffer.from(binary.buffer, binary.byteOffset, binary.byteLength),
+        now,
+        def.tasks.length,
+      )
       .exec()
       .then(checkExec)) as [unknown, [number, number]];
     const [version, created] = stored;
@@ -88,20 +126,30 @@ export class WorkflowStore {
     let loaded = this.cache.get(cacheKey);
     if (loaded === undefined) {
       const createTime = created === 1 ? now : Number(await this.redis.hget(key, `t:${version}`));
-      loaded = {
-        workflow: create(WorkflowSchema, {
-          name: def.name,
-          version,
-          definition: def,
-          createTime: timestampFromMs(createTime),
-          contentHash: hash,
-        }),
-        compiled,
-        plan,
-      };
+      loaded = { workflow: header(def, version, createTime, hash), compiled };
       this.cache.set(cacheKey, loaded);
     }
-    return { loaded, created: created === 1 };
+    return {
+      workflow: create(WorkflowSchema, { ...loaded.workflow, definition: def }),
+      plan: planOf(compiled),
+      created: created === 1,
+    };
+  }
+
+  /** A version (0: the latest) with its whole definition and plan, or NOT_FOUND. */
+  async describe(name: string, version: number): Promise<DescribedWorkflow> {
+    const loaded = await this.get(name, version);
+    const { workflow } = loaded;
+    const bytes = await this.redis.hgetBuffer(this.keys.workflow(name), `d:${workflow.version}`);
+    if (bytes === null)
+      throw new ConnectError(`workflow "${name}" has no version ${workflow.version}`, Code.NotFound);
+    return {
+      workflow: create(WorkflowSchema, {
+        ...workflow,
+        definition: fromBinary(WorkflowDefinitionSchema, bytes),
+      }),
+      plan: planOf(loaded.compiled),
+    };
   }
 
   /** Loads a version (0: the latest), or throws NOT_FOUND naming what is missing. */
@@ -111,36 +159,50 @@ export class WorkflowStore {
       if (hit !== undefined) return hit;
     }
     if (!NAME_RE.test(name)) throw new ConnectError(`workflow "${name}" not found`, Code.NotFound);
-    const key = this.keys.workflow(name);
-    const latest = Number((await this.redis.hget(key, "latest")) ?? 0);
-    if (latest === 0) throw new ConnectError(`workflow "${name}" not found`, Code.NotFound);
-    const v = version === 0 ? latest : version;
-    if (v > latest) {
-      throw new ConnectError(`workflow "${name}" has no version ${v} (latest is ${latest})`, Code.NotFound);
+    let v = version;
+    if (v === 0) {
+      v = Number((await this.redis.hget(this.keys.workflow(name), "latest")) ?? 0);
+      if (v === 0) throw new ConnectError(`workflow "${name}" not found`, Code.NotFound);
     }
-    const hit = this.cache.get(`${name}@${v}`);
+    const cacheKey = `${name}@${v}`;
+    const hit = this.cache.get(cacheKey);
     if (hit !== undefined) return hit;
+    let load = this.loading.get(cacheKey);
+    if (load === undefined) {
+      load = this.load(name, v).finally(() => this.loading.delete(cacheKey));
+      this.loading.set(cacheKey, load);
+    }
+    return load;
+  }
+
+  private async load(name: string, version: number): Promise<LoadedWorkflow> {
+    const key = this.keys.workflow(name);
     const [bytes, createTime, hash] = await Promise.all([
-      this.redis.hgetBuffer(key, `d:${v}`),
-      this.redis.hget(key, `t:${v}`),
-      this.redis.hget(key, `c:${v}`),
+      this.redis.hgetBuffer(key, `d:${version}`),
+      this.redis.hget(key, `t:${version}`),
+      this.redis.hget(key, `c:${version}`),
     ]);
-    if (bytes === null) throw new ConnectError(`workflow "${name}" has no version ${v}`, Code.NotFound);
+    if (bytes === null) {
+      const latest = Number((await this.redis.hget(key, "latest")) ?? 0);
+      if (latest === 0) throw new ConnectError(`workflow "${name}" not found`, Code.NotFound);
+      throw new ConnectError(
+        `workflow "${name}" has no version ${version} (latest is ${latest})`,
+        Code.NotFound,
+      );
+    }
     const definition = fromBinary(WorkflowDefinitionSchema, bytes);
-    const compiled = compileWorkflow(definition, this.defaults);
     const loaded: LoadedWorkflow = {
-      workflow: create(WorkflowSchema, {
-        name,
-        version: v,
-        definition,
-        createTime: timestampFromMs(Number(createTime)),
-        contentHash: hash ?? "",
-      }),
-      compiled,
-      plan: planOf(compiled),
+      workflow: header(definition, version, Number(createTime), hash ?? ""),
+      compiled: compileWorkflow(definition, this.defaults),
     };
-    this.cache.set(`${name}@${v}`, loaded);
+    this.cache.set(`${name}@${version}`, loaded);
     return loaded;
+  }
+
+  private compile(def: WorkflowDefinition): CompiledWorkflow {
+    const violations = validateWorkflow(def, this.limits);
+    if (violations.length > 0) throw invalidArgument(violations);
+    return compileWorkflow(def, this.defaults);
   }
 
   /** One page of workflows ordered by name, after the name in `after`. */
@@ -173,6 +235,17 @@ export class WorkflowStore {
     );
     return { workflows, next: names.length > pageSize ? (page[page.length - 1] ?? "") : "" };
   }
+}
+
+/** A version's Workflow message with a definition stripped of its tasks (kept compiled instead). */
+function header(def: WorkflowDefinition, version: number, createTime: number, contentHash: string): Workflow {
+  return create(WorkflowSchema, {
+    name: def.name,
+    version,
+    definition: create(WorkflowDefinitionSchema, { ...def, tasks: [] }),
+    createTime: timestampFromMs(createTime),
+    contentHash,
+  });
 }
 
 /** Unwraps an ioredis pipeline or transaction result, throwing its first error. */

@@ -23,14 +23,12 @@ export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceI
           plan,
         };
       }
-      const { loaded, created } = await engine.workflows.submit(definition);
-      return { workflow: loaded.workflow, created, plan: loaded.plan };
+      return engine.workflows.submit(definition);
     },
 
     async getWorkflow(req) {
       new RequestCheck().name(req.name, "name").done();
-      const loaded = await engine.workflows.get(req.name, req.version);
-      return { workflow: loaded.workflow, plan: loaded.plan };
+      return engine.workflows.describe(req.name, req.version);
     },
 
     async listWorkflows(req) {

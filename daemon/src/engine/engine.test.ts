@@ -96,6 +96,24 @@ describe("Engine.enqueue", () => {
     await engine.enqueue(run.id, loaded, loaded.compiled.roots);
     expect(await waitingJobIds(engine, "wide")).toHaveLength(n);
   });
+
+  it("adds a lone task with the same job as one added in bulk", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    await engine.workflows.submit(parallel("one", 1, "same"));
+    await engine.workflows.submit(parallel("two", 2, "same"));
+    const one = (await engine.runs.trigger("one", 0, null, "")).run.id;
+    const two = (await engine.runs.trigger("two", 0, null, "")).run.id;
+    const jobs = await engine.queues.queue("same").getWaiting(0, -1);
+    const byId = new Map(jobs.map((j) => [j.id, j]));
+    const lone = byId.get(jobIdOf(one, "t0"));
+    const bulk = byId.get(jobIdOf(two, "t0"));
+    expect(jobs).toHaveLength(3);
+    expect(lone?.name).toBe("h");
+    expect(lone?.data).toEqual({ r: one, t: "t0", w: "one", v: 1 });
+    expect(bulk?.data).toEqual({ r: two, t: "t0", w: "two", v: 1 });
+    expect(lone?.opts).toEqual({ ...bulk?.opts, jobId: jobIdOf(one, "t0") });
+    expect(lone?.opts.attempts).toBe(3);
+  });
 });
 
 describe("Trigger", () => {

@@ -1,5 +1,5 @@
-import type { Interceptor } from "@connectrpc/connect";
 import { createWorkerTransport, type TaskContext, Worker } from "@weft/worker";
+import { countAcknowledged } from "./acknowledged.js";
 
 /** A handler call as seen in the bench process (performance.now() times). */
 export interface HandlerCall {
@@ -12,7 +12,7 @@ export interface HandlerCall {
 
 /**
  * A @weft/worker Worker in the bench process itself, so that handler start and end times share one clock
- * with the bench's own calls. `onStart`, `onEnd` and `onCompleted` (CompleteTask answered) are hooks.
+ * with the bench's own calls. `onStart`, `onEnd` and `onCompleted` (a completion acknowledged) are hooks.
  */
 export class InProcessWorker {
   onStart: (call: HandlerCall) => void = () => {};
@@ -22,11 +22,7 @@ export class InProcessWorker {
   private running: Promise<void> | undefined;
 
   constructor(address: string, queue: string, concurrency: number) {
-    const completed: Interceptor = (next) => async (req) => {
-      const res = await next(req);
-      if (req.method.name === "CompleteTask") this.onCompleted();
-      return res;
-    };
+    const completed = countAcknowledged(() => this.onCompleted());
     this.worker = new Worker({
       queue,
       concurrency,

@@ -1,20 +1,16 @@
 /**
  * A bench child process running @weft/worker Workers with a no-op (or sleeping) handler. Completions are
- * counted by a Connect interceptor on CompleteTask, i.e. when weftd acknowledged them.
+ * counted by a Connect interceptor on CompleteTask and CompleteTasks, i.e. when weftd acknowledged them.
  */
-import type { Interceptor } from "@connectrpc/connect";
 import { createWorkerTransport, Worker } from "@weft/worker";
+import { countAcknowledged } from "../acknowledged.js";
 import { CompletionCounter, onParentMessage, send } from "./completion-counter.js";
 import type { WeftWorkerChildConfig } from "./protocol.js";
 
 const config = JSON.parse(process.env.BENCH_CHILD ?? "{}") as WeftWorkerChildConfig;
 const counter = new CompletionCounter();
 
-const countCompletions: Interceptor = (next) => async (req) => {
-  const res = await next(req);
-  if (req.method.name === "CompleteTask") counter.completed();
-  return res;
-};
+const countCompletions = countAcknowledged(() => counter.completed());
 
 const sleepMs = config.sleepMs;
 const handlers = {

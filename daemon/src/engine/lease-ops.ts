@@ -75,9 +75,18 @@ export class LeaseOps {
       while (!wait.signal.aborted) {
         const first = await dispatcher.take(wait.signal);
         if (first === undefined) return [];
-        const fetched = max > 1 ? [first, ...(await dispatcher.grab(max - 1))] : [first];
-        const handed = await Promise.all(fetched.map((f) => this.handOver(f, req, signal)));
-        const assignments = handed.filter((a): a is TaskAssignment => a !== undefined);
+        // The first task is handed over while the others are fetched: the grab adds no round trip.
+        const [head, ...rest] = await Promise.all([
+          this.handOver(first, req, signal),
+          ...(max > 1
+            ? [
+                dispatcher
+                  .grab(max - 1)
+                  .then((more) => Promise.all(more.map((f) => this.handOver(f, req, signal)))),
+              ]
+            : []),
+        ]);
+        const assignments = [head, ...rest.flat()].filter((a): a is TaskAssignment => a !== undefined);
         if (assignments.length > 0) return assignments;
       }
       return [];

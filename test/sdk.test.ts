@@ -234,12 +234,13 @@ describe("trigger, getRun, listRuns, cancel", () => {
     const { name, queue } = names("cancel");
     await chain(name, queue);
     const { run } = await client.trigger(name);
-    const pending = client.result(run.id);
+    // Handled from the start: the run is cancelled before anything awaits it.
+    const pending = rejection(client.result(run.id));
     const cancelled = await client.cancel(run.id, "changed my mind");
     expect([cancelled.status, cancelled.error]).toEqual([RunStatus.CANCELLED, "changed my mind"]);
     const again = await client.cancel(run.id, "twice");
     expect([again.status, again.error]).toEqual([RunStatus.CANCELLED, "changed my mind"]);
-    const err = await rejection(pending);
+    const err = await pending;
     expect(err).toBeInstanceOf(RunCancelledError);
     expect([(err as RunCancelledError).runId, (err as RunCancelledError).reason]).toEqual([
       run.id,
@@ -294,14 +295,14 @@ describe("watch and result", () => {
     const { name, queue } = names("fail");
     await chain(name, queue);
     const { run } = await client.trigger(name);
-    const pending = client.result(run.id);
+    const pending = rejection(client.result(run.id));
     const a = await pollTask(raw, queue);
     await raw.workers.failTask({
       leaseId: a.leaseId,
       error: { type: "ValueError", message: "bad row 17", details: "at line 3" },
       retryable: false,
     });
-    const err = await rejection(pending);
+    const err = await pending;
     expect(err).toBeInstanceOf(RunFailedError);
     const failed = err as RunFailedError;
     expect(failed.runId).toBe(run.id);

@@ -27,6 +27,8 @@ COPY sdk sdk
 COPY cli cli
 COPY workers/typescript workers/typescript
 COPY examples examples
+# weftd runs compiled (what `pnpm build` makes): no TypeScript loader in the daemon's process.
+RUN ./node_modules/.bin/tsc -p sdk/tsconfig.build.json && ./node_modules/.bin/tsc -p daemon/tsconfig.build.json
 USER node
 
 # The TypeScript worker: `--queue` and `--handlers` come from the command.
@@ -64,4 +66,4 @@ CMD ["--queue", "go"]
 FROM node-app AS weftd
 ENV WEFT_ADDR=0.0.0.0:7233 WEFT_METRICS_ADDR=0.0.0.0:9233
 EXPOSE 7233 9233
-ENTRYPOINT ["node", "--import", "tsx/esm", "daemon/src/main.ts"]
+ENTRYPOINT ["node", "--conditions=weft-dist", "daemon/dist/main.js"]

@@ -13,7 +13,7 @@ import { runProfile } from "./profile.js";
 import { type BenchRun, consoleSummary, type ScenarioOutcome, writeReports } from "./report.js";
 import type { BenchContext, Scenario, Sizes } from "./scenario.js";
 import { SCENARIOS } from "./scenarios/index.js";
-import { startWeftd, type Weftd } from "./weftd.js";
+import { buildWeftd, startWeftd, type Weftd } from "./weftd.js";
 
 /**
  * Flags every bench weftd gets: room for the largest workflows of scenarios 1, 3 and 5, and no
@@ -150,6 +150,8 @@ async function main(): Promise<number> {
   const base = options.quick ? QUICK_SIZES : FULL_SIZES;
   const sizes: Sizes = { ...base, reps: options.reps ?? base.reps };
 
+  log("building weftd (pnpm build)");
+  await buildWeftd();
   const redisServer = await startRedisServer({ persistence: "none" });
   const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
   try {

@@ -101,7 +101,8 @@ function machineSection(m: MachineInfo): string {
 
 function setupSection(run: BenchRun): string {
   return [
-    "* weftd runs from source (`node --import tsx daemon/src/main.ts`), one process per replica, with " +
+    "* weftd runs compiled, as `pnpm start` and the container image run it (`pnpm build`, then " +
+      "`node --conditions=weft-dist daemon/dist/main.js`), one process per replica, with " +
       `\`${run.weftdFlags.join(" ")}\`; a fresh weftd per scenario and an emptied Redis (FLUSHALL) before each.`,
     "* Clients are Connect clients (`@connectrpc/connect-node`, gRPC protocol over HTTP/2, cleartext loopback) " +
       "with the generated services of `@weft/sdk`; workers are `@weft/worker`.",

@@ -1,7 +1,22 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { once } from "node:events";
+import { promisify } from "node:util";
 import { freePort } from "@weft/daemon";
-import { REPO_ROOT, TSX_LOADER } from "./paths.js";
+import { REPO_ROOT } from "./paths.js";
+
+/**
+ * Compiles weftd as `pnpm build` does (@weft/sdk, then @weft/daemon, into their dist/ folders), so that
+ * the bench measures what `pnpm start` and the container image run: no TypeScript loader in the process.
+ */
+export async function buildWeftd(): Promise<void> {
+  const tsc = `${REPO_ROOT}node_modules/.bin/tsc`;
+  for (const dir of ["sdk", "daemon"]) {
+    await promisify(execFile)(tsc, ["-p", "tsconfig.build.json"], {
+      cwd: `${REPO_ROOT}${dir}`,
+      timeout: 120_000,
+    });
+  }
+}
 
 /** How to start one weftd. */
 export interface WeftdOptions {
@@ -30,17 +45,17 @@ process.once("exit", () => {
 });
 
 /**
- * Spawns `node [nodeFlags] --import tsx daemon/src/main.ts --log-level warn …` on free loopback ports and
- * resolves once /healthz answers. The port is chosen here, since at warn level weftd does not log it.
+ * Spawns `node [nodeFlags] --conditions=weft-dist daemon/dist/main.js --log-level warn …` (built by
+ * {@link buildWeftd}) on free loopback ports and resolves once /healthz answers. The port is chosen here,
+ * since at warn level weftd does not log it.
  */
 export async function startWeftd(options: WeftdOptions): Promise<Weftd> {
   const port = await freePort();
   const metricsPort = await freePort();
   const args = [
     ...(options.nodeFlags ?? []),
-    "--import",
-    TSX_LOADER,
-    `${REPO_ROOT}daemon/src/main.ts`,
+    "--conditions=weft-dist",
+    `${REPO_ROOT}daemon/dist/main.js`,
     "--addr",
     `127.0.0.1:${port}`,
     "--metrics-addr",

@@ -42,6 +42,12 @@ export interface SpawnWeftdOptions {
   /** More environment variables. */
   env?: NodeJS.ProcessEnv;
   /**
+   * Run the compiled daemon (`pnpm build` must have made daemon/dist and sdk/dist) as `pnpm start` does,
+   * instead of the TypeScript sources.
+   * @defaultValue false
+   */
+  compiled?: boolean;
+  /**
    * How long to wait for the "weftd listening" line.
    * @defaultValue 30000
    */
@@ -93,6 +99,11 @@ export function weftdCommand(args: string[]): [string, string[]] {
   return [process.execPath, ["--import", TSX_LOADER, `${REPO_ROOT}daemon/src/main.ts`, ...args]];
 }
 
+/** The command line of `pnpm start` with `args`: the compiled daemon, resolving @weft/sdk to sdk/dist. */
+export function compiledWeftdCommand(args: string[]): [string, string[]] {
+  return [process.execPath, ["--conditions=weft-dist", `${REPO_ROOT}daemon/dist/main.js`, ...args]];
+}
+
 const running = new Set<ChildProcess>();
 process.once("exit", () => {
   for (const child of running) child.kill("SIGKILL");
@@ -104,7 +115,7 @@ process.once("exit", () => {
  */
 export async function spawnWeftd(options: SpawnWeftdOptions): Promise<WeftdProcess> {
   const prefix = options.prefix ?? `test-${randomUUID()}`;
-  const [node, args] = weftdCommand([
+  const [node, args] = (options.compiled === true ? compiledWeftdCommand : weftdCommand)([
     "--addr",
     "127.0.0.1:0",
     "--metrics-addr",

@@ -116,7 +116,7 @@ export const footprint: Scenario = {
       },
       {
         key: "node_tsx_rss_mib",
-        label: "for reference: an idle `node --import tsx` process (how the bench runs weftd)",
+        label: "for reference: an idle `node --import tsx` process (how `pnpm weftd` runs weftd from source)",
         unit: "MiB",
         samples: [tsxNode / MiB],
         digits: 0,

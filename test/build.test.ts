@@ -46,7 +46,7 @@ describe("the compiled weftd", () => {
     const build = JSON.parse(readFileSync(`${REPO_ROOT}package.json`, "utf8")).scripts;
     expect([build.build, build.start]).toEqual([
       "pnpm --filter @weft/daemon build",
-      "node --conditions=weft-dist daemon/dist/main.js",
+      "pnpm build && node --conditions=weft-dist daemon/dist/main.js",
     ]);
     const daemonBuild = JSON.parse(readFileSync(`${REPO_ROOT}daemon/package.json`, "utf8")).scripts.build;
     expect(daemonBuild).toBe("tsc -p ../sdk/tsconfig.build.json && tsc -p tsconfig.build.json");

@@ -3,7 +3,9 @@ loopback port, and a WorkflowService client."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -20,6 +22,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, json_format, struct_pb2
 
+from weft_worker import Worker
 from weft_worker.gen.weft.v1 import run_pb2, workflow_pb2, workflow_service_pb2 as ws
 from weft_worker.gen.weft.v1.workflow_service_pb2_grpc import WorkflowServiceStub
 
@@ -219,3 +222,48 @@ def client(weftd: Weftd) -> Iterator[Client]:
 @pytest.fixture
 def queue() -> str:
     return f"pytest-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def running(worker: Worker) -> Iterator[Worker]:
+    """Runs ``worker`` on a thread; stops it and waits for the thread on exit."""
+    thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False}, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(20)
+        assert not thread.is_alive(), "the worker did not stop"
+
+
+def status(run: run_pb2.Run) -> str:
+    return run_pb2.RunStatus.Name(run.status).removeprefix("RUN_STATUS_")
+
+
+def task_of(run: run_pb2.Run, task_id: str) -> run_pb2.TaskRun:
+    return next(t for t in run.tasks if t.task_id == task_id)
+
+
+class LogCapture(logging.Handler):
+    """Keeps the records of a logger of its own (pass ``capture.logger`` to the worker)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._lock = threading.Lock()
+        self.logger = logging.getLogger(f"weft_worker.test.{name}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._lock:
+            self.records.append(record)
+
+    def with_message(self, message: str) -> list[logging.LogRecord]:
+        with self._lock:
+            return [r for r in self.records if r.getMessage() == message]
+
+    def at_least(self, level: int) -> list[str]:
+        with self._lock:
+            return [f"{r.levelname} {r.getMessage()} {vars(r)}" for r in self.records if r.levelno >= level]

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import Any
+
+import grpc
 import pytest
 
 from weft_worker import NonRetryableError, Worker
 from weft_worker.backoff import Backoff
 from weft_worker.cli import load_handlers, parse_args
+from weft_worker.completion_batcher import MAX_COMPLETIONS_PER_CALL, CompletionBatcher, result_error
+from weft_worker.gen.weft.v1 import worker_service_pb2 as pb
+from weft_worker.health import DaemonHealth
 from weft_worker.json_value import from_proto_value, to_proto_value
+from weft_worker.logs import FieldsAdapter
+from weft_worker.reporter import ReportPolicy
+from weft_worker.rpc import is_lease_lost, is_transient
 from weft_worker.task_error import task_failure_from
+from weft_worker.worker import MAX_TASKS_PER_POLL, tasks_to_ask_for
 
 
 def test_json_values_round_trip() -> None:
@@ -90,3 +102,182 @@ def test_cli_arguments_mirror_the_typescript_bin() -> None:
     assert parse_args(["--queue", "q", "--handlers", "m"], {"WEFT_ADDRESS": "env:2"}).address == "env:2"
     with pytest.raises(SystemExit):
         parse_args(["--queue", "q", "--handlers", "m"], {})
+
+
+def test_polls_ask_for_the_free_slots_up_to_the_daemon_limit() -> None:
+    assert [tasks_to_ask_for(10, busy) for busy in (0, 3, 9, 10, 11)] == [10, 7, 1, 0, 0]
+    assert tasks_to_ask_for(1000, 0) == MAX_TASKS_PER_POLL == 256
+
+
+def test_each_complete_tasks_result_reads_as_the_error_complete_task_would_have_raised() -> None:
+    assert result_error(pb.CompleteTaskResult(lease_id="a", code=0), "a") is None
+    stale = result_error(pb.CompleteTaskResult(lease_id="a", code=9, message="lease expired"), "a")
+    assert stale is not None and (stale.code(), stale.details()) == (grpc.StatusCode.FAILED_PRECONDITION, "lease expired")
+    assert is_lease_lost(stale) and not is_transient(stale)
+    unavailable = result_error(pb.CompleteTaskResult(lease_id="a", code=14), "a")
+    assert unavailable is not None and is_transient(unavailable)
+    odd = result_error(pb.CompleteTaskResult(lease_id="a", code=99), "a")
+    assert odd is not None and odd.code() == grpc.StatusCode.UNKNOWN
+    for missing in (None, pb.CompleteTaskResult(lease_id="b", code=0)):
+        err = result_error(missing, "a")
+        assert err is not None and err.code() == grpc.StatusCode.INTERNAL
+
+
+class _StatusError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        super().__init__(code.name)
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return f"injected {self._code.name}"
+
+
+class _FakeStub:
+    """CompleteTasks and CompleteTask in memory: ``codes`` answers a lease's next completions (then
+    OK); ``hold`` makes the next CompleteTasks call wait until set; ``batched=False`` answers
+    CompleteTasks UNIMPLEMENTED."""
+
+    def __init__(self, *, batched: bool = True) -> None:
+        self.batched = batched
+        self.calls: list[tuple[str, list[str]]] = []
+        self.codes: dict[str, list[int]] = {}
+        self.hold: asyncio.Event | None = None
+        self.recorded: list[str] = []
+
+    async def CompleteTasks(self, request: pb.CompleteTasksRequest, **_: Any) -> pb.CompleteTasksResponse:
+        self.calls.append(("CompleteTasks", [c.lease_id for c in request.completions]))
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            await hold.wait()
+        if not self.batched:
+            raise _StatusError(grpc.StatusCode.UNIMPLEMENTED)
+        results = []
+        for c in request.completions:
+            codes = self.codes.get(c.lease_id) or [0]
+            code = codes.pop(0)
+            if code == 0:
+                self.recorded.append(c.lease_id)
+            results.append(pb.CompleteTaskResult(lease_id=c.lease_id, code=code, message=f"code {code}"))
+        return pb.CompleteTasksResponse(results=results)
+
+    async def CompleteTask(self, request: pb.CompleteTaskRequest, **_: Any) -> pb.CompleteTaskResponse:
+        self.calls.append(("CompleteTask", [request.lease_id]))
+        codes = self.codes.get(request.lease_id) or [0]
+        code = codes.pop(0)
+        if code:
+            raise _StatusError(next(c for c in grpc.StatusCode if c.value[0] == code))
+        self.recorded.append(request.lease_id)
+        return pb.CompleteTaskResponse()
+
+
+async def _until(check: Any, what: str) -> None:
+    """Lets the event loop run until ``check()`` holds; fails naming ``what`` after 1,000 turns."""
+    for _ in range(1000):
+        if check():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def _batcher(stub: _FakeStub) -> tuple[CompletionBatcher, ReportPolicy, list[logging.LogRecord]]:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    base = logging.getLogger(f"weft_worker.test.units.{id(stub)}")
+    base.setLevel(logging.DEBUG)
+    base.addHandler(Keep())
+    logger = FieldsAdapter(base, {})
+    health = DaemonHealth(logger)
+    policy = ReportPolicy(logger=logger, health=health, attempts=3, initial_delay=0.001, max_delay=0.002, abandoned=lambda: False)
+    return CompletionBatcher(stub, (), health, logger), policy, records  # type: ignore[arg-type]
+
+
+def test_completions_made_while_a_call_is_in_flight_go_out_together_in_the_next_call() -> None:
+    async def scenario() -> _FakeStub:
+        stub = _FakeStub()
+        batcher, policy, _ = _batcher(stub)
+        stub.hold = asyncio.Event()
+        hold = stub.hold
+        first = asyncio.ensure_future(batcher.complete("a", to_proto_value(1), policy))
+        await _until(lambda: stub.calls, "the first call")
+        rest = [asyncio.ensure_future(batcher.complete(f"x{i}", to_proto_value(i), policy)) for i in range(1500)]
+        await _until(lambda: len(batcher._queued) == 1500, "1,500 queued completions")
+        assert stub.calls == [("CompleteTasks", ["a"])]
+        hold.set()
+        await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+        return stub
+
+    stub = asyncio.run(scenario())
+    assert [(rpc, len(leases)) for rpc, leases in stub.calls] == [
+        ("CompleteTasks", 1), ("CompleteTasks", MAX_COMPLETIONS_PER_CALL), ("CompleteTasks", 500)
+    ]
+    assert stub.recorded == ["a", *(f"x{i}" for i in range(1500))]
+
+
+def test_each_completion_of_a_batch_is_retried_dropped_or_given_up_on_its_own() -> None:
+    async def scenario() -> tuple[_FakeStub, list[logging.LogRecord]]:
+        stub = _FakeStub()
+        stub.codes = {"stale": [9], "retried": [14], "refused": [3], "exhausted": [14, 14, 14]}
+        batcher, policy, records = _batcher(stub)
+        leases = ["ok", "stale", "retried", "refused", "exhausted"]
+        await asyncio.wait_for(asyncio.gather(*(batcher.complete(lease, to_proto_value(0), policy) for lease in leases)), 5)
+        return stub, records
+
+    stub, records = asyncio.run(scenario())
+    assert stub.calls[0] == ("CompleteTasks", ["ok", "stale", "retried", "refused", "exhausted"])
+    assert all(rpc == "CompleteTasks" for rpc, _ in stub.calls)
+    assert sorted(stub.recorded) == ["ok", "retried"]
+    assert sum("exhausted" in leases for _, leases in stub.calls) == 3
+    by_message = [(r.getMessage(), getattr(r, "code", None)) for r in records if r.levelno >= logging.WARNING]
+    assert ("lease lost; the result was not recorded", "FAILED_PRECONDITION") in by_message
+    failed = "CompleteTasks failed; the result was not recorded and the lease will expire on the daemon"
+    assert [(m, c) for m, c in by_message if m == failed] == [(failed, "INVALID_ARGUMENT"), (failed, "UNAVAILABLE")]
+
+
+def test_without_complete_tasks_the_batcher_falls_back_to_complete_task_for_good() -> None:
+    async def scenario() -> tuple[_FakeStub, list[logging.LogRecord]]:
+        stub = _FakeStub(batched=False)
+        stub.codes = {"b": [14]}
+        batcher, policy, records = _batcher(stub)
+        await asyncio.wait_for(asyncio.gather(*(batcher.complete(x, to_proto_value(x), policy) for x in "ab")), 5)
+        await asyncio.wait_for(batcher.complete("c", to_proto_value("c"), policy), 5)
+        return stub, records
+
+    stub, records = asyncio.run(scenario())
+    assert stub.calls == [
+        ("CompleteTasks", ["a", "b"]),
+        ("CompleteTask", ["a"]),
+        ("CompleteTask", ["b"]),
+        ("CompleteTask", ["b"]),
+        ("CompleteTask", ["c"]),
+    ]
+    assert stub.recorded == ["a", "b", "c"]
+    fallback = "the daemon does not implement CompleteTasks (an older weftd); completing tasks one by one"
+    assert [r.getMessage() for r in records].count(fallback) == 1
+
+
+def test_an_abandoned_completion_that_has_not_gone_out_is_dropped() -> None:
+    async def scenario() -> _FakeStub:
+        stub = _FakeStub()
+        batcher, policy, _ = _batcher(stub)
+        stub.hold = asyncio.Event()
+        hold = stub.hold
+        first = asyncio.ensure_future(batcher.complete("a", to_proto_value(1), policy))
+        await _until(lambda: stub.calls, "the first call")
+        dropped = asyncio.ensure_future(batcher.complete("b", to_proto_value(2), policy))
+        kept = asyncio.ensure_future(batcher.complete("c", to_proto_value(3), policy))
+        await _until(lambda: len(batcher._queued) == 2, "two queued completions")
+        dropped.cancel()
+        hold.set()
+        await asyncio.wait_for(asyncio.gather(first, kept), 5)
+        batcher.close()
+        return stub
+
+    stub = asyncio.run(scenario())
+    assert stub.calls == [("CompleteTasks", ["a"]), ("CompleteTasks", ["c"])]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +17,7 @@ import pytest
 from weft_worker import CancelReason, NonRetryableError, TaskContext, Worker
 from weft_worker.gen.weft.v1 import run_pb2
 
-from .conftest import Client, Weftd, free_port, from_value, start_weftd, wait_for
-
-
-@contextlib.contextmanager
-def running(worker: Worker) -> Iterator[Worker]:
-    """Runs ``worker`` on a thread; stops it and waits for the thread on exit."""
-    thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False}, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(20)
-        assert not thread.is_alive(), "the worker did not stop"
-
-
-def status(run: run_pb2.Run) -> str:
-    return run_pb2.RunStatus.Name(run.status).removeprefix("RUN_STATUS_")
-
-
-def task_of(run: run_pb2.Run, task_id: str) -> run_pb2.TaskRun:
-    return next(t for t in run.tasks if t.task_id == task_id)
+from .conftest import Client, Weftd, free_port, from_value, running, start_weftd, status, task_of, wait_for
 
 
 def test_plain_and_async_handlers_get_their_context_and_return_outputs(weftd: Weftd, client: Client, queue: str) -> None:

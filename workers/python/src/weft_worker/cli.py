@@ -35,7 +35,7 @@ def parse_args(argv: Sequence[str], env: dict[str, str]) -> argparse.Namespace:
         required=True,
         help="module name or .py path: a `handlers` dict, else the module's public functions",
     )
-    parser.add_argument("--concurrency", type=int, default=10, help="poll loops / tasks at once (default 10)")
+    parser.add_argument("--concurrency", type=int, default=10, help="most tasks run at once (default 10)")
     parser.add_argument("--worker-id", help="identity shown on task runs (default <hostname>:<pid>)")
     parser.add_argument("--poll-wait-ms", type=float, default=20_000, help="long-poll wait (default 20000)")
     parser.add_argument("--heartbeat-interval-ms", type=float, help="heartbeat interval (default: heartbeat timeout / 3)")

@@ -7,13 +7,13 @@ import contextvars
 import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timezone
 from typing import Any
 
-from .backoff import Backoff
+from .completion_batcher import CompletionBatcher
 from .context import TaskContext, TaskInfo
 from .errors import CancelReason
 from .gen.weft.v1 import run_pb2
@@ -23,13 +23,12 @@ from .health import DaemonHealth
 from .heartbeater import Heartbeater, heartbeat_interval
 from .json_value import from_proto_value, to_proto_value
 from .logs import FieldsAdapter
-from .rpc import error_fields, is_lease_lost, is_transient
+from .reporter import ReportPolicy, report
+from .rpc import error_fields
 from .task_error import TaskFailure, task_failure_from
 
 #: A handler: ``handler(input, ctx)``, a plain function or an ``async def``; returns a JSON value.
 Handler = Callable[[Any, TaskContext], Any]
-
-_REPORT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,10 @@ class ExecutionDeps:
     report_attempts: int
     retry_initial_delay: float
     retry_max_delay: float
+    #: Delivers outputs (CompleteTasks, batched across the worker's tasks).
+    completions: CompletionBatcher
+    #: Called once the handler has settled: the task's slot is free while its result is reported.
+    on_handler_settled: Callable[[], None]
 
 
 class TaskExecution:
@@ -83,8 +86,11 @@ class TaskExecution:
         """Runs the handler, then reports its result unless the lease was lost or the task abandoned."""
         started = time.monotonic()
         self._logger.debug("task started")
-        outcome = await self._execute()
-        self._heartbeater.stop()
+        try:
+            outcome = await self._execute()
+        finally:
+            self._heartbeater.stop()
+            self._deps.on_handler_settled()
         if self._abandoned:
             return
         if self._lease_lost:
@@ -92,10 +98,18 @@ class TaskExecution:
             return
         duration_ms = round((time.monotonic() - started) * 1000)
         lease_id = self._assignment.lease_id
+        deps = self._deps
+        policy = ReportPolicy(
+            logger=self._logger,
+            health=deps.health,
+            attempts=deps.report_attempts,
+            initial_delay=deps.retry_initial_delay,
+            max_delay=deps.retry_max_delay,
+            abandoned=lambda: self._abandoned,
+        )
         if not isinstance(outcome, TaskFailure):
             self._logger.info("task completed", extra={"durationMs": duration_ms})
-            request: Any = pb.CompleteTaskRequest(lease_id=lease_id, output=outcome)
-            await self._report("CompleteTask", self._deps.stub.CompleteTask, request)
+            await deps.completions.complete(lease_id, outcome, policy)
             return
         retryable = True if outcome.retryable is None else outcome.retryable
         self._logger.warning(
@@ -110,7 +124,7 @@ class TaskExecution:
         request = pb.FailTaskRequest(lease_id=lease_id, error=outcome.error)
         if outcome.retryable is not None:
             request.retryable = outcome.retryable
-        await self._report("FailTask", self._deps.stub.FailTask, request)
+        await report("FailTask", deps.stub.FailTask, request, deps.metadata, policy)
 
     def abandon(self, grace: float) -> None:
         """Sets the cancellation flag and drops the result: the worker's grace period ran out."""
@@ -196,32 +210,6 @@ class TaskExecution:
         self._heartbeater.stop()
         self._logger.warning("lease lost on heartbeat; setting the task's cancellation flag", extra=error_fields(err))
         self._context._cancel(CancelReason.LEASE_LOST)
-
-    async def _report(self, rpc: str, call: Callable[..., Awaitable[Any]], request: Any) -> None:
-        """Delivers a result, retrying while the daemon is unavailable (the daemon deduplicates by
-        lease, so a repeat is harmless). An undeliverable result is logged; its lease expires."""
-        backoff = Backoff(self._deps.retry_initial_delay, self._deps.retry_max_delay)
-        attempt = 1
-        while True:
-            try:
-                await call(request, timeout=_REPORT_TIMEOUT, metadata=self._deps.metadata)
-                self._deps.health.ok()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # noqa: BLE001 - classified below
-                if is_lease_lost(err):
-                    self._logger.warning("lease lost; the result was not recorded", extra={"rpc": rpc, **error_fields(err)})
-                    return
-                if not is_transient(err) or attempt >= self._deps.report_attempts or self._abandoned:
-                    self._logger.error(
-                        f"{rpc} failed; the result was not recorded and the lease will expire on the daemon",
-                        extra={"rpc": rpc, "attempts": attempt, **error_fields(err)},
-                    )
-                    return
-                self._deps.health.failed(rpc, err)
-                await asyncio.sleep(backoff.next())
-                attempt += 1
 
 
 async def _as_awaitable(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The worker: ``concurrency`` poll loops of PollTask → handler → CompleteTask/FailTask."""
+"""The worker: one poll loop that asks PollTask for as many tasks as it has free slots, runs each
+assignment's handler, and reports outputs in CompleteTasks batches and failures with FailTask."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,6 +17,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from .backoff import Backoff
+from .completion_batcher import CompletionBatcher
 from .execution import ExecutionDeps, Handler, TaskExecution
 from .gen.weft.v1 import worker_service_pb2 as pb
 from .gen.weft.v1.worker_service_pb2_grpc import WorkerServiceStub
@@ -24,10 +26,23 @@ from .logs import LOGGER_NAME, FieldsAdapter
 
 #: Slack on top of the poll's wait before the client gives up on a silent daemon.
 _POLL_TIMEOUT_MARGIN = 10.0
+#: Most assignments one PollTask may ask for (the daemon's limit).
+MAX_TASKS_PER_POLL = 256
+
+
+def tasks_to_ask_for(concurrency: int, busy: int) -> int:
+    """``max_tasks`` of the next PollTask: the free slots, at most :data:`MAX_TASKS_PER_POLL`; 0
+    while every slot is busy (no poll then)."""
+    return max(0, min(concurrency - busy, MAX_TASKS_PER_POLL))
 
 
 class Worker:
-    """Polls one task queue of weftd and runs the tasks' handlers.
+    """Polls one task queue of weftd and runs the tasks' handlers, at most ``concurrency`` at once.
+
+    One poll loop asks PollTask for as many tasks as there are free slots (at most 256 per call)
+    and starts each assignment as it arrives; no poll is outstanding while every slot is busy.
+    Outputs go out batched with CompleteTasks (one CompleteTask per task against a weftd without
+    it), failures with FailTask.
 
     ``handlers`` maps the handler names tasks refer to onto functions ``fn(input, ctx)``: plain
     functions run in a thread pool, ``async def`` functions on the worker's event loop. Their
@@ -38,7 +53,7 @@ class Worker:
         address: ``host:port`` of weftd (plain-text HTTP/2), or ``https://host:port`` for TLS.
         queue: Task queue to poll.
         handlers: Handlers by name; the worker only receives tasks whose handler it lists.
-        concurrency: Number of poll loops, hence the most tasks run at once (default 10).
+        concurrency: The most tasks whose handlers run at once (default 10).
         worker_id: Identity shown on task runs (default ``<hostname>:<pid>``).
         token: Bearer token sent with every call.
         poll_wait: Seconds each PollTask waits for a task; the daemon caps it (default 20).
@@ -49,8 +64,8 @@ class Worker:
         retry_initial_delay: First delay, in seconds, before retrying a failed call; it doubles
             on each failure (default 0.1).
         retry_max_delay: Longest delay between retries, in seconds (default 5).
-        report_attempts: How many times CompleteTask and FailTask are tried while the daemon is
-            unavailable (default 5).
+        report_attempts: How many times a task's output (CompleteTasks or CompleteTask) or failure
+            (FailTask) is tried while the daemon is unavailable (default 5).
         logger: Logger (default ``logging.getLogger("weft_worker")``); records carry ``queue``
             and ``workerId``, and each task's ``runId``, ``taskId`` and ``attempt``.
         credentials: Channel credentials for TLS; implied by an ``https://`` address.
@@ -120,7 +135,13 @@ class Worker:
         self._force: asyncio.Event | None = None
         self._pending_stop = 0
         self._polls: set[asyncio.Task[Any]] = set()
-        self._executions: set[TaskExecution] = set()
+        #: Each started attempt, until its result is reported or given up.
+        self._executions: dict[TaskExecution, asyncio.Task[None]] = {}
+        #: Attempts whose handler has not settled yet: the slots in use.
+        self._busy_slots = 0
+        self._slot_freed: asyncio.Event | None = None
+        #: Client interceptors of the worker's channel (tests observe calls with them).
+        self._interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
 
     @property
     def worker_id(self) -> str:
@@ -143,6 +164,7 @@ class Worker:
             self._loop = asyncio.get_running_loop()
             self._stop_requested = asyncio.Event()
             self._force = asyncio.Event()
+            self._slot_freed = asyncio.Event()
             pending = self._pending_stop
         if install_signal_handlers:
             self._install_signal_handlers()
@@ -150,23 +172,28 @@ class Worker:
             self._request_stop()
         channel = self._open_channel()
         executor = ThreadPoolExecutor(max_workers=self._max_threads, thread_name_prefix="weft-handler")
+        stub = WorkerServiceStub(channel)
+        health = DaemonHealth(self._logger)
+        completions = CompletionBatcher(stub, self._metadata, health, self._logger)
         deps = ExecutionDeps(
-            stub=WorkerServiceStub(channel),
+            stub=stub,
             handlers=self._handlers,
             worker_id=self._worker_id,
             executor=executor,
-            health=DaemonHealth(self._logger),
+            health=health,
             logger=self._logger,
             metadata=self._metadata,
             heartbeat_interval=self._heartbeat_interval,
             report_attempts=self._report_attempts,
             retry_initial_delay=self._retry_initial_delay,
             retry_max_delay=self._retry_max_delay,
+            completions=completions,
+            on_handler_settled=self._free_slot,
         )
         self._logger.info(
             "worker polling", extra={"handlers": list(self._handlers), "concurrency": self._concurrency}
         )
-        loops = [asyncio.create_task(self._poll_loop(deps)) for _ in range(self._concurrency)]
+        poll_loop = asyncio.create_task(self._poll_loop(deps))
         try:
             await self._stop_requested.wait()
             self._state = "closing"
@@ -175,21 +202,29 @@ class Worker:
             )
             for poll in list(self._polls):
                 poll.cancel()
-            drained: asyncio.Future[Any] = asyncio.gather(*loops)
+            self._slot_freed.set()
+            drained: asyncio.Future[Any] = asyncio.ensure_future(self._drain(poll_loop))
             forced: asyncio.Future[Any] = asyncio.ensure_future(self._force.wait())
             done, _ = await asyncio.wait(
                 {drained, forced}, timeout=self._shutdown_grace, return_when=asyncio.FIRST_COMPLETED
             )
             forced.cancel()
             if drained not in done:
-                for execution in list(self._executions):
+                running = list(self._executions.items())
+                for execution, _ in running:
                     execution.abandon(self._shutdown_grace)
                 drained.cancel()
-                await asyncio.gather(drained, return_exceptions=True)
+                for _, task in running:
+                    task.cancel()
+                await asyncio.gather(drained, *(task for _, task in running), return_exceptions=True)
         finally:
             self._state = "closed"
             if install_signal_handlers:
                 self._remove_signal_handlers()
+            poll_loop.cancel()
+            for task in self._executions.values():
+                task.cancel()
+            completions.close()
             executor.shutdown(wait=False, cancel_futures=True)
             await channel.close(grace=None)
             self._logger.info("worker closed")
@@ -241,9 +276,10 @@ class Worker:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", int(self._retry_max_delay * 1000) or 1000),
         ]
+        interceptors = list(self._interceptors) or None
         if self._credentials is not None:
-            return grpc.aio.secure_channel(self._target, self._credentials, options=options)
-        return grpc.aio.insecure_channel(self._target, options=options)
+            return grpc.aio.secure_channel(self._target, self._credentials, options=options, interceptors=interceptors)
+        return grpc.aio.insecure_channel(self._target, options=options, interceptors=interceptors)
 
     async def _poll_loop(self, deps: ExecutionDeps) -> None:
         request = pb.PollTaskRequest(
@@ -254,6 +290,11 @@ class Worker:
         )
         backoff = Backoff(self._retry_initial_delay, self._retry_max_delay)
         while self._state == "running":
+            max_tasks = tasks_to_ask_for(self._concurrency, self._busy_slots)
+            if max_tasks == 0:
+                await self._wait_for_slot()
+                continue
+            request.max_tasks = max_tasks
             poll = asyncio.create_task(self._poll(deps, request))
             self._polls.add(poll)
             try:
@@ -272,9 +313,37 @@ class Worker:
                 self._polls.discard(poll)
             deps.health.ok()
             backoff.reset()
-            # An assignment that arrives while closing is still run: this worker holds its lease.
+            # Assignments that arrive while closing are still run: this worker holds their leases.
             if response.HasField("assignment"):
-                await self._execute(response.assignment, deps)
+                self._start(response.assignment, deps)
+            for assignment in response.more_assignments:
+                self._start(assignment, deps)
+
+    async def _wait_for_slot(self) -> None:
+        """Returns once a slot frees or the worker closes, one turn of the event loop later: handlers
+        that settle together free their slots for one poll instead of a poll each."""
+        assert self._slot_freed is not None
+        self._slot_freed.clear()
+        await self._slot_freed.wait()
+        await asyncio.sleep(0)
+
+    def _free_slot(self) -> None:
+        assert self._slot_freed is not None
+        self._busy_slots -= 1
+        self._slot_freed.set()
+
+    def _start(self, assignment: pb.TaskAssignment, deps: ExecutionDeps) -> None:
+        execution = TaskExecution(assignment, deps)
+        self._busy_slots += 1
+        task = asyncio.get_running_loop().create_task(execution.run())
+        self._executions[execution] = task
+        task.add_done_callback(lambda _: self._executions.pop(execution, None))
+
+    async def _drain(self, poll_loop: asyncio.Task[None]) -> None:
+        """Returns once polling stopped and every started attempt reported its result."""
+        await poll_loop
+        while self._executions:
+            await asyncio.gather(*self._executions.values())
 
     async def _poll(self, deps: ExecutionDeps, request: pb.PollTaskRequest) -> pb.PollTaskResponse:
         response: pb.PollTaskResponse = await deps.stub.PollTask(
@@ -288,14 +357,6 @@ class Worker:
             await asyncio.wait_for(self._stop_requested.wait(), seconds)
         except TimeoutError:
             pass
-
-    async def _execute(self, assignment: pb.TaskAssignment, deps: ExecutionDeps) -> None:
-        execution = TaskExecution(assignment, deps)
-        self._executions.add(execution)
-        try:
-            await execution.run()
-        finally:
-            self._executions.discard(execution)
 
 
 def _parse_address(address: str) -> tuple[str, bool]:

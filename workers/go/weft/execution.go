@@ -66,12 +66,14 @@ func newExecution(w *Worker, a *weftv1.TaskAssignment) *execution {
 	return e
 }
 
-// run runs the attempt to the end.
-func (e *execution) run() {
+// run runs the attempt to the end: the handler, then the report of its result. handlerSettled is
+// called once the handler has returned: the task's slot is free while its result is reported.
+func (e *execution) run(handlerSettled func()) {
 	started := time.Now()
 	e.logger.Debug("task started")
 	output, fail := e.execute()
 	e.hb.halt()
+	handlerSettled()
 	defer e.cancel(context.Canceled)
 	if e.abandoned.Load() {
 		return
@@ -85,6 +87,10 @@ func (e *execution) run() {
 	client := e.w.client
 	if fail == nil {
 		e.logger.Info("task completed", slog.Int64("durationMs", durationMs))
+		if e.w.completions.complete(e, output) {
+			return
+		}
+		// The daemon does not implement CompleteTasks: one CompleteTask for this task.
 		e.report("CompleteTask", func(ctx context.Context) error {
 			_, err := client.CompleteTask(ctx, &weftv1.CompleteTaskRequest{LeaseId: leaseID, Output: output})
 			return err
@@ -191,16 +197,26 @@ func (e *execution) report(rpc string, call func(ctx context.Context) error) {
 			e.w.health.ok()
 			return
 		}
-		if isLeaseLost(err) {
-			e.logger.Warn("lease lost; the result was not recorded", append([]any{slog.String("rpc", rpc)}, rpcAttrs(err)...)...)
+		if !e.retryReport(rpc, err, attempt) {
 			return
 		}
-		if !isTransient(err) || attempt >= e.w.opts.ReportAttempts || e.abandoned.Load() {
-			e.logger.Error(rpc+" failed; the result was not recorded and the lease will expire on the daemon",
-				append([]any{slog.String("rpc", rpc), slog.Int("attempts", attempt)}, rpcAttrs(err)...)...)
-			return
-		}
-		e.w.health.failed(rpc, err)
 		time.Sleep(b.next())
 	}
+}
+
+// retryReport decides what follows attempt number `attempt` of delivering this attempt's result
+// that failed with err: true when it is worth repeating after a backoff (the daemon deduplicates by
+// lease, so a repeat is harmless); otherwise it logs why the result was not recorded.
+func (e *execution) retryReport(rpc string, err error, attempt int) bool {
+	if isLeaseLost(err) {
+		e.logger.Warn("lease lost; the result was not recorded", append([]any{slog.String("rpc", rpc)}, rpcAttrs(err)...)...)
+		return false
+	}
+	if !isTransient(err) || attempt >= e.w.opts.ReportAttempts || e.abandoned.Load() {
+		e.logger.Error(rpc+" failed; the result was not recorded and the lease will expire on the daemon",
+			append([]any{slog.String("rpc", rpc), slog.Int("attempts", attempt)}, rpcAttrs(err)...)...)
+		return false
+	}
+	e.w.health.failed(rpc, err)
+	return true
 }

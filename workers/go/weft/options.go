@@ -12,7 +12,8 @@ import (
 type Options struct {
 	// Queue is the task queue to poll. Required.
 	Queue string
-	// Concurrency is the number of poll loops, hence the most tasks run at once. Default 10.
+	// Concurrency is the most handlers run at once; the worker asks PollTask for as many tasks as
+	// it has free slots (at most 256 per call). Default 10.
 	Concurrency int
 	// WorkerID is the identity shown on task runs. Default "<hostname>:<pid>".
 	WorkerID string
@@ -31,8 +32,9 @@ type Options struct {
 	RetryInitialDelay time.Duration
 	// RetryMaxDelay is the longest delay between retries. Default 5s.
 	RetryMaxDelay time.Duration
-	// ReportAttempts is how many times CompleteTask and FailTask are tried while the daemon is
-	// unavailable. Default 5.
+	// ReportAttempts is how many times each task's completion (CompleteTasks, or CompleteTask
+	// against an older weftd) or failure (FailTask) is tried while the daemon is unavailable.
+	// Default 5.
 	ReportAttempts int
 	// Logger receives the worker's logs, with queue and workerId attributes, and each task's
 	// runId, taskId and attempt. Default slog.Default().

@@ -25,22 +25,36 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// pollTimeoutMargin is the slack on top of the poll's wait before the client gives up.
-const pollTimeoutMargin = 10 * time.Second
+const (
+	// pollTimeoutMargin is the slack on top of the poll's wait before the client gives up.
+	pollTimeoutMargin = 10 * time.Second
+	// maxTasksPerPoll is the most assignments one PollTask may ask for (the daemon's limit).
+	maxTasksPerPoll = 256
+)
 
-// Worker polls one task queue and runs the tasks' handlers: Concurrency independent loops of
-// PollTask → handler → CompleteTask/FailTask, with heartbeats while a handler runs.
+// Worker polls one task queue and runs the tasks' handlers, at most Options.Concurrency at once,
+// with heartbeats while a handler runs. One poll loop asks PollTask for as many tasks as there are
+// free slots and starts each assignment as it arrives; no poll is outstanding while every slot is
+// busy. Outputs go out batched (CompleteTasks), failures with FailTask.
 type Worker struct {
-	client weftv1.WorkerServiceClient
-	opts   Options
-	optErr error
-	logger *slog.Logger
-	health *daemonHealth
+	client      weftv1.WorkerServiceClient
+	opts        Options
+	optErr      error
+	logger      *slog.Logger
+	health      *daemonHealth
+	completions *completionBatcher
+
+	// slotFreed wakes the poll loop when it waits for a free slot.
+	slotFreed chan struct{}
+	// running counts the started executions that have not finished (handler and report).
+	running sync.WaitGroup
 
 	mu         sync.Mutex
 	handlers   map[string]Handler
 	started    bool
 	executions map[*execution]struct{}
+	// busySlots counts the executions whose handler has not returned: the slots in use.
+	busySlots int
 }
 
 // NewWorker makes a worker that talks to weftd over conn (see Dial). Invalid options are
@@ -52,15 +66,18 @@ func NewWorker(conn grpc.ClientConnInterface, opts Options) *Worker {
 		logger = slog.Default()
 	}
 	logger = logger.With(slog.String("queue", resolved.Queue), slog.String("workerId", resolved.WorkerID))
-	return &Worker{
+	w := &Worker{
 		client:     weftv1.NewWorkerServiceClient(conn),
 		opts:       resolved,
 		optErr:     err,
 		logger:     logger,
 		health:     &daemonHealth{logger: logger},
+		slotFreed:  make(chan struct{}, 1),
 		handlers:   map[string]Handler{},
 		executions: map[*execution]struct{}{},
 	}
+	w.completions = &completionBatcher{w: w}
+	return w
 }
 
 // Register adds the handler tasks name with `name`. It panics on an empty name, a nil handler, a
@@ -102,14 +119,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		return errors.New("weft: no handler registered")
 	}
 	w.logger.Info("worker polling", slog.Any("handlers", names), slog.Int("concurrency", w.opts.Concurrency))
-	var loops sync.WaitGroup
-	for range w.opts.Concurrency {
-		loops.Add(1)
-		go func() {
-			defer loops.Done()
-			w.pollLoop(ctx, names)
-		}()
-	}
+	polling := make(chan struct{})
+	go func() {
+		defer close(polling)
+		w.pollLoop(ctx, names)
+	}()
 	<-ctx.Done()
 	w.mu.Lock()
 	inFlight := len(w.executions)
@@ -117,7 +131,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.logger.Info("worker closing", slog.Int("inFlight", inFlight), slog.Duration("grace", w.opts.ShutdownGrace))
 	drained := make(chan struct{})
 	go func() {
-		loops.Wait()
+		// Every execution is started by the poll loop, so none starts once it has returned.
+		<-polling
+		w.running.Wait()
 		close(drained)
 	}()
 	select {
@@ -133,15 +149,27 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
+// pollLoop polls until ctx is done, asking for as many tasks as there are free slots, and waits
+// for a slot to free while every slot is busy.
 func (w *Worker) pollLoop(ctx context.Context, handlers []string) {
-	req := &weftv1.PollTaskRequest{
-		Queue:    w.opts.Queue,
-		WorkerId: w.opts.WorkerID,
-		Handlers: handlers,
-		Wait:     durationpb.New(w.opts.PollWait),
-	}
 	b := backoff{initial: w.opts.RetryInitialDelay, max: w.opts.RetryMaxDelay}
 	for ctx.Err() == nil {
+		free := w.freeSlots()
+		if free <= 0 {
+			select {
+			case <-w.slotFreed:
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		req := &weftv1.PollTaskRequest{
+			Queue:    w.opts.Queue,
+			WorkerId: w.opts.WorkerID,
+			Handlers: handlers,
+			Wait:     durationpb.New(w.opts.PollWait),
+			MaxTasks: uint32(min(free, maxTasksPerPoll)),
+		}
 		callCtx, cancel := context.WithTimeout(w.outgoing(ctx), w.opts.PollWait+pollTimeoutMargin)
 		res, err := w.client.PollTask(callCtx, req)
 		cancel()
@@ -155,24 +183,50 @@ func (w *Worker) pollLoop(ctx context.Context, handlers []string) {
 		}
 		w.health.ok()
 		b.reset()
-		// An assignment that arrives while closing is still run: this worker holds its lease.
+		// Assignments that arrive while closing are still run: this worker holds their leases.
 		if a := res.GetAssignment(); a != nil {
-			w.execute(a)
+			w.start(a)
+		}
+		for _, a := range res.GetMoreAssignments() {
+			w.start(a)
 		}
 	}
 }
 
-func (w *Worker) execute(a *weftv1.TaskAssignment) {
+func (w *Worker) freeSlots() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.opts.Concurrency - w.busySlots
+}
+
+// start runs an assignment in its own goroutine; its slot is busy until its handler returns.
+func (w *Worker) start(a *weftv1.TaskAssignment) {
 	e := newExecution(w, a)
 	w.mu.Lock()
 	w.executions[e] = struct{}{}
+	w.busySlots++
 	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		delete(w.executions, e)
-		w.mu.Unlock()
+	w.running.Add(1)
+	go func() {
+		defer w.running.Done()
+		defer func() {
+			w.mu.Lock()
+			delete(w.executions, e)
+			w.mu.Unlock()
+		}()
+		e.run(w.freeSlot)
 	}()
-	e.run()
+}
+
+// freeSlot marks a handler returned and wakes the poll loop if it waits for a slot.
+func (w *Worker) freeSlot() {
+	w.mu.Lock()
+	w.busySlots--
+	w.mu.Unlock()
+	select {
+	case w.slotFreed <- struct{}{}:
+	default:
+	}
 }
 
 func (w *Worker) handler(name string) (Handler, bool) {

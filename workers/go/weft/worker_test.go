@@ -13,6 +13,7 @@ import (
 
 	weftv1 "github.com/weft/weft/workers/go/gen/weft/v1"
 	"github.com/weft/weft/workers/go/weft"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -140,9 +141,9 @@ func taskOf(run *weftv1.Run, id string) *weftv1.TaskRun {
 }
 
 // startWorker runs w until the test ends; stop() stops it early and waits for Run to return.
-func startWorker(t *testing.T, address string, opts weft.Options, handlers map[string]weft.Handler) (stop func()) {
+func startWorker(t *testing.T, address string, opts weft.Options, handlers map[string]weft.Handler, dialOpts ...grpc.DialOption) (stop func()) {
 	t.Helper()
-	conn, err := weft.Dial(address)
+	conn, err := weft.Dial(address, dialOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}

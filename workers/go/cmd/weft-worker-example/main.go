@@ -29,7 +29,7 @@ func run() int {
 	fs := flag.NewFlagSet("weft-worker-example", flag.ContinueOnError)
 	address := fs.String("address", os.Getenv("WEFT_ADDRESS"), "daemon address host:port (env WEFT_ADDRESS)")
 	queue := fs.String("queue", "", "task queue to poll")
-	concurrency := fs.Int("concurrency", 10, "poll loops / tasks at once")
+	concurrency := fs.Int("concurrency", 10, "most tasks run at once")
 	workerID := fs.String("worker-id", "", "identity shown on task runs (default <hostname>:<pid>)")
 	pollWaitMs := fs.Int("poll-wait-ms", 20_000, "long-poll wait")
 	heartbeatMs := fs.Int("heartbeat-interval-ms", 0, "heartbeat interval (default: heartbeat timeout / 3)")

@@ -1,4 +1,4 @@
-import type { ChainableCommander, Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import type { Keys, RunKeys } from "./keys.js";
 import { CANCEL, COMPLETE, FAIL, FINISH, HEARTBEAT, RELEASE, START, TRIGGER, WAIT } from "./run-scripts.js";
 
@@ -34,7 +34,7 @@ function leaseArg(lease: LeaseArgs): string {
 }
 
 /**
- * Typed calls of the run scripts. Each call is sent in one pipeline with a
+ * Typed calls of the run scripts. Each call is sent in one write with a
  * ZADD that marks the run as recently touched, so that the reconciler can
  * finish a step whose follow-up (enqueueing jobs) was cut short by a crash.
  */
@@ -53,26 +53,22 @@ export class RunSteps {
     runId: string,
     args: (string | number)[],
     mark = true,
-    before?: (pipeline: ChainableCommander) => number,
+    before?: (redis: Redis) => Promise<unknown>[],
   ): Promise<Reply> {
     const k = this.keys.run(runId);
-    const keyArgs: (string | number)[] = [k.run, k.tasks, k.deps, k.outputs, k.events];
-    if (!mark) {
-      const fn = (this.redis as unknown as Record<ScriptName, ScriptCaller>)[name];
-      return normalize(await fn.call(this.redis, keyArgs.concat(args)));
-    }
-    const pipeline = this.redis.pipeline();
-    // The script's reply comes after the commands `before` added and the ZADD.
-    const scriptAt = (before?.(pipeline) ?? 0) + 1;
-    pipeline.zadd(this.keys.dirtyRuns(), Date.now(), runId);
-    const fn = (pipeline as unknown as Record<ScriptName, (args: (string | number)[]) => ChainableCommander>)[
-      name
-    ];
     // One array argument: ioredis flattens it, and huge runs would overflow a spread.
-    fn.call(pipeline, keyArgs.concat(args));
-    const results = (await pipeline.exec()) ?? [];
-    for (const [err] of results) if (err) throw err;
-    return normalize(results[scriptAt]?.[1]);
+    const keyArgs: (string | number)[] = [k.run, k.tasks, k.deps, k.outputs, k.events];
+    const fn = (this.redis as unknown as Record<ScriptName, ScriptCaller>)[name];
+    if (!mark) return normalize(await fn.call(this.redis, keyArgs.concat(args)));
+    // Issued in the same tick, so auto-pipelining sends them in one write with every other step of the
+    // tick, and Redis runs them in this order: what `before` adds, the mark, then the step.
+    const first = [
+      ...(before?.(this.redis) ?? []),
+      this.redis.zadd(this.keys.dirtyRuns(), Date.now(), runId),
+    ];
+    const step = fn.call(this.redis, keyArgs.concat(args));
+    const [, reply] = await Promise.all([Promise.all(first), step]);
+    return normalize(reply);
   }
 
   runKeys(runId: string): RunKeys {
@@ -92,10 +88,9 @@ export class RunSteps {
     const args: (string | number)[] = [runId, workflow, version, input, now, idempotencyKey, tasks.length];
     for (const t of tasks) args.push(t.id, t.parents);
     // The run enters its list indexes in the same round trip, before it exists (ListRuns skips ids without a run).
-    return this.call("weftTrigger", runId, args, true, (p) => {
-      for (const index of indexes) p.zadd(index, "NX", now, runId);
-      return indexes.length;
-    });
+    return this.call("weftTrigger", runId, args, true, (redis) =>
+      indexes.map((index) => redis.zadd(index, "NX", now, runId)),
+    );
   }
 
   start(

@@ -14,6 +14,14 @@ describe("LruCache", () => {
     expect(keysOf(cache, ["k5", "k6", "k7", "k8", "k9"])).toEqual(["k6", "k7", "k8", "k9"]);
   });
 
+  it("replaces a value set again in place, with its weight", () => {
+    const cache = new LruCache<string, number>({ maxEntries: 2, maxWeight: 100, weigh: (v) => v });
+    cache.set("a", 1);
+    cache.set("a", 5);
+    cache.set("b", 2);
+    expect([cache.get("a"), cache.size, cache.weight]).toEqual([5, 2, 7]);
+  });
+
   it("keeps an entry that is read, whatever was set since", () => {
     const cache = new LruCache<string, number>({ maxEntries: 2 });
     cache.set("hot", 0);

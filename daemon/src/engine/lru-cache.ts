@@ -48,12 +48,14 @@ export class LruCache<K, V> {
   }
 
   set(key: K, value: V): void {
-    if (this.current.has(key)) {
-      this.currentWeight -= this.weightOf(this.current.get(key) as V);
-      this.current.delete(key);
-    } else {
-      this.old.delete(key);
+    const present = this.current.get(key);
+    if (present !== undefined) {
+      // Already in the young generation: replaced in place (a hot key is set on every step of its run).
+      this.currentWeight += this.weightOf(value) - this.weightOf(present);
+      this.current.set(key, value);
+      return;
     }
+    this.old.delete(key);
     this.insert(key, value);
   }
 

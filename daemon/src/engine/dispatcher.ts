@@ -57,18 +57,26 @@ export class QueueDispatcher {
     });
   }
 
+  /** Whether polls are waiting here for a job (a new poll must then queue behind them). */
+  get busy(): boolean {
+    return this.waiters.length > 0;
+  }
+
   /**
-   * Fetches up to `max` jobs already waiting, without blocking: fewer (or none)
-   * when the queue has fewer, is paused, or is at its concurrency or rate limit.
+   * Fetches up to `max` jobs already waiting, without blocking, in rounds of
+   * parallel fetches, handing each round to `take` as it arrives: fewer (or
+   * none) when the queue has fewer, is paused, or is at its concurrency or
+   * rate limit. Resolves with how many were fetched.
    */
-  async grab(max: number): Promise<FetchedJob[]> {
-    const jobs: FetchedJob[] = [];
-    while (jobs.length < max && !this.closed && this.holdUntil <= Date.now()) {
-      const round = await this.fetchMany(Math.min(max - jobs.length, BURST));
-      jobs.push(...round.jobs);
+  async grab(max: number, take: (jobs: FetchedJob[]) => void): Promise<number> {
+    let fetched = 0;
+    while (fetched < max && !this.closed && this.holdUntil <= Date.now()) {
+      const round = await this.fetchMany(Math.min(max - fetched, BURST));
+      fetched += round.jobs.length;
+      if (round.jobs.length > 0) take(round.jobs);
       if (round.short) break;
     }
-    return jobs;
+    return fetched;
   }
 
   /** Stops fetching for a while (the queue's rate limit is reached). */

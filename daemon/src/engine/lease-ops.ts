@@ -73,20 +73,21 @@ export class LeaseOps {
       const dispatcher = this.engine.dispatcher(req.queue);
       const max = Math.max(1, req.maxTasks ?? 1);
       while (!wait.signal.aborted) {
-        const first = await dispatcher.take(wait.signal);
-        if (first === undefined) return [];
-        // The first task is handed over while the others are fetched: the grab adds no round trip.
-        const [head, ...rest] = await Promise.all([
-          this.handOver(first, req, signal),
-          ...(max > 1
-            ? [
-                dispatcher
-                  .grab(max - 1)
-                  .then((more) => Promise.all(more.map((f) => this.handOver(f, req, signal)))),
-              ]
-            : []),
-        ]);
-        const assignments = [head, ...rest.flat()].filter((a): a is TaskAssignment => a !== undefined);
+        // Each fetched job is handed over at once, while the next ones are still being fetched.
+        const handing: Promise<TaskAssignment | undefined>[] = [];
+        const handOver = (jobs: FetchedJob[]) => {
+          for (const fetched of jobs) handing.push(this.handOver(fetched, req, signal));
+        };
+        // A batch poll with no other poll waiting first takes what is queued without blocking: a
+        // backlog is served in parallel rounds rather than one blocking fetch and then the rest.
+        if (max > 1 && !dispatcher.busy) await dispatcher.grab(max, handOver);
+        if (handing.length === 0) {
+          const first = await dispatcher.take(wait.signal);
+          if (first === undefined) return [];
+          handOver([first]);
+          if (max > 1) await dispatcher.grab(max - 1, handOver);
+        }
+        const assignments = (await Promise.all(handing)).filter((a): a is TaskAssignment => a !== undefined);
         if (assignments.length > 0) return assignments;
       }
       return [];

@@ -22,6 +22,7 @@ RUN pnpm install --frozen-lockfile
 FROM node:20-bookworm-slim AS node-app
 WORKDIR /app
 COPY --from=deps /app /app
+COPY tsconfig.json ./
 COPY daemon daemon
 COPY sdk sdk
 COPY cli cli

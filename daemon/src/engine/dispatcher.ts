@@ -66,9 +66,9 @@ export class QueueDispatcher {
    * Fetches up to `max` jobs already waiting, without blocking, in rounds of
    * parallel fetches, handing each round to `take` as it arrives: fewer (or
    * none) when the queue has fewer, is paused, or is at its concurrency or
-   * rate limit. Resolves with how many were fetched.
+   * rate limit.
    */
-  async grab(max: number, take: (jobs: FetchedJob[]) => void): Promise<number> {
+  async grab(max: number, take: (jobs: FetchedJob[]) => void): Promise<void> {
     let fetched = 0;
     while (fetched < max && !this.closed && this.holdUntil <= Date.now()) {
       const round = await this.fetchMany(Math.min(max - fetched, BURST));
@@ -76,7 +76,6 @@ export class QueueDispatcher {
       if (round.jobs.length > 0) take(round.jobs);
       if (round.short) break;
     }
-    return fetched;
   }
 
   /** Stops fetching for a while (the queue's rate limit is reached). */

@@ -75,17 +75,17 @@ export class LeaseOps {
       while (!wait.signal.aborted) {
         // Each fetched job is handed over at once, while the next ones are still being fetched.
         const handing: Promise<TaskAssignment | undefined>[] = [];
-        const handOver = (jobs: FetchedJob[]) => {
+        const hand = (jobs: FetchedJob[]) => {
           for (const fetched of jobs) handing.push(this.handOver(fetched, req, signal));
         };
         // A batch poll with no other poll waiting first takes what is queued without blocking: a
         // backlog is served in parallel rounds rather than one blocking fetch and then the rest.
-        if (max > 1 && !dispatcher.busy) await dispatcher.grab(max, handOver);
+        if (max > 1 && !dispatcher.busy) await dispatcher.grab(max, hand);
         if (handing.length === 0) {
           const first = await dispatcher.take(wait.signal);
           if (first === undefined) return [];
-          handOver([first]);
-          if (max > 1) await dispatcher.grab(max - 1, handOver);
+          hand([first]);
+          if (max > 1) await dispatcher.grab(max - 1, hand);
         }
         const assignments = (await Promise.all(handing)).filter((a): a is TaskAssignment => a !== undefined);
         if (assignments.length > 0) return assignments;

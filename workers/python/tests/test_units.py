@@ -198,14 +198,21 @@ def _batcher(stub: _FakeStub) -> tuple[CompletionBatcher, ReportPolicy, list[log
     return CompletionBatcher(stub, (), health, logger), policy, records  # type: ignore[arg-type]
 
 
+async def _first_call_held(
+    stub: _FakeStub, batcher: CompletionBatcher, policy: ReportPolicy
+) -> tuple[asyncio.Event, asyncio.Future[None]]:
+    """Completes lease "a" and holds its call in flight until the returned event is set."""
+    hold = stub.hold = asyncio.Event()
+    first = asyncio.ensure_future(batcher.complete("a", to_proto_value(1), policy))
+    await _until(lambda: stub.calls, "the first call")
+    return hold, first
+
+
 def test_completions_made_while_a_call_is_in_flight_go_out_together_in_the_next_call() -> None:
     async def scenario() -> _FakeStub:
         stub = _FakeStub()
         batcher, policy, _ = _batcher(stub)
-        stub.hold = asyncio.Event()
-        hold = stub.hold
-        first = asyncio.ensure_future(batcher.complete("a", to_proto_value(1), policy))
-        await _until(lambda: stub.calls, "the first call")
+        hold, first = await _first_call_held(stub, batcher, policy)
         rest = [asyncio.ensure_future(batcher.complete(f"x{i}", to_proto_value(i), policy)) for i in range(1500)]
         await _until(lambda: len(batcher._queued) == 1500, "1,500 queued completions")
         assert stub.calls == [("CompleteTasks", ["a"])]
@@ -266,10 +273,7 @@ def test_an_abandoned_completion_that_has_not_gone_out_is_dropped() -> None:
     async def scenario() -> _FakeStub:
         stub = _FakeStub()
         batcher, policy, _ = _batcher(stub)
-        stub.hold = asyncio.Event()
-        hold = stub.hold
-        first = asyncio.ensure_future(batcher.complete("a", to_proto_value(1), policy))
-        await _until(lambda: stub.calls, "the first call")
+        hold, first = await _first_call_held(stub, batcher, policy)
         dropped = asyncio.ensure_future(batcher.complete("b", to_proto_value(2), policy))
         kept = asyncio.ensure_future(batcher.complete("c", to_proto_value(3), policy))
         await _until(lambda: len(batcher._queued) == 2, "two queued completions")

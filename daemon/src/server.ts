@@ -15,6 +15,7 @@ import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { formatAddress } from "./metrics.js";
+import { callContextValues } from "./response-stream.js";
 
 /** Options of {@link startApiServer}. */
 export interface ApiServerOptions {
@@ -121,6 +122,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     readMaxBytes: options.readMaxBytes,
     interceptors: options.interceptors,
     shutdownSignal: options.shutdownSignal,
+    contextValues: callContextValues,
   });
   const h2 = createHttp2Server({}, (req, res) => {
     specGrpcMessage(res);

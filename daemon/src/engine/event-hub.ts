@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { type WatchRunResponse, WatchRunResponseSchema } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
@@ -20,6 +20,8 @@ export interface FeedEvent {
   readonly final: boolean;
   /** What a watch stream's iterator returns for it. */
   readonly result: IteratorYieldResult<WatchRunResponse>;
+  /** The response as one uncompressed binary envelope (gRPC, gRPC-Web and Connect frame it alike). */
+  readonly frame: Uint8Array;
   /** Length of the stored entry's values, to bound what a feed keeps. */
   readonly size: number;
 }
@@ -234,5 +236,29 @@ function feedEvent(runId: string, id: string, flat: string[]): FeedEvent {
   }
   const stored: StoredEvent = { sequence: Number(id.slice(2)), fields };
   const value = create(WatchRunResponseSchema, { event: eventFromStored(runId, stored) });
-  return { sequence: stored.sequence, final: isFinalEvent(stored), result: { done: false, value }, size };
+  return new SharedEvent(stored.sequence, isFinalEvent(stored), { done: false, value }, size);
+}
+
+class SharedEvent implements FeedEvent {
+  private framed: Uint8Array | undefined;
+
+  constructor(
+    readonly sequence: number,
+    readonly final: boolean,
+    readonly result: IteratorYieldResult<WatchRunResponse>,
+    readonly size: number,
+  ) {}
+
+  /** Encoded on first use, then shared by every stream that writes frames. */
+  get frame(): Uint8Array {
+    if (this.framed === undefined) {
+      const body = toBinary(WatchRunResponseSchema, this.result.value);
+      const frame = Buffer.allocUnsafe(5 + body.length);
+      frame[0] = 0;
+      frame.writeUInt32BE(body.length, 1);
+      frame.set(body, 5);
+      this.framed = frame;
+    }
+    return this.framed;
+  }
 }

@@ -318,7 +318,7 @@ describe("WatchRun", () => {
     await daemon?.close();
   });
 
-  it("sends the same events over gRPC, gRPC-Web and the Connect protocol, in binary and JSON", async () => {
+  it("sends the same events over gRPC, gRPC-Web and the Connect protocol, in binary and JSON, over HTTP/1.1 and HTTP/2", async () => {
     const grpc = createGrpcTransport({ baseUrl });
     const queue = `q-${randomUUID()}`;
     const workflows = createClient(WorkflowService, grpc);
@@ -332,6 +332,11 @@ describe("WatchRun", () => {
       "grpc-web": createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }),
       "connect binary": createConnectTransport({ baseUrl, httpVersion: "1.1" }),
       "connect JSON": createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false }),
+      // Over HTTP/2, binary streams get their events after the first as envelopes written straight
+      // to the HTTP/2 stream; JSON ones go through Connect's own pipeline.
+      "grpc-web HTTP/2": createGrpcWebTransport({ baseUrl, httpVersion: "2" }),
+      "connect binary HTTP/2": createConnectTransport({ baseUrl, httpVersion: "2" }),
+      "connect JSON HTTP/2": createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: false }),
     };
     const watched = Object.entries(transports).map(async ([protocol, transport]) => {
       const events: unknown[] = [];

@@ -1,3 +1,4 @@
+import type { Writable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { WatchRunResponse } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { Engine } from "./engine.js";
@@ -31,14 +32,23 @@ export class Watches {
    * gaps or duplicates, ending after the final event. Aborting `signal` ends
    * the stream with the signal's reason and frees everything it holds; any
    * error the stream ends with goes through `mapError` first.
+   *
+   * With a `sink` (the call's HTTP/2 stream, when the response is binary), the
+   * iterator returns the first event only: once its caller asks for the next
+   * one, the response headers and that first message are on the stream, and
+   * every later event is written there as a ready-made envelope, shared by all
+   * of the run's watchers, instead of passing through the RPC framework's
+   * per-message pipeline. The pending next() then settles when the stream ends,
+   * so that the framework writes the status and trailers as usual.
    */
   watch(
     runId: string,
     afterSequence: number,
     signal: AbortSignal,
     mapError: (err: unknown) => unknown = (err) => err,
+    sink?: Writable,
   ): AsyncIterableIterator<WatchRunResponse> {
-    return new RunWatch(this.engine, runId, afterSequence, signal, mapError, {
+    return new RunWatch(this.engine, runId, afterSequence, signal, mapError, sink, {
       acquire: () => {
         const limit = this.engine.options.maxWatchersPerReplica;
         if (this.active >= limit) {
@@ -81,8 +91,19 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
   private closed = false;
   private counted = false;
   private leave: (() => void) | undefined;
+  /** next() has returned an event while a sink is given: the response has begun. */
+  private handed = false;
+  /** Events go to the sink as envelopes. */
+  private frames = false;
+  /** The sink's buffer is full: events wait in `queue` until it drains. */
+  private blocked = false;
   private readonly onAbort = () =>
     this.fail(this.signal.reason ?? new ConnectError("watch cancelled", Code.Canceled));
+  private readonly onDrain = () => {
+    this.blocked = false;
+    this.flush();
+  };
+  private readonly onFinalWritten = () => this.finish();
 
   constructor(
     private readonly engine: Engine,
@@ -90,6 +111,7 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
     afterSequence: number,
     private readonly signal: AbortSignal,
     private readonly mapError: (err: unknown) => unknown,
+    private readonly sink: Writable | undefined,
     private readonly slot: { acquire(): void; release(): void },
   ) {
     this.cursor = afterSequence;
@@ -102,8 +124,18 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
   }
 
   next(): Promise<IteratorResult<WatchRunResponse>> {
+    if (this.handed && !this.frames && !this.ended && !this.closed && this.failure === undefined) {
+      // The framework has written the headers and the first event: write the rest ourselves.
+      this.frames = true;
+      const settled = new Promise<IteratorResult<WatchRunResponse>>((resolve, reject) => {
+        this.waiter = { resolve, reject };
+      });
+      this.flush();
+      return settled;
+    }
     const e = this.queue.shift();
     if (e !== undefined) {
+      this.handed = this.sink !== undefined;
       if (this.stale && !this.reading && this.queue.length === 0) this.read();
       return Promise.resolve(e.result);
     }
@@ -228,25 +260,61 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
 
   private push(e: FeedEvent): void {
     this.cursor = e.sequence;
-    const waiter = this.waiter;
-    if (waiter === undefined) this.queue.push(e);
-    else {
-      this.waiter = undefined;
-      waiter.resolve(e.result);
+    if (this.frames) {
+      if (this.blocked || this.queue.length > 0) this.queue.push(e);
+      else this.write(e);
+    } else {
+      const waiter = this.waiter;
+      if (waiter === undefined) this.queue.push(e);
+      else {
+        this.waiter = undefined;
+        this.handed = this.sink !== undefined;
+        waiter.resolve(e.result);
+      }
     }
     if (e.final) this.end();
   }
 
-  /** No event will follow: stop listening, and end the stream once the queue is taken. */
+  private write(e: FeedEvent): void {
+    const sink = this.sink as Writable;
+    // A stream closed under us ends the call, and its signal this watch.
+    if (sink.destroyed || sink.writableEnded) return;
+    // The call ends once its final event has left: ending a call costs the framework far more than a
+    // write, and ending a thousand of them first would hold that event back from every watcher.
+    if (!sink.write(e.frame, e.final ? this.onFinalWritten : undefined)) {
+      this.blocked = true;
+      sink.once("drain", this.onDrain);
+    }
+  }
+
+  /** Writes the queue while the sink takes it; once it is empty, reads what the queue's limit dropped. */
+  private flush(): void {
+    while (!this.blocked && !this.closed) {
+      const e = this.queue.shift();
+      if (e === undefined) break;
+      this.write(e);
+    }
+    if (this.queue.length === 0 && !this.closed && !this.ended && this.stale && !this.reading) this.read();
+  }
+
+  /**
+   * No event will follow: stop listening, and end the stream once the queue is taken (writing
+   * frames: once the final event is written).
+   */
   private end(): void {
     this.ended = true;
     this.leave?.();
     this.leave = undefined;
-    if (this.waiter !== undefined && this.queue.length === 0) {
-      this.waiter.resolve(END);
-      this.waiter = undefined;
-      this.close();
-    }
+    if (this.queue.length === 0 && !this.frames) this.finish();
+  }
+
+  /** Ends a call waiting on next(). */
+  private finish(): void {
+    const waiter = this.waiter;
+    if (waiter === undefined) return;
+    this.waiter = undefined;
+    waiter.resolve(END);
+    this.close();
   }
 
   private fail(err: unknown): void {
@@ -266,6 +334,7 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
     this.leave?.();
     this.leave = undefined;
     this.signal.removeEventListener("abort", this.onAbort);
+    this.sink?.removeListener("drain", this.onDrain);
     if (this.counted) this.slot.release();
     this.counted = false;
   }

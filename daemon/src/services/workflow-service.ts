@@ -4,6 +4,7 @@ import { RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { WorkflowSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import type { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { Engine } from "../engine/engine.js";
+import { envelopeSink } from "../response-stream.js";
 import { jsonOf, pageSizeOf, RequestCheck } from "./request-checks.js";
 
 /** weft.v1.WorkflowService on top of the engine. */
@@ -73,10 +74,15 @@ export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceI
     watchRun(req, ctx) {
       new RequestCheck().require(req.afterSequence >= 0n, "after_sequence", "must not be negative").done();
       const signal = AbortSignal.any([ctx.signal, shutdown]);
-      return engine.watches.watch(req.runId, Number(req.afterSequence), signal, (err) =>
-        shutdown.aborted
-          ? new ConnectError("weftd is shutting down; reconnect to resume", Code.Unavailable)
-          : err,
+      return engine.watches.watch(
+        req.runId,
+        Number(req.afterSequence),
+        signal,
+        (err) =>
+          shutdown.aborted
+            ? new ConnectError("weftd is shutting down; reconnect to resume", Code.Unavailable)
+            : err,
+        envelopeSink(ctx),
       );
     },
 

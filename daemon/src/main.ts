@@ -1,5 +1,6 @@
 // weftd's command line: parse flags and variables, start the daemon, shut down on SIGTERM/SIGINT.
 import { setFlagsFromString } from "node:v8";
+import { shareDefaultAbortReason } from "./abort-reason.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { type DaemonHandle, startDaemon } from "./daemon.js";
 import { createLogger } from "./logger.js";
@@ -26,6 +27,8 @@ if (parsed.help) {
 // own policy; any value given to node wins.
 const heapFlag = "--heap-growing-percent";
 if (!process.execArgv.some((arg) => arg.startsWith(heapFlag))) setFlagsFromString(`${heapFlag}=100`);
+
+shareDefaultAbortReason();
 
 const { config } = parsed;
 const logger = createLogger({ level: config.logLevel });

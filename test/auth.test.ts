@@ -81,6 +81,13 @@ const TABLE: [string, Call, keyof typeof TOKENS, keyof typeof TOKENS, Code | "ok
   ["GetWorkflow", (c) => c.workflows.getWorkflow({ name: "secured" }), "reader", "admin", "ok"],
   ["ListWorkflows", (c) => c.workflows.listWorkflows({}), "reader", "workerA", "ok"],
   ["Trigger", (c) => c.workflows.trigger({ workflow: "missing" }), "client", "reader", Code.NotFound],
+  [
+    "BatchTrigger",
+    (c) => c.workflows.batchTrigger({ requests: [{ workflow: "missing" }] }),
+    "client",
+    "reader",
+    Code.NotFound,
+  ],
   ["GetRun", (c) => c.workflows.getRun({ runId }), "reader", "admin", Code.NotFound],
   ["ListRuns", (c) => c.workflows.listRuns({}), "reader", "workerA", "ok"],
   [

@@ -312,6 +312,102 @@ describe("Trigger, GetRun and ListRuns", () => {
   });
 });
 
+describe("BatchTrigger", () => {
+  it("starts every run as Trigger would, answering in order; a repeated idempotency key returns the first run", async () => {
+    const a = names("batch-a");
+    const b = names("batch-b");
+    await c.workflows.submitWorkflow({
+      definition: { name: a.workflow, tasks: [task("a", [], { queue: a.queue })] },
+    });
+    await c.workflows.submitWorkflow({
+      definition: {
+        name: b.workflow,
+        tasks: [task("x", [], { queue: b.queue }), task("y", [], { queue: b.queue })],
+      },
+    });
+    const { responses } = await c.workflows.batchTrigger({
+      requests: [
+        { workflow: a.workflow, input: value(0) },
+        { workflow: b.workflow, version: 1, input: value(1) },
+        { workflow: a.workflow, input: value(2), idempotencyKey: "k" },
+        { workflow: a.workflow, input: value(3), idempotencyKey: "k" },
+      ],
+    });
+    expect(responses.map((r) => [r.run?.workflow, json(r.run?.input), r.created, r.run?.status])).toEqual([
+      [a.workflow, 0, true, RunStatus.RUNNING],
+      [b.workflow, 1, true, RunStatus.RUNNING],
+      [a.workflow, 2, true, RunStatus.RUNNING],
+      // The same key: the run the third request started, with its input.
+      [a.workflow, 2, false, RunStatus.RUNNING],
+    ]);
+    const ids = responses.map((r) => r.run?.id ?? "");
+    expect(ids[3]).toBe(ids[2]);
+    expect(new Set(ids).size).toBe(3);
+    expect(responses[2]?.run?.idempotencyKey).toBe("k");
+    expect((await c.workflows.getRun({ runId: ids[1] ?? "" })).run?.tasks.map((t) => t.status)).toEqual([
+      TaskStatus.QUEUED,
+      TaskStatus.QUEUED,
+    ]);
+    const listed = await c.workflows.listRuns({ workflow: a.workflow });
+    expect(new Set(listed.runs.map((r) => r.id))).toEqual(new Set([ids[0], ids[2]]));
+
+    // One job per root task of each run started: two on each queue, then nothing.
+    for (const { queue } of [a, b]) {
+      const leased = [await pollTask(c, queue), await pollTask(c, queue)];
+      for (const t of leased) await c.workers.completeTask({ leaseId: t.leaseId });
+      const none = await c.workers.pollTask({ queue, wait: { nanos: 300_000_000 } });
+      expect(none.assignment).toBeUndefined();
+      expect(leased.map((t) => t.runId).sort()).toEqual(
+        (queue === a.queue ? [ids[0], ids[2]] : [ids[1], ids[1]]).sort(),
+      );
+    }
+  });
+
+  it("checks every request before starting any run, naming the request and its field", async () => {
+    const { workflow } = names("batch-check");
+    await c.workflows.submitWorkflow({ definition: { name: workflow, tasks: [task("a")] } });
+    const none = await rpcError(c.workflows.batchTrigger({ requests: [] }));
+    expect([none.code, none.rawMessage]).toEqual([
+      Code.InvalidArgument,
+      "requests: must hold 1 to 1000 requests",
+    ]);
+    const tooMany = await rpcError(
+      c.workflows.batchTrigger({ requests: Array.from({ length: 1001 }, () => ({ workflow })) }),
+    );
+    expect([tooMany.code, tooMany.rawMessage]).toEqual([
+      Code.InvalidArgument,
+      "requests: must hold 1 to 1000 requests",
+    ]);
+    const invalid = await rpcError(
+      c.workflows.batchTrigger({
+        requests: [{ workflow }, { workflow: "" }, { workflow, idempotencyKey: "k".repeat(257) }],
+      }),
+    );
+    expect([invalid.code, invalid.rawMessage]).toEqual([
+      Code.InvalidArgument,
+      "requests[1].workflow: is required; requests[2].idempotency_key: must be at most 256 characters",
+    ]);
+    const unknown = await rpcError(
+      c.workflows.batchTrigger({
+        requests: [{ workflow }, { workflow: "missing-workflow" }, { workflow, version: 4 }],
+      }),
+    );
+    expect([unknown.code, unknown.rawMessage]).toEqual([
+      Code.NotFound,
+      'requests[1].workflow: workflow "missing-workflow" not found',
+    ]);
+    const version = await rpcError(
+      c.workflows.batchTrigger({ requests: [{ workflow }, { workflow, version: 4 }] }),
+    );
+    expect([version.code, version.rawMessage]).toEqual([
+      Code.NotFound,
+      `requests[1].workflow: workflow "${workflow}" has no version 4 (latest is 1)`,
+    ]);
+    // Nothing started: the valid first requests did not run either.
+    expect((await c.workflows.listRuns({ workflow })).runs).toEqual([]);
+  });
+});
+
 describe("Cancel", () => {
   it("removes queued tasks, tells running ones on their heartbeat, and ends the run CANCELLED", async () => {
     const { queue, workflow } = names("cancel");

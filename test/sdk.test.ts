@@ -180,6 +180,39 @@ describe("trigger, getRun, listRuns, cancel", () => {
     expect(missing.message).toBe(`workflow "${name}" has no version 7 (latest is 1)`);
   });
 
+  it("starts many runs in one call with triggerMany, in order, or none when one names an unknown workflow", async () => {
+    const { name, queue } = names("many");
+    await chain(name, queue);
+    const results = await client.triggerMany([
+      { workflow: name, input: { n: 1 } },
+      { workflow: name, input: { n: 2 }, idempotencyKey: "many-1" },
+      { workflow: name, input: { n: 3 }, idempotencyKey: "many-1", version: 1 },
+    ]);
+    expect(results.map((r) => [r.run.workflow, r.created, r.run.idempotencyKey])).toEqual([
+      [name, true, ""],
+      [name, true, "many-1"],
+      [name, false, "many-1"],
+    ]);
+    expect(results[2]?.run.id).toBe(results[1]?.run.id);
+    expect((await client.getRun(results[0]?.run.id ?? "")).tasks.map((t) => TaskStatus[t.status])).toEqual([
+      "QUEUED",
+      "PENDING",
+    ]);
+
+    const missing = await rejection(client.triggerMany([{ workflow: name }, { workflow: "nope-many" }]));
+    expect(missing).toBeInstanceOf(WorkflowNotFoundError);
+    expect((missing as WorkflowNotFoundError).workflow).toBe("nope-many");
+    expect(missing.message).toBe('requests[1].workflow: workflow "nope-many" not found');
+    const invalid = await rejection(client.triggerMany([]));
+    expect(invalid).toBeInstanceOf(InvalidArgumentError);
+    expect((invalid as InvalidArgumentError).violations).toEqual([
+      { field: "requests", description: "must hold 1 to 1000 requests" },
+    ]);
+    const runs: string[] = [];
+    for await (const run of client.listRuns({ workflow: name })) runs.push(run.id);
+    expect(runs.sort()).toEqual([results[0]?.run.id, results[1]?.run.id].sort());
+  });
+
   it("throws WorkflowNotFoundError for an unknown workflow and RunNotFoundError for an unknown run", async () => {
     const wf = await rejection(client.trigger("nope-workflow"));
     expect(wf).toBeInstanceOf(WorkflowNotFoundError);

@@ -42,6 +42,27 @@ export async function runIndependent(
   return result(n, t0, submitted, last);
 }
 
+/** Starts `n` runs of `workflow` with BatchTrigger calls of `batch` runs, one call after the other. */
+export async function runBatched(
+  client: WorkflowClient,
+  workflow: string,
+  n: number,
+  batch: number,
+  worker: WorkerChild,
+): Promise<LoadResult> {
+  const { done } = await worker.expect(n, DONE_TIMEOUT_MS);
+  const t0 = Date.now();
+  for (let start = 0; start < n; start += batch) {
+    const count = Math.min(batch, n - start);
+    await client.batchTrigger({
+      requests: Array.from({ length: count }, (_, j) => ({ workflow, input: value(start + j) })),
+    });
+  }
+  const submitted = Date.now();
+  const { last } = await done;
+  return result(n, t0, submitted, last);
+}
+
 /** Starts one run of a workflow of `n` parallel tasks and waits for its `n` completions. */
 export async function runOneWorkflow(
   client: WorkflowClient,

@@ -42,6 +42,7 @@ const REQUIRED: Record<string, Scope> = {
   "/weft.v1.WorkflowService/GetWorkflow": "runs:read",
   "/weft.v1.WorkflowService/ListWorkflows": "runs:read",
   "/weft.v1.WorkflowService/Trigger": "runs:trigger",
+  "/weft.v1.WorkflowService/BatchTrigger": "runs:trigger",
   "/weft.v1.WorkflowService/GetRun": "runs:read",
   "/weft.v1.WorkflowService/ListRuns": "runs:read",
   "/weft.v1.WorkflowService/WatchRun": "runs:read",

@@ -22,7 +22,8 @@ export interface CallContext {
   runId?: string;
 }
 
-const WORKFLOW_MESSAGE = /^workflow "([^"]*)"/;
+/** "workflow "x" …", or with the field of a batch in front: "requests[3].workflow: workflow "x" …". */
+const WORKFLOW_MESSAGE = /^(?:[\w.[\]]+: )?workflow "([^"]*)"/;
 const RUN_MESSAGE = /^run "([^"]*)"/;
 
 /**

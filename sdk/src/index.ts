@@ -9,6 +9,7 @@ export {
   type SubmitResult,
   type TriggerOptions,
   type TriggerResult,
+  type TriggerSpec,
   toDefinition,
   type WeftClient,
   type WorkflowInput,

@@ -4,13 +4,15 @@ import { measureFloor } from "../calibration.js";
 import { WorkerChild } from "../children.js";
 import { parallelWorkflow, workflowClient } from "../clients.js";
 import { CpuMeter, type ProcessUsage, redisPid } from "../cpu.js";
-import { type LoadResult, runBullmq, runIndependent, runOneWorkflow } from "../load.js";
+import { type LoadResult, runBatched, runBullmq, runIndependent, runOneWorkflow } from "../load.js";
 import { type CommandStat, commandStats, resetCommandStats } from "../redis-stats.js";
 import { fmt } from "../report.js";
 import { MiB, RssSampler } from "../rss.js";
 import { type Figure, planWithin, repetitions, rssFigure, type Scenario } from "../scenario.js";
 
 const RAW_PREFIX = "bench-raw";
+/** Runs per BatchTrigger call, as the raw ceiling adds its jobs 1,000 per addBulk. */
+const BATCH = 1000;
 
 /** Target of scenarios 1 and 7: Weft's throughput as a share of raw BullMQ's, same run, same Redis. */
 export const RATIO_TARGET = { op: ">=", value: 50, on: "median", text: "≥ 50 % of raw BullMQ" } as const;
@@ -110,6 +112,7 @@ export const throughput: Scenario = {
     ctx.log(`warm-up: ${w} runs, a ${w}-task run, ${w} raw jobs`);
     const warm = [
       await runIndependent([client], "tp-one", w, sizes.triggerConcurrency, worker),
+      await runBatched(client, "tp-one", w, BATCH, worker),
       await runOneWorkflow(client, "tp-warm", w, worker),
       await runBullmq(queue, w, raw, "warm"),
     ];
@@ -130,11 +133,13 @@ export const throughput: Scenario = {
     await client.submitWorkflow({ definition: parallelWorkflow("tp-par", "tp", n) });
 
     const runs: number[] = [];
+    const batched: number[] = [];
     const oneWf: number[] = [];
     const bull: number[] = [];
     const triggerRates: number[] = [];
     const cpu = {
       runsWeftd: [] as number[],
+      batchedWeftd: [] as number[],
       oneWeftd: [] as number[],
       worker: [] as number[],
       bench: [] as number[],
@@ -146,12 +151,13 @@ export const throughput: Scenario = {
       raw: [] as number[],
       rawRedis: [] as number[],
     };
-    const redisUs = { weft: [] as number[], bull: [] as number[] };
+    const redisUs = { weft: [] as number[], batched: [] as number[], bull: [] as number[] };
     let commandRows: string[][] = [];
     for (let rep = 1; rep <= plan.reps; rep++) {
       const a = await withCommandStats(ctx.redis, () =>
         withCpu(pids, () => runIndependent([client], "tp-one", n, sizes.triggerConcurrency, worker)),
       );
+      const d = await withCpu(pids, () => runBatched(client, "tp-one", n, BATCH, worker));
       const b = await withCommandStats(ctx.redis, () =>
         withCpu(pids, () => runOneWorkflow(client, "tp-par", n, worker)),
       );
@@ -160,6 +166,9 @@ export const throughput: Scenario = {
       );
       if (rep === 1) commandRows = commandTable([a, b, c]);
       runs.push(a.tasksPerSecond);
+      batched.push(d.tasksPerSecond);
+      cpu.batchedWeftd.push(d.cpuPerTask.weftd ?? 0);
+      redisUs.batched.push((d.cpuPerTask.redis ?? 0) * 1000);
       oneWf.push(b.tasksPerSecond);
       bull.push(c.tasksPerSecond);
       triggerRates.push((n / a.submitMs) * 1000);
@@ -176,6 +185,7 @@ export const throughput: Scenario = {
       redisUs.bull.push((c.cpuPerTask.redis ?? 0) * 1000);
       ctx.log(
         `rep ${rep}: ${n} runs ${a.tasksPerSecond.toFixed(0)}/s (weftd ${(a.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
+          `batched ${d.tasksPerSecond.toFixed(0)}/s (weftd ${(d.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
           `1 run × ${n} tasks ${b.tasksPerSecond.toFixed(0)}/s (weftd ${(b.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
           `raw BullMQ ${c.tasksPerSecond.toFixed(0)}/s`,
       );
@@ -188,6 +198,12 @@ export const throughput: Scenario = {
     const figures: Figure[] = [
       { key: "weft_runs_tps", label: `Weft, ${N} runs of a 1-task workflow`, unit: "tasks/s", samples: runs },
       {
+        key: "weft_batched_runs_tps",
+        label: `Weft, ${N} runs of a 1-task workflow started with BatchTrigger`,
+        unit: "tasks/s",
+        samples: batched,
+      },
+      {
         key: "weft_one_run_tps",
         label: `Weft, 1 run of ${N} parallel tasks`,
         unit: "tasks/s",
@@ -199,6 +215,14 @@ export const throughput: Scenario = {
         label: `Weft / BullMQ, ${N} runs`,
         unit: "%",
         samples: ratio(runs),
+        target: RATIO_TARGET,
+        digits: 1,
+      },
+      {
+        key: "ratio_batched_runs_pct",
+        label: `Weft / BullMQ, ${N} runs started with BatchTrigger`,
+        unit: "%",
+        samples: ratio(batched),
         target: RATIO_TARGET,
         digits: 1,
       },
@@ -223,6 +247,12 @@ export const throughput: Scenario = {
         samples: cpu.runsWeftd,
       },
       {
+        key: "weftd_cpu_batched_runs_ms",
+        label: `weftd CPU per task, ${N} runs started with BatchTrigger`,
+        unit: "ms",
+        samples: cpu.batchedWeftd,
+      },
+      {
         key: "weftd_cpu_one_run_ms",
         label: `weftd CPU per task, 1 run of ${N} tasks`,
         unit: "ms",
@@ -245,6 +275,13 @@ export const throughput: Scenario = {
         label: `Redis CPU per task, Weft (${N} runs)`,
         unit: "µs",
         samples: redisUs.weft,
+        digits: 0,
+      },
+      {
+        key: "redis_cpu_batched_us",
+        label: `Redis CPU per task, Weft (${N} runs started with BatchTrigger)`,
+        unit: "µs",
+        samples: redisUs.batched,
         digits: 0,
       },
       {
@@ -307,7 +344,7 @@ export const throughput: Scenario = {
       setup: [
         `${N} no-op tasks per measurement, ${repetitions(plan.reps)} after a warm-up of ${w.toLocaleString("en-US")}; each repetition measures the three in turn on the same Redis.`,
         `Weft: one weftd process; workers are @weft/worker \`Worker\`s with concurrency ${sizes.workerConcurrency} in a separate Node process (gRPC over loopback HTTP/2).`,
-        `"${N} runs": ${N} Trigger calls of a 1-task workflow, ${sizes.triggerConcurrency} in flight on one HTTP/2 connection; "1 run": one Trigger of a ${N}-task workflow.`,
+        `"${N} runs": ${N} Trigger calls of a 1-task workflow, ${sizes.triggerConcurrency} in flight on one HTTP/2 connection; "started with BatchTrigger": the same ${N} runs started by BatchTrigger calls of ${BATCH.toLocaleString("en-US")} runs, one after the other, as the raw ceiling adds its jobs; "1 run": one Trigger of a ${N}-task workflow.`,
         "Time runs from the first Trigger (or addBulk) to the last completion acknowledged (the completion acknowledged by weftd, in CompleteTasks batches; BullMQ's `completed` event).",
         `Raw BullMQ ceiling: \`Queue.addBulk\` in chunks of 1,000 from the bench process, a BullMQ \`Worker\` with a no-op processor and concurrency ${sizes.workerConcurrency} in a separate Node process, same retention options as Weft's jobs.`,
         `Floor: a bare Connect server (no Weft, no Redis) in its own process answering an empty GetWorkflow, called from the bench with ${sizes.workerConcurrency} calls in flight: what one unary call costs on this machine. Without batching a Weft task takes 2 calls (PollTask, CompleteTask), 3 with its own Trigger; @weft/worker asks PollTask for as many tasks as it has free slots and sends completions in CompleteTasks batches.`,

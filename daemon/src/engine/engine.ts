@@ -187,12 +187,22 @@ export class Engine {
    * timers, in chunks of {@link ENQUEUE_CHUNK} in the order given.
    */
   async enqueue(runId: string, loaded: LoadedWorkflow, taskIds: readonly string[]): Promise<void> {
-    for (let from = 0; from < taskIds.length; from += ENQUEUE_CHUNK) {
-      const specs: TaskJobSpec[] = [];
-      const timers: { data: TimerData; delayMs: number }[] = [];
-      const to = Math.min(from + ENQUEUE_CHUNK, taskIds.length);
-      for (let i = from; i < to; i++) {
-        const id = taskIds[i]!;
+    await this.enqueueAll([{ runId, loaded, taskIds }]);
+  }
+
+  /** Queues the tasks of several runs, in chunks of jobs added with one BullMQ call per queue. */
+  async enqueueAll(
+    runs: readonly { runId: string; loaded: LoadedWorkflow; taskIds: readonly string[] }[],
+  ): Promise<void> {
+    let specs: TaskJobSpec[] = [];
+    let timers: { data: TimerData; delayMs: number }[] = [];
+    const flush = async () => {
+      await Promise.all([this.queues.add(specs), this.timers.schedule(timers)]);
+      specs = [];
+      timers = [];
+    };
+    for (const { runId, loaded, taskIds } of runs) {
+      for (const id of taskIds) {
         const task = loaded.compiled.byId.get(id);
         if (task === undefined) continue;
         specs.push(this.jobSpec(runId, loaded, task));
@@ -206,9 +216,10 @@ export class Engine {
           this.knownQueues.add(task.queue);
           await this.admin.remember(task.queue);
         }
+        if (specs.length === ENQUEUE_CHUNK) await flush();
       }
-      await Promise.all([this.queues.add(specs), this.timers.schedule(timers)]);
     }
+    if (specs.length > 0) await flush();
   }
 
   /** Handles a timer that fired. */

@@ -7,8 +7,26 @@ import type { Engine } from "./engine.js";
 import { idempotentRunId, isRunId, newRunId } from "./ids.js";
 import { jsonValue, RUN_STATUS_CODE, runFromHash } from "./run-view.js";
 import { invalidArgument } from "./violations.js";
+import type { LoadedWorkflow } from "./workflow-store.js";
 
 const RUN_FIELDS = ["id", "wf", "v", "s", "in", "out", "ct", "ft", "idem", "err", "seq"] as const;
+
+/** One run to start: what a TriggerRequest holds. */
+export interface TriggerItem {
+  workflow: string;
+  /** 0: the latest. */
+  version: number;
+  input: JsonValue | undefined;
+  /** "" for none. */
+  idempotencyKey: string;
+}
+
+interface PreparedRun {
+  item: TriggerItem;
+  loaded: LoadedWorkflow;
+  inputText: string;
+  runId: string;
+}
 
 /** A ListRuns filter and page. */
 export interface ListRunsQuery {
@@ -29,52 +47,112 @@ export class RunOps {
     input: JsonValue | undefined,
     idempotencyKey: string,
   ): Promise<{ run: Run; created: boolean }> {
-    const { engine } = this;
-    const loaded = await engine.workflows.get(workflow, version);
-    const inputText = JSON.stringify(input ?? null);
-    if (Buffer.byteLength(inputText) > engine.options.maxPayloadBytes) {
-      throw new ConnectError(
-        `input: ${Buffer.byteLength(inputText)} bytes exceeds the limit of ${engine.options.maxPayloadBytes} bytes`,
-        Code.ResourceExhausted,
-      );
-    }
-    const runId = idempotencyKey === "" ? newRunId() : idempotentRunId(workflow, idempotencyKey);
-    const now = Date.now();
-    const { compiled } = loaded;
-    const [created] = await engine.steps.trigger(
-      runId,
-      loaded.workflow.name,
-      loaded.workflow.version,
-      inputText,
-      now,
-      idempotencyKey,
-      Array.from({ length: compiled.size }, (_, i) => ({
-        id: compiled.idAt(i),
-        parents: compiled.parentCount(i),
-      })),
-      [engine.keys.runIndex(), engine.keys.runIndex(workflow)],
+    const [result] = await this.triggerMany(
+      [{ workflow, version, input, idempotencyKey }],
+      (_, field) => field,
     );
-    engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);
-    if (created !== 1) return { run: await this.summary(runId), created: false };
-    if (compiled.runTimeoutMs > 0) {
-      await engine.timers.schedule([
-        { data: { kind: "run-timeout", runId }, delayMs: compiled.runTimeoutMs },
-      ]);
-    }
-    await engine.enqueue(runId, loaded, compiled.roots);
-    engine.logger.debug({ runId, workflow, version: loaded.workflow.version }, "run started");
-    // What the trigger step wrote: RUN_STARTED plus one TASK_QUEUED per root.
-    const run = create(RunSchema, {
-      id: runId,
-      workflow: loaded.workflow.name,
-      workflowVersion: loaded.workflow.version,
-      status: RunStatus.RUNNING,
-      input: jsonValue(inputText),
-      createTime: timestampFromMs(now),
-      idempotencyKey,
-      lastSequence: BigInt(1 + compiled.roots.length),
-    });
-    return { run, created: true };
+    return result as { run: Run; created: boolean };
+  }
+
+  /**
+   * Starts runs as {@link trigger} does, answering in the order of `items`. Every item is loaded and
+   * checked before any run starts: the first problem, in item order, throws with its field named by
+   * `fieldOf` (a workflow that does not exist is NOT_FOUND, an input over the payload limit
+   * RESOURCE_EXHAUSTED). Then the runs start together, and their first tasks are queued with one
+   * BullMQ call per queue.
+   */
+  async triggerMany(
+    items: readonly TriggerItem[],
+    fieldOf: (index: number, field: string) => string,
+  ): Promise<{ run: Run; created: boolean }[]> {
+    const { engine } = this;
+    const max = engine.options.maxPayloadBytes;
+    const loads = new Map<string, Promise<LoadedWorkflow>>();
+    const checked = await Promise.allSettled(
+      items.map(async (item, i) => {
+        const key = `${item.workflow}@${item.version}`;
+        let load = loads.get(key);
+        if (load === undefined) {
+          load = engine.workflows.get(item.workflow, item.version);
+          loads.set(key, load);
+        }
+        const loaded = await load.catch((err: unknown) => {
+          const error = ConnectError.from(err);
+          const field = fieldOf(i, "workflow");
+          if (error.code !== Code.NotFound || field === "workflow") throw err;
+          throw new ConnectError(`${field}: ${error.rawMessage}`, Code.NotFound);
+        });
+        const inputText = JSON.stringify(item.input ?? null);
+        const bytes = Buffer.byteLength(inputText);
+        if (bytes > max) {
+          throw new ConnectError(
+            `${fieldOf(i, "input")}: ${bytes} bytes exceeds the limit of ${max} bytes`,
+            Code.ResourceExhausted,
+          );
+        }
+        const runId =
+          item.idempotencyKey === "" ? newRunId() : idempotentRunId(item.workflow, item.idempotencyKey);
+        return { item, loaded, inputText, runId };
+      }),
+    );
+    const failed = checked.find((c) => c.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
+    const runs = checked.map((c) => (c as PromiseFulfilledResult<PreparedRun>).value);
+
+    const now = Date.now();
+    const created = await Promise.all(
+      runs.map(async ({ item, loaded, inputText, runId }) => {
+        const { compiled } = loaded;
+        const [fresh] = await engine.steps.trigger(
+          runId,
+          loaded.workflow.name,
+          loaded.workflow.version,
+          inputText,
+          now,
+          item.idempotencyKey,
+          Array.from({ length: compiled.size }, (_, i) => ({
+            id: compiled.idAt(i),
+            parents: compiled.parentCount(i),
+          })),
+          [engine.keys.runIndex(), engine.keys.runIndex(loaded.workflow.name)],
+        );
+        engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);
+        return fresh === 1;
+      }),
+    );
+    const started = runs.filter((_, i) => created[i]);
+    await engine.timers.schedule(
+      started
+        .filter(({ loaded }) => loaded.compiled.runTimeoutMs > 0)
+        .map(({ runId, loaded }) => ({
+          data: { kind: "run-timeout" as const, runId },
+          delayMs: loaded.compiled.runTimeoutMs,
+        })),
+    );
+    await engine.enqueueAll(
+      started.map(({ runId, loaded }) => ({ runId, loaded, taskIds: loaded.compiled.roots })),
+    );
+    return Promise.all(
+      runs.map(async ({ item, loaded, inputText, runId }, i) => {
+        if (!created[i]) return { run: await this.summary(runId), created: false };
+        engine.logger.debug(
+          { runId, workflow: item.workflow, version: loaded.workflow.version },
+          "run started",
+        );
+        // What the trigger step wrote: RUN_STARTED plus one TASK_QUEUED per root.
+        const run = create(RunSchema, {
+          id: runId,
+          workflow: loaded.workflow.name,
+          workflowVersion: loaded.workflow.version,
+          status: RunStatus.RUNNING,
+          input: jsonValue(inputText),
+          createTime: timestampFromMs(now),
+          idempotencyKey: item.idempotencyKey,
+          lastSequence: BigInt(1 + loaded.compiled.roots.length),
+        });
+        return { run, created: true };
+      }),
+    );
   }
 
   /** A run without its task runs. */

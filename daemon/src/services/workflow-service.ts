@@ -7,6 +7,9 @@ import type { Engine } from "../engine/engine.js";
 import { envelopeSink } from "../response-stream.js";
 import { jsonOf, pageSizeOf, RequestCheck } from "./request-checks.js";
 
+/** Most runs one BatchTrigger call starts. */
+export const MAX_TRIGGERS_PER_CALL = 1000;
+
 /** weft.v1.WorkflowService on top of the engine. */
 export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceImpl<typeof WorkflowService> {
   return {
@@ -45,6 +48,34 @@ export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceI
         .require(req.idempotencyKey.length <= 256, "idempotency_key", "must be at most 256 characters")
         .done();
       return engine.runs.trigger(req.workflow, req.version, jsonOf(req.input), req.idempotencyKey);
+    },
+
+    async batchTrigger(req) {
+      const check = new RequestCheck().require(
+        req.requests.length > 0 && req.requests.length <= MAX_TRIGGERS_PER_CALL,
+        "requests",
+        `must hold 1 to ${MAX_TRIGGERS_PER_CALL} requests`,
+      );
+      req.requests.forEach((r, i) => {
+        check
+          .name(r.workflow, `requests[${i}].workflow`)
+          .require(
+            r.idempotencyKey.length <= 256,
+            `requests[${i}].idempotency_key`,
+            "must be at most 256 characters",
+          );
+      });
+      check.done();
+      const responses = await engine.runs.triggerMany(
+        req.requests.map((r) => ({
+          workflow: r.workflow,
+          version: r.version,
+          input: jsonOf(r.input),
+          idempotencyKey: r.idempotencyKey,
+        })),
+        (i, field) => `requests[${i}].${field}`,
+      );
+      return { responses };
     },
 
     async getRun(req) {

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file weft/v1/workflow_service.proto.
  */
 export const file_weft_v1_workflow_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch53ZWZ0L3YxL3dvcmtmbG93X3NlcnZpY2UucHJvdG8SB3dlZnQudjEiXwoVU3VibWl0V29ya2Zsb3dSZXF1ZXN0Ei8KCmRlZmluaXRpb24YASABKAsyGy53ZWZ0LnYxLldvcmtmbG93RGVmaW5pdGlvbhIVCg12YWxpZGF0ZV9vbmx5GAIgASgIInQKFlN1Ym1pdFdvcmtmbG93UmVzcG9uc2USIwoId29ya2Zsb3cYASABKAsyES53ZWZ0LnYxLldvcmtmbG93Eg8KB2NyZWF0ZWQYAiABKAgSJAoEcGxhbhgDIAEoCzIWLndlZnQudjEuRXhlY3V0aW9uUGxhbiIzChJHZXRXb3JrZmxvd1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNImAKE0dldFdvcmtmbG93UmVzcG9uc2USIwoId29ya2Zsb3cYASABKAsyES53ZWZ0LnYxLldvcmtmbG93EiQKBHBsYW4YAiABKAsyFi53ZWZ0LnYxLkV4ZWN1dGlvblBsYW4iPQoUTGlzdFdvcmtmbG93c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiXQoVTGlzdFdvcmtmbG93c1Jlc3BvbnNlEisKCXdvcmtmbG93cxgBIAMoCzIYLndlZnQudjEuV29ya2Zsb3dTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJzCg5UcmlnZ2VyUmVxdWVzdBIQCgh3b3JrZmxvdxgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEiUKBWlucHV0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSI9Cg9UcmlnZ2VyUmVzcG9uc2USGQoDcnVuGAEgASgLMgwud2VmdC52MS5SdW4SDwoHY3JlYXRlZBgCIAEoCCIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSIrCg5HZXRSdW5SZXNwb25zZRIZCgNydW4YASABKAsyDC53ZWZ0LnYxLlJ1biJwCg9MaXN0UnVuc1JlcXVlc3QSEAoId29ya2Zsb3cYASABKAkSJAoIc3RhdHVzZXMYAiADKA4yEi53ZWZ0LnYxLlJ1blN0YXR1cxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJHChBMaXN0UnVuc1Jlc3BvbnNlEhoKBHJ1bnMYASADKAsyDC53ZWZ0LnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyI0ChBXYXRjaFJ1blJlc3BvbnNlEiAKBWV2ZW50GAEgASgLMhEud2VmdC52MS5SdW5FdmVudCIvCg1DYW5jZWxSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiKwoOQ2FuY2VsUmVzcG9uc2USGQoDcnVuGAEgASgLMgwud2VmdC52MS5SdW4ytgQKD1dvcmtmbG93U2VydmljZRJRCg5TdWJtaXRXb3JrZmxvdxIeLndlZnQudjEuU3VibWl0V29ya2Zsb3dSZXF1ZXN0Gh8ud2VmdC52MS5TdWJtaXRXb3JrZmxvd1Jlc3BvbnNlEkgKC0dldFdvcmtmbG93Ehsud2VmdC52MS5HZXRXb3JrZmxvd1JlcXVlc3QaHC53ZWZ0LnYxLkdldFdvcmtmbG93UmVzcG9uc2USTgoNTGlzdFdvcmtmbG93cxIdLndlZnQudjEuTGlzdFdvcmtmbG93c1JlcXVlc3QaHi53ZWZ0LnYxLkxpc3RXb3JrZmxvd3NSZXNwb25zZRI8CgdUcmlnZ2VyEhcud2VmdC52MS5UcmlnZ2VyUmVxdWVzdBoYLndlZnQudjEuVHJpZ2dlclJlc3BvbnNlEjkKBkdldFJ1bhIWLndlZnQudjEuR2V0UnVuUmVxdWVzdBoXLndlZnQudjEuR2V0UnVuUmVzcG9uc2USPwoITGlzdFJ1bnMSGC53ZWZ0LnYxLkxpc3RSdW5zUmVxdWVzdBoZLndlZnQudjEuTGlzdFJ1bnNSZXNwb25zZRJBCghXYXRjaFJ1bhIYLndlZnQudjEuV2F0Y2hSdW5SZXF1ZXN0Ghkud2VmdC52MS5XYXRjaFJ1blJlc3BvbnNlMAESOQoGQ2FuY2VsEhYud2VmdC52MS5DYW5jZWxSZXF1ZXN0Ghcud2VmdC52MS5DYW5jZWxSZXNwb25zZUI0WjJnaXRodWIuY29tL3dlZnQvd2VmdC93b3JrZXJzL2dvL2dlbi93ZWZ0L3YxO3dlZnR2MWIGcHJvdG8z", [file_google_protobuf_struct, file_weft_v1_run, file_weft_v1_workflow]);
+  fileDesc("Ch53ZWZ0L3YxL3dvcmtmbG93X3NlcnZpY2UucHJvdG8SB3dlZnQudjEiXwoVU3VibWl0V29ya2Zsb3dSZXF1ZXN0Ei8KCmRlZmluaXRpb24YASABKAsyGy53ZWZ0LnYxLldvcmtmbG93RGVmaW5pdGlvbhIVCg12YWxpZGF0ZV9vbmx5GAIgASgIInQKFlN1Ym1pdFdvcmtmbG93UmVzcG9uc2USIwoId29ya2Zsb3cYASABKAsyES53ZWZ0LnYxLldvcmtmbG93Eg8KB2NyZWF0ZWQYAiABKAgSJAoEcGxhbhgDIAEoCzIWLndlZnQudjEuRXhlY3V0aW9uUGxhbiIzChJHZXRXb3JrZmxvd1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNImAKE0dldFdvcmtmbG93UmVzcG9uc2USIwoId29ya2Zsb3cYASABKAsyES53ZWZ0LnYxLldvcmtmbG93EiQKBHBsYW4YAiABKAsyFi53ZWZ0LnYxLkV4ZWN1dGlvblBsYW4iPQoUTGlzdFdvcmtmbG93c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiXQoVTGlzdFdvcmtmbG93c1Jlc3BvbnNlEisKCXdvcmtmbG93cxgBIAMoCzIYLndlZnQudjEuV29ya2Zsb3dTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJzCg5UcmlnZ2VyUmVxdWVzdBIQCgh3b3JrZmxvdxgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEiUKBWlucHV0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSI9Cg9UcmlnZ2VyUmVzcG9uc2USGQoDcnVuGAEgASgLMgwud2VmdC52MS5SdW4SDwoHY3JlYXRlZBgCIAEoCCJAChNCYXRjaFRyaWdnZXJSZXF1ZXN0EikKCHJlcXVlc3RzGAEgAygLMhcud2VmdC52MS5UcmlnZ2VyUmVxdWVzdCJDChRCYXRjaFRyaWdnZXJSZXNwb25zZRIrCglyZXNwb25zZXMYASADKAsyGC53ZWZ0LnYxLlRyaWdnZXJSZXNwb25zZSIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSIrCg5HZXRSdW5SZXNwb25zZRIZCgNydW4YASABKAsyDC53ZWZ0LnYxLlJ1biJwCg9MaXN0UnVuc1JlcXVlc3QSEAoId29ya2Zsb3cYASABKAkSJAoIc3RhdHVzZXMYAiADKA4yEi53ZWZ0LnYxLlJ1blN0YXR1cxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJHChBMaXN0UnVuc1Jlc3BvbnNlEhoKBHJ1bnMYASADKAsyDC53ZWZ0LnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyI0ChBXYXRjaFJ1blJlc3BvbnNlEiAKBWV2ZW50GAEgASgLMhEud2VmdC52MS5SdW5FdmVudCIvCg1DYW5jZWxSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiKwoOQ2FuY2VsUmVzcG9uc2USGQoDcnVuGAEgASgLMgwud2VmdC52MS5SdW4ygwUKD1dvcmtmbG93U2VydmljZRJRCg5TdWJtaXRXb3JrZmxvdxIeLndlZnQudjEuU3VibWl0V29ya2Zsb3dSZXF1ZXN0Gh8ud2VmdC52MS5TdWJtaXRXb3JrZmxvd1Jlc3BvbnNlEkgKC0dldFdvcmtmbG93Ehsud2VmdC52MS5HZXRXb3JrZmxvd1JlcXVlc3QaHC53ZWZ0LnYxLkdldFdvcmtmbG93UmVzcG9uc2USTgoNTGlzdFdvcmtmbG93cxIdLndlZnQudjEuTGlzdFdvcmtmbG93c1JlcXVlc3QaHi53ZWZ0LnYxLkxpc3RXb3JrZmxvd3NSZXNwb25zZRI8CgdUcmlnZ2VyEhcud2VmdC52MS5UcmlnZ2VyUmVxdWVzdBoYLndlZnQudjEuVHJpZ2dlclJlc3BvbnNlEksKDEJhdGNoVHJpZ2dlchIcLndlZnQudjEuQmF0Y2hUcmlnZ2VyUmVxdWVzdBodLndlZnQudjEuQmF0Y2hUcmlnZ2VyUmVzcG9uc2USOQoGR2V0UnVuEhYud2VmdC52MS5HZXRSdW5SZXF1ZXN0Ghcud2VmdC52MS5HZXRSdW5SZXNwb25zZRI/CghMaXN0UnVucxIYLndlZnQudjEuTGlzdFJ1bnNSZXF1ZXN0Ghkud2VmdC52MS5MaXN0UnVuc1Jlc3BvbnNlEkEKCFdhdGNoUnVuEhgud2VmdC52MS5XYXRjaFJ1blJlcXVlc3QaGS53ZWZ0LnYxLldhdGNoUnVuUmVzcG9uc2UwARI5CgZDYW5jZWwSFi53ZWZ0LnYxLkNhbmNlbFJlcXVlc3QaFy53ZWZ0LnYxLkNhbmNlbFJlc3BvbnNlQjRaMmdpdGh1Yi5jb20vd2VmdC93ZWZ0L3dvcmtlcnMvZ28vZ2VuL3dlZnQvdjE7d2VmdHYxYgZwcm90bzM", [file_google_protobuf_struct, file_weft_v1_run, file_weft_v1_workflow]);
 
 /**
  * SubmitWorkflowRequest carries a definition to validate and store.
@@ -266,6 +266,48 @@ export const TriggerResponseSchema: GenMessage<TriggerResponse> = /*@__PURE__*/
   messageDesc(file_weft_v1_workflow_service, 7);
 
 /**
+ * BatchTriggerRequest starts several runs.
+ *
+ * @generated from message weft.v1.BatchTriggerRequest
+ */
+export type BatchTriggerRequest = Message<"weft.v1.BatchTriggerRequest"> & {
+  /**
+   * The runs to start, 1 to 1,000, each as in Trigger.
+   *
+   * @generated from field: repeated weft.v1.TriggerRequest requests = 1;
+   */
+  requests: TriggerRequest[];
+};
+
+/**
+ * Describes the message weft.v1.BatchTriggerRequest.
+ * Use `create(BatchTriggerRequestSchema)` to create a new message.
+ */
+export const BatchTriggerRequestSchema: GenMessage<BatchTriggerRequest> = /*@__PURE__*/
+  messageDesc(file_weft_v1_workflow_service, 8);
+
+/**
+ * BatchTriggerResponse has one response per request, in order.
+ *
+ * @generated from message weft.v1.BatchTriggerResponse
+ */
+export type BatchTriggerResponse = Message<"weft.v1.BatchTriggerResponse"> & {
+  /**
+   * What Trigger would have answered to each request.
+   *
+   * @generated from field: repeated weft.v1.TriggerResponse responses = 1;
+   */
+  responses: TriggerResponse[];
+};
+
+/**
+ * Describes the message weft.v1.BatchTriggerResponse.
+ * Use `create(BatchTriggerResponseSchema)` to create a new message.
+ */
+export const BatchTriggerResponseSchema: GenMessage<BatchTriggerResponse> = /*@__PURE__*/
+  messageDesc(file_weft_v1_workflow_service, 9);
+
+/**
  * GetRunRequest names a run.
  *
  * @generated from message weft.v1.GetRunRequest
@@ -284,7 +326,7 @@ export type GetRunRequest = Message<"weft.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 8);
+  messageDesc(file_weft_v1_workflow_service, 10);
 
 /**
  * GetRunResponse returns a run.
@@ -305,7 +347,7 @@ export type GetRunResponse = Message<"weft.v1.GetRunResponse"> & {
  * Use `create(GetRunResponseSchema)` to create a new message.
  */
 export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 9);
+  messageDesc(file_weft_v1_workflow_service, 11);
 
 /**
  * ListRunsRequest filters and pages through runs, newest first.
@@ -347,7 +389,7 @@ export type ListRunsRequest = Message<"weft.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 10);
+  messageDesc(file_weft_v1_workflow_service, 12);
 
 /**
  * ListRunsResponse is one page of runs.
@@ -375,7 +417,7 @@ export type ListRunsResponse = Message<"weft.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 11);
+  messageDesc(file_weft_v1_workflow_service, 13);
 
 /**
  * WatchRunRequest names a run and where to resume.
@@ -403,7 +445,7 @@ export type WatchRunRequest = Message<"weft.v1.WatchRunRequest"> & {
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 12);
+  messageDesc(file_weft_v1_workflow_service, 14);
 
 /**
  * WatchRunResponse carries one event.
@@ -424,7 +466,7 @@ export type WatchRunResponse = Message<"weft.v1.WatchRunResponse"> & {
  * Use `create(WatchRunResponseSchema)` to create a new message.
  */
 export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 13);
+  messageDesc(file_weft_v1_workflow_service, 15);
 
 /**
  * CancelRequest names the run to cancel.
@@ -452,7 +494,7 @@ export type CancelRequest = Message<"weft.v1.CancelRequest"> & {
  * Use `create(CancelRequestSchema)` to create a new message.
  */
 export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 14);
+  messageDesc(file_weft_v1_workflow_service, 16);
 
 /**
  * CancelResponse returns the run after cancellation.
@@ -473,7 +515,7 @@ export type CancelResponse = Message<"weft.v1.CancelResponse"> & {
  * Use `create(CancelResponseSchema)` to create a new message.
  */
 export const CancelResponseSchema: GenMessage<CancelResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 15);
+  messageDesc(file_weft_v1_workflow_service, 17);
 
 /**
  * WorkflowService is the client-facing API: register workflows, start runs,
@@ -523,6 +565,19 @@ export const WorkflowService: GenService<{
     methodKind: "unary";
     input: typeof TriggerRequestSchema;
     output: typeof TriggerResponseSchema;
+  },
+  /**
+   * Starts up to 1,000 runs in one call, each as Trigger would. Every request
+   * is checked before any run starts: one that is invalid, or names a
+   * workflow that does not exist, fails the call and starts nothing. The
+   * responses come in the order of the requests.
+   *
+   * @generated from rpc weft.v1.WorkflowService.BatchTrigger
+   */
+  batchTrigger: {
+    methodKind: "unary";
+    input: typeof BatchTriggerRequestSchema;
+    output: typeof BatchTriggerResponseSchema;
   },
   /**
    * Returns a run with every task run.

@@ -491,6 +491,98 @@ func (x *TriggerResponse) GetCreated() bool {
 	return false
 }
 
+// BatchTriggerRequest starts several runs.
+type BatchTriggerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The runs to start, 1 to 1,000, each as in Trigger.
+	Requests      []*TriggerRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchTriggerRequest) Reset() {
+	*x = BatchTriggerRequest{}
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchTriggerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchTriggerRequest) ProtoMessage() {}
+
+func (x *BatchTriggerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchTriggerRequest.ProtoReflect.Descriptor instead.
+func (*BatchTriggerRequest) Descriptor() ([]byte, []int) {
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BatchTriggerRequest) GetRequests() []*TriggerRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+// BatchTriggerResponse has one response per request, in order.
+type BatchTriggerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What Trigger would have answered to each request.
+	Responses     []*TriggerResponse `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchTriggerResponse) Reset() {
+	*x = BatchTriggerResponse{}
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchTriggerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchTriggerResponse) ProtoMessage() {}
+
+func (x *BatchTriggerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchTriggerResponse.ProtoReflect.Descriptor instead.
+func (*BatchTriggerResponse) Descriptor() ([]byte, []int) {
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BatchTriggerResponse) GetResponses() []*TriggerResponse {
+	if x != nil {
+		return x.Responses
+	}
+	return nil
+}
+
 // GetRunRequest names a run.
 type GetRunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -502,7 +594,7 @@ type GetRunRequest struct {
 
 func (x *GetRunRequest) Reset() {
 	*x = GetRunRequest{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[8]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +606,7 @@ func (x *GetRunRequest) String() string {
 func (*GetRunRequest) ProtoMessage() {}
 
 func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[8]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +619,7 @@ func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunRequest.ProtoReflect.Descriptor instead.
 func (*GetRunRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetRunRequest) GetRunId() string {
@@ -548,7 +640,7 @@ type GetRunResponse struct {
 
 func (x *GetRunResponse) Reset() {
 	*x = GetRunResponse{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[9]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +652,7 @@ func (x *GetRunResponse) String() string {
 func (*GetRunResponse) ProtoMessage() {}
 
 func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[9]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +665,7 @@ func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResponse.ProtoReflect.Descriptor instead.
 func (*GetRunResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{9}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetRunResponse) GetRun() *Run {
@@ -600,7 +692,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[10]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +704,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[10]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +717,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{10}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListRunsRequest) GetWorkflow() string {
@@ -669,7 +761,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[11]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +773,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[11]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +786,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListRunsResponse) GetRuns() []*Run {
@@ -724,7 +816,7 @@ type WatchRunRequest struct {
 
 func (x *WatchRunRequest) Reset() {
 	*x = WatchRunRequest{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[12]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +828,7 @@ func (x *WatchRunRequest) String() string {
 func (*WatchRunRequest) ProtoMessage() {}
 
 func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[12]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +841,7 @@ func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunRequest.ProtoReflect.Descriptor instead.
 func (*WatchRunRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchRunRequest) GetRunId() string {
@@ -777,7 +869,7 @@ type WatchRunResponse struct {
 
 func (x *WatchRunResponse) Reset() {
 	*x = WatchRunResponse{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[13]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +881,7 @@ func (x *WatchRunResponse) String() string {
 func (*WatchRunResponse) ProtoMessage() {}
 
 func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[13]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +894,7 @@ func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
 func (*WatchRunResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{13}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchRunResponse) GetEvent() *RunEvent {
@@ -825,7 +917,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[14]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +929,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[14]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +942,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{14}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CancelRequest) GetRunId() string {
@@ -878,7 +970,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[15]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +982,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[15]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +995,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{15}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CancelResponse) GetRun() *Run {
@@ -947,7 +1039,11 @@ const file_weft_v1_workflow_service_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"K\n" +
 	"\x0fTriggerResponse\x12\x1e\n" +
 	"\x03run\x18\x01 \x01(\v2\f.weft.v1.RunR\x03run\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"&\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"J\n" +
+	"\x13BatchTriggerRequest\x123\n" +
+	"\brequests\x18\x01 \x03(\v2\x17.weft.v1.TriggerRequestR\brequests\"N\n" +
+	"\x14BatchTriggerResponse\x126\n" +
+	"\tresponses\x18\x01 \x03(\v2\x18.weft.v1.TriggerResponseR\tresponses\"&\n" +
 	"\rGetRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\"0\n" +
 	"\x0eGetRunResponse\x12\x1e\n" +
@@ -970,12 +1066,13 @@ const file_weft_v1_workflow_service_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"0\n" +
 	"\x0eCancelResponse\x12\x1e\n" +
-	"\x03run\x18\x01 \x01(\v2\f.weft.v1.RunR\x03run2\xb6\x04\n" +
+	"\x03run\x18\x01 \x01(\v2\f.weft.v1.RunR\x03run2\x83\x05\n" +
 	"\x0fWorkflowService\x12Q\n" +
 	"\x0eSubmitWorkflow\x12\x1e.weft.v1.SubmitWorkflowRequest\x1a\x1f.weft.v1.SubmitWorkflowResponse\x12H\n" +
 	"\vGetWorkflow\x12\x1b.weft.v1.GetWorkflowRequest\x1a\x1c.weft.v1.GetWorkflowResponse\x12N\n" +
 	"\rListWorkflows\x12\x1d.weft.v1.ListWorkflowsRequest\x1a\x1e.weft.v1.ListWorkflowsResponse\x12<\n" +
-	"\aTrigger\x12\x17.weft.v1.TriggerRequest\x1a\x18.weft.v1.TriggerResponse\x129\n" +
+	"\aTrigger\x12\x17.weft.v1.TriggerRequest\x1a\x18.weft.v1.TriggerResponse\x12K\n" +
+	"\fBatchTrigger\x12\x1c.weft.v1.BatchTriggerRequest\x1a\x1d.weft.v1.BatchTriggerResponse\x129\n" +
 	"\x06GetRun\x12\x16.weft.v1.GetRunRequest\x1a\x17.weft.v1.GetRunResponse\x12?\n" +
 	"\bListRuns\x12\x18.weft.v1.ListRunsRequest\x1a\x19.weft.v1.ListRunsResponse\x12A\n" +
 	"\bWatchRun\x12\x18.weft.v1.WatchRunRequest\x1a\x19.weft.v1.WatchRunResponse0\x01\x129\n" +
@@ -993,7 +1090,7 @@ func file_weft_v1_workflow_service_proto_rawDescGZIP() []byte {
 	return file_weft_v1_workflow_service_proto_rawDescData
 }
 
-var file_weft_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_weft_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_weft_v1_workflow_service_proto_goTypes = []any{
 	(*SubmitWorkflowRequest)(nil),  // 0: weft.v1.SubmitWorkflowRequest
 	(*SubmitWorkflowResponse)(nil), // 1: weft.v1.SubmitWorkflowResponse
@@ -1003,58 +1100,64 @@ var file_weft_v1_workflow_service_proto_goTypes = []any{
 	(*ListWorkflowsResponse)(nil),  // 5: weft.v1.ListWorkflowsResponse
 	(*TriggerRequest)(nil),         // 6: weft.v1.TriggerRequest
 	(*TriggerResponse)(nil),        // 7: weft.v1.TriggerResponse
-	(*GetRunRequest)(nil),          // 8: weft.v1.GetRunRequest
-	(*GetRunResponse)(nil),         // 9: weft.v1.GetRunResponse
-	(*ListRunsRequest)(nil),        // 10: weft.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),       // 11: weft.v1.ListRunsResponse
-	(*WatchRunRequest)(nil),        // 12: weft.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),       // 13: weft.v1.WatchRunResponse
-	(*CancelRequest)(nil),          // 14: weft.v1.CancelRequest
-	(*CancelResponse)(nil),         // 15: weft.v1.CancelResponse
-	(*WorkflowDefinition)(nil),     // 16: weft.v1.WorkflowDefinition
-	(*Workflow)(nil),               // 17: weft.v1.Workflow
-	(*ExecutionPlan)(nil),          // 18: weft.v1.ExecutionPlan
-	(*WorkflowSummary)(nil),        // 19: weft.v1.WorkflowSummary
-	(*structpb.Value)(nil),         // 20: google.protobuf.Value
-	(*Run)(nil),                    // 21: weft.v1.Run
-	(RunStatus)(0),                 // 22: weft.v1.RunStatus
-	(*RunEvent)(nil),               // 23: weft.v1.RunEvent
+	(*BatchTriggerRequest)(nil),    // 8: weft.v1.BatchTriggerRequest
+	(*BatchTriggerResponse)(nil),   // 9: weft.v1.BatchTriggerResponse
+	(*GetRunRequest)(nil),          // 10: weft.v1.GetRunRequest
+	(*GetRunResponse)(nil),         // 11: weft.v1.GetRunResponse
+	(*ListRunsRequest)(nil),        // 12: weft.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),       // 13: weft.v1.ListRunsResponse
+	(*WatchRunRequest)(nil),        // 14: weft.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),       // 15: weft.v1.WatchRunResponse
+	(*CancelRequest)(nil),          // 16: weft.v1.CancelRequest
+	(*CancelResponse)(nil),         // 17: weft.v1.CancelResponse
+	(*WorkflowDefinition)(nil),     // 18: weft.v1.WorkflowDefinition
+	(*Workflow)(nil),               // 19: weft.v1.Workflow
+	(*ExecutionPlan)(nil),          // 20: weft.v1.ExecutionPlan
+	(*WorkflowSummary)(nil),        // 21: weft.v1.WorkflowSummary
+	(*structpb.Value)(nil),         // 22: google.protobuf.Value
+	(*Run)(nil),                    // 23: weft.v1.Run
+	(RunStatus)(0),                 // 24: weft.v1.RunStatus
+	(*RunEvent)(nil),               // 25: weft.v1.RunEvent
 }
 var file_weft_v1_workflow_service_proto_depIdxs = []int32{
-	16, // 0: weft.v1.SubmitWorkflowRequest.definition:type_name -> weft.v1.WorkflowDefinition
-	17, // 1: weft.v1.SubmitWorkflowResponse.workflow:type_name -> weft.v1.Workflow
-	18, // 2: weft.v1.SubmitWorkflowResponse.plan:type_name -> weft.v1.ExecutionPlan
-	17, // 3: weft.v1.GetWorkflowResponse.workflow:type_name -> weft.v1.Workflow
-	18, // 4: weft.v1.GetWorkflowResponse.plan:type_name -> weft.v1.ExecutionPlan
-	19, // 5: weft.v1.ListWorkflowsResponse.workflows:type_name -> weft.v1.WorkflowSummary
-	20, // 6: weft.v1.TriggerRequest.input:type_name -> google.protobuf.Value
-	21, // 7: weft.v1.TriggerResponse.run:type_name -> weft.v1.Run
-	21, // 8: weft.v1.GetRunResponse.run:type_name -> weft.v1.Run
-	22, // 9: weft.v1.ListRunsRequest.statuses:type_name -> weft.v1.RunStatus
-	21, // 10: weft.v1.ListRunsResponse.runs:type_name -> weft.v1.Run
-	23, // 11: weft.v1.WatchRunResponse.event:type_name -> weft.v1.RunEvent
-	21, // 12: weft.v1.CancelResponse.run:type_name -> weft.v1.Run
-	0,  // 13: weft.v1.WorkflowService.SubmitWorkflow:input_type -> weft.v1.SubmitWorkflowRequest
-	2,  // 14: weft.v1.WorkflowService.GetWorkflow:input_type -> weft.v1.GetWorkflowRequest
-	4,  // 15: weft.v1.WorkflowService.ListWorkflows:input_type -> weft.v1.ListWorkflowsRequest
-	6,  // 16: weft.v1.WorkflowService.Trigger:input_type -> weft.v1.TriggerRequest
-	8,  // 17: weft.v1.WorkflowService.GetRun:input_type -> weft.v1.GetRunRequest
-	10, // 18: weft.v1.WorkflowService.ListRuns:input_type -> weft.v1.ListRunsRequest
-	12, // 19: weft.v1.WorkflowService.WatchRun:input_type -> weft.v1.WatchRunRequest
-	14, // 20: weft.v1.WorkflowService.Cancel:input_type -> weft.v1.CancelRequest
-	1,  // 21: weft.v1.WorkflowService.SubmitWorkflow:output_type -> weft.v1.SubmitWorkflowResponse
-	3,  // 22: weft.v1.WorkflowService.GetWorkflow:output_type -> weft.v1.GetWorkflowResponse
-	5,  // 23: weft.v1.WorkflowService.ListWorkflows:output_type -> weft.v1.ListWorkflowsResponse
-	7,  // 24: weft.v1.WorkflowService.Trigger:output_type -> weft.v1.TriggerResponse
-	9,  // 25: weft.v1.WorkflowService.GetRun:output_type -> weft.v1.GetRunResponse
-	11, // 26: weft.v1.WorkflowService.ListRuns:output_type -> weft.v1.ListRunsResponse
-	13, // 27: weft.v1.WorkflowService.WatchRun:output_type -> weft.v1.WatchRunResponse
-	15, // 28: weft.v1.WorkflowService.Cancel:output_type -> weft.v1.CancelResponse
-	21, // [21:29] is the sub-list for method output_type
-	13, // [13:21] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	18, // 0: weft.v1.SubmitWorkflowRequest.definition:type_name -> weft.v1.WorkflowDefinition
+	19, // 1: weft.v1.SubmitWorkflowResponse.workflow:type_name -> weft.v1.Workflow
+	20, // 2: weft.v1.SubmitWorkflowResponse.plan:type_name -> weft.v1.ExecutionPlan
+	19, // 3: weft.v1.GetWorkflowResponse.workflow:type_name -> weft.v1.Workflow
+	20, // 4: weft.v1.GetWorkflowResponse.plan:type_name -> weft.v1.ExecutionPlan
+	21, // 5: weft.v1.ListWorkflowsResponse.workflows:type_name -> weft.v1.WorkflowSummary
+	22, // 6: weft.v1.TriggerRequest.input:type_name -> google.protobuf.Value
+	23, // 7: weft.v1.TriggerResponse.run:type_name -> weft.v1.Run
+	6,  // 8: weft.v1.BatchTriggerRequest.requests:type_name -> weft.v1.TriggerRequest
+	7,  // 9: weft.v1.BatchTriggerResponse.responses:type_name -> weft.v1.TriggerResponse
+	23, // 10: weft.v1.GetRunResponse.run:type_name -> weft.v1.Run
+	24, // 11: weft.v1.ListRunsRequest.statuses:type_name -> weft.v1.RunStatus
+	23, // 12: weft.v1.ListRunsResponse.runs:type_name -> weft.v1.Run
+	25, // 13: weft.v1.WatchRunResponse.event:type_name -> weft.v1.RunEvent
+	23, // 14: weft.v1.CancelResponse.run:type_name -> weft.v1.Run
+	0,  // 15: weft.v1.WorkflowService.SubmitWorkflow:input_type -> weft.v1.SubmitWorkflowRequest
+	2,  // 16: weft.v1.WorkflowService.GetWorkflow:input_type -> weft.v1.GetWorkflowRequest
+	4,  // 17: weft.v1.WorkflowService.ListWorkflows:input_type -> weft.v1.ListWorkflowsRequest
+	6,  // 18: weft.v1.WorkflowService.Trigger:input_type -> weft.v1.TriggerRequest
+	8,  // 19: weft.v1.WorkflowService.BatchTrigger:input_type -> weft.v1.BatchTriggerRequest
+	10, // 20: weft.v1.WorkflowService.GetRun:input_type -> weft.v1.GetRunRequest
+	12, // 21: weft.v1.WorkflowService.ListRuns:input_type -> weft.v1.ListRunsRequest
+	14, // 22: weft.v1.WorkflowService.WatchRun:input_type -> weft.v1.WatchRunRequest
+	16, // 23: weft.v1.WorkflowService.Cancel:input_type -> weft.v1.CancelRequest
+	1,  // 24: weft.v1.WorkflowService.SubmitWorkflow:output_type -> weft.v1.SubmitWorkflowResponse
+	3,  // 25: weft.v1.WorkflowService.GetWorkflow:output_type -> weft.v1.GetWorkflowResponse
+	5,  // 26: weft.v1.WorkflowService.ListWorkflows:output_type -> weft.v1.ListWorkflowsResponse
+	7,  // 27: weft.v1.WorkflowService.Trigger:output_type -> weft.v1.TriggerResponse
+	9,  // 28: weft.v1.WorkflowService.BatchTrigger:output_type -> weft.v1.BatchTriggerResponse
+	11, // 29: weft.v1.WorkflowService.GetRun:output_type -> weft.v1.GetRunResponse
+	13, // 30: weft.v1.WorkflowService.ListRuns:output_type -> weft.v1.ListRunsResponse
+	15, // 31: weft.v1.WorkflowService.WatchRun:output_type -> weft.v1.WatchRunResponse
+	17, // 32: weft.v1.WorkflowService.Cancel:output_type -> weft.v1.CancelResponse
+	24, // [24:33] is the sub-list for method output_type
+	15, // [15:24] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_workflow_service_proto_init() }
@@ -1070,7 +1173,7 @@ func file_weft_v1_workflow_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_workflow_service_proto_rawDesc), len(file_weft_v1_workflow_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const (
 	WorkflowService_GetWorkflow_FullMethodName    = "/weft.v1.WorkflowService/GetWorkflow"
 	WorkflowService_ListWorkflows_FullMethodName  = "/weft.v1.WorkflowService/ListWorkflows"
 	WorkflowService_Trigger_FullMethodName        = "/weft.v1.WorkflowService/Trigger"
+	WorkflowService_BatchTrigger_FullMethodName   = "/weft.v1.WorkflowService/BatchTrigger"
 	WorkflowService_GetRun_FullMethodName         = "/weft.v1.WorkflowService/GetRun"
 	WorkflowService_ListRuns_FullMethodName       = "/weft.v1.WorkflowService/ListRuns"
 	WorkflowService_WatchRun_FullMethodName       = "/weft.v1.WorkflowService/WatchRun"
@@ -46,6 +47,11 @@ type WorkflowServiceClient interface {
 	// Starts a run. The same idempotency key for the same workflow returns the
 	// same run instead of starting a second one.
 	Trigger(ctx context.Context, in *TriggerRequest, opts ...grpc.CallOption) (*TriggerResponse, error)
+	// Starts up to 1,000 runs in one call, each as Trigger would. Every request
+	// is checked before any run starts: one that is invalid, or names a
+	// workflow that does not exist, fails the call and starts nothing. The
+	// responses come in the order of the requests.
+	BatchTrigger(ctx context.Context, in *BatchTriggerRequest, opts ...grpc.CallOption) (*BatchTriggerResponse, error)
 	// Returns a run with every task run.
 	GetRun(ctx context.Context, in *GetRunRequest, opts ...grpc.CallOption) (*GetRunResponse, error)
 	// Lists runs, newest first.
@@ -99,6 +105,16 @@ func (c *workflowServiceClient) Trigger(ctx context.Context, in *TriggerRequest,
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(TriggerResponse)
 	err := c.cc.Invoke(ctx, WorkflowService_Trigger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) BatchTrigger(ctx context.Context, in *BatchTriggerRequest, opts ...grpc.CallOption) (*BatchTriggerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchTriggerResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_BatchTrigger_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +187,11 @@ type WorkflowServiceServer interface {
 	// Starts a run. The same idempotency key for the same workflow returns the
 	// same run instead of starting a second one.
 	Trigger(context.Context, *TriggerRequest) (*TriggerResponse, error)
+	// Starts up to 1,000 runs in one call, each as Trigger would. Every request
+	// is checked before any run starts: one that is invalid, or names a
+	// workflow that does not exist, fails the call and starts nothing. The
+	// responses come in the order of the requests.
+	BatchTrigger(context.Context, *BatchTriggerRequest) (*BatchTriggerResponse, error)
 	// Returns a run with every task run.
 	GetRun(context.Context, *GetRunRequest) (*GetRunResponse, error)
 	// Lists runs, newest first.
@@ -201,6 +222,9 @@ func (UnimplementedWorkflowServiceServer) ListWorkflows(context.Context, *ListWo
 }
 func (UnimplementedWorkflowServiceServer) Trigger(context.Context, *TriggerRequest) (*TriggerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Trigger not implemented")
+}
+func (UnimplementedWorkflowServiceServer) BatchTrigger(context.Context, *BatchTriggerRequest) (*BatchTriggerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchTrigger not implemented")
 }
 func (UnimplementedWorkflowServiceServer) GetRun(context.Context, *GetRunRequest) (*GetRunResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRun not implemented")
@@ -307,6 +331,24 @@ func _WorkflowService_Trigger_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkflowService_BatchTrigger_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchTriggerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).BatchTrigger(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_BatchTrigger_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).BatchTrigger(ctx, req.(*BatchTriggerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _WorkflowService_GetRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetRunRequest)
 	if err := dec(in); err != nil {
@@ -394,6 +436,10 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Trigger",
 			Handler:    _WorkflowService_Trigger_Handler,
+		},
+		{
+			MethodName: "BatchTrigger",
+			Handler:    _WorkflowService_BatchTrigger_Handler,
 		},
 		{
 			MethodName: "GetRun",

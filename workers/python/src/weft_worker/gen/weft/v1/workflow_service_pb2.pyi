@@ -79,6 +79,18 @@ class TriggerResponse(_message.Message):
     created: bool
     def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
+class BatchTriggerRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[TriggerRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[TriggerRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchTriggerResponse(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[TriggerResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[TriggerResponse, _Mapping]]] = ...) -> None: ...
+
 class GetRunRequest(_message.Message):
     __slots__ = ("run_id",)
     RUN_ID_FIELD_NUMBER: _ClassVar[int]

@@ -56,6 +56,11 @@ class WorkflowServiceStub:
                 request_serializer=weft_dot_v1_dot_workflow__service__pb2.TriggerRequest.SerializeToString,
                 response_deserializer=weft_dot_v1_dot_workflow__service__pb2.TriggerResponse.FromString,
                 _registered_method=True)
+        self.BatchTrigger = channel.unary_unary(
+                '/weft.v1.WorkflowService/BatchTrigger',
+                request_serializer=weft_dot_v1_dot_workflow__service__pb2.BatchTriggerRequest.SerializeToString,
+                response_deserializer=weft_dot_v1_dot_workflow__service__pb2.BatchTriggerResponse.FromString,
+                _registered_method=True)
         self.GetRun = channel.unary_unary(
                 '/weft.v1.WorkflowService/GetRun',
                 request_serializer=weft_dot_v1_dot_workflow__service__pb2.GetRunRequest.SerializeToString,
@@ -113,6 +118,16 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchTrigger(self, request, context):
+        """Starts up to 1,000 runs in one call, each as Trigger would. Every request
+        is checked before any run starts: one that is invalid, or names a
+        workflow that does not exist, fails the call and starts nothing. The
+        responses come in the order of the requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetRun(self, request, context):
         """Returns a run with every task run.
         """
@@ -164,6 +179,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.Trigger,
                     request_deserializer=weft_dot_v1_dot_workflow__service__pb2.TriggerRequest.FromString,
                     response_serializer=weft_dot_v1_dot_workflow__service__pb2.TriggerResponse.SerializeToString,
+            ),
+            'BatchTrigger': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchTrigger,
+                    request_deserializer=weft_dot_v1_dot_workflow__service__pb2.BatchTriggerRequest.FromString,
+                    response_serializer=weft_dot_v1_dot_workflow__service__pb2.BatchTriggerResponse.SerializeToString,
             ),
             'GetRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRun,
@@ -296,6 +316,33 @@ class WorkflowService:
             '/weft.v1.WorkflowService/Trigger',
             weft_dot_v1_dot_workflow__service__pb2.TriggerRequest.SerializeToString,
             weft_dot_v1_dot_workflow__service__pb2.TriggerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchTrigger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weft.v1.WorkflowService/BatchTrigger',
+            weft_dot_v1_dot_workflow__service__pb2.BatchTriggerRequest.SerializeToString,
+            weft_dot_v1_dot_workflow__service__pb2.BatchTriggerResponse.FromString,
             options,
             channel_credentials,
             insecure,

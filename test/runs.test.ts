@@ -403,8 +403,23 @@ describe("BatchTrigger", () => {
       Code.NotFound,
       `requests[1].workflow: workflow "${workflow}" has no version 4 (latest is 1)`,
     ]);
-    // Nothing started: the valid first requests did not run either.
+    // Runs holding more tasks together than one workflow may (--max-tasks-per-workflow, 10,000 here).
+    const big = `${workflow}-big`;
+    await c.workflows.submitWorkflow({
+      definition: { name: big, tasks: Array.from({ length: 4000 }, (_, i) => task(`t${i}`)) },
+    });
+    const tooBig = await rpcError(
+      c.workflows.batchTrigger({
+        requests: [{ workflow: big }, { workflow }, { workflow: big }, { workflow: big }],
+      }),
+    );
+    expect([tooBig.code, tooBig.rawMessage]).toEqual([
+      Code.ResourceExhausted,
+      "requests: these runs hold 12001 tasks together, more than the 10000 one call may start (--max-tasks-per-workflow)",
+    ]);
+    // Nothing started: the valid requests did not run either.
     expect((await c.workflows.listRuns({ workflow })).runs).toEqual([]);
+    expect((await c.workflows.listRuns({ workflow: big })).runs).toEqual([]);
   });
 });
 

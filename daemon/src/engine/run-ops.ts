@@ -58,12 +58,13 @@ export class RunOps {
    * Starts runs as {@link trigger} does, answering in the order of `items`. Every item is loaded and
    * checked before any run starts: the first problem, in item order, throws with its field named by
    * `fieldOf` (a workflow that does not exist is NOT_FOUND, an input over the payload limit
-   * RESOURCE_EXHAUSTED). Then the runs start together, and their first tasks are queued with one
-   * BullMQ call per queue.
+   * RESOURCE_EXHAUSTED), and so are runs that hold more than `maxTasks` tasks together. Then the
+   * runs start together, and their first tasks are queued with one BullMQ call per queue.
    */
   async triggerMany(
     items: readonly TriggerItem[],
     fieldOf: (index: number, field: string) => string,
+    maxTasks = Number.POSITIVE_INFINITY,
   ): Promise<{ run: Run; created: boolean }[]> {
     const { engine } = this;
     const max = engine.options.maxPayloadBytes;
@@ -98,6 +99,13 @@ export class RunOps {
     const failed = checked.find((c) => c.status === "rejected");
     if (failed !== undefined) throw failed.reason;
     const runs = checked.map((c) => (c as PromiseFulfilledResult<PreparedRun>).value);
+    const tasks = runs.reduce((n, { loaded }) => n + loaded.compiled.size, 0);
+    if (tasks > maxTasks) {
+      throw new ConnectError(
+        `requests: these runs hold ${tasks} tasks together, more than the ${maxTasks} one call may start (--max-tasks-per-workflow)`,
+        Code.ResourceExhausted,
+      );
+    }
 
     const now = Date.now();
     const created = await Promise.all(

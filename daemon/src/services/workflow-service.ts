@@ -74,6 +74,8 @@ export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceI
           idempotencyKey: r.idempotencyKey,
         })),
         (i, field) => `requests[${i}].${field}`,
+        // A call does no more than the largest Trigger may: runs of large workflows go in smaller calls.
+        engine.options.maxTasksPerWorkflow,
       );
       return { responses };
     },

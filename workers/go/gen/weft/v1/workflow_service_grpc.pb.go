@@ -47,7 +47,8 @@ type WorkflowServiceClient interface {
 	// Starts a run. The same idempotency key for the same workflow returns the
 	// same run instead of starting a second one.
 	Trigger(ctx context.Context, in *TriggerRequest, opts ...grpc.CallOption) (*TriggerResponse, error)
-	// Starts up to 1,000 runs in one call, each as Trigger would. Every request
+	// Starts up to 1,000 runs in one call, each as Trigger would, holding
+	// together at most as many tasks as one workflow may have. Every request
 	// is checked before any run starts: one that is invalid, or names a
 	// workflow that does not exist, fails the call and starts nothing. The
 	// responses come in the order of the requests.
@@ -187,7 +188,8 @@ type WorkflowServiceServer interface {
 	// Starts a run. The same idempotency key for the same workflow returns the
 	// same run instead of starting a second one.
 	Trigger(context.Context, *TriggerRequest) (*TriggerResponse, error)
-	// Starts up to 1,000 runs in one call, each as Trigger would. Every request
+	// Starts up to 1,000 runs in one call, each as Trigger would, holding
+	// together at most as many tasks as one workflow may have. Every request
 	// is checked before any run starts: one that is invalid, or names a
 	// workflow that does not exist, fails the call and starts nothing. The
 	// responses come in the order of the requests.

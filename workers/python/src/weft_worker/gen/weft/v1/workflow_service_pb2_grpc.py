@@ -119,7 +119,8 @@ class WorkflowServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BatchTrigger(self, request, context):
-        """Starts up to 1,000 runs in one call, each as Trigger would. Every request
+        """Starts up to 1,000 runs in one call, each as Trigger would, holding
+        together at most as many tasks as one workflow may have. Every request
         is checked before any run starts: one that is invalid, or names a
         workflow that does not exist, fails the call and starts nothing. The
         responses come in the order of the requests.

@@ -275,6 +275,50 @@ describe("weft trigger, watch, runs, cancel", () => {
     });
   });
 
+  it("starts one run per line with --each, and none twice when the file runs again with a key", async () => {
+    const name = uniqueName("each");
+    await runWeft(["workflows", "submit", file(`${name}.yaml`, diamond(name, `${name}-idle`))], env);
+    const lines = file(`${name}.jsonl`, '{"day": 1}\n\n{"day": 2}\n3\n');
+    const first = await runWeft(["trigger", name, "--each", lines, "--idempotency-key", "backfill"], env);
+    expect(first.code).toBe(0);
+    const started =
+      /^line 1: run (\S+) started\nline 3: run (\S+) started\nline 4: run (\S+) started\n3 runs started, 0 already existed\n$/.exec(
+        first.stdout,
+      );
+    expect(started).not.toBeNull();
+    const ids = started?.slice(1) ?? [];
+    const again = await runWeft(
+      ["trigger", name, "--each", lines, "--idempotency-key", "backfill", "--json"],
+      env,
+    );
+    const runs = again.stdout
+      .trim()
+      .split("\n")
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            line: number;
+            created: boolean;
+            run: { id: string; input: unknown; idempotencyKey: string };
+          },
+      );
+    expect(runs.map((r) => [r.line, r.created, r.run.id, r.run.input, r.run.idempotencyKey])).toEqual([
+      [1, false, ids[0], { day: 1 }, "backfill:1"],
+      [3, false, ids[1], { day: 2 }, "backfill:3"],
+      [4, false, ids[2], 3, "backfill:4"],
+    ]);
+    expect(
+      await runWeft(["trigger", name, "--each", file("bad.jsonl", '{"day": 1}\n{nope\n')], env),
+    ).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/bad\.jsonl:2 is not valid JSON/),
+    });
+    expect(await runWeft(["trigger", name, "--each", lines, "--watch"], env)).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/^weft: --each takes no --input, --input-file or --watch/),
+    });
+  });
+
   it("follows a run with --watch as JSON lines and exits 0 when it succeeds", async () => {
     const name = uniqueName("watch");
     await runWeft(["workflows", "submit", file(`${name}.yaml`, diamond(name, served))], env);

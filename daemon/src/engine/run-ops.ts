@@ -108,9 +108,20 @@ export class RunOps {
     }
 
     const now = Date.now();
+    // The trigger step's task table, built once per workflow version of the call.
+    const tables = new Map<LoadedWorkflow, { id: string; parents: number }[]>();
+    const tableOf = ({ compiled }: LoadedWorkflow) =>
+      Array.from({ length: compiled.size }, (_, i) => ({
+        id: compiled.idAt(i),
+        parents: compiled.parentCount(i),
+      }));
     const created = await Promise.all(
       runs.map(async ({ item, loaded, inputText, runId }) => {
-        const { compiled } = loaded;
+        let table = tables.get(loaded);
+        if (table === undefined) {
+          table = tableOf(loaded);
+          tables.set(loaded, table);
+        }
         const [fresh] = await engine.steps.trigger(
           runId,
           loaded.workflow.name,
@@ -118,10 +129,7 @@ export class RunOps {
           inputText,
           now,
           item.idempotencyKey,
-          Array.from({ length: compiled.size }, (_, i) => ({
-            id: compiled.idAt(i),
-            parents: compiled.parentCount(i),
-          })),
+          table,
           [engine.keys.runIndex(), engine.keys.runIndex(loaded.workflow.name)],
         );
         engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);

@@ -27,6 +27,10 @@ type rpcRecorder struct {
 	polls         []pollCall
 	completeTasks []completeTasksCall
 	completeTask  []string
+	// completing counts the CompleteTask(s) calls sent and not yet recorded: the daemon may
+	// answer a run's final completion, and a test read the succeeded run, before the call's
+	// reply reaches this interceptor.
+	completing int
 
 	holding  bool
 	holdOnce sync.Once
@@ -67,9 +71,19 @@ func (r *rpcRecorder) intercept(ctx context.Context, method string, req, reply a
 			}
 		})
 	}
+	completion := method == weftv1.WorkerService_CompleteTasks_FullMethodName ||
+		method == weftv1.WorkerService_CompleteTask_FullMethodName
+	if completion {
+		r.mu.Lock()
+		r.completing++
+		r.mu.Unlock()
+	}
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if completion {
+		r.completing--
+	}
 	switch method {
 	case weftv1.WorkerService_PollTask_FullMethodName:
 		call := pollCall{maxTasks: req.(*weftv1.PollTaskRequest).GetMaxTasks()}
@@ -94,6 +108,18 @@ func (r *rpcRecorder) intercept(ctx context.Context, method string, req, reply a
 		}
 	}
 	return err
+}
+
+// settled waits until every completion call sent so far has been recorded, then returns the
+// record. Call it once the run it watches has ended: no completion is sent after that.
+func (r *rpcRecorder) settled(t *testing.T) ([]pollCall, []completeTasksCall, []string) {
+	t.Helper()
+	waitFor(t, "the completion calls in flight to return", 20*time.Second, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.completing == 0
+	})
+	return r.snapshot()
 }
 
 func (r *rpcRecorder) snapshot() ([]pollCall, []completeTasksCall, []string) {
@@ -272,7 +298,7 @@ func TestABurstIsTakenInFewPollsAndCompletedInBatches(t *testing.T) {
 			t.Errorf("task %s output %v", id, out)
 		}
 	}
-	_, calls, singles := rec.snapshot()
+	_, calls, singles := rec.settled(t)
 	if len(singles) != 0 {
 		t.Errorf("%d CompleteTask calls, want none", len(singles))
 	}
@@ -406,7 +432,7 @@ func TestAStaleLeaseInABatchDoesNotStopTheOthers(t *testing.T) {
 	if out := plain(taskOf(run, "s").GetOutput()); out != "retried" {
 		t.Errorf("task s output %v", out)
 	}
-	_, calls, singles := rec.snapshot()
+	_, calls, singles := rec.settled(t)
 	if len(singles) != 0 {
 		t.Errorf("%d CompleteTask calls, want none", len(singles))
 	}
@@ -515,7 +541,7 @@ func TestAgainstADaemonWithoutCompleteTasksEachTaskIsCompletedWithCompleteTask(t
 		t.Errorf("second run output %v", out)
 	}
 
-	_, calls, singles := rec.snapshot()
+	_, calls, singles := rec.settled(t)
 	if len(calls) != 1 || status.Code(calls[0].err) != codes.Unimplemented {
 		t.Fatalf("CompleteTasks calls %+v, want one answered Unimplemented", calls)
 	}

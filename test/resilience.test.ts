@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "@weft/daemon";
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, spawnWeftd, startTestRedis, waitFor } from "./support/index.js";
 import {
@@ -11,6 +12,7 @@ import {
   json,
   pollTask,
   RunStatus,
+  TaskStatus,
   task,
   value,
   type WeftClients,
@@ -156,6 +158,64 @@ describe("whatever dies, no task is lost and none is recorded twice", () => {
     } finally {
       await worker.stop();
       await weftd.stop();
+    }
+  });
+
+  it("hands out again, within seconds, a job a killed weftd had fetched for its next poll", async () => {
+    const prefix = `held-${randomUUID()}`;
+    const args = ["--stalled-interval", "300ms"];
+    const inspect = new Redis(redis.url);
+    try {
+      // A completion on a queue with a backlog fetches the next job and holds it for the next poll
+      // for a moment; weftd is killed right after the completion, mostly within that moment.
+      let held: { queue: string; runId: string; leased: string } | undefined;
+      for (let attempt = 0; attempt < 5 && held === undefined; attempt++) {
+        const weftd = await spawnWeftd({ redisUrl: redis.url, prefix, args });
+        const c = weftClients(weftd.address);
+        const queue = `held-${randomUUID().slice(0, 8)}`;
+        await c.workflows.submitWorkflow({
+          definition: { name: queue, tasks: ["t0", "t1", "t2"].map((id) => task(id, [], { queue })) },
+        });
+        const runId = (await c.workflows.trigger({ workflow: queue })).run?.id ?? "";
+        const { assignment, moreAssignments } = await c.workers.pollTask({
+          queue,
+          workerId: "w",
+          maxTasks: 2,
+          wait: { seconds: 10n },
+        });
+        const [first, second] = [assignment, ...moreAssignments];
+        expect([first?.taskId, second?.taskId].sort()).toEqual(["t0", "t1"]);
+        await c.workers.completeTask({ leaseId: first?.leaseId ?? "", output: value(1) });
+        await weftd.kill();
+        const lock = `${prefix}:q:{${queue}}:${queue}:${runId}.t2:lock`;
+        const ttl = await inspect.pttl(lock);
+        if (ttl > 0) {
+          // Held under the short lock, not a lease's (the heartbeat timeout, 30 s, plus a grace).
+          expect(ttl).toBeLessThanOrEqual(2000);
+          held = { queue, runId, leased: second?.taskId ?? "" };
+        }
+      }
+      if (held === undefined) throw new Error("weftd was never killed while it held a fetched job (5 tries)");
+
+      const weftd = await spawnWeftd({ redisUrl: redis.url, prefix, args });
+      try {
+        const c = weftClients(weftd.address);
+        // Back after the short lock and the stalled check, well within one poll's wait.
+        const next = await pollTask(c, held.queue, "after-restart", 10n);
+        expect(next.taskId).toBe("t2");
+        expect(next.attempt).toBe(1);
+        await c.workers.completeTask({ leaseId: next.leaseId, output: value(2) });
+        const run = (await c.workflows.getRun({ runId: held.runId })).run;
+        expect(run?.tasks.map((t) => `${t.taskId} ${TaskStatus[t.status]}`)).toEqual([
+          "t0 SUCCEEDED",
+          `t1 RUNNING`,
+          "t2 SUCCEEDED",
+        ]);
+      } finally {
+        await weftd.stop();
+      }
+    } finally {
+      inspect.disconnect();
     }
   });
 

@@ -17,27 +17,76 @@ interface Waiter {
   deliver: (fetched: FetchedJob | undefined) => void;
 }
 
+/** What the dispatcher needs of its queue's BullMQ side. */
+export interface DispatcherQueue {
+  /** The queue's manual Worker, which fetches jobs. */
+  worker(): Worker;
+  /** Extends held jobs' locks to a lease's; returns those whose lock was still held. */
+  extendLocks(jobs: FetchedJob[]): Promise<FetchedJob[]>;
+}
+
 /**
  * Hands jobs of one task queue to long polls. BullMQ allows one blocking wait
  * per Worker, so each replica runs at most one fetch loop per queue, and only
  * while polls are waiting: an idle queue costs one blocked Redis connection
  * and no traffic. Polls are served first come, first served.
+ *
+ * While the queue has a backlog, a completion fetches the next job in the
+ * script that completes its own (as a BullMQ Worker does) and offers it here:
+ * it is held, under a short lock, for the next poll, and goes back to the
+ * queue when no poll takes it within `holdMs`.
  */
 export class QueueDispatcher {
   private readonly waiters: Waiter[] = [];
   private looping = false;
   private closed = false;
   private holdUntil = 0;
+  private held: FetchedJob[] = [];
+  private holdTimer: NodeJS.Timeout | undefined;
+  private backlog = false;
 
   constructor(
     private readonly queue: string,
-    private readonly worker: () => Worker,
+    private readonly source: DispatcherQueue,
     private readonly logger: Logger,
+    /** How long a job a completion fetched waits here for a poll before it goes back. */
+    private readonly holdMs: number,
   ) {}
 
+  /**
+   * Whether completions should fetch the next job for this replica's polls:
+   * the last fetches found more jobs waiting than they took.
+   */
+  get backlogged(): boolean {
+    return this.backlog && !this.closed && this.holdUntil <= Date.now();
+  }
+
+  /** Takes a job a completion fetched (none: the queue has no backlog any more). */
+  offer(fetched: FetchedJob | undefined): void {
+    if (fetched === undefined) {
+      this.backlog = false;
+      return;
+    }
+    if (this.closed || this.holdUntil > Date.now()) {
+      void this.requeue([fetched]);
+      return;
+    }
+    this.held.push(fetched);
+    this.holdTimer ??= setTimeout(() => {
+      this.holdTimer = undefined;
+      void this.requeue(this.held.splice(0));
+    }, this.holdMs);
+    if (this.waiters.length > 0) void this.serveHeld();
+  }
+
   /** Waits for a job until the signal aborts; resolves undefined then. */
-  take(signal: AbortSignal): Promise<FetchedJob | undefined> {
-    if (signal.aborted || this.closed) return Promise.resolve(undefined);
+  async take(signal: AbortSignal): Promise<FetchedJob | undefined> {
+    if (signal.aborted || this.closed) return undefined;
+    if (this.held.length > 0 && this.waiters.length === 0) {
+      const [fetched] = await this.claimHeld(1);
+      if (fetched !== undefined) return fetched;
+      if (signal.aborted || this.closed) return undefined;
+    }
     return new Promise((resolve) => {
       const waiter: Waiter = {
         signal,
@@ -70,8 +119,14 @@ export class QueueDispatcher {
    */
   async grab(max: number, take: (jobs: FetchedJob[]) => void): Promise<void> {
     let fetched = 0;
+    if (this.held.length > 0) {
+      const jobs = await this.claimHeld(max);
+      fetched += jobs.length;
+      if (jobs.length > 0) take(jobs);
+    }
     while (fetched < max && !this.closed && this.holdUntil <= Date.now()) {
       const round = await this.fetchMany(Math.min(max - fetched, BURST));
+      this.backlog = !round.short;
       fetched += round.jobs.length;
       if (round.jobs.length > 0) take(round.jobs);
       if (round.short) break;
@@ -81,12 +136,57 @@ export class QueueDispatcher {
   /** Stops fetching for a while (the queue's rate limit is reached). */
   holdFor(ms: number): void {
     this.holdUntil = Math.max(this.holdUntil, Date.now() + ms);
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    void this.requeue(this.held.splice(0));
   }
 
-  /** Stops fetching and releases every waiting poll empty-handed. */
-  close(): void {
+  /** Stops fetching, releases every waiting poll empty-handed and puts held jobs back. */
+  async close(): Promise<void> {
     this.closed = true;
     for (const waiter of this.waiters.splice(0)) waiter.deliver(undefined);
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    await this.requeue(this.held.splice(0));
+  }
+
+  /** Takes up to `n` held jobs and extends their locks to a lease's (one round trip). */
+  private async claimHeld(n: number): Promise<FetchedJob[]> {
+    const jobs = this.held.splice(0, n);
+    if (this.held.length === 0) {
+      clearTimeout(this.holdTimer);
+      this.holdTimer = undefined;
+    }
+    if (jobs.length === 0) return jobs;
+    try {
+      // A job whose short lock ran out is left to the stalled checker, which puts it back.
+      return await this.source.extendLocks(jobs);
+    } catch (err) {
+      this.logger.warn({ err, queue: this.queue }, "extending held jobs' locks failed");
+      await this.requeue(jobs);
+      return [];
+    }
+  }
+
+  /** Hands held jobs to the polls waiting. */
+  private async serveHeld(): Promise<void> {
+    const jobs = await this.claimHeld(this.waiters.length);
+    for (const fetched of jobs) {
+      const waiter = this.nextWaiter();
+      if (waiter !== undefined) waiter.deliver(fetched);
+      else await this.requeue([fetched]);
+    }
+  }
+
+  /** Puts fetched jobs back in their queue's wait list. */
+  private async requeue(jobs: FetchedJob[]): Promise<void> {
+    await Promise.all(
+      jobs.map(({ job, token }) =>
+        job
+          .moveToWait(token)
+          .catch((err) => this.logger.warn({ err, jobId: job.id }, "could not requeue job")),
+      ),
+    );
   }
 
   private nextWaiter(): Waiter | undefined {
@@ -99,22 +199,21 @@ export class QueueDispatcher {
   private async serveWaiting(): Promise<void> {
     while (this.waiters.length > 0 && !this.closed && this.holdUntil <= Date.now()) {
       const round = await this.fetchMany(Math.min(this.waiters.length, BURST));
+      this.backlog = !round.short;
       for (const fetched of round.jobs) {
         const waiter = this.nextWaiter();
         if (waiter !== undefined) {
           waiter.deliver(fetched);
           continue;
         }
-        await fetched.job
-          .moveToWait(fetched.token)
-          .catch((err) => this.logger.warn({ err, jobId: fetched.job.id }, "could not requeue job"));
+        await this.requeue([fetched]);
       }
       if (round.short) return;
     }
   }
 
   private async fetchMany(n: number): Promise<Round> {
-    const worker = this.worker();
+    const worker = this.source.worker();
     const results = await Promise.all(
       Array.from({ length: n }, async (): Promise<FetchedJob | undefined> => {
         const token: string = randomUUID();
@@ -141,7 +240,7 @@ export class QueueDispatcher {
           await pause(hold);
           continue;
         }
-        const worker = this.worker();
+        const worker = this.source.worker();
         const token = randomUUID();
         let job: Job<TaskJobData> | undefined;
         try {
@@ -161,9 +260,7 @@ export class QueueDispatcher {
         }
         const waiter = this.nextWaiter();
         if (waiter === undefined) {
-          await job
-            .moveToWait(token)
-            .catch((err) => this.logger.warn({ err, jobId: job.id }, "could not requeue job"));
+          await this.requeue([{ job, token }]);
           continue;
         }
         waiter.deliver({ job, token });

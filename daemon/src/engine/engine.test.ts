@@ -3,7 +3,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { type TaskDefinitionSchema, WorkflowDefinitionSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import { Redis } from "ioredis";
 import pino from "pino";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { type RedisServer, startRedisServer } from "../private-redis.js";
 import { ENQUEUE_CHUNK, Engine, type EngineOptions } from "./engine.js";
 import { jobIdOf } from "./ids.js";
@@ -135,5 +135,98 @@ describe("Trigger", () => {
     expect(second.run.workflowVersion).toBe(2);
     expect((await a.runs.get(second.run.id)).tasks.map((t) => t.taskId)).toEqual(["one", "two"]);
     expect((await a.runs.get(first.run.id)).tasks.map((t) => t.taskId)).toEqual(["one"]);
+  });
+});
+
+describe("jobs fetched by completions", () => {
+  /** An engine whose held jobs wait `heldJobWaitMs` for a poll, with a queue of `n` jobs of one run. */
+  async function backlogged(n: number, heldJobWaitMs: number) {
+    const engine = await Engine.open(
+      redisServer.url,
+      redis,
+      { ...OPTIONS, prefix: `test-${randomUUID()}`, heldJobWaitMs },
+      defaultPolicy(),
+      pino({ level: "silent" }),
+    );
+    engines.push(engine);
+    const queue = `held-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel(queue, n, queue));
+    const runId = (await engine.runs.trigger(queue, 0, null, "")).run.id;
+    // A poll for two that gets two: the queue has more jobs waiting than the replica's polls take.
+    const leased = await poll(engine, queue, 2);
+    expect(leased.map((a) => a.taskId)).toHaveLength(2);
+    expect(engine.backloggedDispatcher(queue)).toBeDefined();
+    return { engine, queue, runId, leased };
+  }
+
+  function poll(engine: Engine, queue: string, maxTasks: number) {
+    return engine.leases.poll(
+      { queue, workerId: "w", handlers: [], waitMs: 1000, maxTasks },
+      new AbortController().signal,
+    );
+  }
+
+  async function lockTtlMs(engine: Engine, queue: string, jobId: string): Promise<number> {
+    return redis.pttl(engine.queues.queue(queue).toKey(`${jobId}:lock`));
+  }
+
+  async function activeJobIds(engine: Engine, queue: string): Promise<string[]> {
+    return (await engine.queues.queue(queue).getActive(0, -1)).map((j) => j.id as string).sort();
+  }
+
+  it("hold the next job under a short lock, and the next poll gets it under a lease's lock", async () => {
+    const { engine, queue, runId, leased } = await backlogged(4, 60_000);
+    await engine.leases.complete(leased[0]!.leaseId, "done");
+
+    // Still locked: the other leased job and the job the completion fetched.
+    const active = await activeJobIds(engine, queue);
+    const stillLeased = jobIdOf(runId, leased[1]!.taskId);
+    expect(active).toHaveLength(2);
+    const heldJob = active.find((id) => id !== stillLeased) as string;
+    expect(active).toContain(stillLeased);
+    const heldTtl = await lockTtlMs(engine, queue, heldJob);
+    expect(heldTtl).toBeGreaterThan(0);
+    expect(heldTtl).toBeLessThanOrEqual(2000);
+    expect(await waitingJobIds(engine, queue)).toHaveLength(1);
+
+    const [next, ...more] = await poll(engine, queue, 1);
+    expect(more).toEqual([]);
+    expect(jobIdOf(runId, next!.taskId)).toBe(heldJob);
+    // The lease's lock: the default heartbeat timeout plus the grace.
+    expect(await lockTtlMs(engine, queue, heldJob)).toBeGreaterThan(29_000);
+    expect(await waitingJobIds(engine, queue)).toHaveLength(1);
+  });
+
+  it("put a held job back in its queue when no poll takes it in time", async () => {
+    const { engine, queue, runId, leased } = await backlogged(3, 50);
+    await engine.leases.complete(leased[0]!.leaseId, "done");
+    const third = jobIdOf(runId, "t2");
+    await vi.waitFor(
+      async () => {
+        expect(await waitingJobIds(engine, queue)).toEqual([third]);
+      },
+      { timeout: 10_000, interval: 20 },
+    );
+    expect(await activeJobIds(engine, queue)).toEqual([jobIdOf(runId, leased[1]!.taskId)]);
+    expect(await lockTtlMs(engine, queue, third)).toBe(-2);
+  });
+
+  it("put held jobs back in their queue when the replica closes", async () => {
+    const { engine, queue, runId, leased } = await backlogged(3, 60_000);
+    await engine.leases.complete(leased[0]!.leaseId, "done");
+    const third = jobIdOf(runId, "t2");
+    expect(await activeJobIds(engine, queue)).toContain(third);
+    engines.splice(engines.indexOf(engine), 1);
+    await engine.close();
+    expect(await redis.lrange(engine.queues.queue(queue).toKey("wait"), 0, -1)).toEqual([third]);
+  });
+
+  it("stop fetching once a completion finds the queue empty", async () => {
+    const { engine, queue, runId, leased } = await backlogged(2, 60_000);
+    expect(engine.backloggedDispatcher(queue)).toBeDefined();
+    await engine.leases.complete(leased[0]!.leaseId, "done");
+    // The completion's fetch found the queue empty: later completions fetch nothing.
+    expect(engine.backloggedDispatcher(queue)).toBeUndefined();
+    expect(await activeJobIds(engine, queue)).toEqual([jobIdOf(runId, leased[1]!.taskId)]);
   });
 });

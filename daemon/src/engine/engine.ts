@@ -38,10 +38,22 @@ export interface EngineOptions {
   maxWatchersPerReplica: number;
   /** How long a run must be quiet before the reconciler checks it, in ms. */
   reconcileAfterMs: number;
+  /**
+   * How long a job a completion fetched waits for a poll of this replica
+   * before it goes back to its queue, in ms (default 100).
+   */
+  heldJobWaitMs?: number;
 }
 
 /** Extra time a BullMQ lock outlives the lease it backs, so that Weft's own deadline decides first. */
 export const LOCK_GRACE_MS = 1000;
+
+/**
+ * How long a job a completion fetched stays locked before a poll takes it:
+ * how long it stays out of reach (plus the stalled checker's interval) when
+ * the replica holding it dies.
+ */
+const HELD_LOCK_MS = 2000;
 
 /**
  * Most jobs enqueued in one BullMQ call. A step that makes many tasks ready
@@ -101,6 +113,7 @@ export class Engine {
       this.keys,
       {
         lockDurationMs: options.defaultHeartbeatTimeoutMs + LOCK_GRACE_MS,
+        heldLockMs: HELD_LOCK_MS,
         stalledIntervalMs: options.stalledIntervalMs,
         drainDelaySeconds: 5,
       },
@@ -146,10 +159,25 @@ export class Engine {
   dispatcher(queue: string): QueueDispatcher {
     let dispatcher = this.dispatchers.get(queue);
     if (dispatcher === undefined) {
-      dispatcher = new QueueDispatcher(queue, () => this.queues.worker(queue), this.logger);
+      const lockDurationMs = this.options.defaultHeartbeatTimeoutMs + LOCK_GRACE_MS;
+      dispatcher = new QueueDispatcher(
+        queue,
+        {
+          worker: () => this.queues.worker(queue),
+          extendLocks: (jobs) => this.queues.extendLocks(queue, jobs, lockDurationMs),
+        },
+        this.logger,
+        this.options.heldJobWaitMs ?? 100,
+      );
       this.dispatchers.set(queue, dispatcher);
     }
     return dispatcher;
+  }
+
+  /** The dispatcher of a task queue when this replica has one and the queue has a backlog. */
+  backloggedDispatcher(queue: string): QueueDispatcher | undefined {
+    const dispatcher = this.dispatchers.get(queue);
+    return dispatcher?.backlogged ? dispatcher : undefined;
   }
 
   /** The workflow version a run executes, cached; undefined when the run does not exist. */
@@ -260,7 +288,7 @@ export class Engine {
   /** Stops fetching, releases waiting polls, and closes the engine's connections. */
   async close(): Promise<void> {
     this.reconciler.stop();
-    for (const dispatcher of this.dispatchers.values()) dispatcher.close();
+    await Promise.all([...this.dispatchers.values()].map((dispatcher) => dispatcher.close()));
     await this.timers.close();
     this.logger.debug("engine: closing BullMQ queues and workers");
     await this.queues.close();

@@ -293,9 +293,15 @@ export class LeaseOps {
       if (outcome === "last")
         await engine.steps.finish(runId, Date.now(), engine.options.runRetentionMs, loaded.compiled.leaves);
     };
+    // With a backlog on the queue, the job's end also fetches the next job for this replica's polls.
+    const dispatcher = engine.backloggedDispatcher(task.queue);
+    const end =
+      dispatcher === undefined
+        ? engine.queues.complete(spec, token)
+        : engine.queues.completeAndFetch(spec, token).then((next) => dispatcher.offer(next));
     await Promise.all([
       followUps(),
-      engine.queues.complete(spec, token).catch((err) => {
+      end.catch((err) => {
         engine.logger.debug({ err, runId, taskId: task.id }, "job already completed");
       }),
     ]);

@@ -1,6 +1,15 @@
-import { Job, type JobsOptions, Queue, UnrecoverableError, Worker } from "bullmq";
+import {
+  Job,
+  type JobJson,
+  type JobsOptions,
+  Queue,
+  type QueueOptions,
+  UnrecoverableError,
+  Worker,
+} from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import type { FetchedJob } from "./dispatcher.js";
 import { jobIdOf } from "./ids.js";
 import type { Keys } from "./keys.js";
 
@@ -33,6 +42,12 @@ export interface TaskJobSpec {
 export interface TaskQueueSettings {
   /** How long a fetched job stays locked before a heartbeat must extend it. */
   lockDurationMs: number;
+  /**
+   * How long a job fetched by a completion stays locked until a poll takes it
+   * (and extends its lock to `lockDurationMs`): how long it stays out of reach
+   * when the replica holding it dies.
+   */
+  heldLockMs: number;
   /** How often each replica looks for jobs whose lock expired. */
   stalledIntervalMs: number;
   /** How long a blocking fetch waits before it returns empty (seconds). */
@@ -75,7 +90,15 @@ export class TaskQueues {
   queue(name: string): Queue {
     let queue = this.queues.get(name);
     if (queue === undefined) {
-      queue = new Queue(name, { connection: this.connection, prefix: this.keys.queuePrefix(name) });
+      // BullMQ locks the job a completion fetches (moveToFinished's fetchNext) for the lockDuration
+      // of the completing job's queue object: jobs completed through this Queue fetch their
+      // successor under the short held lock.
+      const options: QueueOptions & { lockDuration: number } = {
+        connection: this.connection,
+        prefix: this.keys.queuePrefix(name),
+        lockDuration: this.settings.heldLockMs,
+      };
+      queue = new Queue(name, options);
       queue.on("error", (err) => this.logger.warn({ err, queue: name }, "BullMQ queue error"));
       this.queues.set(name, queue);
     }
@@ -148,6 +171,37 @@ export class TaskQueues {
   /** Marks a locked job completed without fetching another. */
   async complete(spec: TaskJobSpec, token: string): Promise<void> {
     await this.handle(spec).moveToCompleted(null, token, false);
+  }
+
+  /**
+   * Marks a locked job completed and, in the same script, fetches the next
+   * job of its queue, locked with the same token for `heldLockMs` only;
+   * undefined when none is waiting (or the queue is paused or at its
+   * concurrency limit).
+   */
+  async completeAndFetch(spec: TaskJobSpec, token: string): Promise<FetchedJob | undefined> {
+    const job = new Job<TaskJobData>(
+      this.queue(spec.queue),
+      spec.handler,
+      {} as TaskJobData,
+      jobOptions(spec),
+      jobIdOf(spec.runId, spec.taskId),
+    );
+    const next = (await job.moveToCompleted(null, token, true)) as unknown;
+    if (!Array.isArray(next) || !next[0] || typeof next[1] !== "string") return undefined;
+    return { job: Job.fromJSON<TaskJobData>(this.worker(spec.queue), next[0] as JobJson, next[1]), token };
+  }
+
+  /** Extends the locks of fetched jobs of one queue; returns those whose lock was still held. */
+  async extendLocks(queue: string, jobs: FetchedJob[], durationMs: number): Promise<FetchedJob[]> {
+    const failed = await this.worker(queue).extendJobLocks(
+      jobs.map(({ job }) => job.id ?? ""),
+      jobs.map(({ token }) => token),
+      durationMs,
+    );
+    if (failed.length === 0) return jobs;
+    const lost = new Set(failed);
+    return jobs.filter(({ job }) => !lost.has(job.id ?? ""));
   }
 
   /** Fails a locked job: retried after `delayMs` when `retry`, else failed for good. */

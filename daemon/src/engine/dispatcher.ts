@@ -12,9 +12,20 @@ export interface FetchedJob {
 /** Most jobs fetched at once without blocking (one Redis round trip for all of them). */
 const BURST = 16;
 
+/** Longest a batch poll waits for the jobs completions in flight are fetching before it fetches its own. */
+const OFFERS_WAIT_MS = 20;
+
 interface Waiter {
   signal: AbortSignal;
   deliver: (fetched: FetchedJob | undefined) => void;
+}
+
+/** A completion's fetch of the next job, announced to the dispatcher before it is made. */
+export interface PendingOffer {
+  /** Hands over what the completion fetched; undefined: the queue had nothing waiting. */
+  fetched(job: FetchedJob | undefined): void;
+  /** The completion fetched nothing (it failed, or its job was not completed). */
+  abandon(): void;
 }
 
 /** What the dispatcher needs of its queue's BullMQ side. */
@@ -34,7 +45,9 @@ export interface DispatcherQueue {
  * While the queue has a backlog, a completion fetches the next job in the
  * script that completes its own (as a BullMQ Worker does) and offers it here:
  * it is held, under a short lock, for the next poll, and goes back to the
- * queue when no poll takes it within `holdMs`.
+ * queue when no poll takes it within `holdMs`. A batch poll that arrives
+ * while completions are fetching waits for their jobs (briefly) before it
+ * fetches more itself.
  */
 export class QueueDispatcher {
   private readonly waiters: Waiter[] = [];
@@ -44,6 +57,10 @@ export class QueueDispatcher {
   private held: FetchedJob[] = [];
   private holdTimer: NodeJS.Timeout | undefined;
   private backlog = false;
+  /** Completions in flight that will offer a job (or report none). */
+  private offering = 0;
+  /** A batch poll waiting for offers: woken once it can take `need` jobs or no offer is in flight. */
+  private offersWanted: { need: number; wake: () => void } | undefined;
 
   constructor(
     private readonly queue: string,
@@ -61,12 +78,26 @@ export class QueueDispatcher {
     return this.backlog && !this.closed && this.holdUntil <= Date.now();
   }
 
-  /** Takes a job a completion fetched (none: the queue has no backlog any more). */
-  offer(fetched: FetchedJob | undefined): void {
-    if (fetched === undefined) {
-      this.backlog = false;
-      return;
-    }
+  /** Announces a completion that will fetch the next job; it settles the offer once. */
+  expectOffer(): PendingOffer {
+    this.offering++;
+    let settled = false;
+    const settle = (fetched: FetchedJob | undefined, queueEmpty: boolean) => {
+      if (settled) return;
+      settled = true;
+      this.offering--;
+      if (fetched !== undefined) this.offer(fetched);
+      else if (queueEmpty) this.backlog = false;
+      const wanted = this.offersWanted;
+      if (wanted !== undefined && (this.offering === 0 || this.held.length >= wanted.need)) wanted.wake();
+    };
+    return {
+      fetched: (job) => settle(job, job === undefined),
+      abandon: () => settle(undefined, false),
+    };
+  }
+
+  private offer(fetched: FetchedJob): void {
     if (this.closed || this.holdUntil > Date.now()) {
       void this.requeue([fetched]);
       return;
@@ -119,6 +150,9 @@ export class QueueDispatcher {
    */
   async grab(max: number, take: (jobs: FetchedJob[]) => void): Promise<void> {
     let fetched = 0;
+    if (this.offering > 0 && this.held.length < max && this.offersWanted === undefined) {
+      await this.offers(max);
+    }
     if (this.held.length > 0) {
       const jobs = await this.claimHeld(max);
       fetched += jobs.length;
@@ -148,6 +182,19 @@ export class QueueDispatcher {
     clearTimeout(this.holdTimer);
     this.holdTimer = undefined;
     await this.requeue(this.held.splice(0));
+  }
+
+  /** Resolves once `need` jobs are held, no offer is in flight, or {@link OFFERS_WAIT_MS} passed. */
+  private offers(need: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => wake(), OFFERS_WAIT_MS);
+      const wake = () => {
+        clearTimeout(timer);
+        this.offersWanted = undefined;
+        resolve();
+      };
+      this.offersWanted = { need, wake };
+    });
   }
 
   /** Takes up to `n` held jobs and extends their locks to a lease's (one round trip). */

@@ -4,7 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { type TaskAssignment, TaskAssignmentSchema } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { checkQueue, type Principal } from "../auth.js";
 import type { CompiledTask } from "./dag.js";
-import type { FetchedJob } from "./dispatcher.js";
+import type { FetchedJob, PendingOffer } from "./dispatcher.js";
 import { type Engine, LOCK_GRACE_MS } from "./engine.js";
 import { formatLeaseId, jobIdOf, type LeaseRef, newLeaseNonce, parseJobId, parseLeaseId } from "./ids.js";
 import { KeyLimiter } from "./key-limiter.js";
@@ -268,8 +268,25 @@ export class LeaseOps {
     principal?: Principal,
   ): Promise<{ cancelRequested: boolean }> {
     const { engine } = this;
-    const { lease, loaded, task } = await this.resolve(leaseId, principal);
+    const leased = await this.resolve(leaseId, principal);
     const outputText = this.payload(output ?? null, "output");
+    // With a backlog on the queue, the job's end also fetches the next job for this replica's polls;
+    // a poll arriving meanwhile waits for it rather than fetching its own.
+    const offer = engine.backloggedDispatcher(leased.task.queue)?.expectOffer();
+    try {
+      return await this.recordCompletion(leaseId, leased, outputText, offer);
+    } finally {
+      offer?.abandon();
+    }
+  }
+
+  private async recordCompletion(
+    leaseId: string,
+    { lease, loaded, task }: Leased,
+    outputText: string,
+    offer: PendingOffer | undefined,
+  ): Promise<{ cancelRequested: boolean }> {
+    const { engine } = this;
     const { runId } = lease;
     const reply = await engine.steps.complete(
       runId,
@@ -293,12 +310,10 @@ export class LeaseOps {
       if (outcome === "last")
         await engine.steps.finish(runId, Date.now(), engine.options.runRetentionMs, loaded.compiled.leaves);
     };
-    // With a backlog on the queue, the job's end also fetches the next job for this replica's polls.
-    const dispatcher = engine.backloggedDispatcher(task.queue);
     const end =
-      dispatcher === undefined
+      offer === undefined
         ? engine.queues.complete(spec, token)
-        : engine.queues.completeAndFetch(spec, token).then((next) => dispatcher.offer(next));
+        : engine.queues.completeAndFetch(spec, token).then(offer.fetched);
     await Promise.all([
       followUps(),
       end.catch((err) => {

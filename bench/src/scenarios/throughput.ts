@@ -151,7 +151,7 @@ export const throughput: Scenario = {
       raw: [] as number[],
       rawRedis: [] as number[],
     };
-    const redisUs = { weft: [] as number[], batched: [] as number[], bull: [] as number[] };
+    const redisUs = { weft: [] as number[], batched: [] as number[], one: [] as number[], bull: [] as number[] };
     let commandRows: string[][] = [];
     for (let rep = 1; rep <= plan.reps; rep++) {
       const a = await withCommandStats(ctx.redis, () =>
@@ -170,6 +170,7 @@ export const throughput: Scenario = {
       cpu.batchedWeftd.push(d.cpuPerTask.weftd ?? 0);
       redisUs.batched.push((d.cpuPerTask.redis ?? 0) * 1000);
       oneWf.push(b.tasksPerSecond);
+      redisUs.one.push((b.cpuPerTask.redis ?? 0) * 1000);
       bull.push(c.tasksPerSecond);
       triggerRates.push((n / a.submitMs) * 1000);
       cpu.runsWeftd.push(a.cpuPerTask.weftd ?? 0);
@@ -282,6 +283,13 @@ export const throughput: Scenario = {
         label: `Redis CPU per task, Weft (${N} runs started with BatchTrigger)`,
         unit: "µs",
         samples: redisUs.batched,
+        digits: 0,
+      },
+      {
+        key: "redis_cpu_weft_one_run_us",
+        label: `Redis CPU per task, Weft (1 run of ${N} tasks)`,
+        unit: "µs",
+        samples: redisUs.one,
         digits: 0,
       },
       {

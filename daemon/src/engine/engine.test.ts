@@ -138,6 +138,40 @@ describe("Trigger", () => {
   });
 });
 
+describe("the START step", () => {
+  it("starts the tasks of one run asked for in the same tick in one script call, answering each", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `start-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel("three", 3, queue));
+    const runId = (await engine.runs.trigger("three", 0, { n: 1 }, "")).run.id;
+    const calls = vi.spyOn(
+      engine.redis as unknown as { weftStart: (...args: unknown[]) => unknown },
+      "weftStart",
+    );
+    const now = Date.now();
+    const replies = await Promise.all([
+      engine.steps.start(runId, "t0", "n0", "lock0", "w", now, 30_000, 0, []),
+      engine.steps.start(runId, "unknown", "n1", "lock1", "w", now, 30_000, 0, []),
+      engine.steps.start(runId, "t2", "n2|alice", "lock2", "w", now + 1, 30_000, 5_000, []),
+    ]);
+    expect(calls).toHaveBeenCalledTimes(1);
+    expect(replies).toEqual([
+      ["ok", 1, '{"n":1}', now + 30_000],
+      ["gone"],
+      ["ok", 1, '{"n":1}', now + 5_001],
+    ]);
+    // Started already: the lease it holds was lost if the task is delivered again.
+    expect(await engine.steps.start(runId, "t0", "n3", "lock3", "w", now, 30_000, 0, [])).toEqual([
+      "lost",
+      1,
+      "n0",
+      0,
+    ]);
+    const started = (await engine.runs.get(runId)).tasks.filter((t) => t.workerId === "w");
+    expect(started.map((t) => t.taskId)).toEqual(["t0", "t2"]);
+  });
+});
+
 describe("jobs fetched by completions", () => {
   /** An engine whose held jobs wait `heldJobWaitMs` for a poll, with a queue of `n` jobs of one run. */
   async function backlogged(n: number, heldJobWaitMs: number) {

@@ -114,41 +114,53 @@ return 1
 `;
 
 /**
- * Hands a queued task to a worker. ARGV: taskId, nonce[|owner], lockToken, workerId,
- * now, leaseMs, startToCloseMs (0: none), parentCount, parentIds...
+ * Hands queued tasks of one run to workers, several at once. ARGV: count, then
+ * for each task: taskId, nonce[|owner], lockToken, workerId, now, leaseMs,
+ * startToCloseMs (0: none), parentCount, parentIds...
  * The lease never outlives the attempt's start-to-close deadline (sc).
- * Returns {'ok', attempt, runInput, leaseDeadline, parentOutput...} | {'gone'} (drop the job)
+ * Returns {runInput, reply...}, one reply per task in order:
+ * {'ok', attempt, '', leaseDeadline, parentOutput...} | {'gone'} (drop the job)
  * | {'done'} (already succeeded: repair) | {'delay', notBefore}
  * | {'lost', attempt, nonce, startToCloseDeadline} (the previous lease of a
- * running task was lost).
+ * running task was lost). runInput is '' when no task started.
  */
 export const START = `${PRELUDE}
-local id = ARGV[1]
-local now = tonumber(ARGV[5])
-local rs = redis.call('HGET', RUN, 's')
-if rs ~= 'R' then return {'gone'} end
-local t = getTask(id)
-if not t then return {'gone'} end
-if t.s == 'S' then return {'done'} end
-if t.s == 'R' then return {'lost', t.a, t.l, t.sc or 0} end
-if t.s ~= 'Q' and t.s ~= 'T' then return {'gone'} end
-if t.s == 'T' and t.na and t.na > now + 5 then return {'delay', t.na} end
-local nonce, owner = splitLease(ARGV[2])
-t.s = 'R'; t.a = t.a + 1; t.l = nonce; t.k = ARGV[3]; t.w = ARGV[4]
-if owner ~= '' then t.o = owner else t.o = nil end
-t.st = now; t.le = now + tonumber(ARGV[6]); t.na = nil; t.wr = nil; t.pg = nil; t.sc = nil
-if tonumber(ARGV[7]) > 0 then
-  t.sc = now + tonumber(ARGV[7])
-  if t.le > t.sc then t.le = t.sc end
+local running = redis.call('HGET', RUN, 's') == 'R'
+local input = nil
+local result = {''}
+local a = 2
+for j = 1, tonumber(ARGV[1]) do
+  local id, now, np = ARGV[a], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 7])
+  local t = nil
+  if running then t = getTask(id) end
+  local reply
+  if not t then reply = {'gone'}
+  elseif t.s == 'S' then reply = {'done'}
+  elseif t.s == 'R' then reply = {'lost', t.a, t.l, t.sc or 0}
+  elseif t.s ~= 'Q' and t.s ~= 'T' then reply = {'gone'}
+  elseif t.s == 'T' and t.na and t.na > now + 5 then reply = {'delay', t.na}
+  else
+    local nonce, owner = splitLease(ARGV[a + 1])
+    t.s = 'R'; t.a = t.a + 1; t.l = nonce; t.k = ARGV[a + 2]; t.w = ARGV[a + 3]
+    if owner ~= '' then t.o = owner else t.o = nil end
+    t.st = now; t.le = now + tonumber(ARGV[a + 5]); t.na = nil; t.wr = nil; t.pg = nil; t.sc = nil
+    if tonumber(ARGV[a + 6]) > 0 then
+      t.sc = now + tonumber(ARGV[a + 6])
+      if t.le > t.sc then t.le = t.sc end
+    end
+    putTask(id, t)
+    emit(now, 'ty', 3, 'tk', id, 'a', t.a, 'rs', 'R', 'w', ARGV[a + 3])
+    input = input or redis.call('HGET', RUN, 'in') or ''
+    reply = {'ok', t.a, '', t.le}
+    for i = 1, np do
+      reply[#reply + 1] = redis.call('HGET', OUT, ARGV[a + 7 + i]) or 'null'
+    end
+  end
+  result[j + 1] = reply
+  a = a + 8 + np
 end
-putTask(id, t)
-emit(now, 'ty', 3, 'tk', id, 'a', t.a, 'rs', 'R', 'w', ARGV[4])
 notify()
-local result = {'ok', t.a, redis.call('HGET', RUN, 'in') or '', t.le}
-local np = tonumber(ARGV[8])
-for i = 1, np do
-  result[#result + 1] = redis.call('HGET', OUT, ARGV[8 + i]) or 'null'
-end
+result[1] = input or ''
 return result
 `;
 

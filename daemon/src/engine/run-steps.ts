@@ -19,6 +19,13 @@ const SCRIPTS = {
 
 type ScriptName = keyof typeof SCRIPTS;
 
+/** A task start waiting to be sent with the others of its run. */
+interface PendingStart {
+  args: (string | number)[];
+  resolve: (reply: Reply) => void;
+  reject: (err: unknown) => void;
+}
+
 /** Lease coordinates passed to every leased step. */
 export interface LeaseArgs {
   taskId: string;
@@ -39,6 +46,9 @@ function leaseArg(lease: LeaseArgs): string {
  * finish a step whose follow-up (enqueueing jobs) was cut short by a crash.
  */
 export class RunSteps {
+  /** Starts asked for in this tick, by run; sent at the end of the tick. */
+  private readonly starts = new Map<string, PendingStart[]>();
+
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
@@ -93,6 +103,10 @@ export class RunSteps {
     );
   }
 
+  /**
+   * Starts a task. The starts of one run asked for in the same tick (a batch
+   * poll's handovers) go to Redis as one script call.
+   */
   start(
     runId: string,
     taskId: string,
@@ -104,14 +118,44 @@ export class RunSteps {
     startToCloseMs: number,
     parents: string[],
   ): Promise<Reply> {
-    return this.call(
-      "weftStart",
-      runId,
-      (
-        [taskId, nonce, token, workerId, now, leaseMs, startToCloseMs, parents.length] as (string | number)[]
-      ).concat(parents),
-      false,
-    );
+    return new Promise((resolve, reject) => {
+      const start: PendingStart = {
+        args: [taskId, nonce, token, workerId, now, leaseMs, startToCloseMs, parents.length, ...parents],
+        resolve,
+        reject,
+      };
+      const queued = this.starts.get(runId);
+      if (queued !== undefined) {
+        queued.push(start);
+        return;
+      }
+      this.starts.set(runId, [start]);
+      // After every microtask of this tick: the other handovers of a poll have asked by then.
+      if (this.starts.size === 1) process.nextTick(() => this.flushStarts());
+    });
+  }
+
+  private flushStarts(): void {
+    const byRun = [...this.starts];
+    this.starts.clear();
+    for (const [runId, starts] of byRun) {
+      const args: (string | number)[] = [starts.length];
+      for (const { args: a } of starts) for (const arg of a) args.push(arg);
+      this.call("weftStart", runId, args, false).then(
+        (reply) => {
+          // The run's input is sent once; each started task's reply carries it, as the step's callers expect.
+          const input = reply[0] ?? "";
+          starts.forEach((start, i) => {
+            const one = normalize(reply[i + 1]);
+            if (one[0] === "ok") one[2] = input;
+            start.resolve(one);
+          });
+        },
+        (err: unknown) => {
+          for (const start of starts) start.reject(err);
+        },
+      );
+    }
   }
 
   release(runId: string, lease: LeaseArgs, now: number): Promise<Reply> {

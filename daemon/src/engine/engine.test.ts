@@ -1,12 +1,15 @@
 import { randomUUID } from "node:crypto";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape, toJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { type TaskDefinitionSchema, WorkflowDefinitionSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import { Redis } from "ioredis";
 import pino from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { type RedisServer, startRedisServer } from "../private-redis.js";
 import { ENQUEUE_CHUNK, Engine, type EngineOptions } from "./engine.js";
-import { jobIdOf } from "./ids.js";
+import { formatLeaseId, jobIdOf, parseLeaseId } from "./ids.js";
 import { defaultPolicy } from "./policy.js";
 
 type TaskInit = MessageInitShape<typeof TaskDefinitionSchema>;
@@ -21,6 +24,8 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
+  // The engines share one ioredis client: spies on its script commands must not outlive a test.
+  vi.restoreAllMocks();
   for (const engine of engines.splice(0)) await engine.close();
 });
 
@@ -169,6 +174,73 @@ describe("the START step", () => {
     ]);
     const started = (await engine.runs.get(runId)).tasks.filter((t) => t.workerId === "w");
     expect(started.map((t) => t.taskId)).toEqual(["t0", "t2"]);
+  });
+});
+
+/** The same lease with another nonce: what a worker holding a stale lease presents. */
+function otherNonce(leaseId: string): string {
+  const lease = parseLeaseId(leaseId);
+  if (lease === undefined) throw new Error(`not a lease id: ${leaseId}`);
+  return formatLeaseId({
+    ...lease,
+    nonce:
+      lease.nonce === "a".repeat(lease.nonce.length)
+        ? "b".repeat(lease.nonce.length)
+        : "a".repeat(lease.nonce.length),
+  });
+}
+
+describe("the COMPLETE step", () => {
+  it("records the completions of one run reported in the same tick in one script call, answering each", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `complete-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel("three", 3, queue));
+    const runId = (await engine.runs.trigger("three", 0, null, "")).run.id;
+    const leased = await engine.leases.poll(
+      { queue, workerId: "w", handlers: [], waitMs: 1000, maxTasks: 3 },
+      new AbortController().signal,
+    );
+    expect(leased.map((a) => a.taskId).sort()).toEqual(["t0", "t1", "t2"]);
+    const byTask = new Map(leased.map((a) => [a.taskId, a.leaseId]));
+    const calls = vi.spyOn(
+      engine.redis as unknown as { weftComplete: (...args: unknown[]) => unknown },
+      "weftComplete",
+    );
+    const outcomes = await Promise.allSettled([
+      engine.leases.complete(byTask.get("t0") as string, "zero"),
+      // The lease of t1 with another nonce: stale.
+      engine.leases.complete(otherNonce(byTask.get("t1") as string), "x"),
+      engine.leases.complete(byTask.get("t2") as string, "two"),
+    ]);
+    expect(calls).toHaveBeenCalledTimes(1);
+    expect(
+      outcomes.map((o) => (o.status === "rejected" ? ConnectError.from(o.reason).code : o.value)),
+    ).toEqual([{ cancelRequested: false }, Code.FailedPrecondition, { cancelRequested: false }]);
+    const run = await engine.runs.get(runId);
+    expect(
+      run.tasks.map((t) => [t.taskId, TaskStatus[t.status], t.output && toJson(ValueSchema, t.output)]),
+    ).toEqual([
+      ["t0", "SUCCEEDED", "zero"],
+      ["t1", "RUNNING", undefined],
+      ["t2", "SUCCEEDED", "two"],
+    ]);
+  });
+
+  it("sends at most 256 steps of one run in one script call", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    await engine.workflows.submit(parallel("one", 1, `cap-${randomUUID().slice(0, 8)}`));
+    const runId = (await engine.runs.trigger("one", 0, null, "")).run.id;
+    const calls = vi.spyOn(
+      engine.redis as unknown as { weftStart: (...args: unknown[]) => unknown },
+      "weftStart",
+    );
+    const replies = await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        engine.steps.start(runId, `missing${i}`, "n", "lock", "w", Date.now(), 30_000, 0, []),
+      ),
+    );
+    expect(calls).toHaveBeenCalledTimes(2);
+    expect(new Set(replies.map((r) => r.join()))).toEqual(new Set(["gone"]));
   });
 });
 

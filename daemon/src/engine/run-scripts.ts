@@ -217,70 +217,85 @@ return {'ok', t.k, t.le}
 `;
 
 /**
- * Records a task's success and queues the children it made ready.
- * ARGV: taskId, attempt, nonce, output, now, retentionMs, childCount,
- * children..., then '-' or leafCount, leaves... (small workflows pass their
- * leaves so that the step that completes the last task also finishes the run).
- * Returns {'ok'|'dup'|'last'|'done', token, readyChildren...} | {'cancel',
- * token} | {'stale', why} | {'notfound'}. 'dup' repeats an already recorded
+ * Records tasks' successes and queues the children they made ready, several
+ * completions of one run at once. ARGV: count, then for each completion:
+ * taskId, attempt, nonce, output, now, retentionMs, childCount, children...,
+ * then '-' or leafCount, leaves... (small workflows pass their leaves so that
+ * the step that completes the last task also finishes the run).
+ * Returns one reply per completion, in order:
+ * {'ok'|'dup'|'last'|'done', token, readyChildren...} | {'cancel', token}
+ * | {'stale', why} | {'notfound'}. 'dup' repeats an already recorded
  * completion (its ready children are returned again so that a repeated step
  * re-enqueues them idempotently); 'last' means every task is now final and
  * the run must be finished with FINISH; 'done' means the run just finished.
  */
 export const COMPLETE = `${PRELUDE}${LEASE_CHECK}
-local id = ARGV[1]
-local rs = redis.call('HGET', RUN, 's')
-if not rs then return {'notfound'} end
-local t = getTask(id)
-local bad = checkLease(t, tonumber(ARGV[2]), ARGV[3])
-if bad then return bad end
-local nc = tonumber(ARGV[7])
-if t.s == 'S' then
-  local ready = {'dup', t.k or ''}
-  for i = 1, nc do
-    local c = getTask(ARGV[7 + i])
-    if c and c.s == 'Q' then ready[#ready + 1] = ARGV[7 + i] end
-  end
-  return ready
-end
-if t.s == 'C' or rs ~= 'R' then return {'cancel', t.k or ''} end
-if t.s ~= 'R' then return {'stale', 'the attempt already ended'} end
-local now = tonumber(ARGV[5])
-if t.le < now then return {'stale', 'the lease expired'} end
-local token = t.k or ''
-t.s = 'S'; t.ft = now; t.pg = nil
-putTask(id, t)
-redis.call('HSET', OUT, id, ARGV[4])
-emit(now, 'ty', 5, 'tk', id, 'a', t.a, 'rs', 'R', 'o', ARGV[4])
-local ready = {'ok', token}
-for i = 1, nc do
-  local c = ARGV[7 + i]
-  if redis.call('HINCRBY', DEPS, c, -1) == 0 and redis.call('HEXISTS', TASKS, c) == 0 then
-    putTask(c, { s = 'Q', a = 0, qt = now })
-    emit(now, 'ty', 2, 'tk', c, 'a', 0, 'rs', 'R')
-    ready[#ready + 1] = c
-  end
-end
-if redis.call('HINCRBY', RUN, 'rem', -1) == 0 then
-  if tonumber(redis.call('HGET', RUN, 'nf')) > 0 then
-    finishRun(now, 'F', nil, redis.call('HGET', RUN, 'err'), tonumber(ARGV[6]))
-    ready[1] = 'done'
-  elseif ARGV[8 + nc] ~= '-' then
-    -- The caller passed the leaves (small workflows): finish here, in the same step.
-    local nl = tonumber(ARGV[8 + nc])
-    local parts = {}
-    for i = 1, nl do
-      local leaf = ARGV[8 + nc + i]
-      parts[#parts + 1] = cjson.encode(leaf) .. ':' .. (redis.call('HGET', OUT, leaf) or 'null')
+-- One completion whose arguments start at ARGV[a]; returns its reply and where the next one starts.
+local function completeOne(a)
+  local id = ARGV[a]
+  local nc = tonumber(ARGV[a + 6])
+  local leaves = ARGV[a + 7 + nc]
+  local nextA = a + 8 + nc
+  if leaves ~= '-' then nextA = nextA + tonumber(leaves) end
+  local rs = redis.call('HGET', RUN, 's')
+  if not rs then return {'notfound'}, nextA end
+  local t = getTask(id)
+  local bad = checkLease(t, tonumber(ARGV[a + 1]), ARGV[a + 2])
+  if bad then return bad, nextA end
+  if t.s == 'S' then
+    local ready = {'dup', t.k or ''}
+    for i = 1, nc do
+      local c = getTask(ARGV[a + 6 + i])
+      if c and c.s == 'Q' then ready[#ready + 1] = ARGV[a + 6 + i] end
     end
-    finishRun(now, 'S', '{' .. table.concat(parts, ',') .. '}', nil, tonumber(ARGV[6]))
-    ready[1] = 'done'
-  else
-    ready[1] = 'last'
+    return ready, nextA
   end
+  if t.s == 'C' or rs ~= 'R' then return {'cancel', t.k or ''}, nextA end
+  if t.s ~= 'R' then return {'stale', 'the attempt already ended'}, nextA end
+  local now = tonumber(ARGV[a + 4])
+  if t.le < now then return {'stale', 'the lease expired'}, nextA end
+  local output = ARGV[a + 3]
+  local token = t.k or ''
+  t.s = 'S'; t.ft = now; t.pg = nil
+  putTask(id, t)
+  redis.call('HSET', OUT, id, output)
+  emit(now, 'ty', 5, 'tk', id, 'a', t.a, 'rs', 'R', 'o', output)
+  local ready = {'ok', token}
+  for i = 1, nc do
+    local c = ARGV[a + 6 + i]
+    if redis.call('HINCRBY', DEPS, c, -1) == 0 and redis.call('HEXISTS', TASKS, c) == 0 then
+      putTask(c, { s = 'Q', a = 0, qt = now })
+      emit(now, 'ty', 2, 'tk', c, 'a', 0, 'rs', 'R')
+      ready[#ready + 1] = c
+    end
+  end
+  if redis.call('HINCRBY', RUN, 'rem', -1) == 0 then
+    local retention = tonumber(ARGV[a + 5])
+    if tonumber(redis.call('HGET', RUN, 'nf')) > 0 then
+      finishRun(now, 'F', nil, redis.call('HGET', RUN, 'err'), retention)
+      ready[1] = 'done'
+    elseif leaves ~= '-' then
+      -- The caller passed the leaves (small workflows): finish here, in the same step.
+      local parts = {}
+      for i = 1, tonumber(leaves) do
+        local leaf = ARGV[a + 7 + nc + i]
+        parts[#parts + 1] = cjson.encode(leaf) .. ':' .. (redis.call('HGET', OUT, leaf) or 'null')
+      end
+      finishRun(now, 'S', '{' .. table.concat(parts, ',') .. '}', nil, retention)
+      ready[1] = 'done'
+    else
+      ready[1] = 'last'
+    end
+  end
+  return ready, nextA
+end
+local result = {}
+local a = 2
+for j = 1, tonumber(ARGV[1]) do
+  result[j], a = completeOne(a)
 end
 notify()
-return ready
+return result
 `;
 
 /**

@@ -19,11 +19,84 @@ const SCRIPTS = {
 
 type ScriptName = keyof typeof SCRIPTS;
 
-/** A task start waiting to be sent with the others of its run. */
-interface PendingStart {
+/** A step waiting to be sent with the others of its run. */
+interface PendingStep {
   args: (string | number)[];
   resolve: (reply: Reply) => void;
   reject: (err: unknown) => void;
+}
+
+/** Most steps in one batched script call, and most bytes of arguments: bounds how long it holds Redis. */
+const BATCH_STEPS = 256;
+const BATCH_BYTES = 1 << 20;
+
+interface Batch {
+  steps: PendingStep[];
+  bytes: number;
+}
+
+/**
+ * The calls of one step script asked for in the same tick, by run: each run's
+ * go to Redis as one script call (ARGV: count, then each call's arguments) at
+ * the end of the tick, once every microtask of the tick has run, so that the
+ * steps of one batch RPC (the handovers of a poll, the completions of a
+ * CompleteTasks call) share a call. A batch that reaches {@link BATCH_STEPS}
+ * steps or {@link BATCH_BYTES} bytes goes at once.
+ */
+class TickBatches {
+  private readonly byRun = new Map<string, Batch>();
+  private scheduled = false;
+
+  constructor(
+    private readonly send: (runId: string, args: (string | number)[]) => Promise<Reply>,
+    /** One reply per call, in order, from the script's reply. */
+    private readonly split: (reply: Reply) => Reply[],
+  ) {}
+
+  add(runId: string, args: (string | number)[]): Promise<Reply> {
+    return new Promise((resolve, reject) => {
+      let bytes = 0;
+      for (const arg of args) bytes += typeof arg === "string" ? arg.length : 8;
+      let batch = this.byRun.get(runId);
+      if (batch !== undefined && (batch.steps.length >= BATCH_STEPS || batch.bytes + bytes > BATCH_BYTES)) {
+        this.sendBatch(runId, batch);
+        batch = undefined;
+      }
+      if (batch === undefined) {
+        batch = { steps: [], bytes: 0 };
+        this.byRun.set(runId, batch);
+      }
+      batch.steps.push({ args, resolve, reject });
+      batch.bytes += bytes;
+      if (!this.scheduled) {
+        this.scheduled = true;
+        process.nextTick(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const batches = [...this.byRun];
+    this.byRun.clear();
+    for (const [runId, batch] of batches) this.sendBatch(runId, batch);
+  }
+
+  private sendBatch(runId: string, { steps }: Batch): void {
+    const args: (string | number)[] = [steps.length];
+    for (const step of steps) for (const arg of step.args) args.push(arg);
+    this.send(runId, args).then(
+      (reply) => {
+        const replies = this.split(reply);
+        steps.forEach((step, i) => {
+          step.resolve(replies[i] ?? []);
+        });
+      },
+      (err: unknown) => {
+        for (const step of steps) step.reject(err);
+      },
+    );
+  }
 }
 
 /** Lease coordinates passed to every leased step. */
@@ -46,8 +119,20 @@ function leaseArg(lease: LeaseArgs): string {
  * finish a step whose follow-up (enqueueing jobs) was cut short by a crash.
  */
 export class RunSteps {
-  /** Starts asked for in this tick, by run; sent at the end of the tick. */
-  private readonly starts = new Map<string, PendingStart[]>();
+  private readonly starts = new TickBatches(
+    (runId, args) => this.call("weftStart", runId, args, false),
+    // The run's input comes once; each started task's reply carries it, as the step's callers expect.
+    (reply) =>
+      reply.slice(1).map((one) => {
+        const r = normalize(one);
+        if (r[0] === "ok") r[2] = reply[0] ?? "";
+        return r;
+      }),
+  );
+  private readonly completions = new TickBatches(
+    (runId, args) => this.call("weftComplete", runId, args),
+    (reply) => reply.map(normalize),
+  );
 
   constructor(
     private readonly redis: Redis,
@@ -105,7 +190,7 @@ export class RunSteps {
 
   /**
    * Starts a task. The starts of one run asked for in the same tick (a batch
-   * poll's handovers) go to Redis as one script call.
+   * poll's handovers) go to Redis in one script call.
    */
   start(
     runId: string,
@@ -118,44 +203,17 @@ export class RunSteps {
     startToCloseMs: number,
     parents: string[],
   ): Promise<Reply> {
-    return new Promise((resolve, reject) => {
-      const start: PendingStart = {
-        args: [taskId, nonce, token, workerId, now, leaseMs, startToCloseMs, parents.length, ...parents],
-        resolve,
-        reject,
-      };
-      const queued = this.starts.get(runId);
-      if (queued !== undefined) {
-        queued.push(start);
-        return;
-      }
-      this.starts.set(runId, [start]);
-      // After every microtask of this tick: the other handovers of a poll have asked by then.
-      if (this.starts.size === 1) process.nextTick(() => this.flushStarts());
-    });
-  }
-
-  private flushStarts(): void {
-    const byRun = [...this.starts];
-    this.starts.clear();
-    for (const [runId, starts] of byRun) {
-      const args: (string | number)[] = [starts.length];
-      for (const { args: a } of starts) for (const arg of a) args.push(arg);
-      this.call("weftStart", runId, args, false).then(
-        (reply) => {
-          // The run's input is sent once; each started task's reply carries it, as the step's callers expect.
-          const input = reply[0] ?? "";
-          starts.forEach((start, i) => {
-            const one = normalize(reply[i + 1]);
-            if (one[0] === "ok") one[2] = input;
-            start.resolve(one);
-          });
-        },
-        (err: unknown) => {
-          for (const start of starts) start.reject(err);
-        },
-      );
-    }
+    return this.starts.add(runId, [
+      taskId,
+      nonce,
+      token,
+      workerId,
+      now,
+      leaseMs,
+      startToCloseMs,
+      parents.length,
+      ...parents,
+    ]);
   }
 
   release(runId: string, lease: LeaseArgs, now: number): Promise<Reply> {
@@ -189,8 +247,7 @@ export class RunSteps {
       retentionMs,
       children.length,
     ];
-    return this.call(
-      "weftComplete",
+    return this.completions.add(
       runId,
       args.concat(children, leaves === undefined ? ["-"] : [leaves.length, ...leaves]),
     );

@@ -151,7 +151,12 @@ export const throughput: Scenario = {
       raw: [] as number[],
       rawRedis: [] as number[],
     };
-    const redisUs = { weft: [] as number[], batched: [] as number[], one: [] as number[], bull: [] as number[] };
+    const redisUs = {
+      weft: [] as number[],
+      batched: [] as number[],
+      one: [] as number[],
+      bull: [] as number[],
+    };
     let commandRows: string[][] = [];
     for (let rep = 1; rep <= plan.reps; rep++) {
       const a = await withCommandStats(ctx.redis, () =>

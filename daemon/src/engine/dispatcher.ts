@@ -12,6 +12,13 @@ export interface FetchedJob {
 /** Most jobs fetched at once without blocking (one Redis round trip for all of them). */
 const BURST = 16;
 
+/**
+ * How recent this replica's last poll of a queue must be for completions to
+ * fetch jobs for it: a replica that only receives completions (its workers
+ * poll another one) fetches nothing it would have to put back.
+ */
+const DEMAND_WINDOW_MS = 1000;
+
 /** Longest a batch poll waits for the jobs completions in flight are fetching before it fetches its own. */
 const OFFERS_WAIT_MS = 20;
 
@@ -57,6 +64,8 @@ export class QueueDispatcher {
   private held: FetchedJob[] = [];
   private holdTimer: NodeJS.Timeout | undefined;
   private backlog = false;
+  /** When a poll last asked this dispatcher for jobs. */
+  private lastDemandAt = 0;
   /** Completions in flight that will offer a job (or report none). */
   private offering = 0;
   /** A batch poll waiting for offers: woken once it can take `need` jobs or no offer is in flight. */
@@ -72,10 +81,13 @@ export class QueueDispatcher {
 
   /**
    * Whether completions should fetch the next job for this replica's polls:
-   * the last fetches found more jobs waiting than they took.
+   * the last fetches found more jobs waiting than they took, and polls come
+   * here.
    */
   get backlogged(): boolean {
-    return this.backlog && !this.closed && this.holdUntil <= Date.now();
+    if (!this.backlog || this.closed) return false;
+    const now = Date.now();
+    return this.holdUntil <= now && now - this.lastDemandAt < DEMAND_WINDOW_MS;
   }
 
   /** Announces a completion that will fetch the next job; it settles the offer once. */
@@ -113,6 +125,7 @@ export class QueueDispatcher {
   /** Waits for a job until the signal aborts; resolves undefined then. */
   async take(signal: AbortSignal): Promise<FetchedJob | undefined> {
     if (signal.aborted || this.closed) return undefined;
+    this.lastDemandAt = Date.now();
     if (this.held.length > 0 && this.waiters.length === 0) {
       const [fetched] = await this.claimHeld(1);
       if (fetched !== undefined) return fetched;
@@ -149,6 +162,7 @@ export class QueueDispatcher {
    * rate limit.
    */
   async grab(max: number, take: (jobs: FetchedJob[]) => void): Promise<void> {
+    this.lastDemandAt = Date.now();
     let fetched = 0;
     if (this.offering > 0 && this.held.length < max && this.offersWanted === undefined) {
       await this.offers(max);

@@ -327,6 +327,20 @@ describe("jobs fetched by completions", () => {
     expect(await redis.lrange(engine.queues.queue(queue).toKey("wait"), 0, -1)).toEqual([third]);
   });
 
+  it("fetch nothing for a replica whose polls stopped coming", async () => {
+    const { engine, queue, runId, leased } = await backlogged(3, 60_000);
+    // The backlog is still there, but no poll came for a while (DEMAND_WINDOW_MS).
+    await vi.waitFor(
+      () => {
+        expect(engine.backloggedDispatcher(queue)).toBeUndefined();
+      },
+      { timeout: 5_000, interval: 50 },
+    );
+    await engine.leases.complete(leased[0]!.leaseId, "done");
+    expect(await activeJobIds(engine, queue)).toEqual([jobIdOf(runId, leased[1]!.taskId)]);
+    expect(await waitingJobIds(engine, queue)).toEqual([jobIdOf(runId, "t2")]);
+  });
+
   it("stop fetching once a completion finds the queue empty", async () => {
     const { engine, queue, runId, leased } = await backlogged(2, 60_000);
     expect(engine.backloggedDispatcher(queue)).toBeDefined();

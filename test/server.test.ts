@@ -77,6 +77,10 @@ describe("health", () => {
     expect(metrics).toMatch(/^process_uptime_seconds \d/m);
     expect(metrics).toMatch(/^weft_up 1$/m);
     expect(metrics).toMatch(/^weft_redis_up 1$/m);
+    expect(metrics).toContain("# TYPE weft_jobs_fetched_total counter");
+    expect(metrics).toMatch(/^weft_jobs_fetched_total\{via="poll"\} \d+$/m);
+    expect(metrics).toMatch(/^weft_jobs_fetched_total\{via="completion"\} \d+$/m);
+    expect(metrics).toMatch(/^weft_held_jobs_returned_total \d+$/m);
   });
 });
 

@@ -36,6 +36,23 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
     },
     policy,
   });
+  const stats = services.engine.dispatchStats;
+  ctx.metrics.register(
+    "weft_jobs_fetched_total",
+    "counter",
+    "Jobs this replica fetched for its polls: by the polls themselves, or by completions while the queue had a backlog.",
+    () =>
+      new Map([
+        ['via="poll"', stats.fetchedForPolls],
+        ['via="completion"', stats.fetchedByCompletions],
+      ]),
+  );
+  ctx.metrics.register(
+    "weft_held_jobs_returned_total",
+    "counter",
+    "Jobs fetched by completions that no poll of this replica took in time, put back in their queue.",
+    () => stats.heldReturned,
+  );
   return {
     register: (router) => services.register(router),
     close: () => services.close(),

@@ -35,6 +35,16 @@ export interface PendingOffer {
   abandon(): void;
 }
 
+/** How this replica's dispatchers came by their jobs (counters, for /metrics). */
+export interface DispatchStats {
+  /** Jobs fetched for polls (BullMQ's moveToActive). */
+  fetchedForPolls: number;
+  /** Jobs fetched by completions (moveToFinished) and held for polls. */
+  fetchedByCompletions: number;
+  /** Of those, jobs no poll took, put back in their queue. */
+  heldReturned: number;
+}
+
 /** What the dispatcher needs of its queue's BullMQ side. */
 export interface DispatcherQueue {
   /** The queue's manual Worker, which fetches jobs. */
@@ -77,6 +87,7 @@ export class QueueDispatcher {
     private readonly logger: Logger,
     /** How long a job a completion fetched waits here for a poll before it goes back. */
     private readonly holdMs: number,
+    private readonly stats: DispatchStats,
   ) {}
 
   /**
@@ -110,14 +121,15 @@ export class QueueDispatcher {
   }
 
   private offer(fetched: FetchedJob): void {
+    this.stats.fetchedByCompletions++;
     if (this.closed || this.holdUntil > Date.now()) {
-      void this.requeue([fetched]);
+      void this.returnHeld([fetched]);
       return;
     }
     this.held.push(fetched);
     this.holdTimer ??= setTimeout(() => {
       this.holdTimer = undefined;
-      void this.requeue(this.held.splice(0));
+      void this.returnHeld(this.held.splice(0));
     }, this.holdMs);
     if (this.waiters.length > 0) void this.serveHeld();
   }
@@ -186,7 +198,7 @@ export class QueueDispatcher {
     this.holdUntil = Math.max(this.holdUntil, Date.now() + ms);
     clearTimeout(this.holdTimer);
     this.holdTimer = undefined;
-    void this.requeue(this.held.splice(0));
+    void this.returnHeld(this.held.splice(0));
   }
 
   /** Stops fetching, releases every waiting poll empty-handed and puts held jobs back. */
@@ -195,7 +207,7 @@ export class QueueDispatcher {
     for (const waiter of this.waiters.splice(0)) waiter.deliver(undefined);
     clearTimeout(this.holdTimer);
     this.holdTimer = undefined;
-    await this.requeue(this.held.splice(0));
+    await this.returnHeld(this.held.splice(0));
   }
 
   /** Resolves once `need` jobs are held, no offer is in flight, or {@link OFFERS_WAIT_MS} passed. */
@@ -224,7 +236,7 @@ export class QueueDispatcher {
       return await this.source.extendLocks(jobs);
     } catch (err) {
       this.logger.warn({ err, queue: this.queue }, "extending held jobs' locks failed");
-      await this.requeue(jobs);
+      await this.returnHeld(jobs);
       return [];
     }
   }
@@ -235,8 +247,14 @@ export class QueueDispatcher {
     for (const fetched of jobs) {
       const waiter = this.nextWaiter();
       if (waiter !== undefined) waiter.deliver(fetched);
-      else await this.requeue([fetched]);
+      else await this.returnHeld([fetched]);
     }
+  }
+
+  /** Puts held jobs back in their queue's wait list. */
+  private returnHeld(jobs: FetchedJob[]): Promise<void> {
+    this.stats.heldReturned += jobs.length;
+    return this.requeue(jobs);
   }
 
   /** Puts fetched jobs back in their queue's wait list. */
@@ -288,6 +306,7 @@ export class QueueDispatcher {
       }),
     );
     const jobs = results.filter((r): r is FetchedJob => r !== undefined);
+    this.stats.fetchedForPolls += jobs.length;
     return { jobs, short: jobs.length < n };
   }
 
@@ -319,6 +338,7 @@ export class QueueDispatcher {
           if (limitUntil > Date.now()) await pause(Math.min(limitUntil - Date.now(), 1000));
           continue;
         }
+        this.stats.fetchedForPolls++;
         const waiter = this.nextWaiter();
         if (waiter === undefined) {
           await this.requeue([{ job, token }]);

@@ -301,6 +301,7 @@ describe("jobs fetched by completions", () => {
     // The lease's lock: the default heartbeat timeout plus the grace.
     expect(await lockTtlMs(engine, queue, heldJob)).toBeGreaterThan(29_000);
     expect(await waitingJobIds(engine, queue)).toHaveLength(1);
+    expect(engine.dispatchStats).toEqual({ fetchedForPolls: 2, fetchedByCompletions: 1, heldReturned: 0 });
   });
 
   it("put a held job back in its queue when no poll takes it in time", async () => {
@@ -315,6 +316,7 @@ describe("jobs fetched by completions", () => {
     );
     expect(await activeJobIds(engine, queue)).toEqual([jobIdOf(runId, leased[1]!.taskId)]);
     expect(await lockTtlMs(engine, queue, third)).toBe(-2);
+    expect(engine.dispatchStats).toEqual({ fetchedForPolls: 2, fetchedByCompletions: 1, heldReturned: 1 });
   });
 
   it("put held jobs back in their queue when the replica closes", async () => {

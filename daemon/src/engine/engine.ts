@@ -1,7 +1,7 @@
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { CompiledTask } from "./dag.js";
-import { QueueDispatcher } from "./dispatcher.js";
+import { type DispatchStats, QueueDispatcher } from "./dispatcher.js";
 import { EventHub } from "./event-hub.js";
 import { jobIdOf } from "./ids.js";
 import { KeyLimiter } from "./key-limiter.js";
@@ -83,6 +83,8 @@ export class Engine {
   private readonly reconciler: Reconciler;
   private readonly knownQueues = new Set<string>();
   private readonly dispatchers = new Map<string, QueueDispatcher>();
+  /** How this replica's dispatchers came by their jobs. */
+  readonly dispatchStats: DispatchStats = { fetchedForPolls: 0, fetchedByCompletions: 0, heldReturned: 0 };
   private readonly runRefs = new LruCache<string, { workflow: string; version: number }>({
     maxEntries: 50_000,
   });
@@ -168,6 +170,7 @@ export class Engine {
         },
         this.logger,
         this.options.heldJobWaitMs ?? 100,
+        this.dispatchStats,
       );
       this.dispatchers.set(queue, dispatcher);
     }

@@ -29,6 +29,8 @@ export interface Weftd {
   readonly address: string;
   /** Everything it wrote, for error messages. */
   output(): string;
+  /** Its /metrics samples, by name with labels (`weft_jobs_fetched_total{via="poll"}`). */
+  metrics(): Promise<Map<string, number>>;
   /** SIGTERM and wait for the exit (SIGKILL after `timeoutMs`). */
   stop(timeoutMs?: number): Promise<void>;
 }
@@ -97,6 +99,15 @@ export async function startWeftd(options: WeftdOptions): Promise<Weftd> {
     pid: child.pid as number,
     address: `127.0.0.1:${port}`,
     output: () => output,
+    async metrics() {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const samples = new Map<string, number>();
+      for (const line of text.split("\n")) {
+        const m = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+        if (m !== null) samples.set(m[1] as string, Number(m[2]));
+      }
+      return samples;
+    },
     async stop(timeoutMs = 15_000) {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill("SIGTERM");

@@ -157,15 +157,23 @@ export const throughput: Scenario = {
       one: [] as number[],
       bull: [] as number[],
     };
+    const dispatch = { byCompletions: [] as number[], returned: [] as number[] };
     let commandRows: string[][] = [];
     for (let rep = 1; rep <= plan.reps; rep++) {
       const a = await withCommandStats(ctx.redis, () =>
         withCpu(pids, () => runIndependent([client], "tp-one", n, sizes.triggerConcurrency, worker)),
       );
       const d = await withCpu(pids, () => runBatched(client, "tp-one", n, BATCH, worker));
+      const before = await weftd.metrics();
       const b = await withCommandStats(ctx.redis, () =>
         withCpu(pids, () => runOneWorkflow(client, "tp-par", n, worker)),
       );
+      const after = await weftd.metrics();
+      const delta = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);
+      const byCompletions = delta('weft_jobs_fetched_total{via="completion"}');
+      const byPolls = delta('weft_jobs_fetched_total{via="poll"}');
+      dispatch.byCompletions.push((byCompletions / Math.max(1, byCompletions + byPolls)) * 100);
+      dispatch.returned.push((delta("weft_held_jobs_returned_total") / n) * 1000);
       const c = await withCommandStats(ctx.redis, () =>
         withCpu(pids, () => runBullmq(queue, n, raw, `rep${rep}`)),
       );
@@ -289,6 +297,20 @@ export const throughput: Scenario = {
         unit: "µs",
         samples: redisUs.batched,
         digits: 0,
+      },
+      {
+        key: "fetched_by_completions_pct",
+        label: `jobs fetched by completions (not by polls), 1 run of ${N} tasks`,
+        unit: "%",
+        samples: dispatch.byCompletions,
+        digits: 0,
+      },
+      {
+        key: "held_returned_per_1000",
+        label: `jobs fetched by completions and put back unused, per 1,000 tasks, 1 run of ${N} tasks`,
+        unit: "jobs",
+        samples: dispatch.returned,
+        digits: 1,
       },
       {
         key: "redis_cpu_weft_one_run_us",

@@ -71,7 +71,7 @@ export class QueueDispatcher {
   private looping = false;
   private closed = false;
   private holdUntil = 0;
-  private held: FetchedJob[] = [];
+  private readonly held: FetchedJob[] = [];
   private holdTimer: NodeJS.Timeout | undefined;
   private backlog = false;
   /** When a poll last asked this dispatcher for jobs. */
@@ -127,10 +127,7 @@ export class QueueDispatcher {
       return;
     }
     this.held.push(fetched);
-    this.holdTimer ??= setTimeout(() => {
-      this.holdTimer = undefined;
-      void this.returnHeld(this.held.splice(0));
-    }, this.holdMs);
+    this.holdTimer ??= setTimeout(() => void this.returnAllHeld(), this.holdMs);
     if (this.waiters.length > 0) void this.serveHeld();
   }
 
@@ -196,18 +193,14 @@ export class QueueDispatcher {
   /** Stops fetching for a while (the queue's rate limit is reached). */
   holdFor(ms: number): void {
     this.holdUntil = Math.max(this.holdUntil, Date.now() + ms);
-    clearTimeout(this.holdTimer);
-    this.holdTimer = undefined;
-    void this.returnHeld(this.held.splice(0));
+    void this.returnAllHeld();
   }
 
   /** Stops fetching, releases every waiting poll empty-handed and puts held jobs back. */
   async close(): Promise<void> {
     this.closed = true;
     for (const waiter of this.waiters.splice(0)) waiter.deliver(undefined);
-    clearTimeout(this.holdTimer);
-    this.holdTimer = undefined;
-    await this.returnHeld(this.held.splice(0));
+    await this.returnAllHeld();
   }
 
   /** Resolves once `need` jobs are held, no offer is in flight, or {@link OFFERS_WAIT_MS} passed. */
@@ -249,6 +242,13 @@ export class QueueDispatcher {
       if (waiter !== undefined) waiter.deliver(fetched);
       else await this.returnHeld([fetched]);
     }
+  }
+
+  /** Puts every held job back in its queue. */
+  private returnAllHeld(): Promise<void> {
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    return this.returnHeld(this.held.splice(0));
   }
 
   /** Puts held jobs back in their queue's wait list. */

@@ -161,12 +161,11 @@ export class Engine {
   dispatcher(queue: string): QueueDispatcher {
     let dispatcher = this.dispatchers.get(queue);
     if (dispatcher === undefined) {
-      const lockDurationMs = this.options.defaultHeartbeatTimeoutMs + LOCK_GRACE_MS;
       dispatcher = new QueueDispatcher(
         queue,
         {
           worker: () => this.queues.worker(queue),
-          extendLocks: (jobs) => this.queues.extendLocks(queue, jobs, lockDurationMs),
+          extendLocks: (jobs) => this.queues.extendLocks(queue, jobs),
         },
         this.logger,
         this.options.heldJobWaitMs ?? 100,

@@ -156,11 +156,12 @@ export class TaskQueues {
 
   /**
    * A handle on a job this replica may not have fetched itself, for the
-   * calls that need only its id, options and lock token.
+   * calls that need only its id, options and lock token. BullMQ reads the
+   * options of `owner` (the queue's Worker, unless given) in those calls.
    */
-  handle(spec: TaskJobSpec): Job<TaskJobData> {
+  handle(spec: TaskJobSpec, owner: Queue | Worker = this.worker(spec.queue)): Job<TaskJobData> {
     return new Job(
-      this.worker(spec.queue),
+      owner,
       spec.handler,
       {} as TaskJobData,
       jobOptions(spec),
@@ -180,24 +181,22 @@ export class TaskQueues {
    * concurrency limit).
    */
   async completeAndFetch(spec: TaskJobSpec, token: string): Promise<FetchedJob | undefined> {
-    const job = new Job<TaskJobData>(
-      this.queue(spec.queue),
-      spec.handler,
-      {} as TaskJobData,
-      jobOptions(spec),
-      jobIdOf(spec.runId, spec.taskId),
-    );
+    // Through the Queue object: its lockDuration is the held lock (see `queue`).
+    const job = this.handle(spec, this.queue(spec.queue));
     const next = (await job.moveToCompleted(null, token, true)) as unknown;
     if (!Array.isArray(next) || !next[0] || typeof next[1] !== "string") return undefined;
     return { job: Job.fromJSON<TaskJobData>(this.worker(spec.queue), next[0] as JobJson, next[1]), token };
   }
 
-  /** Extends the locks of fetched jobs of one queue; returns those whose lock was still held. */
-  async extendLocks(queue: string, jobs: FetchedJob[], durationMs: number): Promise<FetchedJob[]> {
+  /**
+   * Extends the locks of fetched jobs of one queue to `lockDurationMs`;
+   * returns those whose lock was still held.
+   */
+  async extendLocks(queue: string, jobs: FetchedJob[]): Promise<FetchedJob[]> {
     const failed = await this.worker(queue).extendJobLocks(
       jobs.map(({ job }) => job.id ?? ""),
       jobs.map(({ token }) => token),
-      durationMs,
+      this.settings.lockDurationMs,
     );
     if (failed.length === 0) return jobs;
     const lost = new Set(failed);

@@ -1,6 +1,12 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
-import type { BullmqWorkerChildConfig, FromChild, ToChild, WeftWorkerChildConfig } from "./child/protocol.js";
+import type {
+  BullmqWorkerChildConfig,
+  EngineAloneChildConfig,
+  FromChild,
+  ToChild,
+  WeftWorkerChildConfig,
+} from "./child/protocol.js";
 import { BENCH_DIR, REPO_ROOT, TSX_LOADER } from "./paths.js";
 
 const live = new Set<ChildProcess>();
@@ -67,6 +73,18 @@ export class WorkerChild {
   /** Starts a raw BullMQ worker child. */
   static bullmq(config: BullmqWorkerChildConfig): Promise<WorkerChild> {
     return WorkerChild.start("bullmq-worker", config, "bullmq worker");
+  }
+
+  /** Starts the engine child: Weft's engine with in-process task slots (scenario 1's diagnostic). */
+  static engineAlone(config: EngineAloneChildConfig): Promise<WorkerChild> {
+    return WorkerChild.start("engine-alone", config, "engine alone");
+  }
+
+  /** Engine child: runs one run of `tasks` no-op tasks; resolves with its duration in ms. */
+  async runEngine(tasks: number, timeoutMs: number): Promise<number> {
+    const ran = this.next("ran", timeoutMs);
+    this.send({ t: "run", tasks });
+    return (await ran).ms;
   }
 
   get pid(): number {

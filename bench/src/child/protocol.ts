@@ -6,6 +6,8 @@ export type ToChild =
   | { t: "expect"; n: number }
   /** Start polling (when the child was started with `deferStart`). */
   | { t: "start" }
+  /** Engine child: run one run of `tasks` parallel no-op tasks; answered with `ran`. */
+  | { t: "run"; tasks: number }
   /** Close the worker(s) and exit. */
   | { t: "stop" };
 
@@ -16,6 +18,8 @@ export type FromChild =
   | { t: "armed" }
   /** The `n` expected completions happened; wall-clock ms of the first and the last. */
   | { t: "done"; first: number; last: number }
+  /** Engine child: the run took `ms`, from its Trigger to its last completion recorded. */
+  | { t: "ran"; ms: number }
   | { t: "error"; message: string };
 
 /** Configuration of the Weft worker child, passed as JSON in BENCH_CHILD. */
@@ -36,4 +40,14 @@ export interface BullmqWorkerChildConfig {
   queue: string;
   prefix: string;
   concurrency: number;
+}
+
+/** Configuration of the engine child (Weft's engine with in-process slots). */
+export interface EngineAloneChildConfig {
+  redisUrl: string;
+  /** Key prefix of its engine, apart from weftd's. */
+  prefix: string;
+  concurrency: number;
+  /** Most tasks of one workflow. */
+  maxTasks: number;
 }

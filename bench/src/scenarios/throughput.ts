@@ -71,6 +71,12 @@ function commandTable(columns: { tasks: number; commands: Map<string, CommandSta
   return rows;
 }
 
+/** One run of `n` tasks through the engine child (Weft's engine with in-process slots, no gRPC). */
+async function runAlone(alone: WorkerChild, n: number): Promise<LoadResult> {
+  const ms = await alone.runEngine(n, 600_000);
+  return { tasks: n, elapsedMs: ms, tasksPerSecond: n / (ms / 1000), submitMs: 0 };
+}
+
 /** Scenario 1: tasks per second, Weft (two shapes) against raw BullMQ. */
 export const throughput: Scenario = {
   id: "throughput",
@@ -96,12 +102,20 @@ export const throughput: Scenario = {
       concurrency: sizes.workerConcurrency,
     });
     ctx.defer(() => raw.stop());
+    const alone = await WorkerChild.engineAlone({
+      redisUrl: ctx.redisUrl,
+      prefix: "bench-alone",
+      concurrency: sizes.workerConcurrency,
+      maxTasks: 100_000,
+    });
+    ctx.defer(() => alone.stop());
     const queue = new Queue("raw", { connection: { url: ctx.redisUrl }, prefix: RAW_PREFIX });
     ctx.defer(() => queue.close());
     const pids = {
       weftd: weftd.pid,
       worker: worker.pid,
       raw: raw.pid,
+      engine: alone.pid,
       redis: await redisPid(ctx.redis),
       bench: process.pid,
     };
@@ -115,6 +129,7 @@ export const throughput: Scenario = {
       await runBatched(client, "tp-one", w, BATCH, worker),
       await runOneWorkflow(client, "tp-warm", w, worker),
       await runBullmq(queue, w, raw, "warm"),
+      await runAlone(alone, w),
     ];
     let n = sizes.throughputTasks;
     const plan = planWithin(
@@ -135,6 +150,8 @@ export const throughput: Scenario = {
     const runs: number[] = [];
     const batched: number[] = [];
     const oneWf: number[] = [];
+    const engineAlone: number[] = [];
+    const engineCpu: number[] = [];
     const bull: number[] = [];
     const triggerRates: number[] = [];
     const cpu = {
@@ -174,6 +191,9 @@ export const throughput: Scenario = {
       const byPolls = delta('weft_jobs_fetched_total{via="poll"}');
       dispatch.byCompletions.push((byCompletions / Math.max(1, byCompletions + byPolls)) * 100);
       dispatch.returned.push((delta("weft_held_jobs_returned_total") / n) * 1000);
+      const e = await withCpu(pids, () => runAlone(alone, n));
+      engineAlone.push(e.tasksPerSecond);
+      engineCpu.push(e.cpuPerTask.engine ?? 0);
       const c = await withCommandStats(ctx.redis, () =>
         withCpu(pids, () => runBullmq(queue, n, raw, `rep${rep}`)),
       );
@@ -201,6 +221,7 @@ export const throughput: Scenario = {
         `rep ${rep}: ${n} runs ${a.tasksPerSecond.toFixed(0)}/s (weftd ${(a.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
           `batched ${d.tasksPerSecond.toFixed(0)}/s (weftd ${(d.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
           `1 run × ${n} tasks ${b.tasksPerSecond.toFixed(0)}/s (weftd ${(b.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
+          `engine alone ${e.tasksPerSecond.toFixed(0)}/s (${(e.cpuPerTask.engine ?? 0).toFixed(2)} ms CPU/task), ` +
           `raw BullMQ ${c.tasksPerSecond.toFixed(0)}/s`,
       );
     }
@@ -247,6 +268,25 @@ export const throughput: Scenario = {
         samples: ratio(oneWf),
         target: RATIO_TARGET,
         digits: 1,
+      },
+      {
+        key: "engine_alone_tps",
+        label: `diagnostic: Weft's engine alone, no gRPC (in-process slots), 1 run of ${N} tasks`,
+        unit: "tasks/s",
+        samples: engineAlone,
+      },
+      {
+        key: "ratio_engine_alone_pct",
+        label: "diagnostic: Weft's engine alone / BullMQ",
+        unit: "%",
+        samples: ratio(engineAlone),
+        digits: 1,
+      },
+      {
+        key: "engine_alone_cpu_ms",
+        label: "diagnostic: CPU per task of the engine alone's process (weftd's work, no gRPC)",
+        unit: "ms",
+        samples: engineCpu,
       },
       {
         key: "trigger_rate",
@@ -377,12 +417,13 @@ export const throughput: Scenario = {
     ];
     return {
       setup: [
-        `${N} no-op tasks per measurement, ${repetitions(plan.reps)} after a warm-up of ${w.toLocaleString("en-US")}; each repetition measures the three in turn on the same Redis.`,
+        `${N} no-op tasks per measurement, ${repetitions(plan.reps)} after a warm-up of ${w.toLocaleString("en-US")}; each repetition measures them in turn on the same Redis.`,
         `Weft: one weftd process; workers are @weft/worker \`Worker\`s with concurrency ${sizes.workerConcurrency} in a separate Node process (gRPC over loopback HTTP/2).`,
         `"${N} runs": ${N} Trigger calls of a 1-task workflow, ${sizes.triggerConcurrency} in flight on one HTTP/2 connection; "started with BatchTrigger": the same ${N} runs started by BatchTrigger calls of ${BATCH.toLocaleString("en-US")} runs, one after the other, as the raw ceiling adds its jobs; "1 run": one Trigger of a ${N}-task workflow.`,
         "Time runs from the first Trigger (or addBulk) to the last completion acknowledged (the completion acknowledged by weftd, in CompleteTasks batches; BullMQ's `completed` event).",
         `Raw BullMQ ceiling: \`Queue.addBulk\` in chunks of 1,000 from the bench process, a BullMQ \`Worker\` with a no-op processor and concurrency ${sizes.workerConcurrency} in a separate Node process, same retention options as Weft's jobs.`,
         `Floor: a bare Connect server (no Weft, no Redis) in its own process answering an empty GetWorkflow, called from the bench with ${sizes.workerConcurrency} calls in flight: what one unary call costs on this machine. Without batching a Weft task takes 2 calls (PollTask, CompleteTask), 3 with its own Trigger; @weft/worker asks PollTask for as many tasks as it has free slots and sends completions in CompleteTasks batches.`,
+        `Diagnostic, "engine alone": Weft's engine (the code weftd runs for PollTask and CompleteTasks) in its own Node process (run with tsx), with ${sizes.workerConcurrency} in-process slots that take tasks the way @weft/worker does — one poll at a time for the free slots, each completion reported as its no-op handler returns — and no gRPC: what the bookkeeping on BullMQ and Redis allows without the hop. No deployment runs like this.`,
         "CPU per task: user + system time from /proc/<pid>/stat of each process over the measurement, divided by the tasks; all processes share the machine's cores. System calls per task: syscr + syscw of /proc/<pid>/io (socket reads and writes, mostly).",
       ],
       figures,

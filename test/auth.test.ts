@@ -117,6 +117,19 @@ const TABLE: [string, Call, keyof typeof TOKENS, keyof typeof TOKENS, Code | "ok
     Code.InvalidArgument,
   ],
   ["FailTask", (c) => c.workers.failTask({ leaseId: lease }), "workerA", "client", Code.NotFound],
+  [
+    "Work",
+    async (c) => {
+      // Opens a stream on the queue and half-closes it at once: it ends with no message.
+      const requests = (async function* () {
+        yield { queue: "qa", workerId: "w" };
+      })();
+      for await (const _ of c.workers.work(requests)) break;
+    },
+    "workerA",
+    "client",
+    "ok",
+  ],
   ["GetQueue", (c) => c.admin.getQueue({ name: "never-seen" }), "admin", "client", Code.NotFound],
   ["ListQueues", (c) => c.admin.listQueues({}), "admin", "workerA", "ok"],
   ["UpdateQueue", (c) => c.admin.updateQueue({ name: "qa", concurrency: 0 }), "admin", "reader", "ok"],

@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, spawnWeftd, startTestRedis, type WeftdProcess, waitFor } from "./support/index.js";
@@ -6,8 +5,8 @@ import {
   json,
   RunStatus,
   rpcError,
+  wideRun as submitWideRun,
   TaskStatus,
-  task,
   value,
   type WeftClients,
   weftClients,
@@ -28,16 +27,8 @@ afterAll(async () => {
   await redis?.close();
 });
 
-/** Submits a workflow of `n` independent tasks on a fresh queue and triggers one run. */
-async function wideRun(n: number) {
-  const id = randomUUID().slice(0, 8);
-  const queue = `batch-${id}`;
-  const workflow = `batch-${id}`;
-  await c.workflows.submitWorkflow({
-    definition: { name: workflow, tasks: Array.from({ length: n }, (_, i) => task(`t${i}`, [], { queue })) },
-  });
-  const { run } = await c.workflows.trigger({ workflow, input: value({ n }) });
-  return { queue, runId: run?.id ?? "" };
+function wideRun(n: number) {
+  return submitWideRun(c, "batch", n);
 }
 
 async function runStatus(runId: string) {

@@ -52,6 +52,7 @@ const REQUIRED: Record<string, Scope> = {
   "/weft.v1.WorkerService/CompleteTask": "worker",
   "/weft.v1.WorkerService/CompleteTasks": "worker",
   "/weft.v1.WorkerService/FailTask": "worker",
+  "/weft.v1.WorkerService/Work": "worker",
   "/weft.v1.AdminService/GetQueue": "admin",
   "/weft.v1.AdminService/ListQueues": "admin",
   "/weft.v1.AdminService/UpdateQueue": "admin",

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
@@ -43,6 +44,16 @@ export function task(
   extra: Omit<MessageInitShape<typeof TaskDefinitionSchema>, "id" | "$typeName"> = {},
 ): MessageInitShape<typeof TaskDefinitionSchema> {
   return { handler: "echo", ...extra, id, dependsOn };
+}
+
+/** Submits a workflow of `n` independent tasks on a fresh queue named `<prefix>-<id>` and triggers one run. */
+export async function wideRun(c: WeftClients, prefix: string, n: number) {
+  const queue = `${prefix}-${randomUUID().slice(0, 8)}`;
+  await c.workflows.submitWorkflow({
+    definition: { name: queue, tasks: Array.from({ length: n }, (_, i) => task(`t${i}`, [], { queue })) },
+  });
+  const { run } = await c.workflows.trigger({ workflow: queue, input: value({ n }) });
+  return { queue, runId: run?.id ?? "" };
 }
 
 /** Polls once with a wait; fails when no task arrives. */

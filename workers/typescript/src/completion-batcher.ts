@@ -48,6 +48,29 @@ export class CompletionBatcher {
     });
   }
 
+  /**
+   * Takes over an output that another channel (a Work stream) delivered with the answer `result`,
+   * or could not deliver (`result` undefined, `attempted` false): it is done, or retried from here
+   * under its policy, as if this batcher had sent it.
+   */
+  takeOver(
+    leaseId: string,
+    output: Value,
+    policy: ReportPolicy,
+    result: CompleteTaskResult | undefined,
+    attempted: boolean,
+  ): Promise<void> {
+    return new Promise((done) => {
+      const backoff = new Backoff(policy.initialDelayMs, policy.maxDelayMs);
+      const completion: PendingCompletion = { leaseId, output, policy, backoff, attempts: 0, done };
+      if (!attempted) {
+        this.enqueue(completion);
+        return;
+      }
+      this.settle(completion, resultError(result, leaseId));
+    });
+  }
+
   private enqueue(completion: PendingCompletion): void {
     if (!this.batched) {
       this.completeOne(completion);
@@ -142,9 +165,12 @@ export class CompletionBatcher {
 }
 
 /** The error CompleteTask would have thrown for this completion, or undefined when it was recorded. */
-function resultError(result: CompleteTaskResult | undefined, leaseId: string): ConnectError | undefined {
+function resultError(
+  result: Pick<CompleteTaskResult, "leaseId" | "code" | "message"> | undefined,
+  leaseId: string,
+): ConnectError | undefined {
   if (result === undefined || result.leaseId !== leaseId) {
-    return new ConnectError(`CompleteTasks answered no result for lease ${leaseId}`, Code.Internal);
+    return new ConnectError(`the daemon answered no result for lease ${leaseId}`, Code.Internal);
   }
   if (result.code === 0) {
     return undefined;

@@ -20,6 +20,13 @@ export interface WorkerOptions {
    */
   concurrency?: number;
   /**
+   * Take tasks and report outputs over one `Work` stream (true), or with `PollTask` and
+   * `CompleteTasks` calls (false). Against a daemon without `Work` (an older weftd) the worker
+   * polls either way.
+   * @defaultValue true
+   */
+  stream?: boolean;
+  /**
    * Identity shown on task runs.
    * @defaultValue `<hostname>:<pid>`
    */
@@ -74,6 +81,7 @@ export interface ResolvedWorkerOptions {
   queue: string;
   handlers: TaskHandlers;
   concurrency: number;
+  stream: boolean;
   workerId: string;
   pollWaitMs: number;
   /** Unset: derived from each assignment's heartbeat timeout. */
@@ -108,6 +116,7 @@ export function addDefaults(options: WorkerOptions): ResolvedWorkerOptions {
     queue: options.queue,
     handlers: options.handlers,
     concurrency: options.concurrency ?? 10,
+    stream: options.stream ?? true,
     workerId: options.workerId ?? `${hostname()}:${process.pid}`,
     pollWaitMs: options.pollWaitMs ?? 20_000,
     heartbeatIntervalMs: options.heartbeatIntervalMs,

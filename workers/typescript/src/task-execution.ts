@@ -20,8 +20,8 @@ export interface ExecutionDeps {
   client: WorkerClient;
   options: ResolvedWorkerOptions;
   health: DaemonHealth;
-  /** Delivers outputs (CompleteTasks, batched across the worker's tasks). */
-  completions: CompletionBatcher;
+  /** Delivers outputs (on the Work stream, or with CompleteTasks batched across the worker's tasks). */
+  completions: Pick<CompletionBatcher, "complete">;
   /** The worker's logger, with `queue` and `workerId`. */
   logger: Logger;
   /** Called once the handler has settled: the task's slot is free while its result is reported. */

@@ -8,6 +8,21 @@ import { LogCapture } from "./testing/log-capture.js";
 import { Worker } from "./worker.js";
 
 describe("worker lifecycle", () => {
+  test("against a daemon without Work (an older weftd), it polls with PollTask, and says so once", async () => {
+    const tasks = new HeldTasks();
+    const h = await startHarness({ concurrency: 2, handlers: { work: tasks.handler } });
+    await h.fake.waitFor("the first poll", () => h.fake.activePolls === 1);
+    expect(h.fake.requests[0]).toBe("Work");
+    expect(h.fake.requests.filter((rpc) => rpc === "Work")).toHaveLength(1);
+    expect(
+      h.logs.withMessage("the daemon does not implement Work (an older weftd); polling with PollTask"),
+    ).toHaveLength(1);
+    const { runId } = h.fake.enqueue({ handler: "work" });
+    await h.logs.waitForMessage("task started", 1);
+    tasks.release(runId);
+    await h.fake.waitFor("the completion", () => h.fake.completions.length === 1);
+  });
+
   test("one poll asks for the free slots; up to `concurrency` tasks run at once, none polled while full", async () => {
     const tasks = new HeldTasks();
     const h = await startHarness({ concurrency: 4, handlers: { work: tasks.handler } });

@@ -1,4 +1,5 @@
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { TaskAssignment } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import type { Logger } from "pino";
 import { Backoff, sleep } from "./backoff.js";
@@ -6,6 +7,7 @@ import { CompletionBatcher } from "./completion-batcher.js";
 import { DaemonHealth } from "./daemon-health.js";
 import { addDefaults, type ResolvedWorkerOptions, type WorkerOptions } from "./options.js";
 import { TaskExecution } from "./task-execution.js";
+import { WorkSession } from "./work-session.js";
 import { createWorkerClient, type WorkerClient } from "./worker-client.js";
 
 /** Slack on top of the poll's `wait` before the client gives up on a silent daemon. */
@@ -16,10 +18,12 @@ const maxTasksPerPoll = 256;
 type State = "idle" | "running" | "closing" | "closed";
 
 /**
- * Polls a task queue and runs the tasks' handlers, at most `concurrency` at once, with heartbeats
- * while a handler runs. One poll loop asks for as many tasks as there are free slots and starts each
- * assignment as it arrives; no poll is outstanding while every slot is busy. Outputs go out batched
- * (CompleteTasks), failures with FailTask.
+ * Takes tasks of a queue and runs their handlers, at most `concurrency` at once, with heartbeats
+ * while a handler runs. By default one Work stream carries both ways: credits for the free slots
+ * out, assignments in, outputs out, answers in. With `stream: false` (or against a daemon without
+ * Work) one poll loop asks PollTask for as many tasks as there are free slots, with no poll
+ * outstanding while every slot is busy, and outputs go out batched (CompleteTasks). Failures go
+ * with FailTask.
  */
 export class Worker {
   private readonly options: ResolvedWorkerOptions;
@@ -32,6 +36,13 @@ export class Worker {
   private readonly executions = new Map<TaskExecution, Promise<void>>();
   /** Attempts whose handler has not settled yet: the slots in use. */
   private busySlots = 0;
+  /** The Work stream open, if any. */
+  private session: WorkSession | undefined;
+  /** Delivers an output on the Work stream while one is open, else with CompleteTasks. */
+  private readonly outputs: Pick<CompletionBatcher, "complete"> = {
+    complete: (leaseId, output, policy) =>
+      this.session?.complete(leaseId, output, policy) ?? this.completions.complete(leaseId, output, policy),
+  };
   /** Wakes the poll loop when it waits for a free slot. */
   private slotFreed: (() => void) | undefined;
   private state: State = "idle";
@@ -69,7 +80,7 @@ export class Worker {
     this.state = "running";
     const { concurrency, handlers } = this.options;
     this.logger.info({ handlers: Object.keys(handlers), concurrency }, "worker polling");
-    this.polls = this.pollLoop();
+    this.polls = this.options.stream ? this.streamLoop() : this.pollLoop();
     await this.closed;
   }
 
@@ -181,6 +192,46 @@ export class Worker {
   }
 
   /**
+   * Takes tasks over Work streams, one at a time, opening a new one with backoff when one fails; a
+   * daemon without Work (UNIMPLEMENTED) is polled instead.
+   */
+  private async streamLoop(): Promise<void> {
+    const { queue, workerId, handlers, concurrency, retryInitialDelayMs, retryMaxDelayMs } = this.options;
+    const identity = { queue, workerId, handlers: Object.keys(handlers) };
+    const backoff = new Backoff(retryInitialDelayMs, retryMaxDelayMs);
+    while (this.state === "running") {
+      const session = new WorkSession(
+        this.client,
+        this.completions,
+        this.health,
+        identity,
+        concurrency - this.busySlots,
+      );
+      this.session = session;
+      try {
+        await session.run((assignment) => this.start(assignment), this.polling.signal);
+        backoff.reset();
+      } catch (err) {
+        if (this.state !== "running") {
+          break;
+        }
+        if (ConnectError.from(err).code === Code.Unimplemented) {
+          this.logger.info("the daemon does not implement Work (an older weftd); polling with PollTask");
+          this.session = undefined;
+          await this.pollLoop();
+          return;
+        }
+        this.health.failed("Work", err);
+        await sleep(backoff.next(), this.polling.signal);
+      } finally {
+        if (this.session === session) {
+          this.session = undefined;
+        }
+      }
+    }
+  }
+
+  /**
    * Resolves once a slot frees or polling stops, one turn of the event loop later: handlers that
    * settle together free their slots for one poll instead of a poll each.
    */
@@ -203,10 +254,11 @@ export class Worker {
       client: this.client,
       options: this.options,
       health: this.health,
-      completions: this.completions,
+      completions: this.outputs,
       logger: this.logger,
       onHandlerSettled: () => {
         this.busySlots--;
+        this.session?.credit();
         this.slotFreed?.();
       },
     });

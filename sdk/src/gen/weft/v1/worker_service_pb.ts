@@ -14,7 +14,89 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file weft/v1/worker_service.proto.
  */
 export const file_weft_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("Chx3ZWZ0L3YxL3dvcmtlcl9zZXJ2aWNlLnByb3RvEgd3ZWZ0LnYxIoEBCg9Qb2xsVGFza1JlcXVlc3QSDQoFcXVldWUYASABKAkSEQoJd29ya2VyX2lkGAIgASgJEhAKCGhhbmRsZXJzGAMgAygJEicKBHdhaXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJbWF4X3Rhc2tzGAUgASgNInIKEFBvbGxUYXNrUmVzcG9uc2USKwoKYXNzaWdubWVudBgBIAEoCzIXLndlZnQudjEuVGFza0Fzc2lnbm1lbnQSMQoQbW9yZV9hc3NpZ25tZW50cxgCIAMoCzIXLndlZnQudjEuVGFza0Fzc2lnbm1lbnQiugQKDlRhc2tBc3NpZ25tZW50EhAKCGxlYXNlX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIPCgd0YXNrX2lkGAMgASgJEhAKCHdvcmtmbG93GAQgASgJEhgKEHdvcmtmbG93X3ZlcnNpb24YBSABKA0SDwoHaGFuZGxlchgGIAEoCRINCgVxdWV1ZRgHIAEoCRIPCgdhdHRlbXB0GAggASgFEhQKDG1heF9hdHRlbXB0cxgJIAEoBRIlCgVpbnB1dBgKIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIpCglydW5faW5wdXQYCyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSQgoOcGFyZW50X291dHB1dHMYDCADKAsyKi53ZWZ0LnYxLlRhc2tBc3NpZ25tZW50LlBhcmVudE91dHB1dHNFbnRyeRI0ChFoZWFydGJlYXRfdGltZW91dBgNIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg5sZWFzZV9kZWFkbGluZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQYXR0ZW1wdF9kZWFkbGluZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaTAoSUGFyZW50T3V0cHV0c0VudHJ5EgsKA2tleRgBIAEoCRIlCgV2YWx1ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZToCOAEiTgoQSGVhcnRiZWF0UmVxdWVzdBIQCghsZWFzZV9pZBgBIAEoCRIoCghwcm9ncmVzcxgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSJhChFIZWFydGJlYXRSZXNwb25zZRIYChBjYW5jZWxfcmVxdWVzdGVkGAEgASgIEjIKDmxlYXNlX2RlYWRsaW5lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPChNDb21wbGV0ZVRhc2tSZXF1ZXN0EhAKCGxlYXNlX2lkGAEgASgJEiYKBm91dHB1dBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSIwChRDb21wbGV0ZVRhc2tSZXNwb25zZRIYChBjYW5jZWxfcmVxdWVzdGVkGAEgASgIIkkKFENvbXBsZXRlVGFza3NSZXF1ZXN0EjEKC2NvbXBsZXRpb25zGAEgAygLMhwud2VmdC52MS5Db21wbGV0ZVRhc2tSZXF1ZXN0IkUKFUNvbXBsZXRlVGFza3NSZXNwb25zZRIsCgdyZXN1bHRzGAEgAygLMhsud2VmdC52MS5Db21wbGV0ZVRhc2tSZXN1bHQiXwoSQ29tcGxldGVUYXNrUmVzdWx0EhAKCGxlYXNlX2lkGAEgASgJEgwKBGNvZGUYAiABKA0SDwoHbWVzc2FnZRgDIAEoCRIYChBjYW5jZWxfcmVxdWVzdGVkGAQgASgIImwKD0ZhaWxUYXNrUmVxdWVzdBIQCghsZWFzZV9pZBgBIAEoCRIhCgVlcnJvchgCIAEoCzISLndlZnQudjEuVGFza0Vycm9yEhYKCXJldHJ5YWJsZRgDIAEoCEgAiAEBQgwKCl9yZXRyeWFibGUiXQoQRmFpbFRhc2tSZXNwb25zZRISCgp3aWxsX3JldHJ5GAEgASgIEjUKEW5leHRfYXR0ZW1wdF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDLyAgoNV29ya2VyU2VydmljZRI/CghQb2xsVGFzaxIYLndlZnQudjEuUG9sbFRhc2tSZXF1ZXN0Ghkud2VmdC52MS5Qb2xsVGFza1Jlc3BvbnNlEkIKCUhlYXJ0YmVhdBIZLndlZnQudjEuSGVhcnRiZWF0UmVxdWVzdBoaLndlZnQudjEuSGVhcnRiZWF0UmVzcG9uc2USSwoMQ29tcGxldGVUYXNrEhwud2VmdC52MS5Db21wbGV0ZVRhc2tSZXF1ZXN0Gh0ud2VmdC52MS5Db21wbGV0ZVRhc2tSZXNwb25zZRJOCg1Db21wbGV0ZVRhc2tzEh0ud2VmdC52MS5Db21wbGV0ZVRhc2tzUmVxdWVzdBoeLndlZnQudjEuQ29tcGxldGVUYXNrc1Jlc3BvbnNlEj8KCEZhaWxUYXNrEhgud2VmdC52MS5GYWlsVGFza1JlcXVlc3QaGS53ZWZ0LnYxLkZhaWxUYXNrUmVzcG9uc2VCNFoyZ2l0aHViLmNvbS93ZWZ0L3dlZnQvd29ya2Vycy9nby9nZW4vd2VmdC92MTt3ZWZ0djFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_weft_v1_run]);
+  fileDesc("Chx3ZWZ0L3YxL3dvcmtlcl9zZXJ2aWNlLnByb3RvEgd3ZWZ0LnYxIoUBCgtXb3JrUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIRCgl3b3JrZXJfaWQYAiABKAkSEAoIaGFuZGxlcnMYAyADKAkSDwoHY3JlZGl0cxgEIAEoDRIxCgtjb21wbGV0aW9ucxgFIAMoCzIcLndlZnQudjEuQ29tcGxldGVUYXNrUmVxdWVzdCJqCgxXb3JrUmVzcG9uc2USLAoLYXNzaWdubWVudHMYASADKAsyFy53ZWZ0LnYxLlRhc2tBc3NpZ25tZW50EiwKB3Jlc3VsdHMYAiADKAsyGy53ZWZ0LnYxLkNvbXBsZXRlVGFza1Jlc3VsdCKBAQoPUG9sbFRhc2tSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRIQCghoYW5kbGVycxgDIAMoCRInCgR3YWl0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCW1heF90YXNrcxgFIAEoDSJyChBQb2xsVGFza1Jlc3BvbnNlEisKCmFzc2lnbm1lbnQYASABKAsyFy53ZWZ0LnYxLlRhc2tBc3NpZ25tZW50EjEKEG1vcmVfYXNzaWdubWVudHMYAiADKAsyFy53ZWZ0LnYxLlRhc2tBc3NpZ25tZW50IroECg5UYXNrQXNzaWdubWVudBIQCghsZWFzZV9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSDwoHdGFza19pZBgDIAEoCRIQCgh3b3JrZmxvdxgEIAEoCRIYChB3b3JrZmxvd192ZXJzaW9uGAUgASgNEg8KB2hhbmRsZXIYBiABKAkSDQoFcXVldWUYByABKAkSDwoHYXR0ZW1wdBgIIAEoBRIUCgxtYXhfYXR0ZW1wdHMYCSABKAUSJQoFaW5wdXQYCiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSKQoJcnVuX2lucHV0GAsgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEkIKDnBhcmVudF9vdXRwdXRzGAwgAygLMioud2VmdC52MS5UYXNrQXNzaWdubWVudC5QYXJlbnRPdXRwdXRzRW50cnkSNAoRaGVhcnRiZWF0X3RpbWVvdXQYDSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoObGVhc2VfZGVhZGxpbmUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGF0dGVtcHRfZGVhZGxpbmUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGkwKElBhcmVudE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBIk4KEEhlYXJ0YmVhdFJlcXVlc3QSEAoIbGVhc2VfaWQYASABKAkSKAoIcHJvZ3Jlc3MYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiYQoRSGVhcnRiZWF0UmVzcG9uc2USGAoQY2FuY2VsX3JlcXVlc3RlZBgBIAEoCBIyCg5sZWFzZV9kZWFkbGluZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTwoTQ29tcGxldGVUYXNrUmVxdWVzdBIQCghsZWFzZV9pZBgBIAEoCRImCgZvdXRwdXQYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiMAoUQ29tcGxldGVUYXNrUmVzcG9uc2USGAoQY2FuY2VsX3JlcXVlc3RlZBgBIAEoCCJJChRDb21wbGV0ZVRhc2tzUmVxdWVzdBIxCgtjb21wbGV0aW9ucxgBIAMoCzIcLndlZnQudjEuQ29tcGxldGVUYXNrUmVxdWVzdCJFChVDb21wbGV0ZVRhc2tzUmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLndlZnQudjEuQ29tcGxldGVUYXNrUmVzdWx0Il8KEkNvbXBsZXRlVGFza1Jlc3VsdBIQCghsZWFzZV9pZBgBIAEoCRIMCgRjb2RlGAIgASgNEg8KB21lc3NhZ2UYAyABKAkSGAoQY2FuY2VsX3JlcXVlc3RlZBgEIAEoCCJsCg9GYWlsVGFza1JlcXVlc3QSEAoIbGVhc2VfaWQYASABKAkSIQoFZXJyb3IYAiABKAsyEi53ZWZ0LnYxLlRhc2tFcnJvchIWCglyZXRyeWFibGUYAyABKAhIAIgBAUIMCgpfcmV0cnlhYmxlIl0KEEZhaWxUYXNrUmVzcG9uc2USEgoKd2lsbF9yZXRyeRgBIAEoCBI1ChFuZXh0X2F0dGVtcHRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyqwMKDVdvcmtlclNlcnZpY2USPwoIUG9sbFRhc2sSGC53ZWZ0LnYxLlBvbGxUYXNrUmVxdWVzdBoZLndlZnQudjEuUG9sbFRhc2tSZXNwb25zZRJCCglIZWFydGJlYXQSGS53ZWZ0LnYxLkhlYXJ0YmVhdFJlcXVlc3QaGi53ZWZ0LnYxLkhlYXJ0YmVhdFJlc3BvbnNlEksKDENvbXBsZXRlVGFzaxIcLndlZnQudjEuQ29tcGxldGVUYXNrUmVxdWVzdBodLndlZnQudjEuQ29tcGxldGVUYXNrUmVzcG9uc2USTgoNQ29tcGxldGVUYXNrcxIdLndlZnQudjEuQ29tcGxldGVUYXNrc1JlcXVlc3QaHi53ZWZ0LnYxLkNvbXBsZXRlVGFza3NSZXNwb25zZRI/CghGYWlsVGFzaxIYLndlZnQudjEuRmFpbFRhc2tSZXF1ZXN0Ghkud2VmdC52MS5GYWlsVGFza1Jlc3BvbnNlEjcKBFdvcmsSFC53ZWZ0LnYxLldvcmtSZXF1ZXN0GhUud2VmdC52MS5Xb3JrUmVzcG9uc2UoATABQjRaMmdpdGh1Yi5jb20vd2VmdC93ZWZ0L3dvcmtlcnMvZ28vZ2VuL3dlZnQvdjE7d2VmdHYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_weft_v1_run]);
+
+/**
+ * WorkRequest is one message of a worker on a Work stream.
+ *
+ * @generated from message weft.v1.WorkRequest
+ */
+export type WorkRequest = Message<"weft.v1.WorkRequest"> & {
+  /**
+   * Task queue to take tasks from. Required in the first message of the
+   * stream; later messages leave it empty or repeat it.
+   *
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+
+  /**
+   * Identity of the worker, as in PollTask; read from the first message.
+   *
+   * @generated from field: string worker_id = 2;
+   */
+  workerId: string;
+
+  /**
+   * Handler names this worker can run, as in PollTask; read from the first
+   * message.
+   *
+   * @generated from field: repeated string handlers = 3;
+   */
+  handlers: string[];
+
+  /**
+   * More tasks the worker can take now: the daemon sends at most this many
+   * more assignments. The credits not yet used may not exceed 1,000.
+   *
+   * @generated from field: uint32 credits = 4;
+   */
+  credits: number;
+
+  /**
+   * Outputs of leased tasks, each recorded as CompleteTask would and answered
+   * in a WorkResponse's `results`; at most 1,000 per message, a lease at most
+   * once.
+   *
+   * @generated from field: repeated weft.v1.CompleteTaskRequest completions = 5;
+   */
+  completions: CompleteTaskRequest[];
+};
+
+/**
+ * Describes the message weft.v1.WorkRequest.
+ * Use `create(WorkRequestSchema)` to create a new message.
+ */
+export const WorkRequestSchema: GenMessage<WorkRequest> = /*@__PURE__*/
+  messageDesc(file_weft_v1_worker_service, 0);
+
+/**
+ * WorkResponse is one message of the daemon on a Work stream.
+ *
+ * @generated from message weft.v1.WorkResponse
+ */
+export type WorkResponse = Message<"weft.v1.WorkResponse"> & {
+  /**
+   * Tasks leased to the worker, one per credit used.
+   *
+   * @generated from field: repeated weft.v1.TaskAssignment assignments = 1;
+   */
+  assignments: TaskAssignment[];
+
+  /**
+   * Answers to the outputs of one WorkRequest, in its order.
+   *
+   * @generated from field: repeated weft.v1.CompleteTaskResult results = 2;
+   */
+  results: CompleteTaskResult[];
+};
+
+/**
+ * Describes the message weft.v1.WorkResponse.
+ * Use `create(WorkResponseSchema)` to create a new message.
+ */
+export const WorkResponseSchema: GenMessage<WorkResponse> = /*@__PURE__*/
+  messageDesc(file_weft_v1_worker_service, 1);
 
 /**
  * PollTaskRequest asks for tasks of a queue: one, or up to `max_tasks`.
@@ -68,7 +150,7 @@ export type PollTaskRequest = Message<"weft.v1.PollTaskRequest"> & {
  * Use `create(PollTaskRequestSchema)` to create a new message.
  */
 export const PollTaskRequestSchema: GenMessage<PollTaskRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 0);
+  messageDesc(file_weft_v1_worker_service, 2);
 
 /**
  * PollTaskResponse carries the assignments of a poll, if any.
@@ -96,7 +178,7 @@ export type PollTaskResponse = Message<"weft.v1.PollTaskResponse"> & {
  * Use `create(PollTaskResponseSchema)` to create a new message.
  */
 export const PollTaskResponseSchema: GenMessage<PollTaskResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 1);
+  messageDesc(file_weft_v1_worker_service, 3);
 
 /**
  * TaskAssignment is a task leased to a worker.
@@ -215,7 +297,7 @@ export type TaskAssignment = Message<"weft.v1.TaskAssignment"> & {
  * Use `create(TaskAssignmentSchema)` to create a new message.
  */
 export const TaskAssignmentSchema: GenMessage<TaskAssignment> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 2);
+  messageDesc(file_weft_v1_worker_service, 4);
 
 /**
  * HeartbeatRequest extends a lease.
@@ -243,7 +325,7 @@ export type HeartbeatRequest = Message<"weft.v1.HeartbeatRequest"> & {
  * Use `create(HeartbeatRequestSchema)` to create a new message.
  */
 export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 3);
+  messageDesc(file_weft_v1_worker_service, 5);
 
 /**
  * HeartbeatResponse tells the worker whether to stop.
@@ -272,7 +354,7 @@ export type HeartbeatResponse = Message<"weft.v1.HeartbeatResponse"> & {
  * Use `create(HeartbeatResponseSchema)` to create a new message.
  */
 export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 4);
+  messageDesc(file_weft_v1_worker_service, 6);
 
 /**
  * CompleteTaskRequest records a task's output.
@@ -300,7 +382,7 @@ export type CompleteTaskRequest = Message<"weft.v1.CompleteTaskRequest"> & {
  * Use `create(CompleteTaskRequestSchema)` to create a new message.
  */
 export const CompleteTaskRequestSchema: GenMessage<CompleteTaskRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 5);
+  messageDesc(file_weft_v1_worker_service, 7);
 
 /**
  * CompleteTaskResponse acknowledges a completion.
@@ -321,7 +403,7 @@ export type CompleteTaskResponse = Message<"weft.v1.CompleteTaskResponse"> & {
  * Use `create(CompleteTaskResponseSchema)` to create a new message.
  */
 export const CompleteTaskResponseSchema: GenMessage<CompleteTaskResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 6);
+  messageDesc(file_weft_v1_worker_service, 8);
 
 /**
  * CompleteTasksRequest carries several completions.
@@ -343,7 +425,7 @@ export type CompleteTasksRequest = Message<"weft.v1.CompleteTasksRequest"> & {
  * Use `create(CompleteTasksRequestSchema)` to create a new message.
  */
 export const CompleteTasksRequestSchema: GenMessage<CompleteTasksRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 7);
+  messageDesc(file_weft_v1_worker_service, 9);
 
 /**
  * CompleteTasksResponse answers each completion of the request.
@@ -364,7 +446,7 @@ export type CompleteTasksResponse = Message<"weft.v1.CompleteTasksResponse"> & {
  * Use `create(CompleteTasksResponseSchema)` to create a new message.
  */
 export const CompleteTasksResponseSchema: GenMessage<CompleteTasksResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 8);
+  messageDesc(file_weft_v1_worker_service, 10);
 
 /**
  * CompleteTaskResult is the answer to one completion of CompleteTasks.
@@ -408,7 +490,7 @@ export type CompleteTaskResult = Message<"weft.v1.CompleteTaskResult"> & {
  * Use `create(CompleteTaskResultSchema)` to create a new message.
  */
 export const CompleteTaskResultSchema: GenMessage<CompleteTaskResult> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 9);
+  messageDesc(file_weft_v1_worker_service, 11);
 
 /**
  * FailTaskRequest records a failed attempt.
@@ -444,7 +526,7 @@ export type FailTaskRequest = Message<"weft.v1.FailTaskRequest"> & {
  * Use `create(FailTaskRequestSchema)` to create a new message.
  */
 export const FailTaskRequestSchema: GenMessage<FailTaskRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 10);
+  messageDesc(file_weft_v1_worker_service, 12);
 
 /**
  * FailTaskResponse says what happens next.
@@ -472,7 +554,7 @@ export type FailTaskResponse = Message<"weft.v1.FailTaskResponse"> & {
  * Use `create(FailTaskResponseSchema)` to create a new message.
  */
 export const FailTaskResponseSchema: GenMessage<FailTaskResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_worker_service, 11);
+  messageDesc(file_weft_v1_worker_service, 13);
 
 /**
  * WorkerService is the worker-facing long-poll protocol. A worker polls a task
@@ -536,6 +618,22 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof FailTaskRequestSchema;
     output: typeof FailTaskResponseSchema;
+  },
+  /**
+   * Takes tasks of a queue and reports their outputs over one stream, in
+   * place of PollTask and CompleteTasks calls: the worker grants credits (its
+   * free slots) and the daemon sends an assignment for each credit as tasks
+   * arrive; the worker sends outputs and the daemon answers each. Leases are
+   * the same as PollTask's: heartbeats and failures use their own calls, and a
+   * lease outlives the stream it came on. The stream ends when the worker
+   * half-closes it, once every output sent has been answered.
+   *
+   * @generated from rpc weft.v1.WorkerService.Work
+   */
+  work: {
+    methodKind: "bidi_streaming";
+    input: typeof WorkRequestSchema;
+    output: typeof WorkResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_weft_v1_worker_service, 0);

@@ -24,6 +24,148 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// WorkRequest is one message of a worker on a Work stream.
+type WorkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Task queue to take tasks from. Required in the first message of the
+	// stream; later messages leave it empty or repeat it.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Identity of the worker, as in PollTask; read from the first message.
+	WorkerId string `protobuf:"bytes,2,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// Handler names this worker can run, as in PollTask; read from the first
+	// message.
+	Handlers []string `protobuf:"bytes,3,rep,name=handlers,proto3" json:"handlers,omitempty"`
+	// More tasks the worker can take now: the daemon sends at most this many
+	// more assignments. The credits not yet used may not exceed 1,000.
+	Credits uint32 `protobuf:"varint,4,opt,name=credits,proto3" json:"credits,omitempty"`
+	// Outputs of leased tasks, each recorded as CompleteTask would and answered
+	// in a WorkResponse's `results`; at most 1,000 per message, a lease at most
+	// once.
+	Completions   []*CompleteTaskRequest `protobuf:"bytes,5,rep,name=completions,proto3" json:"completions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkRequest) Reset() {
+	*x = WorkRequest{}
+	mi := &file_weft_v1_worker_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkRequest) ProtoMessage() {}
+
+func (x *WorkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_worker_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkRequest.ProtoReflect.Descriptor instead.
+func (*WorkRequest) Descriptor() ([]byte, []int) {
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WorkRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *WorkRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *WorkRequest) GetHandlers() []string {
+	if x != nil {
+		return x.Handlers
+	}
+	return nil
+}
+
+func (x *WorkRequest) GetCredits() uint32 {
+	if x != nil {
+		return x.Credits
+	}
+	return 0
+}
+
+func (x *WorkRequest) GetCompletions() []*CompleteTaskRequest {
+	if x != nil {
+		return x.Completions
+	}
+	return nil
+}
+
+// WorkResponse is one message of the daemon on a Work stream.
+type WorkResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tasks leased to the worker, one per credit used.
+	Assignments []*TaskAssignment `protobuf:"bytes,1,rep,name=assignments,proto3" json:"assignments,omitempty"`
+	// Answers to the outputs of one WorkRequest, in its order.
+	Results       []*CompleteTaskResult `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkResponse) Reset() {
+	*x = WorkResponse{}
+	mi := &file_weft_v1_worker_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkResponse) ProtoMessage() {}
+
+func (x *WorkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_worker_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkResponse.ProtoReflect.Descriptor instead.
+func (*WorkResponse) Descriptor() ([]byte, []int) {
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WorkResponse) GetAssignments() []*TaskAssignment {
+	if x != nil {
+		return x.Assignments
+	}
+	return nil
+}
+
+func (x *WorkResponse) GetResults() []*CompleteTaskResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 // PollTaskRequest asks for tasks of a queue: one, or up to `max_tasks`.
 type PollTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -48,7 +190,7 @@ type PollTaskRequest struct {
 
 func (x *PollTaskRequest) Reset() {
 	*x = PollTaskRequest{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[0]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -60,7 +202,7 @@ func (x *PollTaskRequest) String() string {
 func (*PollTaskRequest) ProtoMessage() {}
 
 func (x *PollTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[0]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -73,7 +215,7 @@ func (x *PollTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PollTaskRequest.ProtoReflect.Descriptor instead.
 func (*PollTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{0}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PollTaskRequest) GetQueue() string {
@@ -124,7 +266,7 @@ type PollTaskResponse struct {
 
 func (x *PollTaskResponse) Reset() {
 	*x = PollTaskResponse{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[1]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -136,7 +278,7 @@ func (x *PollTaskResponse) String() string {
 func (*PollTaskResponse) ProtoMessage() {}
 
 func (x *PollTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[1]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -149,7 +291,7 @@ func (x *PollTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PollTaskResponse.ProtoReflect.Descriptor instead.
 func (*PollTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{1}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PollTaskResponse) GetAssignment() *TaskAssignment {
@@ -205,7 +347,7 @@ type TaskAssignment struct {
 
 func (x *TaskAssignment) Reset() {
 	*x = TaskAssignment{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[2]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -217,7 +359,7 @@ func (x *TaskAssignment) String() string {
 func (*TaskAssignment) ProtoMessage() {}
 
 func (x *TaskAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[2]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -230,7 +372,7 @@ func (x *TaskAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskAssignment.ProtoReflect.Descriptor instead.
 func (*TaskAssignment) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{2}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TaskAssignment) GetLeaseId() string {
@@ -351,7 +493,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[3]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +505,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[3]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +518,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{3}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HeartbeatRequest) GetLeaseId() string {
@@ -407,7 +549,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[4]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +561,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[4]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +574,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{4}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HeartbeatResponse) GetCancelRequested() bool {
@@ -462,7 +604,7 @@ type CompleteTaskRequest struct {
 
 func (x *CompleteTaskRequest) Reset() {
 	*x = CompleteTaskRequest{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[5]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +616,7 @@ func (x *CompleteTaskRequest) String() string {
 func (*CompleteTaskRequest) ProtoMessage() {}
 
 func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[5]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +629,7 @@ func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{5}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CompleteTaskRequest) GetLeaseId() string {
@@ -515,7 +657,7 @@ type CompleteTaskResponse struct {
 
 func (x *CompleteTaskResponse) Reset() {
 	*x = CompleteTaskResponse{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[6]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +669,7 @@ func (x *CompleteTaskResponse) String() string {
 func (*CompleteTaskResponse) ProtoMessage() {}
 
 func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[6]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +682,7 @@ func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{6}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CompleteTaskResponse) GetCancelRequested() bool {
@@ -562,7 +704,7 @@ type CompleteTasksRequest struct {
 
 func (x *CompleteTasksRequest) Reset() {
 	*x = CompleteTasksRequest{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[7]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +716,7 @@ func (x *CompleteTasksRequest) String() string {
 func (*CompleteTasksRequest) ProtoMessage() {}
 
 func (x *CompleteTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[7]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +729,7 @@ func (x *CompleteTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTasksRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTasksRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{7}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CompleteTasksRequest) GetCompletions() []*CompleteTaskRequest {
@@ -608,7 +750,7 @@ type CompleteTasksResponse struct {
 
 func (x *CompleteTasksResponse) Reset() {
 	*x = CompleteTasksResponse{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[8]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +762,7 @@ func (x *CompleteTasksResponse) String() string {
 func (*CompleteTasksResponse) ProtoMessage() {}
 
 func (x *CompleteTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[8]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +775,7 @@ func (x *CompleteTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTasksResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTasksResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CompleteTasksResponse) GetResults() []*CompleteTaskResult {
@@ -662,7 +804,7 @@ type CompleteTaskResult struct {
 
 func (x *CompleteTaskResult) Reset() {
 	*x = CompleteTaskResult{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[9]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -674,7 +816,7 @@ func (x *CompleteTaskResult) String() string {
 func (*CompleteTaskResult) ProtoMessage() {}
 
 func (x *CompleteTaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[9]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -687,7 +829,7 @@ func (x *CompleteTaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResult.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResult) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{9}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CompleteTaskResult) GetLeaseId() string {
@@ -734,7 +876,7 @@ type FailTaskRequest struct {
 
 func (x *FailTaskRequest) Reset() {
 	*x = FailTaskRequest{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[10]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +888,7 @@ func (x *FailTaskRequest) String() string {
 func (*FailTaskRequest) ProtoMessage() {}
 
 func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[10]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +901,7 @@ func (x *FailTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskRequest.ProtoReflect.Descriptor instead.
 func (*FailTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{10}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FailTaskRequest) GetLeaseId() string {
@@ -796,7 +938,7 @@ type FailTaskResponse struct {
 
 func (x *FailTaskResponse) Reset() {
 	*x = FailTaskResponse{}
-	mi := &file_weft_v1_worker_service_proto_msgTypes[11]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +950,7 @@ func (x *FailTaskResponse) String() string {
 func (*FailTaskResponse) ProtoMessage() {}
 
 func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_worker_service_proto_msgTypes[11]
+	mi := &file_weft_v1_worker_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +963,7 @@ func (x *FailTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailTaskResponse.ProtoReflect.Descriptor instead.
 func (*FailTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_worker_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FailTaskResponse) GetWillRetry() bool {
@@ -842,7 +984,16 @@ var File_weft_v1_worker_service_proto protoreflect.FileDescriptor
 
 const file_weft_v1_worker_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1cweft/v1/worker_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11weft/v1/run.proto\"\xac\x01\n" +
+	"\x1cweft/v1/worker_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11weft/v1/run.proto\"\xb6\x01\n" +
+	"\vWorkRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1b\n" +
+	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x1a\n" +
+	"\bhandlers\x18\x03 \x03(\tR\bhandlers\x12\x18\n" +
+	"\acredits\x18\x04 \x01(\rR\acredits\x12>\n" +
+	"\vcompletions\x18\x05 \x03(\v2\x1c.weft.v1.CompleteTaskRequestR\vcompletions\"\x80\x01\n" +
+	"\fWorkResponse\x129\n" +
+	"\vassignments\x18\x01 \x03(\v2\x17.weft.v1.TaskAssignmentR\vassignments\x125\n" +
+	"\aresults\x18\x02 \x03(\v2\x1b.weft.v1.CompleteTaskResultR\aresults\"\xac\x01\n" +
 	"\x0fPollTaskRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x1a\n" +
@@ -903,13 +1054,14 @@ const file_weft_v1_worker_service_proto_rawDesc = "" +
 	"\x10FailTaskResponse\x12\x1d\n" +
 	"\n" +
 	"will_retry\x18\x01 \x01(\bR\twillRetry\x12F\n" +
-	"\x11next_attempt_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime2\xf2\x02\n" +
+	"\x11next_attempt_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime2\xab\x03\n" +
 	"\rWorkerService\x12?\n" +
 	"\bPollTask\x12\x18.weft.v1.PollTaskRequest\x1a\x19.weft.v1.PollTaskResponse\x12B\n" +
 	"\tHeartbeat\x12\x19.weft.v1.HeartbeatRequest\x1a\x1a.weft.v1.HeartbeatResponse\x12K\n" +
 	"\fCompleteTask\x12\x1c.weft.v1.CompleteTaskRequest\x1a\x1d.weft.v1.CompleteTaskResponse\x12N\n" +
 	"\rCompleteTasks\x12\x1d.weft.v1.CompleteTasksRequest\x1a\x1e.weft.v1.CompleteTasksResponse\x12?\n" +
-	"\bFailTask\x12\x18.weft.v1.FailTaskRequest\x1a\x19.weft.v1.FailTaskResponseB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3"
+	"\bFailTask\x12\x18.weft.v1.FailTaskRequest\x1a\x19.weft.v1.FailTaskResponse\x127\n" +
+	"\x04Work\x12\x14.weft.v1.WorkRequest\x1a\x15.weft.v1.WorkResponse(\x010\x01B4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3"
 
 var (
 	file_weft_v1_worker_service_proto_rawDescOnce sync.Once
@@ -923,59 +1075,66 @@ func file_weft_v1_worker_service_proto_rawDescGZIP() []byte {
 	return file_weft_v1_worker_service_proto_rawDescData
 }
 
-var file_weft_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_weft_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_weft_v1_worker_service_proto_goTypes = []any{
-	(*PollTaskRequest)(nil),       // 0: weft.v1.PollTaskRequest
-	(*PollTaskResponse)(nil),      // 1: weft.v1.PollTaskResponse
-	(*TaskAssignment)(nil),        // 2: weft.v1.TaskAssignment
-	(*HeartbeatRequest)(nil),      // 3: weft.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 4: weft.v1.HeartbeatResponse
-	(*CompleteTaskRequest)(nil),   // 5: weft.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),  // 6: weft.v1.CompleteTaskResponse
-	(*CompleteTasksRequest)(nil),  // 7: weft.v1.CompleteTasksRequest
-	(*CompleteTasksResponse)(nil), // 8: weft.v1.CompleteTasksResponse
-	(*CompleteTaskResult)(nil),    // 9: weft.v1.CompleteTaskResult
-	(*FailTaskRequest)(nil),       // 10: weft.v1.FailTaskRequest
-	(*FailTaskResponse)(nil),      // 11: weft.v1.FailTaskResponse
-	nil,                           // 12: weft.v1.TaskAssignment.ParentOutputsEntry
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
-	(*structpb.Value)(nil),        // 14: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
-	(*TaskError)(nil),             // 16: weft.v1.TaskError
+	(*WorkRequest)(nil),           // 0: weft.v1.WorkRequest
+	(*WorkResponse)(nil),          // 1: weft.v1.WorkResponse
+	(*PollTaskRequest)(nil),       // 2: weft.v1.PollTaskRequest
+	(*PollTaskResponse)(nil),      // 3: weft.v1.PollTaskResponse
+	(*TaskAssignment)(nil),        // 4: weft.v1.TaskAssignment
+	(*HeartbeatRequest)(nil),      // 5: weft.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),     // 6: weft.v1.HeartbeatResponse
+	(*CompleteTaskRequest)(nil),   // 7: weft.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),  // 8: weft.v1.CompleteTaskResponse
+	(*CompleteTasksRequest)(nil),  // 9: weft.v1.CompleteTasksRequest
+	(*CompleteTasksResponse)(nil), // 10: weft.v1.CompleteTasksResponse
+	(*CompleteTaskResult)(nil),    // 11: weft.v1.CompleteTaskResult
+	(*FailTaskRequest)(nil),       // 12: weft.v1.FailTaskRequest
+	(*FailTaskResponse)(nil),      // 13: weft.v1.FailTaskResponse
+	nil,                           // 14: weft.v1.TaskAssignment.ParentOutputsEntry
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*structpb.Value)(nil),        // 16: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*TaskError)(nil),             // 18: weft.v1.TaskError
 }
 var file_weft_v1_worker_service_proto_depIdxs = []int32{
-	13, // 0: weft.v1.PollTaskRequest.wait:type_name -> google.protobuf.Duration
-	2,  // 1: weft.v1.PollTaskResponse.assignment:type_name -> weft.v1.TaskAssignment
-	2,  // 2: weft.v1.PollTaskResponse.more_assignments:type_name -> weft.v1.TaskAssignment
-	14, // 3: weft.v1.TaskAssignment.input:type_name -> google.protobuf.Value
-	14, // 4: weft.v1.TaskAssignment.run_input:type_name -> google.protobuf.Value
-	12, // 5: weft.v1.TaskAssignment.parent_outputs:type_name -> weft.v1.TaskAssignment.ParentOutputsEntry
-	13, // 6: weft.v1.TaskAssignment.heartbeat_timeout:type_name -> google.protobuf.Duration
-	15, // 7: weft.v1.TaskAssignment.lease_deadline:type_name -> google.protobuf.Timestamp
-	15, // 8: weft.v1.TaskAssignment.attempt_deadline:type_name -> google.protobuf.Timestamp
-	14, // 9: weft.v1.HeartbeatRequest.progress:type_name -> google.protobuf.Value
-	15, // 10: weft.v1.HeartbeatResponse.lease_deadline:type_name -> google.protobuf.Timestamp
-	14, // 11: weft.v1.CompleteTaskRequest.output:type_name -> google.protobuf.Value
-	5,  // 12: weft.v1.CompleteTasksRequest.completions:type_name -> weft.v1.CompleteTaskRequest
-	9,  // 13: weft.v1.CompleteTasksResponse.results:type_name -> weft.v1.CompleteTaskResult
-	16, // 14: weft.v1.FailTaskRequest.error:type_name -> weft.v1.TaskError
-	15, // 15: weft.v1.FailTaskResponse.next_attempt_time:type_name -> google.protobuf.Timestamp
-	14, // 16: weft.v1.TaskAssignment.ParentOutputsEntry.value:type_name -> google.protobuf.Value
-	0,  // 17: weft.v1.WorkerService.PollTask:input_type -> weft.v1.PollTaskRequest
-	3,  // 18: weft.v1.WorkerService.Heartbeat:input_type -> weft.v1.HeartbeatRequest
-	5,  // 19: weft.v1.WorkerService.CompleteTask:input_type -> weft.v1.CompleteTaskRequest
-	7,  // 20: weft.v1.WorkerService.CompleteTasks:input_type -> weft.v1.CompleteTasksRequest
-	10, // 21: weft.v1.WorkerService.FailTask:input_type -> weft.v1.FailTaskRequest
-	1,  // 22: weft.v1.WorkerService.PollTask:output_type -> weft.v1.PollTaskResponse
-	4,  // 23: weft.v1.WorkerService.Heartbeat:output_type -> weft.v1.HeartbeatResponse
-	6,  // 24: weft.v1.WorkerService.CompleteTask:output_type -> weft.v1.CompleteTaskResponse
-	8,  // 25: weft.v1.WorkerService.CompleteTasks:output_type -> weft.v1.CompleteTasksResponse
-	11, // 26: weft.v1.WorkerService.FailTask:output_type -> weft.v1.FailTaskResponse
-	22, // [22:27] is the sub-list for method output_type
-	17, // [17:22] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	7,  // 0: weft.v1.WorkRequest.completions:type_name -> weft.v1.CompleteTaskRequest
+	4,  // 1: weft.v1.WorkResponse.assignments:type_name -> weft.v1.TaskAssignment
+	11, // 2: weft.v1.WorkResponse.results:type_name -> weft.v1.CompleteTaskResult
+	15, // 3: weft.v1.PollTaskRequest.wait:type_name -> google.protobuf.Duration
+	4,  // 4: weft.v1.PollTaskResponse.assignment:type_name -> weft.v1.TaskAssignment
+	4,  // 5: weft.v1.PollTaskResponse.more_assignments:type_name -> weft.v1.TaskAssignment
+	16, // 6: weft.v1.TaskAssignment.input:type_name -> google.protobuf.Value
+	16, // 7: weft.v1.TaskAssignment.run_input:type_name -> google.protobuf.Value
+	14, // 8: weft.v1.TaskAssignment.parent_outputs:type_name -> weft.v1.TaskAssignment.ParentOutputsEntry
+	15, // 9: weft.v1.TaskAssignment.heartbeat_timeout:type_name -> google.protobuf.Duration
+	17, // 10: weft.v1.TaskAssignment.lease_deadline:type_name -> google.protobuf.Timestamp
+	17, // 11: weft.v1.TaskAssignment.attempt_deadline:type_name -> google.protobuf.Timestamp
+	16, // 12: weft.v1.HeartbeatRequest.progress:type_name -> google.protobuf.Value
+	17, // 13: weft.v1.HeartbeatResponse.lease_deadline:type_name -> google.protobuf.Timestamp
+	16, // 14: weft.v1.CompleteTaskRequest.output:type_name -> google.protobuf.Value
+	7,  // 15: weft.v1.CompleteTasksRequest.completions:type_name -> weft.v1.CompleteTaskRequest
+	11, // 16: weft.v1.CompleteTasksResponse.results:type_name -> weft.v1.CompleteTaskResult
+	18, // 17: weft.v1.FailTaskRequest.error:type_name -> weft.v1.TaskError
+	17, // 18: weft.v1.FailTaskResponse.next_attempt_time:type_name -> google.protobuf.Timestamp
+	16, // 19: weft.v1.TaskAssignment.ParentOutputsEntry.value:type_name -> google.protobuf.Value
+	2,  // 20: weft.v1.WorkerService.PollTask:input_type -> weft.v1.PollTaskRequest
+	5,  // 21: weft.v1.WorkerService.Heartbeat:input_type -> weft.v1.HeartbeatRequest
+	7,  // 22: weft.v1.WorkerService.CompleteTask:input_type -> weft.v1.CompleteTaskRequest
+	9,  // 23: weft.v1.WorkerService.CompleteTasks:input_type -> weft.v1.CompleteTasksRequest
+	12, // 24: weft.v1.WorkerService.FailTask:input_type -> weft.v1.FailTaskRequest
+	0,  // 25: weft.v1.WorkerService.Work:input_type -> weft.v1.WorkRequest
+	3,  // 26: weft.v1.WorkerService.PollTask:output_type -> weft.v1.PollTaskResponse
+	6,  // 27: weft.v1.WorkerService.Heartbeat:output_type -> weft.v1.HeartbeatResponse
+	8,  // 28: weft.v1.WorkerService.CompleteTask:output_type -> weft.v1.CompleteTaskResponse
+	10, // 29: weft.v1.WorkerService.CompleteTasks:output_type -> weft.v1.CompleteTasksResponse
+	13, // 30: weft.v1.WorkerService.FailTask:output_type -> weft.v1.FailTaskResponse
+	1,  // 31: weft.v1.WorkerService.Work:output_type -> weft.v1.WorkResponse
+	26, // [26:32] is the sub-list for method output_type
+	20, // [20:26] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_worker_service_proto_init() }
@@ -984,14 +1143,14 @@ func file_weft_v1_worker_service_proto_init() {
 		return
 	}
 	file_weft_v1_run_proto_init()
-	file_weft_v1_worker_service_proto_msgTypes[10].OneofWrappers = []any{}
+	file_weft_v1_worker_service_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_worker_service_proto_rawDesc), len(file_weft_v1_worker_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

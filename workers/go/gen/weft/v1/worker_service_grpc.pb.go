@@ -24,6 +24,7 @@ const (
 	WorkerService_CompleteTask_FullMethodName  = "/weft.v1.WorkerService/CompleteTask"
 	WorkerService_CompleteTasks_FullMethodName = "/weft.v1.WorkerService/CompleteTasks"
 	WorkerService_FailTask_FullMethodName      = "/weft.v1.WorkerService/FailTask"
+	WorkerService_Work_FullMethodName          = "/weft.v1.WorkerService/Work"
 )
 
 // WorkerServiceClient is the client API for WorkerService service.
@@ -49,6 +50,14 @@ type WorkerServiceClient interface {
 	// Records the failure of a leased attempt; it is retried under the task's
 	// retry policy unless it is not retryable.
 	FailTask(ctx context.Context, in *FailTaskRequest, opts ...grpc.CallOption) (*FailTaskResponse, error)
+	// Takes tasks of a queue and reports their outputs over one stream, in
+	// place of PollTask and CompleteTasks calls: the worker grants credits (its
+	// free slots) and the daemon sends an assignment for each credit as tasks
+	// arrive; the worker sends outputs and the daemon answers each. Leases are
+	// the same as PollTask's: heartbeats and failures use their own calls, and a
+	// lease outlives the stream it came on. The stream ends when the worker
+	// half-closes it, once every output sent has been answered.
+	Work(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WorkRequest, WorkResponse], error)
 }
 
 type workerServiceClient struct {
@@ -109,6 +118,19 @@ func (c *workerServiceClient) FailTask(ctx context.Context, in *FailTaskRequest,
 	return out, nil
 }
 
+func (c *workerServiceClient) Work(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WorkRequest, WorkResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &WorkerService_ServiceDesc.Streams[0], WorkerService_Work_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WorkRequest, WorkResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkerService_WorkClient = grpc.BidiStreamingClient[WorkRequest, WorkResponse]
+
 // WorkerServiceServer is the server API for WorkerService service.
 // All implementations must embed UnimplementedWorkerServiceServer
 // for forward compatibility.
@@ -132,6 +154,14 @@ type WorkerServiceServer interface {
 	// Records the failure of a leased attempt; it is retried under the task's
 	// retry policy unless it is not retryable.
 	FailTask(context.Context, *FailTaskRequest) (*FailTaskResponse, error)
+	// Takes tasks of a queue and reports their outputs over one stream, in
+	// place of PollTask and CompleteTasks calls: the worker grants credits (its
+	// free slots) and the daemon sends an assignment for each credit as tasks
+	// arrive; the worker sends outputs and the daemon answers each. Leases are
+	// the same as PollTask's: heartbeats and failures use their own calls, and a
+	// lease outlives the stream it came on. The stream ends when the worker
+	// half-closes it, once every output sent has been answered.
+	Work(grpc.BidiStreamingServer[WorkRequest, WorkResponse]) error
 	mustEmbedUnimplementedWorkerServiceServer()
 }
 
@@ -156,6 +186,9 @@ func (UnimplementedWorkerServiceServer) CompleteTasks(context.Context, *Complete
 }
 func (UnimplementedWorkerServiceServer) FailTask(context.Context, *FailTaskRequest) (*FailTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method FailTask not implemented")
+}
+func (UnimplementedWorkerServiceServer) Work(grpc.BidiStreamingServer[WorkRequest, WorkResponse]) error {
+	return status.Error(codes.Unimplemented, "method Work not implemented")
 }
 func (UnimplementedWorkerServiceServer) mustEmbedUnimplementedWorkerServiceServer() {}
 func (UnimplementedWorkerServiceServer) testEmbeddedByValue()                       {}
@@ -268,6 +301,13 @@ func _WorkerService_FailTask_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerService_Work_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(WorkerServiceServer).Work(&grpc.GenericServerStream[WorkRequest, WorkResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkerService_WorkServer = grpc.BidiStreamingServer[WorkRequest, WorkResponse]
+
 // WorkerService_ServiceDesc is the grpc.ServiceDesc for WorkerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -296,6 +336,13 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _WorkerService_FailTask_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Work",
+			Handler:       _WorkerService_Work_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "weft/v1/worker_service.proto",
 }

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from . import run_pb2 as weft_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cweft/v1/worker_service.proto\x12\x07weft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11weft/v1/run.proto\"\xac\x01\n\x0fPollTaskRequest\x12\x14\n\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1b\n\tworker_id\x18\x02 \x01(\tR\x08workerId\x12\x1a\n\x08handlers\x18\x03 \x03(\tR\x08handlers\x12-\n\x04wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x04wait\x12\x1b\n\tmax_tasks\x18\x05 \x01(\rR\x08maxTasks\"\x8f\x01\n\x10PollTaskResponse\x12\x37\n\nassignment\x18\x01 \x01(\x0b\x32\x17.weft.v1.TaskAssignmentR\nassignment\x12\x42\n\x10more_assignments\x18\x02 \x03(\x0b\x32\x17.weft.v1.TaskAssignmentR\x0fmoreAssignments\"\xf1\x05\n\x0eTaskAssignment\x12\x19\n\x08lease_id\x18\x01 \x01(\tR\x07leaseId\x12\x15\n\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n\x07task_id\x18\x03 \x01(\tR\x06taskId\x12\x1a\n\x08workflow\x18\x04 \x01(\tR\x08workflow\x12)\n\x10workflow_version\x18\x05 \x01(\rR\x0fworkflowVersion\x12\x18\n\x07handler\x18\x06 \x01(\tR\x07handler\x12\x14\n\x05queue\x18\x07 \x01(\tR\x05queue\x12\x18\n\x07\x61ttempt\x18\x08 \x01(\x05R\x07\x61ttempt\x12!\n\x0cmax_attempts\x18\t \x01(\x05R\x0bmaxAttempts\x12,\n\x05input\x18\n \x01(\x0b\x32\x16.google.protobuf.ValueR\x05input\x12\x33\n\trun_input\x18\x0b \x01(\x0b\x32\x16.google.protobuf.ValueR\x08runInput\x12Q\n\x0eparent_outputs\x18\x0c \x03(\x0b\x32*.weft.v1.TaskAssignment.ParentOutputsEntryR\rparentOutputs\x12\x46\n\x11heartbeat_timeout\x18\r \x01(\x0b\x32\x19.google.protobuf.DurationR\x10heartbeatTimeout\x12\x41\n\x0elease_deadline\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rleaseDeadline\x12\x45\n\x10\x61ttempt_deadline\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0f\x61ttemptDeadline\x1aX\n\x12ParentOutputsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05value:\x02\x38\x01\"a\n\x10HeartbeatRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\tR\x07leaseId\x12\x32\n\x08progress\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueR\x08progress\"\x81\x01\n\x11HeartbeatResponse\x12)\n\x10\x63\x61ncel_requested\x18\x01 \x01(\x08R\x0f\x63\x61ncelRequested\x12\x41\n\x0elease_deadline\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rleaseDeadline\"`\n\x13\x43ompleteTaskRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\tR\x07leaseId\x12.\n\x06output\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueR\x06output\"A\n\x14\x43ompleteTaskResponse\x12)\n\x10\x63\x61ncel_requested\x18\x01 \x01(\x08R\x0f\x63\x61ncelRequested\"V\n\x14\x43ompleteTasksRequest\x12>\n\x0b\x63ompletions\x18\x01 \x03(\x0b\x32\x1c.weft.v1.CompleteTaskRequestR\x0b\x63ompletions\"N\n\x15\x43ompleteTasksResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32\x1b.weft.v1.CompleteTaskResultR\x07results\"\x88\x01\n\x12\x43ompleteTaskResult\x12\x19\n\x08lease_id\x18\x01 \x01(\tR\x07leaseId\x12\x12\n\x04\x63ode\x18\x02 \x01(\rR\x04\x63ode\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\x12)\n\x10\x63\x61ncel_requested\x18\x04 \x01(\x08R\x0f\x63\x61ncelRequested\"\x87\x01\n\x0f\x46\x61ilTaskRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\tR\x07leaseId\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.weft.v1.TaskErrorR\x05\x65rror\x12!\n\tretryable\x18\x03 \x01(\x08H\x00R\tretryable\x88\x01\x01\x42\x0c\n\n_retryable\"y\n\x10\x46\x61ilTaskResponse\x12\x1d\n\nwill_retry\x18\x01 \x01(\x08R\twillRetry\x12\x46\n\x11next_attempt_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fnextAttemptTime2\xf2\x02\n\rWorkerService\x12?\n\x08PollTask\x12\x18.weft.v1.PollTaskRequest\x1a\x19.weft.v1.PollTaskResponse\x12\x42\n\tHeartbeat\x12\x19.weft.v1.HeartbeatRequest\x1a\x1a.weft.v1.HeartbeatResponse\x12K\n\x0c\x43ompleteTask\x12\x1c.weft.v1.CompleteTaskRequest\x1a\x1d.weft.v1.CompleteTaskResponse\x12N\n\rCompleteTasks\x12\x1d.weft.v1.CompleteTasksRequest\x1a\x1e.weft.v1.CompleteTasksResponse\x12?\n\x08\x46\x61ilTask\x12\x18.weft.v1.FailTaskRequest\x1a\x19.weft.v1.FailTaskResponseB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cweft/v1/worker_service.proto\x12\x07weft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11weft/v1/run.proto\"\xb6\x01\n\x0bWorkRequest\x12\x14\n\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1b\n\tworker_id\x18\x02 \x01(\tR\x08workerId\x12\x1a\n\x08handlers\x18\x03 \x03(\tR\x08handlers\x12\x18\n\x07\x63redits\x18\x04 \x01(\rR\x07\x63redits\x12>\n\x0b\x63ompletions\x18\x05 \x03(\x0b\x32\x1c.weft.v1.CompleteTaskRequestR\x0b\x63ompletions\"\x80\x01\n\x0cWorkResponse\x12\x39\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x17.weft.v1.TaskAssignmentR\x0b\x61ssignments\x12\x35\n\x07results\x18\x02 \x03(\x0b\x32\x1b.weft.v1.CompleteTaskResultR\x07results\"\xac\x01\n\x0fPollTaskRequest\x12\x14\n\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1b\n\tworker_id\x18\x02 \x01(\tR\x08workerId\x12\x1a\n\x08handlers\x18\x03 \x03(\tR\x08handlers\x12-\n\x04wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x04wait\x12\x1b\n\tmax_tasks\x18\x05 \x01(\rR\x08maxTasks\"\x8f\x01\n\x10PollTaskResponse\x12\x37\n\nassignment\x18\x01 \x01(\x0b\x32\x17.weft.v1.TaskAssignmentR\nassignment\x12\x42\n\x10more_assignments\x18\x02 \x03(\x0b\x32\x17.weft.v1.TaskAssignmentR\x0fmoreAssignments\"\xf1\x05\n\x0eTaskAssignment\x12\x19\n\x08lease_id\x18\x01 \x01(\tR\x07leaseId\x12\x15\n\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n\x07task_id\x18\x03 \x01(\tR\x06taskId\x12\x1a\n\x08workflow\x18\x04 \x01(\tR\x08workflow\x12)\n\x10workflow_version\x18\x05 \x01(\rR\x0fworkflowVersion\x12\x18\n\x07handler\x18\x06 \x01(\tR\x07handler\x12\x14\n\x05queue\x18\x07 \x01(\tR\x05queue\x12\x18\n\x07\x61ttempt\x18\x08 \x01(\x05R\x07\x61ttempt\x12!\n\x0cmax_attempts\x18\t \x01(\x05R\x0bmaxAttempts\x12,\n\x05input\x18\n \x01(\x0b\x32\x16.google.protobuf.ValueR\x05input\x12\x33\n\trun_input\x18\x0b \x01(\x0b\x32\x16.google.protobuf.ValueR\x08runInput\x12Q\n\x0eparent_outputs\x18\x0c \x03(\x0b\x32*.weft.v1.TaskAssignment.ParentOutputsEntryR\rparentOutputs\x12\x46\n\x11heartbeat_timeout\x18\r \x01(\x0b\x32\x19.google.protobuf.DurationR\x10heartbeatTimeout\x12\x41\n\x0elease_deadline\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rleaseDeadline\x12\x45\n\x10\x61ttempt_deadline\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0f\x61ttemptDeadline\x1aX\n\x12ParentOutputsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05value:\x02\x38\x01\"a\n\x10HeartbeatRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\tR\x07leaseId\x12\x32\n\x08progress\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueR\x08progress\"\x81\x01\n\x11HeartbeatResponse\x12)\n\x10\x63\x61ncel_requested\x18\x01 \x01(\x08R\x0f\x63\x61ncelRequested\x12\x41\n\x0elease_deadline\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rleaseDeadline\"`\n\x13\x43ompleteTaskRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\tR\x07leaseId\x12.\n\x06output\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueR\x06output\"A\n\x14\x43ompleteTaskResponse\x12)\n\x10\x63\x61ncel_requested\x18\x01 \x01(\x08R\x0f\x63\x61ncelRequested\"V\n\x14\x43ompleteTasksRequest\x12>\n\x0b\x63ompletions\x18\x01 \x03(\x0b\x32\x1c.weft.v1.CompleteTaskRequestR\x0b\x63ompletions\"N\n\x15\x43ompleteTasksResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32\x1b.weft.v1.CompleteTaskResultR\x07results\"\x88\x01\n\x12\x43ompleteTaskResult\x12\x19\n\x08lease_id\x18\x01 \x01(\tR\x07leaseId\x12\x12\n\x04\x63ode\x18\x02 \x01(\rR\x04\x63ode\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\x12)\n\x10\x63\x61ncel_requested\x18\x04 \x01(\x08R\x0f\x63\x61ncelRequested\"\x87\x01\n\x0f\x46\x61ilTaskRequest\x12\x19\n\x08lease_id\x18\x01 \x01(\tR\x07leaseId\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.weft.v1.TaskErrorR\x05\x65rror\x12!\n\tretryable\x18\x03 \x01(\x08H\x00R\tretryable\x88\x01\x01\x42\x0c\n\n_retryable\"y\n\x10\x46\x61ilTaskResponse\x12\x1d\n\nwill_retry\x18\x01 \x01(\x08R\twillRetry\x12\x46\n\x11next_attempt_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fnextAttemptTime2\xab\x03\n\rWorkerService\x12?\n\x08PollTask\x12\x18.weft.v1.PollTaskRequest\x1a\x19.weft.v1.PollTaskResponse\x12\x42\n\tHeartbeat\x12\x19.weft.v1.HeartbeatRequest\x1a\x1a.weft.v1.HeartbeatResponse\x12K\n\x0c\x43ompleteTask\x12\x1c.weft.v1.CompleteTaskRequest\x1a\x1d.weft.v1.CompleteTaskResponse\x12N\n\rCompleteTasks\x12\x1d.weft.v1.CompleteTasksRequest\x1a\x1e.weft.v1.CompleteTasksResponse\x12?\n\x08\x46\x61ilTask\x12\x18.weft.v1.FailTaskRequest\x1a\x19.weft.v1.FailTaskResponse\x12\x37\n\x04Work\x12\x14.weft.v1.WorkRequest\x1a\x15.weft.v1.WorkResponse(\x01\x30\x01\x42\x34Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,32 +38,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1'
   _globals['_TASKASSIGNMENT_PARENTOUTPUTSENTRY']._loaded_options = None
   _globals['_TASKASSIGNMENT_PARENTOUTPUTSENTRY']._serialized_options = b'8\001'
-  _globals['_POLLTASKREQUEST']._serialized_start=156
-  _globals['_POLLTASKREQUEST']._serialized_end=328
-  _globals['_POLLTASKRESPONSE']._serialized_start=331
-  _globals['_POLLTASKRESPONSE']._serialized_end=474
-  _globals['_TASKASSIGNMENT']._serialized_start=477
-  _globals['_TASKASSIGNMENT']._serialized_end=1230
-  _globals['_TASKASSIGNMENT_PARENTOUTPUTSENTRY']._serialized_start=1142
-  _globals['_TASKASSIGNMENT_PARENTOUTPUTSENTRY']._serialized_end=1230
-  _globals['_HEARTBEATREQUEST']._serialized_start=1232
-  _globals['_HEARTBEATREQUEST']._serialized_end=1329
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1332
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1461
-  _globals['_COMPLETETASKREQUEST']._serialized_start=1463
-  _globals['_COMPLETETASKREQUEST']._serialized_end=1559
-  _globals['_COMPLETETASKRESPONSE']._serialized_start=1561
-  _globals['_COMPLETETASKRESPONSE']._serialized_end=1626
-  _globals['_COMPLETETASKSREQUEST']._serialized_start=1628
-  _globals['_COMPLETETASKSREQUEST']._serialized_end=1714
-  _globals['_COMPLETETASKSRESPONSE']._serialized_start=1716
-  _globals['_COMPLETETASKSRESPONSE']._serialized_end=1794
-  _globals['_COMPLETETASKRESULT']._serialized_start=1797
-  _globals['_COMPLETETASKRESULT']._serialized_end=1933
-  _globals['_FAILTASKREQUEST']._serialized_start=1936
-  _globals['_FAILTASKREQUEST']._serialized_end=2071
-  _globals['_FAILTASKRESPONSE']._serialized_start=2073
-  _globals['_FAILTASKRESPONSE']._serialized_end=2194
-  _globals['_WORKERSERVICE']._serialized_start=2197
-  _globals['_WORKERSERVICE']._serialized_end=2567
+  _globals['_WORKREQUEST']._serialized_start=156
+  _globals['_WORKREQUEST']._serialized_end=338
+  _globals['_WORKRESPONSE']._serialized_start=341
+  _globals['_WORKRESPONSE']._serialized_end=469
+  _globals['_POLLTASKREQUEST']._serialized_start=472
+  _globals['_POLLTASKREQUEST']._serialized_end=644
+  _globals['_POLLTASKRESPONSE']._serialized_start=647
+  _globals['_POLLTASKRESPONSE']._serialized_end=790
+  _globals['_TASKASSIGNMENT']._serialized_start=793
+  _globals['_TASKASSIGNMENT']._serialized_end=1546
+  _globals['_TASKASSIGNMENT_PARENTOUTPUTSENTRY']._serialized_start=1458
+  _globals['_TASKASSIGNMENT_PARENTOUTPUTSENTRY']._serialized_end=1546
+  _globals['_HEARTBEATREQUEST']._serialized_start=1548
+  _globals['_HEARTBEATREQUEST']._serialized_end=1645
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1648
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1777
+  _globals['_COMPLETETASKREQUEST']._serialized_start=1779
+  _globals['_COMPLETETASKREQUEST']._serialized_end=1875
+  _globals['_COMPLETETASKRESPONSE']._serialized_start=1877
+  _globals['_COMPLETETASKRESPONSE']._serialized_end=1942
+  _globals['_COMPLETETASKSREQUEST']._serialized_start=1944
+  _globals['_COMPLETETASKSREQUEST']._serialized_end=2030
+  _globals['_COMPLETETASKSRESPONSE']._serialized_start=2032
+  _globals['_COMPLETETASKSRESPONSE']._serialized_end=2110
+  _globals['_COMPLETETASKRESULT']._serialized_start=2113
+  _globals['_COMPLETETASKRESULT']._serialized_end=2249
+  _globals['_FAILTASKREQUEST']._serialized_start=2252
+  _globals['_FAILTASKREQUEST']._serialized_end=2387
+  _globals['_FAILTASKRESPONSE']._serialized_start=2389
+  _globals['_FAILTASKRESPONSE']._serialized_end=2510
+  _globals['_WORKERSERVICE']._serialized_start=2513
+  _globals['_WORKERSERVICE']._serialized_end=2940
 # @@protoc_insertion_point(module_scope)

@@ -12,6 +12,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class WorkRequest(_message.Message):
+    __slots__ = ("queue", "worker_id", "handlers", "credits", "completions")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    HANDLERS_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    worker_id: str
+    handlers: _containers.RepeatedScalarFieldContainer[str]
+    credits: int
+    completions: _containers.RepeatedCompositeFieldContainer[CompleteTaskRequest]
+    def __init__(self, queue: _Optional[str] = ..., worker_id: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ..., credits: _Optional[int] = ..., completions: _Optional[_Iterable[_Union[CompleteTaskRequest, _Mapping]]] = ...) -> None: ...
+
+class WorkResponse(_message.Message):
+    __slots__ = ("assignments", "results")
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    assignments: _containers.RepeatedCompositeFieldContainer[TaskAssignment]
+    results: _containers.RepeatedCompositeFieldContainer[CompleteTaskResult]
+    def __init__(self, assignments: _Optional[_Iterable[_Union[TaskAssignment, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[CompleteTaskResult, _Mapping]]] = ...) -> None: ...
+
 class PollTaskRequest(_message.Message):
     __slots__ = ("queue", "worker_id", "handlers", "wait", "max_tasks")
     QUEUE_FIELD_NUMBER: _ClassVar[int]

@@ -63,6 +63,11 @@ class WorkerServiceStub:
                 request_serializer=weft_dot_v1_dot_worker__service__pb2.FailTaskRequest.SerializeToString,
                 response_deserializer=weft_dot_v1_dot_worker__service__pb2.FailTaskResponse.FromString,
                 _registered_method=True)
+        self.Work = channel.stream_stream(
+                '/weft.v1.WorkerService/Work',
+                request_serializer=weft_dot_v1_dot_worker__service__pb2.WorkRequest.SerializeToString,
+                response_deserializer=weft_dot_v1_dot_worker__service__pb2.WorkResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -111,6 +116,19 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Work(self, request_iterator, context):
+        """Takes tasks of a queue and reports their outputs over one stream, in
+        place of PollTask and CompleteTasks calls: the worker grants credits (its
+        free slots) and the daemon sends an assignment for each credit as tasks
+        arrive; the worker sends outputs and the daemon answers each. Leases are
+        the same as PollTask's: heartbeats and failures use their own calls, and a
+        lease outlives the stream it came on. The stream ends when the worker
+        half-closes it, once every output sent has been answered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +156,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.FailTask,
                     request_deserializer=weft_dot_v1_dot_worker__service__pb2.FailTaskRequest.FromString,
                     response_serializer=weft_dot_v1_dot_worker__service__pb2.FailTaskResponse.SerializeToString,
+            ),
+            'Work': grpc.stream_stream_rpc_method_handler(
+                    servicer.Work,
+                    request_deserializer=weft_dot_v1_dot_worker__service__pb2.WorkRequest.FromString,
+                    response_serializer=weft_dot_v1_dot_worker__service__pb2.WorkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -279,6 +302,33 @@ class WorkerService:
             '/weft.v1.WorkerService/FailTask',
             weft_dot_v1_dot_worker__service__pb2.FailTaskRequest.SerializeToString,
             weft_dot_v1_dot_worker__service__pb2.FailTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Work(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/weft.v1.WorkerService/Work',
+            weft_dot_v1_dot_worker__service__pb2.WorkRequest.SerializeToString,
+            weft_dot_v1_dot_worker__service__pb2.WorkResponse.FromString,
             options,
             channel_credentials,
             insecure,

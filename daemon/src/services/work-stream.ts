@@ -1,0 +1,228 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import type {
+  CompleteTaskRequest,
+  TaskAssignment,
+  WorkRequest,
+  WorkResponseSchema,
+} from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
+import { checkQueue, type Principal, principalKey } from "../auth.js";
+import type { Engine } from "../engine/engine.js";
+import { jsonOf, RequestCheck } from "./request-checks.js";
+
+/** Most assignments one poll of the stream takes (PollTask's limit). */
+export const MAX_TASKS_PER_POLL = 256;
+/** Most credits a Work stream may hold unused. */
+export const MAX_WORK_CREDITS = 1000;
+/** Most completions in one message (CompleteTasks' limit). */
+export const MAX_COMPLETIONS_PER_CALL = 1000;
+
+type WorkResponseInit = MessageInitShape<typeof WorkResponseSchema>;
+type CompleteTaskResultInit = NonNullable<WorkResponseInit["results"]>[number];
+
+/** Identity of a worker as PollTask and Work's first message carry it. */
+export interface WorkerIdentity {
+  queue: string;
+  workerId: string;
+  handlers: string[];
+}
+
+/** Checks a worker's queue, id and handler names into `check`. */
+export function checkIdentity(
+  check: RequestCheck,
+  { queue, workerId, handlers }: WorkerIdentity,
+): RequestCheck {
+  check
+    .name(queue, "queue")
+    .require(workerId.length <= 256, "worker_id", "must be at most 256 characters")
+    .require(handlers.length <= 1000, "handlers", "must list at most 1000 handlers");
+  handlers.forEach((h, i) => {
+    check.require(h !== "" && h.length <= 256, `handlers[${i}]`, "must be 1-256 characters");
+  });
+  return check;
+}
+
+/** Checks a batch of completions: 1 to 1,000, each lease at most once. */
+export function checkCompletions(
+  check: RequestCheck,
+  completions: CompleteTaskRequest[],
+  allowEmpty: boolean,
+) {
+  check.require(
+    (allowEmpty || completions.length > 0) && completions.length <= MAX_COMPLETIONS_PER_CALL,
+    "completions",
+    `must hold ${allowEmpty ? 0 : 1} to ${MAX_COMPLETIONS_PER_CALL} completions`,
+  );
+  const seen = new Set<string>();
+  completions.forEach((c, i) => {
+    check.require(!seen.has(c.leaseId), `completions[${i}].lease_id`, "appears twice");
+    seen.add(c.leaseId);
+  });
+  return check;
+}
+
+/**
+ * Records completions, each as CompleteTask would, and answers each with its own code. An
+ * unexpected error (INTERNAL, UNKNOWN) is thrown when `throwUnexpected`, else answered too.
+ */
+export async function completeAll(
+  engine: Engine,
+  completions: CompleteTaskRequest[],
+  principal: Principal | undefined,
+  throwUnexpected: boolean,
+): Promise<CompleteTaskResultInit[]> {
+  return Promise.all(
+    completions.map(async (c, i) => {
+      try {
+        const { cancelRequested } = await engine.leases.complete(c.leaseId, jsonOf(c.output), principal);
+        return { leaseId: c.leaseId, code: 0, message: "", cancelRequested };
+      } catch (err) {
+        const error = ConnectError.from(err);
+        if (throwUnexpected && (error.code === Code.Internal || error.code === Code.Unknown)) throw err;
+        // Field paths name the completion: "lease_id" becomes "completions[3].lease_id".
+        const message = error.rawMessage.replace(/^(lease_id|output)\b/, `completions[${i}].$1`);
+        return { leaseId: c.leaseId, code: error.code, message, cancelRequested: false };
+      }
+    }),
+  );
+}
+
+/**
+ * One Work stream: reads the worker's messages (credits and outputs), polls
+ * the queue for as many tasks as the worker has credits, and sends the
+ * assignments and the outputs' answers as they come. The stream ends once the
+ * worker half-closed it and every output it sent is answered; a message that
+ * breaks the rules ends it with INVALID_ARGUMENT.
+ */
+export async function* workStream(
+  engine: Engine,
+  shutdown: AbortSignal,
+  requests: AsyncIterable<WorkRequest>,
+  ctx: HandlerContext,
+): AsyncGenerator<WorkResponseInit> {
+  const principal = ctx.values.get(principalKey);
+  const outbox: WorkResponseInit[] = [];
+  // The sender waits for messages to send, the poller for credits: each has its own wake-up.
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  let creditsCame: (() => void) | undefined;
+  const wakePoller = () => {
+    const w = creditsCame;
+    creditsCame = undefined;
+    w?.();
+  };
+  let identity: WorkerIdentity | undefined;
+  let credits = 0;
+  let failure: unknown;
+  let reading = true;
+  const answering = new Set<Promise<void>>();
+  // Ends polling when the worker half-closes, the call goes away, or the stream fails.
+  const polls = new AbortController();
+  polls.signal.addEventListener("abort", wakePoller, { once: true });
+  const onGone = () => polls.abort();
+  ctx.signal.addEventListener("abort", onGone, { once: true });
+
+  const read = async () => {
+    for await (const req of requests) {
+      const check = new RequestCheck();
+      if (identity === undefined) {
+        checkIdentity(check, { queue: req.queue, workerId: req.workerId, handlers: req.handlers }).done();
+        checkQueue(principal, req.queue);
+        identity = { queue: req.queue, workerId: req.workerId || "anonymous", handlers: req.handlers };
+      } else {
+        check.require(
+          req.queue === "" || req.queue === identity.queue,
+          "queue",
+          `must be empty or "${identity.queue}", the queue the stream opened with`,
+        );
+      }
+      check.require(
+        credits + req.credits <= MAX_WORK_CREDITS,
+        "credits",
+        `would leave ${credits + req.credits} credits unused; at most ${MAX_WORK_CREDITS} may be`,
+      );
+      checkCompletions(check, req.completions, true).done();
+      credits += req.credits;
+      if (req.credits > 0) wakePoller();
+      if (req.completions.length > 0) {
+        const answered = completeAll(engine, req.completions, principal, false).then((results) => {
+          outbox.push({ results });
+        });
+        answering.add(answered);
+        void answered.finally(() => {
+          answering.delete(answered);
+          notify();
+        });
+      }
+    }
+  };
+
+  const poll = async () => {
+    while (!polls.signal.aborted) {
+      if (credits === 0 || identity === undefined) {
+        await new Promise<void>((resolve) => {
+          creditsCame = resolve;
+        });
+        continue;
+      }
+      const assignments: TaskAssignment[] = await engine.leases.poll(
+        {
+          ...identity,
+          waitMs: engine.options.pollWaitCapMs,
+          maxTasks: Math.min(credits, MAX_TASKS_PER_POLL),
+          owner: principal?.name,
+        },
+        polls.signal,
+        shutdown,
+      );
+      credits -= assignments.length;
+      if (assignments.length > 0) {
+        outbox.push({ assignments });
+        notify();
+      }
+      if (shutdown.aborted) return;
+    }
+  };
+
+  const reader = read().then(
+    () => {
+      reading = false;
+      polls.abort();
+      notify();
+    },
+    (err: unknown) => {
+      failure ??= err;
+      reading = false;
+      polls.abort();
+      notify();
+    },
+  );
+  const poller = poll().catch((err: unknown) => {
+    failure ??= err;
+    polls.abort();
+    notify();
+  });
+  try {
+    for (;;) {
+      const next = outbox.shift();
+      if (next !== undefined) {
+        yield next;
+        continue;
+      }
+      if (failure !== undefined) throw failure;
+      if (!reading && answering.size === 0) break;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+    }
+  } finally {
+    polls.abort();
+    ctx.signal.removeEventListener("abort", onGone);
+    notify();
+    await Promise.allSettled([reader, poller]);
+  }
+}

@@ -1,0 +1,189 @@
+import { randomUUID } from "node:crypto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { WorkRequestSchema, WorkResponse } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
+import { createWorkerTransport, Worker } from "@weft/worker";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type RedisServer,
+  spawnWeftd,
+  startTestRedis,
+  type WeftdProcess,
+  waitFor,
+  within,
+} from "./support/index.js";
+import {
+  json,
+  RunStatus,
+  wideRun as submitWideRun,
+  value,
+  type WeftClients,
+  weftClients,
+} from "./support/weft.js";
+
+type WorkRequestInit = MessageInitShape<typeof WorkRequestSchema>;
+
+let redis: RedisServer;
+let weftd: WeftdProcess;
+let c: WeftClients;
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  weftd = await spawnWeftd({ redisUrl: redis.url });
+  c = weftClients(weftd.address);
+});
+
+afterAll(async () => {
+  await weftd?.stop();
+  await redis?.close();
+});
+
+function wideRun(n: number) {
+  return submitWideRun(c, "work", n);
+}
+
+/** A Work stream driven by hand: send messages, read responses one at a time, half-close. */
+function openWork() {
+  const queued: WorkRequestInit[] = [];
+  let wake: (() => void) | undefined;
+  let closed = false;
+  const requests = (async function* () {
+    for (;;) {
+      const next = queued.shift();
+      if (next !== undefined) {
+        yield next;
+        continue;
+      }
+      if (closed) return;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+    }
+  })();
+  const responses = c.workers.work(requests)[Symbol.asyncIterator]();
+  return {
+    send(message: WorkRequestInit) {
+      queued.push(message);
+      wake?.();
+    },
+    halfClose() {
+      closed = true;
+      wake?.();
+    },
+    async next(what: string): Promise<WorkResponse> {
+      const r = await within(responses.next(), 10_000, what);
+      if (r.done === true) throw new Error(`the stream ended before ${what}`);
+      return r.value;
+    },
+    /** Resolves once the stream ends; rejects with its error. */
+    async end(): Promise<void> {
+      for (;;) {
+        const r = await within(responses.next(), 10_000, "the end of the stream");
+        if (r.done === true) return;
+      }
+    },
+  };
+}
+
+async function streamError(work: ReturnType<typeof openWork>): Promise<ConnectError> {
+  try {
+    await work.end();
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  throw new Error("the stream ended without an error");
+}
+
+describe("Work stream", () => {
+  it("sends one assignment per credit, and more as credits come", async () => {
+    const { queue } = await wideRun(3);
+    const work = openWork();
+    work.send({ queue, workerId: "w", credits: 2 });
+    const first = await work.next("the first assignments");
+    const got = [...first.assignments];
+    while (got.length < 2) got.push(...(await work.next("the second assignment")).assignments);
+    expect(got).toHaveLength(2);
+    work.send({ credits: 1 });
+    const third = await work.next("the third assignment");
+    expect(third.assignments).toHaveLength(1);
+    expect(new Set([...got, ...third.assignments].map((a) => a.taskId))).toEqual(new Set(["t0", "t1", "t2"]));
+    work.halfClose();
+    await work.end();
+  });
+
+  it("records outputs and answers each, an unknown lease with its own code, then ends after a half-close", async () => {
+    const { queue, runId } = await wideRun(1);
+    const work = openWork();
+    work.send({ queue, workerId: "w", credits: 1 });
+    const [assignment] = (await work.next("the assignment")).assignments;
+    if (assignment === undefined) throw new Error("no assignment");
+    work.send({
+      completions: [
+        { leaseId: assignment.leaseId, output: value({ done: true }) },
+        { leaseId: "no-such-lease", output: value(null) },
+      ],
+    });
+    const answer = await work.next("the answers");
+    expect(answer.results.map((r) => [r.leaseId, r.code])).toEqual([
+      [assignment.leaseId, 0],
+      ["no-such-lease", Code.InvalidArgument],
+    ]);
+    expect(answer.results[1]?.message).toMatch(/^completions\[1\]\.lease_id/);
+    work.halfClose();
+    await work.end();
+    const { run } = await c.workflows.getRun({ runId });
+    expect(run?.status).toBe(RunStatus.SUCCEEDED);
+    expect(json(run?.output)).toEqual({ t0: { done: true } });
+  });
+
+  it("refuses a first message without a queue, naming the field", async () => {
+    const work = openWork();
+    work.send({ workerId: "w", credits: 1 });
+    const err = await streamError(work);
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(err.rawMessage).toMatch(/queue: is required/);
+  });
+
+  it("refuses more than 1,000 unused credits, another queue, and a lease twice in one message", async () => {
+    const cases: [WorkRequestInit, RegExp][] = [
+      [{ credits: 1001 }, /credits: would leave 1001 credits unused; at most 1000 may be/],
+      [{ queue: "other" }, /queue: must be empty or "q-[0-9a-f]+"/],
+      [{ completions: [{ leaseId: "a" }, { leaseId: "a" }] }, /completions\[1\]\.lease_id: appears twice/],
+    ];
+    for (const [message, expected] of cases) {
+      const work = openWork();
+      work.send({ queue: `q-${randomUUID().slice(0, 8)}`, workerId: "w" });
+      work.send(message);
+      const err = await streamError(work);
+      expect(err.code).toBe(Code.InvalidArgument);
+      expect(err.rawMessage).toMatch(expected);
+    }
+  });
+});
+
+describe("@weft/worker on a Work stream", () => {
+  it("takes tasks and reports outputs over one stream, with no PollTask or CompleteTasks call", async () => {
+    const { queue, runId } = await wideRun(40);
+    const calls: string[] = [];
+    const record: Interceptor = (next) => (req) => {
+      calls.push(req.method.name);
+      return next(req);
+    };
+    const worker = new Worker({
+      queue,
+      concurrency: 8,
+      handlers: { echo: async (_input, ctx) => ({ task: ctx.taskId }) },
+      transport: createWorkerTransport({ address: weftd.address, interceptors: [record] }),
+    });
+    const running = worker.run();
+    await waitFor(async () => (await c.workflows.getRun({ runId })).run?.status === RunStatus.SUCCEEDED, {
+      timeoutMs: 20_000,
+      message: "the run to succeed",
+    });
+    await worker.close();
+    await running;
+    const { run } = await c.workflows.getRun({ runId });
+    expect(Object.keys(json(run?.output) as object)).toHaveLength(40);
+    expect(calls.filter((name) => name !== "Heartbeat")).toEqual(["Work"]);
+  });
+});

@@ -92,18 +92,10 @@ export class CallGuard {
     signal: AbortSignal,
   ): AsyncGenerator<T> {
     const it = source[Symbol.asyncIterator]();
-    let onShutdown: (() => void) | undefined;
-    const stopped = new Promise<never>((_, reject) => {
-      onShutdown = () => reject(shuttingDownError());
-      if (this.shuttingDown.aborted) onShutdown();
-      else this.shuttingDown.addEventListener("abort", onShutdown, { once: true });
-    });
-    // The race below may never observe `stopped`; keep its rejection from being "unhandled".
-    stopped.catch(() => {});
     let finished = false;
     try {
       for (;;) {
-        const result = await Promise.race([it.next(), stopped]);
+        const result = await this.nextUnlessShutdown(it);
         if (result.done === true) {
           finished = true;
           return;
@@ -113,12 +105,32 @@ export class CallGuard {
     } catch (err) {
       throw this.normalize(err, procedure, signal);
     } finally {
-      if (onShutdown !== undefined) this.shuttingDown.removeEventListener("abort", onShutdown);
       // Let the handler run its cleanup; it also sees its context signal aborted once we are done.
       if (!finished)
         it.return?.().catch((err: unknown) => this.logger.debug({ err, procedure }, "stream cleanup failed"));
       this.streams--;
       this.notify();
+    }
+  }
+
+  /**
+   * The stream's next message, or UNAVAILABLE once shutdown begins. Each wait races a promise of its
+   * own: a race against one promise that lives as long as the stream would keep a reaction — and
+   * with it every message — per message it ever sent (a long Work stream sends thousands).
+   */
+  private async nextUnlessShutdown<T>(it: AsyncIterator<T>): Promise<IteratorResult<T>> {
+    if (this.shuttingDown.aborted) throw shuttingDownError();
+    let onShutdown: (() => void) | undefined;
+    const stopped = new Promise<never>((_, reject) => {
+      onShutdown = () => reject(shuttingDownError());
+      this.shuttingDown.addEventListener("abort", onShutdown, { once: true });
+    });
+    // The race may never observe `stopped`; keep its rejection from being "unhandled".
+    stopped.catch(() => {});
+    try {
+      return await Promise.race([it.next(), stopped]);
+    } finally {
+      if (onShutdown !== undefined) this.shuttingDown.removeEventListener("abort", onShutdown);
     }
   }
 

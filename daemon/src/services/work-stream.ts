@@ -119,6 +119,7 @@ export async function* workStream(
   let credits = 0;
   let failure: unknown;
   let reading = true;
+  let polling = true;
   const answering = new Set<Promise<void>>();
   // Ends polling when the worker half-closes, the call goes away, or the stream fails.
   const polls = new AbortController();
@@ -201,11 +202,16 @@ export async function* workStream(
       notify();
     },
   );
-  const poller = poll().catch((err: unknown) => {
-    failure ??= err;
-    polls.abort();
-    notify();
-  });
+  const poller = poll()
+    .catch((err: unknown) => {
+      failure ??= err;
+      polls.abort();
+    })
+    .finally(() => {
+      // Assignments of a poll that ended with the stream are sent before the stream ends.
+      polling = false;
+      notify();
+    });
   try {
     for (;;) {
       const next = outbox.shift();
@@ -214,7 +220,7 @@ export async function* workStream(
         continue;
       }
       if (failure !== undefined) throw failure;
-      if (!reading && answering.size === 0) break;
+      if (!reading && !polling && answering.size === 0) break;
       await new Promise<void>((resolve) => {
         wake = resolve;
       });

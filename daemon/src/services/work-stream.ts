@@ -131,7 +131,7 @@ export async function* workStream(
     for await (const req of requests) {
       const check = new RequestCheck();
       if (identity === undefined) {
-        checkIdentity(check, { queue: req.queue, workerId: req.workerId, handlers: req.handlers }).done();
+        checkIdentity(check, req).done();
         checkQueue(principal, req.queue);
         identity = { queue: req.queue, workerId: req.workerId || "anonymous", handlers: req.handlers };
       } else {

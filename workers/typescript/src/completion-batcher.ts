@@ -49,25 +49,21 @@ export class CompletionBatcher {
   }
 
   /**
-   * Takes over an output that another channel (a Work stream) delivered with the answer `result`,
-   * or could not deliver (`result` undefined, `attempted` false): it is done, or retried from here
-   * under its policy, as if this batcher had sent it.
+   * Takes over an output that another channel (a Work stream) delivered and got `result` for, or
+   * could not deliver (no `result`): it is done, or sent from here under its policy, as if this
+   * batcher had sent it.
    */
   takeOver(
     leaseId: string,
     output: Value,
     policy: ReportPolicy,
-    result: CompleteTaskResult | undefined,
-    attempted: boolean,
+    result?: Pick<CompleteTaskResult, "leaseId" | "code" | "message">,
   ): Promise<void> {
     return new Promise((done) => {
       const backoff = new Backoff(policy.initialDelayMs, policy.maxDelayMs);
       const completion: PendingCompletion = { leaseId, output, policy, backoff, attempts: 0, done };
-      if (!attempted) {
-        this.enqueue(completion);
-        return;
-      }
-      this.settle(completion, resultError(result, leaseId));
+      if (result === undefined) this.enqueue(completion);
+      else this.settle(completion, resultError(result, leaseId));
     });
   }
 

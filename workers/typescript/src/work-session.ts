@@ -129,7 +129,7 @@ export class WorkSession {
           if (result.code === 0) output.done();
           else
             void this.batcher
-              .takeOver(output.leaseId, output.output, output.policy, result, true)
+              .takeOver(output.leaseId, output.output, output.policy, result)
               .then(output.done);
         }
         // Credits held back by the limit on unused ones.
@@ -141,9 +141,7 @@ export class WorkSession {
       this.open = false;
       this.outbox.close();
       for (const output of [...this.sent.values(), ...this.pending.splice(0)]) {
-        void this.batcher
-          .takeOver(output.leaseId, output.output, output.policy, undefined, false)
-          .then(output.done);
+        void this.batcher.takeOver(output.leaseId, output.output, output.policy).then(output.done);
       }
       this.sent.clear();
     }

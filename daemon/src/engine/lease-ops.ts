@@ -29,6 +29,13 @@ export interface PollRequest {
   waitMs: number;
   /** Most assignments to return; the wait is for the first one only. Default 1. */
   maxTasks?: number;
+  /**
+   * When the poll had to wait, whether the first task that came waits for more queued behind it
+   * (up to `maxTasks`) before the poll returns. Default true: a unary poll answers once. A caller
+   * that polls again at once (the Work stream) passes false, so that a task that ends a wait
+   * reaches its worker without waiting for the fetches that follow it.
+   */
+  topUp?: boolean;
   /** Name of the token polling; its leases answer only to it. Empty: authentication is off. */
   owner?: string;
 }
@@ -85,7 +92,7 @@ export class LeaseOps {
           const first = await dispatcher.take(wait.signal);
           if (first === undefined) return [];
           hand([first]);
-          if (max > 1) await dispatcher.grab(max - 1, hand);
+          if (max > 1 && req.topUp !== false) await dispatcher.grab(max - 1, hand);
         }
         const assignments = (await Promise.all(handing)).filter((a): a is TaskAssignment => a !== undefined);
         if (assignments.length > 0) return assignments;

@@ -175,6 +175,7 @@ export async function* workStream(
           ...identity,
           waitMs: engine.options.pollWaitCapMs,
           maxTasks: Math.min(credits, MAX_TASKS_PER_POLL),
+          topUp: false,
           owner: principal?.name,
         },
         polls.signal,

@@ -239,6 +239,7 @@ func waitSucceeded(t *testing.T, c weftv1.WorkflowServiceClient, runID string) *
 	return run
 }
 
+// With NoStream: the Work stream's counterpart is TestTasksAndOutputsTravelOnOneWorkStream.
 func TestABurstIsTakenInFewPollsAndCompletedInBatches(t *testing.T) {
 	const n = 24
 	queue := uniqueName("go-burst")
@@ -248,7 +249,7 @@ func TestABurstIsTakenInFewPollsAndCompletedInBatches(t *testing.T) {
 	logs := &logCapture{}
 	var started atomic.Int32
 	release := make(chan struct{})
-	startWorker(t, daemon.address(), weft.Options{Queue: queue, Concurrency: n, Logger: logs.logger()},
+	startWorker(t, daemon.address(), weft.Options{Queue: queue, Concurrency: n, NoStream: true, Logger: logs.logger()},
 		map[string]weft.Handler{
 			"gated": func(ctx context.Context, task *weft.Task) (any, error) {
 				started.Add(1)
@@ -329,6 +330,14 @@ func TestABurstIsTakenInFewPollsAndCompletedInBatches(t *testing.T) {
 }
 
 func TestConcurrencyBoundsTheRunningHandlers(t *testing.T) {
+	for _, noStream := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Work stream", true: "PollTask"}[noStream], func(t *testing.T) {
+			concurrencyBoundsTheRunningHandlers(t, noStream)
+		})
+	}
+}
+
+func concurrencyBoundsTheRunningHandlers(t *testing.T, noStream bool) {
 	const n, concurrency = 10, 3
 	queue := uniqueName("go-bound")
 	c := client(t, daemon.address())
@@ -336,7 +345,7 @@ func TestConcurrencyBoundsTheRunningHandlers(t *testing.T) {
 	rec := newRecorder(false)
 	var started, running, most atomic.Int32
 	tokens := make(chan struct{}, n)
-	startWorker(t, daemon.address(), weft.Options{Queue: queue, Concurrency: concurrency},
+	startWorker(t, daemon.address(), weft.Options{Queue: queue, Concurrency: concurrency, NoStream: noStream},
 		map[string]weft.Handler{
 			"gated": func(ctx context.Context, task *weft.Task) (any, error) {
 				started.Add(1)
@@ -383,6 +392,7 @@ func TestConcurrencyBoundsTheRunningHandlers(t *testing.T) {
 	}
 }
 
+// With NoStream: the Work stream's counterpart is TestAStaleLeaseOnTheStreamIsAnsweredAndTheOthersRecorded.
 func TestAStaleLeaseInABatchDoesNotStopTheOthers(t *testing.T) {
 	queue := uniqueName("go-stale")
 	c := client(t, daemon.address())
@@ -404,7 +414,7 @@ func TestAStaleLeaseInABatchDoesNotStopTheOthers(t *testing.T) {
 		}
 		return task.TaskID, nil
 	}
-	startWorker(t, daemon.address(), weft.Options{Queue: queue, Concurrency: 4, Logger: logs.logger()},
+	startWorker(t, daemon.address(), weft.Options{Queue: queue, Concurrency: 4, NoStream: true, Logger: logs.logger()},
 		map[string]weft.Handler{"hold": hold}, rec.dialOption())
 	runID := runWorkflow(t, c, queue, nil,
 		taskSpec{id: "a", handler: "hold"}, taskSpec{id: "b", handler: "hold"}, taskSpec{id: "c", handler: "hold"},
@@ -550,6 +560,9 @@ func TestAgainstADaemonWithoutCompleteTasksEachTaskIsCompletedWithCompleteTask(t
 	}
 	if got := logs.withMessage("the daemon does not implement CompleteTasks (an older weftd); completing tasks one by one"); len(got) != 1 {
 		t.Fatalf("%d fallback log lines, want 1", len(got))
+	}
+	if got := logs.withMessage("the daemon does not implement Work (an older weftd); polling with PollTask"); len(got) != 1 {
+		t.Fatalf("%d Work fallback log lines, want 1", len(got))
 	}
 	if errs := logs.atLeast(slog.LevelWarn); len(errs) != 0 {
 		t.Errorf("warnings or errors logged: %+v", errs)

@@ -46,18 +46,20 @@ type completionBatcher struct {
 	unbatched bool
 }
 
-// complete delivers the output of e's task and returns once it is recorded or given up (true), or
-// at once with false when the daemon does not implement CompleteTasks: the caller then completes
-// the task with CompleteTask.
-func (b *completionBatcher) complete(e *execution, output *structpb.Value) bool {
+// complete delivers the output of e's task, on the worker's Work stream when one is open, else
+// with CompleteTasks, and returns once it is recorded or given up (true), or with false when the
+// daemon does not implement CompleteTasks: the caller then completes the task with CompleteTask.
+func (w *Worker) complete(e *execution, output *structpb.Value) bool {
 	c := &pendingCompletion{
 		e:       e,
 		leaseID: e.assignment.GetLeaseId(),
 		output:  output,
-		backoff: backoff{initial: b.w.opts.RetryInitialDelay, max: b.w.opts.RetryMaxDelay},
+		backoff: backoff{initial: w.opts.RetryInitialDelay, max: w.opts.RetryMaxDelay},
 		done:    make(chan bool, 1),
 	}
-	b.enqueue(c)
+	if s := w.stream.Load(); s == nil || !s.offer(c) {
+		w.completions.enqueue(c)
+	}
 	return <-c.done
 }
 
@@ -122,7 +124,7 @@ func (b *completionBatcher) send(batch []*pendingCompletion) {
 			return
 		}
 		for _, c := range batch {
-			b.settle(c, err)
+			b.settle(c, err, "CompleteTasks")
 		}
 		return
 	}
@@ -133,15 +135,15 @@ func (b *completionBatcher) send(batch []*pendingCompletion) {
 		if i < len(results) {
 			result = results[i]
 		}
-		b.settle(c, resultError(result, c.leaseID))
+		b.settle(c, resultError(result, c.leaseID), "CompleteTasks")
 	}
 }
 
-// settle ends a delivery attempt (err nil: recorded): the completion is done, or delivered again
-// after its own backoff.
-func (b *completionBatcher) settle(c *pendingCompletion, err error) {
+// settle ends a delivery attempt made with rpc (err nil: recorded): the completion is done, or
+// delivered again with CompleteTasks after its own backoff.
+func (b *completionBatcher) settle(c *pendingCompletion, err error, rpc string) {
 	c.attempts++
-	if err == nil || !c.e.retryReport("CompleteTasks", err, c.attempts) {
+	if err == nil || !c.e.retryReport(rpc, err, c.attempts) {
 		c.finish(true)
 		return
 	}

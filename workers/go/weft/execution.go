@@ -87,7 +87,7 @@ func (e *execution) run(handlerSettled func()) {
 	client := e.w.client
 	if fail == nil {
 		e.logger.Info("task completed", slog.Int64("durationMs", durationMs))
-		if e.w.completions.complete(e, output) {
+		if e.w.complete(e, output) {
 			return
 		}
 		// The daemon does not implement CompleteTasks: one CompleteTask for this task.

@@ -12,9 +12,13 @@ import (
 type Options struct {
 	// Queue is the task queue to poll. Required.
 	Queue string
-	// Concurrency is the most handlers run at once; the worker asks PollTask for as many tasks as
-	// it has free slots (at most 256 per call). Default 10.
+	// Concurrency is the most handlers run at once: the worker grants the daemon a credit per free
+	// slot on its Work stream (or asks PollTask for as many tasks, at most 256 per call). Default 10.
 	Concurrency int
+	// NoStream makes the worker take tasks with PollTask and send outputs with CompleteTasks
+	// instead of a Work stream (which it also falls back to against a daemon without Work).
+	// Default false: one Work stream.
+	NoStream bool
 	// WorkerID is the identity shown on task runs. Default "<hostname>:<pid>".
 	WorkerID string
 	// Token is a bearer token sent with every call. Default none.

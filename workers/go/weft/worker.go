@@ -1,5 +1,6 @@
-// Package weft is the Go worker runtime of Weft: it polls a task queue of weftd over gRPC, runs
-// the registered handlers, heartbeats while they run, and reports their results.
+// Package weft is the Go worker runtime of Weft: it takes tasks of a task queue from weftd over gRPC
+// (a Work stream), runs the registered handlers, heartbeats while they run, and reports their
+// results.
 //
 //	conn, err := weft.Dial("127.0.0.1:7233")
 //	w := weft.NewWorker(conn, weft.Options{Queue: "images", Concurrency: 8})
@@ -17,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	weftv1 "github.com/weft/weft/workers/go/gen/weft/v1"
@@ -32,10 +34,12 @@ const (
 	maxTasksPerPoll = 256
 )
 
-// Worker polls one task queue and runs the tasks' handlers, at most Options.Concurrency at once,
-// with heartbeats while a handler runs. One poll loop asks PollTask for as many tasks as there are
-// free slots and starts each assignment as it arrives; no poll is outstanding while every slot is
-// busy. Outputs go out batched (CompleteTasks), failures with FailTask.
+// Worker takes tasks of one task queue and runs their handlers, at most Options.Concurrency at once,
+// with heartbeats while a handler runs. By default it opens one Work stream: it grants the daemon a
+// credit per free slot, starts each assignment as it arrives, and sends outputs on the stream, those
+// of the same moment in one message. With Options.NoStream, or against a daemon without Work, one
+// poll loop asks PollTask for as many tasks as there are free slots, and outputs go out batched
+// (CompleteTasks). Failures go out with FailTask.
 type Worker struct {
 	client      weftv1.WorkerServiceClient
 	opts        Options
@@ -43,6 +47,8 @@ type Worker struct {
 	logger      *slog.Logger
 	health      *daemonHealth
 	completions *completionBatcher
+	// stream is the Work stream open now, if any.
+	stream atomic.Pointer[workStream]
 
 	// slotFreed wakes the poll loop when it waits for a free slot.
 	slotFreed chan struct{}
@@ -122,7 +128,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	polling := make(chan struct{})
 	go func() {
 		defer close(polling)
-		w.pollLoop(ctx, names)
+		if w.opts.NoStream {
+			w.pollLoop(ctx, names)
+		} else {
+			w.streamLoop(ctx, names)
+		}
 	}()
 	<-ctx.Done()
 	w.mu.Lock()

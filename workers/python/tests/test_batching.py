@@ -104,6 +104,7 @@ def completed_on_attempt(logs: LogCapture, attempt: int) -> int:
     return sum(getattr(r, "attempt", None) == attempt for r in logs.with_message("task completed"))
 
 
+# With stream=False; the Work stream's counterparts are in test_work_stream.py.
 def test_a_burst_is_taken_in_few_polls_and_completed_in_batches_within_the_concurrency(
     weftd: Weftd, client: Client, queue: str
 ) -> None:
@@ -127,7 +128,7 @@ def test_a_burst_is_taken_in_few_polls_and_completed_in_batches_within_the_concu
                 active -= 1
 
     logs = LogCapture(queue)
-    worker, calls = observed_worker(weftd.address, queue, {"work": work}, logs, concurrency=concurrency)
+    worker, calls = observed_worker(weftd.address, queue, {"work": work}, logs, concurrency=concurrency, stream=False)
     with running(worker):
         wait_for(lambda: active == concurrency, f"{concurrency} handlers to run")
         # One PollTask asked for every free slot and brought that many tasks; with every slot busy,
@@ -178,7 +179,7 @@ def test_a_stale_lease_in_a_batch_is_dropped_and_the_other_completions_are_recor
     run_id = client.run_workflow(queue, tasks)
     wait_queued(client, run_id, len(ids))
     logs = LogCapture(queue)
-    worker, calls = observed_worker(weftd.address, queue, {"work": work}, logs, concurrency=len(ids))
+    worker, calls = observed_worker(weftd.address, queue, {"work": work}, logs, concurrency=len(ids), stream=False)
     # The daemon never hears from the first attempt of "stale": its lease times out while its
     # handler runs, unbeknown to the worker.
     calls.swallow_heartbeats.add(("stale", 1))
@@ -302,4 +303,5 @@ def test_against_a_weftd_without_complete_tasks_each_output_goes_out_with_comple
     assert len(leases) == 4 and sorted(set(leases)) == ["a", "b", "c"], leases
     fallback = "the daemon does not implement CompleteTasks (an older weftd); completing tasks one by one"
     assert len(logs.with_message(fallback)) == 1
+    assert len(logs.with_message("the daemon does not implement Work (an older weftd); polling with PollTask")) == 1
     assert logs.at_least(logging.ERROR) == []

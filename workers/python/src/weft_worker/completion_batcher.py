@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import struct_pb2
@@ -18,6 +18,9 @@ from .health import DaemonHealth
 from .logs import FieldsAdapter
 from .reporter import REPORT_TIMEOUT, ReportPolicy, report, should_retry_report
 from .rpc import status_code
+
+if TYPE_CHECKING:
+    from .work_stream import WorkStream
 
 #: Most completions in one CompleteTasks call (the daemon's limit).
 MAX_COMPLETIONS_PER_CALL = 1000
@@ -51,7 +54,7 @@ def result_error(result: pb.CompleteTaskResult | None, lease_id: str) -> Complet
 
 
 @dataclass
-class _Pending:
+class Pending:
     """A completion waiting for (or between) deliveries."""
 
     lease_id: str
@@ -86,19 +89,31 @@ class CompletionBatcher:
         self._metadata = metadata
         self._health = health
         self._logger = logger
-        self._queued: deque[_Pending] = deque()
+        self._queued: deque[Pending] = deque()
         self._sending = False
         self._batched = True
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: The worker's Work stream while one is open: outputs go out on it first.
+        self.stream: WorkStream | None = None
 
     async def complete(self, lease_id: str, output: struct_pb2.Value, policy: ReportPolicy) -> None:
-        """Delivers the output of the task holding ``lease_id``; returns once it is recorded or given
-        up. Cancelling the caller drops the output if it has not gone out yet."""
+        """Delivers the output of the task holding ``lease_id``, on the Work stream when one is open,
+        else with CompleteTasks; returns once it is recorded or given up. Cancelling the caller drops
+        the output if it has not gone out yet."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(
-            _Pending(lease_id, output, policy, Backoff(policy.initial_delay, policy.max_delay), done)
-        )
+        pending = Pending(lease_id, output, policy, Backoff(policy.initial_delay, policy.max_delay), done)
+        if self.stream is None or not self.stream.offer(pending):
+            self._enqueue(pending)
         await done
+
+    def take_over(self, pending: Pending, err: BaseException | None = None, rpc: str = "Work") -> None:
+        """Delivers an output the Work stream could not: unanswered (``err`` None), or answered with
+        ``err`` by ``rpc``, which this batcher retries or gives up as it would its own."""
+        if err is None:
+            if not pending.done.done():
+                self._enqueue(pending)
+            return
+        self._settle(pending, err, rpc)
 
     def close(self) -> None:
         """Stops every delivery in progress (the worker is closed)."""
@@ -114,7 +129,7 @@ class CompletionBatcher:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _enqueue(self, pending: _Pending) -> None:
+    def _enqueue(self, pending: Pending) -> None:
         if not self._batched:
             self._complete_one(pending)
             return
@@ -127,7 +142,7 @@ class CompletionBatcher:
         """Sends what is queued, one call at a time, until the queue is empty."""
         try:
             while self._queued and self._batched:
-                batch: list[_Pending] = []
+                batch: list[Pending] = []
                 while self._queued and len(batch) < MAX_COMPLETIONS_PER_CALL:
                     pending = self._queued.popleft()
                     # An abandoned task's output that has not gone out yet is dropped.
@@ -138,7 +153,7 @@ class CompletionBatcher:
         finally:
             self._sending = False
 
-    async def _send(self, batch: list[_Pending]) -> None:
+    async def _send(self, batch: list[Pending]) -> None:
         request = pb.CompleteTasksRequest(
             completions=[pb.CompleteTaskRequest(lease_id=p.lease_id, output=p.output) for p in batch]
         )
@@ -153,24 +168,27 @@ class CompletionBatcher:
                 self._fall_back(batch)
                 return
             for pending in batch:
-                self._settle(pending, err)
+                self._settle(pending, err, "CompleteTasks")
             return
         self._health.ok()
         results = list(response.results)
         for i, pending in enumerate(batch):
-            self._settle(pending, result_error(results[i] if i < len(results) else None, pending.lease_id))
+            self._settle(
+                pending, result_error(results[i] if i < len(results) else None, pending.lease_id), "CompleteTasks"
+            )
 
-    def _settle(self, pending: _Pending, err: BaseException | None) -> None:
-        """Ends a delivery attempt (``err`` None: recorded): done, or retried after its backoff."""
+    def _settle(self, pending: Pending, err: BaseException | None, rpc: str) -> None:
+        """Ends a delivery attempt made with ``rpc`` (``err`` None: recorded): done, or delivered again
+        with CompleteTasks after its backoff."""
         pending.attempts += 1
         if pending.done.done():
             return
-        if err is None or not should_retry_report("CompleteTasks", err, pending.attempts, pending.policy):
+        if err is None or not should_retry_report(rpc, err, pending.attempts, pending.policy):
             pending.finish()
             return
         self._spawn(self._retry_later(pending, pending.backoff.next()))
 
-    async def _retry_later(self, pending: _Pending, delay: float) -> None:
+    async def _retry_later(self, pending: Pending, delay: float) -> None:
         await asyncio.sleep(delay)
         if pending.done.done():
             return
@@ -179,7 +197,7 @@ class CompletionBatcher:
             return
         self._enqueue(pending)
 
-    def _fall_back(self, batch: list[_Pending]) -> None:
+    def _fall_back(self, batch: list[Pending]) -> None:
         self._batched = False
         self._logger.info("the daemon does not implement CompleteTasks (an older weftd); completing tasks one by one")
         rest = list(self._queued)
@@ -187,7 +205,7 @@ class CompletionBatcher:
         for pending in [*batch, *rest]:
             self._complete_one(pending)
 
-    def _complete_one(self, pending: _Pending) -> None:
+    def _complete_one(self, pending: Pending) -> None:
         if pending.done.done():
             return
         request = pb.CompleteTaskRequest(lease_id=pending.lease_id, output=pending.output)

@@ -1,5 +1,6 @@
-"""The worker: one poll loop that asks PollTask for as many tasks as it has free slots, runs each
-assignment's handler, and reports outputs in CompleteTasks batches and failures with FailTask."""
+"""The worker: one Work stream (or a poll loop asking PollTask) that takes as many tasks as it has
+free slots, runs each assignment's handler, and reports outputs on the stream (or in CompleteTasks
+batches) and failures with FailTask."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from .gen.weft.v1 import worker_service_pb2 as pb
 from .gen.weft.v1.worker_service_pb2_grpc import WorkerServiceStub
 from .health import DaemonHealth
 from .logs import LOGGER_NAME, FieldsAdapter
+from .rpc import error_fields, status_code
+from .work_stream import WorkStream
 
 #: Slack on top of the poll's wait before the client gives up on a silent daemon.
 _POLL_TIMEOUT_MARGIN = 10.0
@@ -37,12 +40,15 @@ def tasks_to_ask_for(concurrency: int, busy: int) -> int:
 
 
 class Worker:
-    """Polls one task queue of weftd and runs the tasks' handlers, at most ``concurrency`` at once.
+    """Takes tasks of one task queue of weftd and runs their handlers, at most ``concurrency`` at once.
 
-    One poll loop asks PollTask for as many tasks as there are free slots (at most 256 per call)
-    and starts each assignment as it arrives; no poll is outstanding while every slot is busy.
-    Outputs go out batched with CompleteTasks (one CompleteTask per task against a weftd without
-    it), failures with FailTask.
+    By default the worker opens one Work stream: it grants the daemon a credit per free slot,
+    starts each assignment as it arrives, and sends outputs on the stream, those of one turn of the
+    event loop in one message; an output the stream could not deliver goes out with CompleteTasks.
+    With ``stream=False``, or against a weftd without Work, one poll loop asks PollTask for as many
+    tasks as there are free slots (at most 256 per call), and outputs go out batched with
+    CompleteTasks (one CompleteTask per task against a weftd without it). Failures go out with
+    FailTask.
 
     ``handlers`` maps the handler names tasks refer to onto functions ``fn(input, ctx)``: plain
     functions run in a thread pool, ``async def`` functions on the worker's event loop. Their
@@ -69,6 +75,8 @@ class Worker:
         logger: Logger (default ``logging.getLogger("weft_worker")``); records carry ``queue``
             and ``workerId``, and each task's ``runId``, ``taskId`` and ``attempt``.
         credentials: Channel credentials for TLS; implied by an ``https://`` address.
+        stream: Take tasks and send outputs on a Work stream (default True); False polls with
+            PollTask and completes with CompleteTasks.
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class Worker:
         report_attempts: int = 5,
         logger: logging.Logger | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        stream: bool = True,
     ) -> None:
         if not address:
             raise ValueError("Worker address must not be empty")
@@ -127,6 +136,9 @@ class Worker:
         self._retry_initial_delay = retry_initial_delay
         self._retry_max_delay = retry_max_delay
         self._report_attempts = report_attempts
+        self._use_stream = stream
+        #: The Work stream open now, if any.
+        self._stream: WorkStream | None = None
         self._logger = FieldsAdapter(logger or logging.getLogger(LOGGER_NAME), {"queue": queue, "workerId": self._worker_id})
         self._state = "idle"
         self._lock = threading.Lock()
@@ -193,7 +205,7 @@ class Worker:
         self._logger.info(
             "worker polling", extra={"handlers": list(self._handlers), "concurrency": self._concurrency}
         )
-        poll_loop = asyncio.create_task(self._poll_loop(deps))
+        poll_loop = asyncio.create_task(self._stream_loop(deps) if self._use_stream else self._poll_loop(deps))
         try:
             await self._stop_requested.wait()
             self._state = "closing"
@@ -203,6 +215,9 @@ class Worker:
             for poll in list(self._polls):
                 poll.cancel()
             self._slot_freed.set()
+            if self._stream is not None:
+                # The stream half-closes: outputs sent are answered, tasks the daemon took arrive.
+                self._stream.wake()
             drained: asyncio.Future[Any] = asyncio.ensure_future(self._drain(poll_loop))
             forced: asyncio.Future[Any] = asyncio.ensure_future(self._force.wait())
             done, _ = await asyncio.wait(
@@ -319,6 +334,54 @@ class Worker:
             for assignment in response.more_assignments:
                 self._start(assignment, deps)
 
+    async def _stream_loop(self, deps: ExecutionDeps) -> None:
+        """Takes tasks over Work streams until the worker closes, opening a new stream with backoff
+        when one breaks; against a weftd without Work (UNIMPLEMENTED), polls with PollTask instead."""
+        backoff = Backoff(self._retry_initial_delay, self._retry_max_delay)
+        first = pb.WorkRequest(queue=self._queue, worker_id=self._worker_id, handlers=list(self._handlers))
+        write_races = 0
+        while self._state == "running":
+            stream = WorkStream(
+                deps.stub.Work(metadata=self._metadata),
+                first,
+                free_slots=lambda: self._concurrency - self._busy_slots,
+                start=lambda assignment: self._start(assignment, deps),
+                stopping=lambda: self._state != "running",
+                completions=deps.completions,
+                health=deps.health,
+            )
+            self._stream = stream
+            deps.completions.stream = stream
+            try:
+                received = await stream.run()
+                err: BaseException | None = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the daemon is down or refuses: back off
+                received, err = False, error
+            finally:
+                self._stream = None
+                deps.completions.stream = None
+            if err is not None and not received and _lost_to_a_write_race(err) and write_races < _MAX_WRITE_RACES:
+                # grpcio replaces the status of a stream the daemon ended at once (UNIMPLEMENTED from
+                # an older weftd) with this one when a write meets the end (grpc/grpc#36066): the
+                # stream is opened again at once to learn the real answer.
+                write_races += 1
+                self._logger.debug("the Work stream ended before its first answer; opening it again", extra=error_fields(err))
+                continue
+            write_races = 0
+            if err is not None and status_code(err) == grpc.StatusCode.UNIMPLEMENTED:
+                self._logger.info("the daemon does not implement Work (an older weftd); polling with PollTask")
+                await self._poll_loop(deps)
+                return
+            if self._state != "running":
+                return
+            if received:
+                backoff.reset()
+            if err is not None:
+                deps.health.failed("Work", err)
+            await self._sleep(backoff.next())
+
     async def _wait_for_slot(self) -> None:
         """Returns once a slot frees or the worker closes, one turn of the event loop later: handlers
         that settle together free their slots for one poll instead of a poll each."""
@@ -331,6 +394,8 @@ class Worker:
         assert self._slot_freed is not None
         self._busy_slots -= 1
         self._slot_freed.set()
+        if self._stream is not None:
+            self._stream.wake()
 
     def _start(self, assignment: pb.TaskAssignment, deps: ExecutionDeps) -> None:
         execution = TaskExecution(assignment, deps)
@@ -357,6 +422,19 @@ class Worker:
             await asyncio.wait_for(self._stop_requested.wait(), seconds)
         except TimeoutError:
             pass
+
+
+#: Streams opened again at once after :func:`_lost_to_a_write_race`, before the failure counts.
+_MAX_WRITE_RACES = 3
+
+
+def _lost_to_a_write_race(err: BaseException) -> bool:
+    """Whether a stream failed with the status grpcio gives a write that met the stream's end."""
+    return (
+        status_code(err) == grpc.StatusCode.INTERNAL
+        and isinstance(err, grpc.RpcError)
+        and (err.details() or "").startswith("Internal error from Core")
+    )
 
 
 def _parse_address(address: str) -> tuple[str, bool]:

@@ -67,13 +67,14 @@ func newExecution(w *Worker, a *weftv1.TaskAssignment) *execution {
 }
 
 // run runs the attempt to the end: the handler, then the report of its result. handlerSettled is
-// called once the handler has returned: the task's slot is free while its result is reported.
-func (e *execution) run(handlerSettled func()) {
+// called once the handler has returned, saying whether an output will be delivered: the task's
+// slot is free while its result is reported.
+func (e *execution) run(handlerSettled func(outputFollows bool)) {
 	started := time.Now()
 	e.logger.Debug("task started")
 	output, fail := e.execute()
 	e.hb.halt()
-	handlerSettled()
+	handlerSettled(fail == nil && !e.abandoned.Load() && !e.leaseLost.Load())
 	defer e.cancel(context.Canceled)
 	if e.abandoned.Load() {
 		return

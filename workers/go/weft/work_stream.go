@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -122,11 +123,13 @@ type workStream struct {
 	draining bool
 }
 
-// offer queues an output to send; false when the stream takes no more.
+// offer queues an output to send; false when the stream takes no more (the send loop is woken
+// all the same, for the credit of the output's slot).
 func (s *workStream) offer(c *pendingCompletion) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
+		s.signal()
 		return false
 	}
 	s.outbox = append(s.outbox, c)
@@ -162,7 +165,8 @@ func (s *workStream) sendLoop(ctx context.Context, handlers []string) error {
 		req = &weftv1.WorkRequest{}
 		select {
 		case <-s.wake:
-		case <-s.w.slotFreed:
+			// Handlers that return at the same moment send their outputs and credits together.
+			runtime.Gosched()
 		case <-ctx.Done():
 		case <-s.ended:
 			return nil

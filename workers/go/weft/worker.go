@@ -228,14 +228,19 @@ func (w *Worker) start(a *weftv1.TaskAssignment) {
 	}()
 }
 
-// freeSlot marks a handler returned and wakes the poll loop if it waits for a slot.
-func (w *Worker) freeSlot() {
+// freeSlot marks a handler returned and wakes the poll loop if it waits for a slot. The Work
+// stream grants the slot's credit with the task's output when one follows (one message for both),
+// else at once.
+func (w *Worker) freeSlot(outputFollows bool) {
 	w.mu.Lock()
 	w.busySlots--
 	w.mu.Unlock()
 	select {
 	case w.slotFreed <- struct{}{}:
 	default:
+	}
+	if s := w.stream.Load(); s != nil && !outputFollows {
+		s.signal()
 	}
 }
 

@@ -59,6 +59,8 @@ export interface Sizes {
   watchTaskMs: number;
   definitionSizes: number[];
   footprintRuns: number;
+  /** Scenario 8: tasks of the run each worker runtime is measured on. */
+  runtimeTasks: number;
   /** Time budgets (seconds) of the scenarios whose length depends on the engine's speed. */
   budgetS: { throughput: number; fanout: number; watchers: number; replicas: number };
 }

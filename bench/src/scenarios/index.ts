@@ -4,10 +4,11 @@ import { fanout } from "./fanout.js";
 import { footprint } from "./footprint.js";
 import { latency } from "./latency.js";
 import { replicas } from "./replicas.js";
+import { runtimes } from "./runtimes.js";
 import { throughput } from "./throughput.js";
 import { watchers } from "./watchers.js";
 
-/** Every scenario, in the order of issue 4. */
+/** Every scenario, in the order of issue 4, then the worker runtimes (a diagnostic). */
 export const SCENARIOS: Scenario[] = [
   throughput,
   latency,
@@ -16,4 +17,5 @@ export const SCENARIOS: Scenario[] = [
   definitions,
   footprint,
   replicas,
+  runtimes,
 ];

@@ -394,54 +394,12 @@ func concurrencyBoundsTheRunningHandlers(t *testing.T, noStream bool) {
 
 // With NoStream: the Work stream's counterpart is TestAStaleLeaseOnTheStreamIsAnsweredAndTheOthersRecorded.
 func TestAStaleLeaseInABatchDoesNotStopTheOthers(t *testing.T) {
-	queue := uniqueName("go-stale")
-	c := client(t, daemon.address())
 	rec := newRecorder(true)
 	logs := &logCapture{}
-	var started atomic.Int32
-	gates := map[string]chan struct{}{"a": make(chan struct{}), "b": make(chan struct{}), "c": make(chan struct{}), "s": make(chan struct{})}
-	retried := make(chan struct{})
-	hold := func(ctx context.Context, task *weft.Task) (any, error) {
-		if task.TaskID == "s" && task.Attempt > 1 {
-			close(retried)
-			return "retried", nil
-		}
-		started.Add(1)
-		select {
-		case <-gates[task.TaskID]:
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
-		}
-		return task.TaskID, nil
-	}
-	startWorker(t, daemon.address(), weft.Options{Queue: queue, Concurrency: 4, NoStream: true, Logger: logs.logger()},
-		map[string]weft.Handler{"hold": hold}, rec.dialOption())
-	runID := runWorkflow(t, c, queue, nil,
-		taskSpec{id: "a", handler: "hold"}, taskSpec{id: "b", handler: "hold"}, taskSpec{id: "c", handler: "hold"},
-		// Its heartbeats stop when its handler returns: its lease expires while its output waits.
-		taskSpec{id: "s", handler: "hold", heartbeat: 500 * time.Millisecond, maxAttempts: 2})
-	waitFor(t, "4 handlers to start", 20*time.Second, func() bool { return started.Load() == 4 })
-
-	close(gates["a"])
-	waitClosed(t, "the first CompleteTasks call", 20*time.Second, rec.held)
-	close(gates["b"])
-	close(gates["c"])
-	close(gates["s"])
-	waitFor(t, "4 handlers to complete", 20*time.Second, func() bool { return len(logs.withMessage("task completed")) == 4 })
-	// The lease of s's first attempt expired: the daemon gave the task to a second attempt.
-	waitClosed(t, "the second attempt of s", 20*time.Second, retried)
-	waitFor(t, "5 handlers to complete", 20*time.Second, func() bool { return len(logs.withMessage("task completed")) == 5 })
-	rec.release()
-
-	run := waitSucceeded(t, c, runID)
-	for id, attempt := range map[string]int32{"a": 1, "b": 1, "c": 1, "s": 2} {
-		if tr := taskOf(run, id); tr.GetAttempt() != attempt {
-			t.Errorf("task %s: attempt %d, want %d", id, tr.GetAttempt(), attempt)
-		}
-	}
-	if out := plain(taskOf(run, "s").GetOutput()); out != "retried" {
-		t.Errorf("task s output %v", out)
-	}
+	staleLeaseStory(t, staleLease{
+		queue: uniqueName("go-stale"), others: []string{"a", "b", "c"}, noStream: true, logs: logs,
+		dialOption: rec.dialOption(), held: rec.held, heldWhat: "the first CompleteTasks call", release: rec.release,
+	})
 	_, calls, singles := rec.settled(t)
 	if len(singles) != 0 {
 		t.Errorf("%d CompleteTask calls, want none", len(singles))
@@ -566,5 +524,87 @@ func TestAgainstADaemonWithoutCompleteTasksEachTaskIsCompletedWithCompleteTask(t
 	}
 	if errs := logs.atLeast(slog.LevelWarn); len(errs) != 0 {
 		t.Errorf("warnings or errors logged: %+v", errs)
+	}
+}
+
+// staleLease is the story of a stale lease among completions held back: tasks `others` and "s" (a
+// 500 ms heartbeat timeout, 2 attempts) start; "a" finishes first and its completion is held (held
+// is closed once it is, release lets it go); the others and "s" finish behind it. "s"'s lease
+// expires meanwhile and a second attempt returns "retried".
+type staleLease struct {
+	queue      string
+	others     []string
+	noStream   bool
+	logs       *logCapture
+	dialOption grpc.DialOption
+	held       <-chan struct{}
+	heldWhat   string
+	release    func()
+}
+
+// staleLeaseStory runs the story and checks the run: every task on attempt 1 but "s", on attempt 2
+// with output "retried".
+func staleLeaseStory(t *testing.T, st staleLease) {
+	t.Helper()
+	c := client(t, daemon.address())
+	ids := append(slices.Clone(st.others), "s")
+	var started atomic.Int32
+	gates := map[string]chan struct{}{}
+	for _, id := range ids {
+		gates[id] = make(chan struct{})
+	}
+	retried := make(chan struct{})
+	hold := func(ctx context.Context, task *weft.Task) (any, error) {
+		if task.TaskID == "s" && task.Attempt > 1 {
+			close(retried)
+			return "retried", nil
+		}
+		started.Add(1)
+		select {
+		case <-gates[task.TaskID]:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+		return task.TaskID, nil
+	}
+	// One slot more than tasks: the credit or poll that takes the second attempt of "s".
+	startWorker(t, daemon.address(), weft.Options{Queue: st.queue, Concurrency: len(ids) + 1, NoStream: st.noStream, Logger: st.logs.logger()},
+		map[string]weft.Handler{"hold": hold}, st.dialOption)
+	specs := make([]taskSpec, 0, len(ids))
+	for _, id := range st.others {
+		specs = append(specs, taskSpec{id: id, handler: "hold"})
+	}
+	// Its heartbeats stop when its handler returns: its lease expires while its output waits.
+	specs = append(specs, taskSpec{id: "s", handler: "hold", heartbeat: 500 * time.Millisecond, maxAttempts: 2})
+	runID := runWorkflow(t, c, st.queue, nil, specs...)
+	n := len(ids)
+	waitFor(t, fmt.Sprintf("%d handlers to start", n), 20*time.Second, func() bool { return started.Load() == int32(n) })
+
+	close(gates["a"])
+	waitClosed(t, st.heldWhat, 20*time.Second, st.held)
+	for _, id := range ids[1:] {
+		close(gates[id])
+	}
+	completed := func(k int) func() bool {
+		return func() bool { return len(st.logs.withMessage("task completed")) == k }
+	}
+	waitFor(t, fmt.Sprintf("%d handlers to complete", n), 20*time.Second, completed(n))
+	// The lease of s's first attempt expired: the daemon gave the task to a second attempt.
+	waitClosed(t, "the second attempt of s", 20*time.Second, retried)
+	waitFor(t, fmt.Sprintf("%d handlers to complete", n+1), 20*time.Second, completed(n+1))
+	st.release()
+
+	run := waitSucceeded(t, c, runID)
+	for _, id := range ids {
+		want := int32(1)
+		if id == "s" {
+			want = 2
+		}
+		if tr := taskOf(run, id); tr.GetAttempt() != want {
+			t.Errorf("task %s: attempt %d, want %d", id, tr.GetAttempt(), want)
+		}
+	}
+	if out := plain(taskOf(run, "s").GetOutput()); out != "retried" {
+		t.Errorf("task s output %v", out)
 	}
 }

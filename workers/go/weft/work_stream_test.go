@@ -270,56 +270,15 @@ func TestOutputsABrokenStreamDidNotDeliverGoOutWithCompleteTasks(t *testing.T) {
 }
 
 func TestAStaleLeaseOnTheStreamIsAnsweredAndTheOthersRecorded(t *testing.T) {
-	queue := uniqueName("go-stream-stale")
-	c := client(t, daemon.address())
 	rec := newStreamRecorder()
 	rec.hold = true
 	logs := &logCapture{}
-	var started atomic.Int32
-	gates := map[string]chan struct{}{"a": make(chan struct{}), "b": make(chan struct{}), "s": make(chan struct{})}
-	retried := make(chan struct{})
-	hold := func(ctx context.Context, task *weft.Task) (any, error) {
-		if task.TaskID == "s" && task.Attempt > 1 {
-			close(retried)
-			return "retried", nil
-		}
-		started.Add(1)
-		select {
-		case <-gates[task.TaskID]:
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
-		}
-		return task.TaskID, nil
-	}
-	startWorker(t, daemon.address(), weft.Options{Queue: queue, Concurrency: 4, Logger: logs.logger()},
-		map[string]weft.Handler{"hold": hold}, rec.dialOption())
-	runID := runWorkflow(t, c, queue, nil,
-		taskSpec{id: "a", handler: "hold"}, taskSpec{id: "b", handler: "hold"},
-		// Its heartbeats stop when its handler returns: its lease expires while its output waits.
-		taskSpec{id: "s", handler: "hold", heartbeat: 500 * time.Millisecond, maxAttempts: 2})
-	waitFor(t, "3 handlers to start", 20*time.Second, func() bool { return started.Load() == 3 })
-
-	// The first message with an output (a's) is held; b's and s's queue behind it.
-	close(gates["a"])
-	waitClosed(t, "the first message with an output", 20*time.Second, rec.held)
-	close(gates["b"])
-	close(gates["s"])
-	waitFor(t, "3 handlers to complete", 20*time.Second, func() bool { return len(logs.withMessage("task completed")) == 3 })
-	// s's lease expires meanwhile: the daemon gives the task to a second attempt, with the credit
-	// of the fourth slot, while the stream's messages wait.
-	waitClosed(t, "the second attempt of s", 20*time.Second, retried)
-	waitFor(t, "4 handlers to complete", 20*time.Second, func() bool { return len(logs.withMessage("task completed")) == 4 })
-	rec.release()
-
-	run := waitSucceeded(t, c, runID)
-	for id, attempt := range map[string]int32{"a": 1, "b": 1, "s": 2} {
-		if tr := taskOf(run, id); tr.GetAttempt() != attempt {
-			t.Errorf("task %s: attempt %d, want %d", id, tr.GetAttempt(), attempt)
-		}
-	}
-	if out := plain(taskOf(run, "s").GetOutput()); out != "retried" {
-		t.Errorf("task s output %v", out)
-	}
+	// The first message with an output (a's) is held; b's and s's queue behind it, and the second
+	// attempt of s takes the spare credit while the stream's messages wait.
+	staleLeaseStory(t, staleLease{
+		queue: uniqueName("go-stream-stale"), others: []string{"a", "b"}, logs: logs,
+		dialOption: rec.dialOption(), held: rec.held, heldWhat: "the first message with an output", release: rec.release,
+	})
 	waitFor(t, "4 outputs to be answered", 20*time.Second, func() bool {
 		_, _, _, _, results, _ := rec.snapshot()
 		return len(results) == 4

@@ -20,6 +20,7 @@ from weft_worker.logs import FieldsAdapter
 from weft_worker.reporter import ReportPolicy
 from weft_worker.rpc import is_lease_lost, is_transient
 from weft_worker.task_error import task_failure_from
+from weft_worker.work_stream import MAX_UNUSED_CREDITS, WorkStream
 from weft_worker.worker import MAX_TASKS_PER_POLL, tasks_to_ask_for
 
 
@@ -285,3 +286,94 @@ def test_an_abandoned_completion_that_has_not_gone_out_is_dropped() -> None:
 
     stub = asyncio.run(scenario())
     assert stub.calls == [("CompleteTasks", ["a"]), ("CompleteTasks", ["c"])]
+
+
+class _FakeWorkCall:
+    """A Work stream in memory: records what the worker writes; ``answer`` queues what the daemon
+    sends; ``end`` ends the stream."""
+
+    def __init__(self) -> None:
+        self.written: list[pb.WorkRequest] = []
+        self.half_closed = False
+        self._responses: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def write(self, request: pb.WorkRequest) -> None:
+        copy = pb.WorkRequest()
+        copy.CopyFrom(request)
+        self.written.append(copy)
+
+    async def done_writing(self) -> None:
+        self.half_closed = True
+
+    async def read(self) -> Any:
+        return await self._responses.get()
+
+    def answer(self, response: pb.WorkResponse) -> None:
+        self._responses.put_nowait(response)
+
+    def end(self) -> None:
+        self._responses.put_nowait(grpc.aio.EOF)  # type: ignore[attr-defined]
+
+    def sent_leases(self) -> list[str]:
+        return [c.lease_id for r in self.written for c in r.completions]
+
+
+def test_the_work_stream_grants_free_slots_and_hands_what_it_cannot_settle_to_complete_tasks() -> None:
+    async def scenario() -> tuple[_FakeStub, _FakeWorkCall, list[str], list[logging.LogRecord]]:
+        stub = _FakeStub()
+        batcher, policy, records = _batcher(stub)
+        call = _FakeWorkCall()
+        started: list[str] = []
+        free = [5000]
+        stream = WorkStream(
+            call,  # type: ignore[arg-type]
+            pb.WorkRequest(queue="q", worker_id="w", handlers=["h"]),
+            free_slots=lambda: free[0],
+            start=lambda a: started.append(a.lease_id),
+            stopping=lambda: False,
+            completions=batcher,
+            health=DaemonHealth(policy.logger),
+        )
+        batcher.stream = stream
+        running = asyncio.ensure_future(stream.run())
+        await _until(lambda: call.written, "the first message")
+        # The first message names the queue and grants every free slot, up to the daemon's limit.
+        first = call.written[0]
+        assert (first.queue, first.worker_id, list(first.handlers), first.credits) == ("q", "w", ["h"], MAX_UNUSED_CREDITS)
+        call.answer(pb.WorkResponse(assignments=[pb.TaskAssignment(lease_id=f"l{i}") for i in range(3)]))
+        await _until(lambda: len(started) == 3, "3 assignments started")
+        free[0] = 3
+        stream.wake()
+        # 997 credits left unused and 3 slots free: no credit to grant, nothing to send.
+        await _until(lambda: not stream._wake.is_set(), "the send loop to look")
+        assert len(call.written) == 1
+        outputs = [asyncio.ensure_future(batcher.complete(lease, to_proto_value(0), policy)) for lease in ("ok", "stale", "retry", "lost")]
+        await _until(lambda: len(call.sent_leases()) == 4, "4 outputs on the stream")
+        assert stub.calls == []
+        call.answer(
+            pb.WorkResponse(
+                results=[
+                    pb.CompleteTaskResult(lease_id="ok", code=0),
+                    pb.CompleteTaskResult(lease_id="stale", code=9, message="lease expired"),
+                    pb.CompleteTaskResult(lease_id="retry", code=14, message="busy"),
+                ]
+            )
+        )
+        await _until(lambda: outputs[0].done() and outputs[1].done(), "the recorded and the stale output to settle")
+        # "retry" goes out again with CompleteTasks; "lost" waits for an answer the stream never gives.
+        await asyncio.wait_for(outputs[2], 5)
+        assert not outputs[3].done()
+        call.end()
+        assert await asyncio.wait_for(running, 5) is True
+        await asyncio.wait_for(outputs[3], 5)
+        # Once ended, the stream takes no more outputs: they go out with CompleteTasks.
+        await asyncio.wait_for(batcher.complete("after", to_proto_value(0), policy), 5)
+        return stub, call, started, records
+
+    stub, call, started, records = asyncio.run(scenario())
+    assert started == ["l0", "l1", "l2"]
+    assert call.sent_leases() == ["ok", "stale", "retry", "lost"]
+    assert [leases for _, leases in stub.calls] == [["retry"], ["lost"], ["after"]]
+    assert sorted(stub.recorded) == ["after", "lost", "retry"]
+    lost = [r for r in records if r.getMessage() == "lease lost; the result was not recorded"]
+    assert [(getattr(r, "rpc", None), getattr(r, "code", None)) for r in lost] == [("Work", "FAILED_PRECONDITION")]

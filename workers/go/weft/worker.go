@@ -102,10 +102,10 @@ func (w *Worker) Register(name string, h Handler) {
 	w.handlers[name] = h
 }
 
-// WorkerID is the identity the worker polls with.
+// WorkerID is the identity the worker takes tasks with.
 func (w *Worker) WorkerID() string { return w.opts.WorkerID }
 
-// Run polls until ctx is done, then stops gracefully: no new polls, in-flight tasks get
+// Run takes tasks until ctx is done, then stops gracefully: no new tasks, in-flight tasks get
 // Options.ShutdownGrace to finish, then their context is cancelled with ErrWorkerShutdown and
 // they are abandoned (their leases expire on the daemon). It returns nil after a stop, or an
 // error when the worker cannot start. Run may be called once.

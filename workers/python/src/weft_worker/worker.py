@@ -161,14 +161,14 @@ class Worker:
         return self._worker_id
 
     def run(self, *, install_signal_handlers: bool | None = None) -> None:
-        """Polls until :meth:`stop`; blocks. SIGTERM and SIGINT stop the worker gracefully (a second
+        """Takes tasks until :meth:`stop`; blocks. SIGTERM and SIGINT stop the worker gracefully (a second
         signal abandons in-flight tasks) when called from the main thread, unless told otherwise."""
         if install_signal_handlers is None:
             install_signal_handlers = threading.current_thread() is threading.main_thread()
         asyncio.run(self.run_async(install_signal_handlers=install_signal_handlers))
 
     async def run_async(self, *, install_signal_handlers: bool = False) -> None:
-        """Polls until :meth:`stop`, on the running event loop; returns once the worker is closed."""
+        """Takes tasks until :meth:`stop`, on the running event loop; returns once the worker is closed."""
         with self._lock:
             if self._state != "idle":
                 raise RuntimeError("Worker.run() was already called")
@@ -245,7 +245,7 @@ class Worker:
             self._logger.info("worker closed")
 
     def stop(self) -> None:
-        """Stops gracefully, from any thread: no new polls; in-flight tasks get ``shutdown_grace``
+        """Stops gracefully, from any thread: no new tasks are taken; in-flight tasks get ``shutdown_grace``
         to finish, then their cancellation flag is set and they are abandoned. A second call
         abandons them at once."""
         with self._lock:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the Python runtime's pytest suite with the venv .ci/run makes (workers/python/.venv, or
-# WEFT_PYTHON). pytest's exit code 5 ("no tests collected", e.g. a -k filter that matches
-# nothing) is reported and not counted as a failure.
+# WEFT_PYTHON). pytest's exit code 5 ("no tests collected") is reported and not counted as a
+# failure when arguments narrowed the run (e.g. a -k filter that matches nothing); the whole suite
+# collecting nothing is a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python="${WEFT_PYTHON:-.venv/bin/python}"
@@ -12,8 +13,8 @@ fi
 "$python" -m mypy || exit 1
 "$python" -m pytest -q "$@"
 status=$?
-if [ "$status" -eq 5 ]; then
-  echo "pytest collected no tests (exit 5): nothing to run" >&2
+if [ "$status" -eq 5 ] && [ "$#" -gt 0 ]; then
+  echo "pytest collected no tests (exit 5) for: $*" >&2
   exit 0
 fi
 exit "$status"

@@ -101,6 +101,8 @@ def test_cli_arguments_mirror_the_typescript_bin() -> None:
     )
     assert (args.address, args.queue, args.handlers, args.concurrency, args.poll_wait_ms) == ("h:1", "q", "m", 3, 500)
     assert parse_args(["--queue", "q", "--handlers", "m"], {"WEFT_ADDRESS": "env:2"}).address == "env:2"
+    assert parse_args(["--address", "h:1", "--queue", "q", "--handlers", "m", "--no-stream"], {}).no_stream is True
+    assert args.no_stream is False
     with pytest.raises(SystemExit):
         parse_args(["--queue", "q", "--handlers", "m"], {})
 

@@ -15,6 +15,8 @@ export const usage = `Usage: node --import tsx/esm workers/typescript/src/bin.ts
   --token <token>                 bearer token (env WEFT_TOKEN)
   --ca <file>                     PEM CA that signed the daemon's certificate: connect with TLS
   --cert <file>, --key <file>     PEM client certificate and key, for mTLS
+  --no-stream                     poll with PollTask and complete with CompleteTasks instead of one
+                                  Work stream (for a proxy that does not carry bidirectional streams)
   --help                          print this help
 
 Logs are JSON lines on stdout (level from WEFT_LOG_LEVEL); "worker polling" is logged when polling starts.`;
@@ -32,6 +34,8 @@ export interface CliArgs {
   token?: string;
   /** TLS files: CA to trust, and a client certificate and key for mTLS. */
   tls?: { ca?: string; cert?: string; key?: string };
+  /** false with --no-stream: poll instead of one Work stream. */
+  stream?: false;
 }
 
 /** Parses `argv`; returns `"help"` for --help. @throws Error with a message naming the bad argument. */
@@ -52,6 +56,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv): CliArgs | 
       ca: { type: "string" },
       cert: { type: "string" },
       key: { type: "string" },
+      "no-stream": { type: "boolean" },
       help: { type: "boolean" },
     },
   });
@@ -87,6 +92,9 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv): CliArgs | 
   }
   if (values.ca !== undefined || values.cert !== undefined) {
     args.tls = { ca: values.ca, cert: values.cert, key: values.key };
+  }
+  if (values["no-stream"] === true) {
+    args.stream = false;
   }
   return args;
 }

@@ -113,5 +113,7 @@ describe("bin.ts", () => {
       'pollWaitMs must be a number, got "soon"',
     );
     expect(parseCliArgs(["--help"], {})).toBe("help");
+    expect(parseCliArgs([...args, "--no-stream"], {})).toMatchObject({ stream: false });
+    expect(parseCliArgs(args, {})).not.toHaveProperty("stream");
   });
 });

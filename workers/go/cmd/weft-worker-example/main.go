@@ -38,6 +38,7 @@ func run() int {
 	caFile := fs.String("ca", "", "PEM CA that signed the daemon's certificate: connect with TLS")
 	certFile := fs.String("cert", "", "PEM client certificate, for mTLS (with --key)")
 	keyFile := fs.String("key", "", "PEM client private key, for mTLS (with --cert)")
+	noStream := fs.Bool("no-stream", false, "poll with PollTask and complete with CompleteTasks instead of one Work stream (for a proxy that does not carry bidirectional streams)")
 	fs.String("handlers", "", "ignored: the handlers are compiled in (accepted for parity with the other CLIs)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
@@ -71,6 +72,7 @@ func run() int {
 		PollWait:          time.Duration(*pollWaitMs) * time.Millisecond,
 		HeartbeatInterval: time.Duration(*heartbeatMs) * time.Millisecond,
 		ShutdownGrace:     time.Duration(*graceMs) * time.Millisecond,
+		NoStream:          *noStream,
 		Logger:            logger,
 	})
 	for name, h := range handlers {

@@ -44,6 +44,12 @@ def parse_args(argv: Sequence[str], env: dict[str, str]) -> argparse.Namespace:
     parser.add_argument("--ca", help="PEM CA that signed the daemon's certificate: connect with TLS")
     parser.add_argument("--cert", help="PEM client certificate, for mTLS (with --key)")
     parser.add_argument("--key", help="PEM client private key, for mTLS (with --cert)")
+    parser.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="poll with PollTask and complete with CompleteTasks instead of one Work stream "
+        "(for a proxy that does not carry bidirectional streams)",
+    )
     args = parser.parse_args(argv)
     if not args.address:
         parser.error("--address is required")
@@ -104,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "token": args.token or None,
         "poll_wait": args.poll_wait_ms / 1000,
         "shutdown_grace": args.shutdown_grace_ms / 1000,
+        "stream": not args.no_stream,
     }
     if args.heartbeat_interval_ms is not None:
         options["heartbeat_interval"] = args.heartbeat_interval_ms / 1000

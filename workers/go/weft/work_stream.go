@@ -58,13 +58,12 @@ func (w *Worker) runStream(ctx context.Context, handlers []string) (bool, error)
 	}
 	s := &workStream{w: w, stream: stream, wake: make(chan struct{}, 1), ended: make(chan struct{}), sent: map[string]*pendingCompletion{}}
 	w.stream.Store(s)
-	ended := make(chan struct{})
 	go func() {
 		select {
-		case <-ended:
+		case <-s.ended:
 		case <-ctx.Done():
 			select {
-			case <-ended:
+			case <-s.ended:
 			case <-time.After(w.opts.ShutdownGrace):
 				cut()
 			}
@@ -94,7 +93,6 @@ func (w *Worker) runStream(ctx context.Context, handlers []string) (bool, error)
 		}
 		s.receive(res)
 	}
-	close(ended)
 	w.stream.CompareAndSwap(s, nil)
 	s.close()
 	cut()

@@ -15,6 +15,7 @@ from weft_worker.cli import load_handlers, parse_args
 from weft_worker.completion_batcher import MAX_COMPLETIONS_PER_CALL, CompletionBatcher, result_error
 from weft_worker.gen.weft.v1 import worker_service_pb2 as pb
 from weft_worker.health import DaemonHealth
+from weft_worker.heartbeater import Heartbeater
 from weft_worker.json_value import from_proto_value, to_proto_value
 from weft_worker.logs import FieldsAdapter
 from weft_worker.reporter import ReportPolicy
@@ -379,3 +380,83 @@ def test_the_work_stream_grants_free_slots_and_hands_what_it_cannot_settle_to_co
     assert sorted(stub.recorded) == ["after", "lost", "retry"]
     lost = [r for r in records if r.getMessage() == "lease lost; the result was not recorded"]
     assert [(getattr(r, "rpc", None), getattr(r, "code", None)) for r in lost] == [("Work", "FAILED_PRECONDITION")]
+
+
+class _HeartbeatStub:
+    """Heartbeat in memory: records each call's progress; ``hold`` keeps the next call in flight until set."""
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+        self.hold: asyncio.Event | None = None
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest, **_: Any) -> pb.HeartbeatResponse:
+        self.calls.append(from_proto_value(request.progress) if request.HasField("progress") else None)
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            await hold.wait()
+        return pb.HeartbeatResponse()
+
+
+def _heartbeater(stub: _HeartbeatStub, interval: float) -> Heartbeater:
+    logger = FieldsAdapter(logging.getLogger("weft_worker.test.units.heartbeat"), {})
+    return Heartbeater(
+        stub=stub,  # type: ignore[arg-type]
+        lease_id="lease",
+        interval=interval,
+        health=DaemonHealth(logger),
+        metadata=(),
+        on_cancel_requested=lambda: None,
+        on_lease_lost=lambda _: None,
+    )
+
+
+def test_a_task_that_ends_before_its_first_heartbeat_leaves_nothing_running() -> None:
+    async def scenario() -> tuple[_HeartbeatStub, int, int]:
+        stub = _HeartbeatStub()
+        before = len(asyncio.all_tasks())
+        heartbeater = _heartbeater(stub, 60.0)
+        heartbeater.start()
+        during = len(asyncio.all_tasks())
+        heartbeater.stop()
+        await asyncio.sleep(0)
+        return stub, before, during
+
+    stub, before, during = asyncio.run(scenario())
+    assert stub.calls == []
+    assert during == before  # a timer, no task
+
+
+def test_heartbeats_come_every_interval_and_at_once_on_demand_one_at_a_time() -> None:
+    async def scenario() -> list[Any]:
+        stub = _HeartbeatStub()
+        heartbeater = _heartbeater(stub, 0.05)
+        heartbeater.start()
+        await _until_async(lambda: len(stub.calls) == 1, "the first automatic heartbeat")
+        # An on-demand heartbeat goes out at once; two more asked for while it is in flight make one.
+        hold = stub.hold = asyncio.Event()
+        heartbeater.beat_soon(to_proto_value(1))
+        await _until(lambda: len(stub.calls) == 2, "the heartbeat asked for")
+        heartbeater.beat_soon(to_proto_value(2))
+        heartbeater.beat_soon(to_proto_value(3))
+        await asyncio.sleep(0.01)
+        assert len(stub.calls) == 2
+        hold.set()
+        await _until(lambda: len(stub.calls) == 3, "the heartbeat asked for while one was in flight")
+        # Then automatic ones again, with the last progress.
+        await _until_async(lambda: len(stub.calls) == 4, "the next automatic heartbeat")
+        heartbeater.stop()
+        count = len(stub.calls)
+        await asyncio.sleep(0.12)
+        assert len(stub.calls) == count
+        return stub.calls
+
+    assert asyncio.run(scenario()) == [None, 1, 3, 3]
+
+
+async def _until_async(check: Any, what: str, timeout: float = 5.0) -> None:
+    """Waits (on the loop's clock) until ``check()`` holds; fails naming ``what`` after ``timeout`` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.005)

@@ -32,7 +32,8 @@ def heartbeat_interval(assignment: pb.TaskAssignment, override: float | None) ->
 
 
 class Heartbeater:
-    """Sends a heartbeat every ``interval`` seconds, and on demand, until stopped."""
+    """Sends a heartbeat every ``interval`` seconds, and on demand, until stopped. Nothing runs
+    between heartbeats but a timer: a task that ends before its first heartbeat costs no more."""
 
     def __init__(
         self,
@@ -54,35 +55,59 @@ class Heartbeater:
         self._on_lease_lost = on_lease_lost
         self._progress: struct_pb2.Value | None = None
         self._stopped = False
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        #: The heartbeat in flight, if any.
+        self._sending: asyncio.Task[None] | None = None
+        #: A heartbeat was asked for while one was in flight: another goes out when it returns.
+        self._again = False
 
     def start(self) -> None:
-        """Starts automatic heartbeats."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        """Starts automatic heartbeats: the first one an interval from now."""
+        self._arm()
 
     def stop(self) -> None:
         """Stops heartbeating; answers to calls in flight are ignored."""
         self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._sending is not None:
+            self._sending.cancel()
 
     def beat_soon(self, progress: struct_pb2.Value | None) -> None:
         """Keeps ``progress`` for this and later heartbeats and sends one now (on the loop)."""
         if progress is not None:
             self._progress = progress
-        self._wake.set()
+        self._beat()
 
-    async def _run(self) -> None:
-        while not self._stopped:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            if self._stopped:
-                return
-            await self._send()
+    def _arm(self) -> None:
+        if self._stopped:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self._interval, self._beat)
+
+    def _beat(self) -> None:
+        if self._stopped:
+            return
+        if self._sending is not None:
+            self._again = True
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._sending = asyncio.get_running_loop().create_task(self._send())
+        self._sending.add_done_callback(self._sent)
+
+    def _sent(self, _: asyncio.Task[None]) -> None:
+        self._sending = None
+        if self._stopped:
+            return
+        if self._again:
+            self._again = False
+            self._beat()
+        else:
+            self._arm()
 
     async def _send(self) -> None:
         request = pb.HeartbeatRequest(lease_id=self._lease_id)

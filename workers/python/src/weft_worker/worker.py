@@ -137,8 +137,8 @@ class Worker:
         self._retry_max_delay = retry_max_delay
         self._report_attempts = report_attempts
         self._use_stream = stream
-        #: The Work stream open now, if any.
-        self._stream: WorkStream | None = None
+        #: Delivers outputs; holds the Work stream open now, if any (``stream``). Set by run_async.
+        self._completions: CompletionBatcher | None = None
         self._logger = FieldsAdapter(logger or logging.getLogger(LOGGER_NAME), {"queue": queue, "workerId": self._worker_id})
         self._state = "idle"
         self._lock = threading.Lock()
@@ -186,7 +186,7 @@ class Worker:
         executor = ThreadPoolExecutor(max_workers=self._max_threads, thread_name_prefix="weft-handler")
         stub = WorkerServiceStub(channel)
         health = DaemonHealth(self._logger)
-        completions = CompletionBatcher(stub, self._metadata, health, self._logger)
+        completions = self._completions = CompletionBatcher(stub, self._metadata, health, self._logger)
         deps = ExecutionDeps(
             stub=stub,
             handlers=self._handlers,
@@ -215,9 +215,9 @@ class Worker:
             for poll in list(self._polls):
                 poll.cancel()
             self._slot_freed.set()
-            if self._stream is not None:
+            if completions.stream is not None:
                 # The stream half-closes: outputs sent are answered, tasks the daemon took arrive.
-                self._stream.wake()
+                completions.stream.wake()
             drained: asyncio.Future[Any] = asyncio.ensure_future(self._drain(poll_loop))
             forced: asyncio.Future[Any] = asyncio.ensure_future(self._force.wait())
             done, _ = await asyncio.wait(
@@ -350,7 +350,6 @@ class Worker:
                 completions=deps.completions,
                 health=deps.health,
             )
-            self._stream = stream
             deps.completions.stream = stream
             try:
                 received = await stream.run()
@@ -360,7 +359,6 @@ class Worker:
             except Exception as error:  # noqa: BLE001 - the daemon is down or refuses: back off
                 received, err = False, error
             finally:
-                self._stream = None
                 deps.completions.stream = None
             if err is not None and not received and _lost_to_a_write_race(err) and write_races < _MAX_WRITE_RACES:
                 # grpcio replaces the status of a stream the daemon ended at once (UNIMPLEMENTED from
@@ -394,8 +392,9 @@ class Worker:
         assert self._slot_freed is not None
         self._busy_slots -= 1
         self._slot_freed.set()
-        if self._stream is not None:
-            self._stream.wake()
+        stream = self._completions.stream if self._completions is not None else None
+        if stream is not None:
+            stream.wake()
 
     def _start(self, assignment: pb.TaskAssignment, deps: ExecutionDeps) -> None:
         execution = TaskExecution(assignment, deps)

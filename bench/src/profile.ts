@@ -1,9 +1,10 @@
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { WorkerChild } from "./children.js";
 import { parallelWorkflow, workflowClient } from "./clients.js";
-import { runIndependent, runOneWorkflow } from "./load.js";
+import { runBatched, runIndependent, runOneWorkflow } from "./load.js";
 import { BENCH_DIR, REPO_ROOT } from "./paths.js";
 import type { Sizes } from "./scenario.js";
+import { BATCH } from "./scenarios/throughput.js";
 import { startWeftd } from "./weftd.js";
 
 /** The part of a .cpuprofile (V8 CPU profile JSON) that self time needs. */
@@ -190,7 +191,7 @@ function report(dir: string, file: string, what: string, log: (message: string) 
 }
 
 /**
- * `pnpm bench --profile`: scenario 1 (both shapes, once) with weftd and the worker process under
+ * `pnpm bench --profile`: scenario 1 (its three shapes, once) with weftd and the worker process under
  * `node --cpu-prof`, then the top functions of each profile by self time. The .cpuprofile files stay in
  * bench/profiles/ (open them in Chrome DevTools or speedscope for the call trees).
  */
@@ -227,10 +228,12 @@ export async function runProfile(options: {
     await client.submitWorkflow({ definition: parallelWorkflow("tp-one", "tp", 1) });
     await client.submitWorkflow({ definition: parallelWorkflow("tp-par", "tp", n) });
     log(
-      `profiling weftd (pid ${weftd.pid}) and the worker process (pid ${worker.pid}): ${n} runs of a 1-task workflow, then 1 run of ${n} tasks`,
+      `profiling weftd (pid ${weftd.pid}) and the worker process (pid ${worker.pid}): ${n} runs of a 1-task workflow by Trigger calls, as many by BatchTrigger, then 1 run of ${n} tasks`,
     );
     const a = await runIndependent([client], "tp-one", n, sizes.triggerConcurrency, worker);
     log(`  ${n} runs: ${a.tasksPerSecond.toFixed(0)} tasks/s (under the profiler)`);
+    const c = await runBatched(client, "tp-one", n, BATCH, worker);
+    log(`  ${n} runs by BatchTrigger: ${c.tasksPerSecond.toFixed(0)} tasks/s (under the profiler)`);
     const b = await runOneWorkflow(client, "tp-par", n, worker);
     log(`  1 run × ${n} tasks: ${b.tasksPerSecond.toFixed(0)} tasks/s (under the profiler)`);
   } finally {

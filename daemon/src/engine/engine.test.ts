@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { create, type MessageInitShape, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import { RunStatus, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { type TaskDefinitionSchema, WorkflowDefinitionSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import { Redis } from "ioredis";
 import pino from "pino";
@@ -177,6 +177,88 @@ describe("the START step", () => {
   });
 });
 
+describe("steps of several runs", () => {
+  it("start tasks of different runs asked for in the same tick in one script call, each with its run's input", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `multi-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel("two", 2, queue));
+    const a = (await engine.runs.trigger("two", 0, "A", "")).run.id;
+    const b = (await engine.runs.trigger("two", 0, "B", "")).run.id;
+    const calls = vi.spyOn(
+      engine.redis as unknown as { weftStart: (...args: unknown[]) => unknown },
+      "weftStart",
+    );
+    const now = Date.now();
+    const replies = await Promise.all([
+      engine.steps.start(a, "t0", "na", "lock-a", "w", now, 30_000, 0, []),
+      engine.steps.start(b, "t1", "nb", "lock-b", "w", now, 30_000, 0, []),
+      engine.steps.start(b, "missing", "nm", "lock-m", "w", now, 30_000, 0, []),
+      engine.steps.start(a, "t1", "na2", "lock-a2", "w", now, 10_000, 0, []),
+    ]);
+    expect(calls).toHaveBeenCalledTimes(1);
+    expect(replies).toEqual([
+      ["ok", 1, '"A"', now + 30_000],
+      ["ok", 1, '"B"', now + 30_000],
+      ["gone"],
+      ["ok", 1, '"A"', now + 10_000],
+    ]);
+    const running = async (runId: string) =>
+      (await engine.runs.get(runId)).tasks
+        .filter((t) => t.status === TaskStatus.RUNNING)
+        .map((t) => t.taskId);
+    expect(await running(a)).toEqual(["t0", "t1"]);
+    expect(await running(b)).toEqual(["t1"]);
+  });
+
+  it("complete tasks of different runs in one script call, finishing each run with its own output", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `multi-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel("one", 1, queue));
+    const runIds = [
+      (await engine.runs.trigger("one", 0, null, "")).run.id,
+      (await engine.runs.trigger("one", 0, null, "")).run.id,
+    ];
+    const leased = await engine.leases.poll(
+      { queue, workerId: "w", handlers: [], waitMs: 1000, maxTasks: 2 },
+      new AbortController().signal,
+    );
+    expect(leased.map((l) => l.runId).sort()).toEqual([...runIds].sort());
+    const calls = vi.spyOn(
+      engine.redis as unknown as { weftComplete: (...args: unknown[]) => unknown },
+      "weftComplete",
+    );
+    await Promise.all(leased.map((l) => engine.leases.complete(l.leaseId, `out of ${l.runId}`)));
+    expect(calls).toHaveBeenCalledTimes(1);
+    for (const runId of runIds) {
+      const run = await engine.runs.get(runId);
+      expect(RunStatus[run.status]).toBe("SUCCEEDED");
+      expect(run.output && toJson(ValueSchema, run.output)).toEqual({ t0: `out of ${runId}` });
+    }
+  });
+
+  it("start the runs of one BatchTrigger in one script call; a repeated idempotency key makes one run", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    await engine.workflows.submit(parallel("one", 1, `multi-${randomUUID().slice(0, 8)}`));
+    const calls = vi.spyOn(
+      engine.redis as unknown as { weftTrigger: (...args: unknown[]) => unknown },
+      "weftTrigger",
+    );
+    const items = [
+      { workflow: "one", version: 0, input: 1, idempotencyKey: "" },
+      { workflow: "one", version: 0, input: 2, idempotencyKey: "same" },
+      { workflow: "one", version: 0, input: 3, idempotencyKey: "same" },
+    ];
+    const started = await engine.runs.triggerMany(items, (i, field) => `requests[${i}].${field}`);
+    expect(calls).toHaveBeenCalledTimes(1);
+    expect(started.map((s) => s.created)).toEqual([true, true, false]);
+    expect(started[2]?.run.id).toBe(started[1]?.run.id);
+    expect(started[2]?.run.input && toJson(ValueSchema, started[2].run.input)).toBe(2);
+    // Both runs entered the list indexes, the run of the repeated key once.
+    const listed = await engine.runs.list({ workflow: "one", statuses: [], pageSize: 10, pageToken: "" });
+    expect(listed.runs.map((r) => r.id).sort()).toEqual([started[0]?.run.id, started[1]?.run.id].sort());
+  });
+});
+
 /** The same lease with another nonce: what a worker holding a stale lease presents. */
 function otherNonce(leaseId: string): string {
   const lease = parseLeaseId(leaseId);
@@ -226,7 +308,7 @@ describe("the COMPLETE step", () => {
     ]);
   });
 
-  it("sends at most 256 steps of one run in one script call", async () => {
+  it("sends at most 256 steps in one script call", async () => {
     const engine = await openEngine(`test-${randomUUID()}`);
     await engine.workflows.submit(parallel("one", 1, `cap-${randomUUID().slice(0, 8)}`));
     const runId = (await engine.runs.trigger("one", 0, null, "")).run.id;

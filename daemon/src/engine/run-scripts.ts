@@ -1,8 +1,13 @@
 /**
- * The atomic steps of a run, as Lua scripts. Each one reads and writes only the
- * keys of one run (KEYS = run, tasks, deps, outputs, events: one hash slot),
- * appends the events it causes to the run's stream with consecutive sequence
- * numbers, and publishes the last sequence on the stream's key as a channel.
+ * The atomic steps of a run, as Lua scripts. Each step reads and writes only the
+ * keys of one run (run, tasks, deps, outputs, events: one hash slot), appends
+ * the events it causes to the run's stream with consecutive sequence numbers,
+ * and publishes the last sequence on the stream's key as a channel.
+ *
+ * The batched scripts (TRIGGER, START, COMPLETE) carry the steps of several
+ * runs: KEYS holds five keys per run, ARGV[1] the number of runs, then for each
+ * run the number of its steps and their arguments; the reply holds one entry
+ * per run, in order. The other scripts take one run (KEYS[1..5]).
  *
  * Task records are small JSON objects in the tasks hash:
  *   s  status: P pending, Q queued, R running, T retrying, S succeeded,
@@ -16,8 +21,15 @@
  */
 
 const PRELUDE = `
-local RUN, TASKS, DEPS, OUT, EV = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local RUN, TASKS, DEPS, OUT, EV
 local published = false
+-- Makes the r-th run of the call (KEYS[5r-4..5r]) the one the functions below work on.
+local function useRun(r)
+  local b = 5 * (r - 1)
+  RUN, TASKS, DEPS, OUT, EV = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5]
+  published = false
+end
+useRun(1)
 local function emit(now, ...)
   local seq = redis.call('HINCRBY', RUN, 'seq', 1)
   redis.call('XADD', EV, '0-' .. seq, 'ts', now, ...)
@@ -27,7 +39,8 @@ local function notify()
   if published then redis.call('PUBLISH', EV, redis.call('HGET', RUN, 'seq')) end
 end
 local function expireAll(ms)
-  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ms) end
+  redis.call('PEXPIRE', RUN, ms); redis.call('PEXPIRE', TASKS, ms); redis.call('PEXPIRE', DEPS, ms)
+  redis.call('PEXPIRE', OUT, ms); redis.call('PEXPIRE', EV, ms)
 end
 local function getTask(id)
   local raw = redis.call('HGET', TASKS, id)
@@ -88,81 +101,106 @@ end
 `;
 
 /**
- * Creates a run. ARGV: runId, workflow, version, input, now, idempotencyKey,
- * taskCount, then taskId, parentCount for each task.
- * Returns 1 when created, 0 when the run already existed.
+ * Runs the steps of every run of a batched script: `step(a)` handles the step
+ * whose arguments start at ARGV[a] and returns its reply and where the next
+ * step starts. Each run's reply is {first, reply...}, where first is what
+ * `runFirst()` returns once the run's steps are done ('' unless defined).
  */
-export const TRIGGER = `${PRELUDE}
-if redis.call('EXISTS', RUN) == 1 then return 0 end
-local now = tonumber(ARGV[5])
-local n = tonumber(ARGV[7])
-redis.call('HSET', RUN, 'id', ARGV[1], 'wf', ARGV[2], 'v', ARGV[3], 's', 'R', 'in', ARGV[4],
-  'ct', now, 'idem', ARGV[6], 'seq', 0, 'rem', n, 'nf', 0)
-emit(now, 'ty', 1, 'rs', 'R')
-for i = 0, n - 1 do
-  local id = ARGV[8 + 2 * i]
-  local parents = tonumber(ARGV[9 + 2 * i])
-  if parents == 0 then
-    putTask(id, { s = 'Q', a = 0, qt = now })
-    emit(now, 'ty', 2, 'tk', id, 'a', 0, 'rs', 'R')
-  else
-    redis.call('HSET', DEPS, id, parents)
+const BATCH_LOOP = `
+local result = {}
+local a = 2
+for r = 1, tonumber(ARGV[1]) do
+  useRun(r)
+  beginRun()
+  local replies = {''}
+  local count = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, count do
+    replies[j + 1], a = step(a)
   end
+  notify()
+  replies[1] = runFirst()
+  result[r] = replies
 end
-notify()
-return 1
+return result
 `;
 
 /**
- * Hands queued tasks of one run to workers, several at once. ARGV: count, then
- * for each task: taskId, nonce[|owner], lockToken, workerId, now, leaseMs,
- * startToCloseMs (0: none), parentCount, parentIds...
- * The lease never outlives the attempt's start-to-close deadline (sc).
- * Returns {runInput, reply...}, one reply per task in order:
+ * Creates runs (batched). A step's ARGV: runId, workflow, version, input, now,
+ * idempotencyKey, taskCount, then taskId, parentCount for each task.
+ * A step's reply is 1 when it created the run, 0 when the run already existed.
+ */
+export const TRIGGER = `${PRELUDE}
+local function beginRun() end
+local function runFirst() return '' end
+local function step(a)
+  local n = tonumber(ARGV[a + 6])
+  local nextA = a + 7 + 2 * n
+  if redis.call('EXISTS', RUN) == 1 then return 0, nextA end
+  local now = tonumber(ARGV[a + 4])
+  redis.call('HSET', RUN, 'id', ARGV[a], 'wf', ARGV[a + 1], 'v', ARGV[a + 2], 's', 'R', 'in', ARGV[a + 3],
+    'ct', now, 'idem', ARGV[a + 5], 'seq', 0, 'rem', n, 'nf', 0)
+  emit(now, 'ty', 1, 'rs', 'R')
+  for i = 0, n - 1 do
+    local id = ARGV[a + 7 + 2 * i]
+    local parents = tonumber(ARGV[a + 8 + 2 * i])
+    if parents == 0 then
+      putTask(id, { s = 'Q', a = 0, qt = now })
+      emit(now, 'ty', 2, 'tk', id, 'a', 0, 'rs', 'R')
+    else
+      redis.call('HSET', DEPS, id, parents)
+    end
+  end
+  return 1, nextA
+end
+${BATCH_LOOP}`;
+
+/**
+ * Hands queued tasks to workers (batched). A step's ARGV: taskId,
+ * nonce[|owner], lockToken, workerId, now, leaseMs, startToCloseMs (0: none),
+ * parentCount, parentIds... The lease never outlives the attempt's
+ * start-to-close deadline (sc). A run's reply is {runInput, reply...}, one
+ * reply per task in order:
  * {'ok', attempt, '', leaseDeadline, parentOutput...} | {'gone'} (drop the job)
  * | {'done'} (already succeeded: repair) | {'delay', notBefore}
  * | {'lost', attempt, nonce, startToCloseDeadline} (the previous lease of a
- * running task was lost). runInput is '' when no task started.
+ * running task was lost). runInput is '' when no task of the run started.
  */
 export const START = `${PRELUDE}
-local running = redis.call('HGET', RUN, 's') == 'R'
-local input = nil
-local result = {''}
-local a = 2
-for j = 1, tonumber(ARGV[1]) do
+local running, input
+local function beginRun()
+  running = redis.call('HGET', RUN, 's') == 'R'
+  input = nil
+end
+local function runFirst() return input or '' end
+local function step(a)
   local id, now, np = ARGV[a], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 7])
+  local nextA = a + 8 + np
   local t = nil
   if running then t = getTask(id) end
-  local reply
-  if not t then reply = {'gone'}
-  elseif t.s == 'S' then reply = {'done'}
-  elseif t.s == 'R' then reply = {'lost', t.a, t.l, t.sc or 0}
-  elseif t.s ~= 'Q' and t.s ~= 'T' then reply = {'gone'}
-  elseif t.s == 'T' and t.na and t.na > now + 5 then reply = {'delay', t.na}
-  else
-    local nonce, owner = splitLease(ARGV[a + 1])
-    t.s = 'R'; t.a = t.a + 1; t.l = nonce; t.k = ARGV[a + 2]; t.w = ARGV[a + 3]
-    if owner ~= '' then t.o = owner else t.o = nil end
-    t.st = now; t.le = now + tonumber(ARGV[a + 5]); t.na = nil; t.wr = nil; t.pg = nil; t.sc = nil
-    if tonumber(ARGV[a + 6]) > 0 then
-      t.sc = now + tonumber(ARGV[a + 6])
-      if t.le > t.sc then t.le = t.sc end
-    end
-    putTask(id, t)
-    emit(now, 'ty', 3, 'tk', id, 'a', t.a, 'rs', 'R', 'w', ARGV[a + 3])
-    input = input or redis.call('HGET', RUN, 'in') or ''
-    reply = {'ok', t.a, '', t.le}
-    for i = 1, np do
-      reply[#reply + 1] = redis.call('HGET', OUT, ARGV[a + 7 + i]) or 'null'
-    end
+  if not t then return {'gone'}, nextA end
+  if t.s == 'S' then return {'done'}, nextA end
+  if t.s == 'R' then return {'lost', t.a, t.l, t.sc or 0}, nextA end
+  if t.s ~= 'Q' and t.s ~= 'T' then return {'gone'}, nextA end
+  if t.s == 'T' and t.na and t.na > now + 5 then return {'delay', t.na}, nextA end
+  local nonce, owner = splitLease(ARGV[a + 1])
+  t.s = 'R'; t.a = t.a + 1; t.l = nonce; t.k = ARGV[a + 2]; t.w = ARGV[a + 3]
+  if owner ~= '' then t.o = owner else t.o = nil end
+  t.st = now; t.le = now + tonumber(ARGV[a + 5]); t.na = nil; t.wr = nil; t.pg = nil; t.sc = nil
+  if tonumber(ARGV[a + 6]) > 0 then
+    t.sc = now + tonumber(ARGV[a + 6])
+    if t.le > t.sc then t.le = t.sc end
   end
-  result[j + 1] = reply
-  a = a + 8 + np
+  putTask(id, t)
+  emit(now, 'ty', 3, 'tk', id, 'a', t.a, 'rs', 'R', 'w', ARGV[a + 3])
+  input = input or redis.call('HGET', RUN, 'in') or ''
+  local reply = {'ok', t.a, '', t.le}
+  for i = 1, np do
+    reply[#reply + 1] = redis.call('HGET', OUT, ARGV[a + 7 + i]) or 'null'
+  end
+  return reply, nextA
 end
-notify()
-result[1] = input or ''
-return result
-`;
+${BATCH_LOOP}`;
 
 /**
  * Gives a task back to its queue after a handover that did not reach the
@@ -217,12 +255,12 @@ return {'ok', t.k, t.le}
 `;
 
 /**
- * Records tasks' successes and queues the children they made ready, several
- * completions of one run at once. ARGV: count, then for each completion:
- * taskId, attempt, nonce, output, now, retentionMs, childCount, children...,
- * then '-' or leafCount, leaves... (small workflows pass their leaves so that
- * the step that completes the last task also finishes the run).
- * Returns one reply per completion, in order:
+ * Records tasks' successes and queues the children they made ready (batched).
+ * A completion's ARGV: taskId, attempt, nonce, output, now, retentionMs,
+ * childCount, children..., then '-' or leafCount, leaves... (small workflows
+ * pass their leaves so that the step that completes the last task also
+ * finishes the run). A run's reply is {'', reply...}, one reply per completion,
+ * in order:
  * {'ok'|'dup'|'last'|'done', token, readyChildren...} | {'cancel', token}
  * | {'stale', why} | {'notfound'}. 'dup' repeats an already recorded
  * completion (its ready children are returned again so that a repeated step
@@ -230,8 +268,10 @@ return {'ok', t.k, t.le}
  * the run must be finished with FINISH; 'done' means the run just finished.
  */
 export const COMPLETE = `${PRELUDE}${LEASE_CHECK}
+local function beginRun() end
+local function runFirst() return '' end
 -- One completion whose arguments start at ARGV[a]; returns its reply and where the next one starts.
-local function completeOne(a)
+local function step(a)
   local id = ARGV[a]
   local nc = tonumber(ARGV[a + 6])
   local leaves = ARGV[a + 7 + nc]
@@ -289,14 +329,7 @@ local function completeOne(a)
   end
   return ready, nextA
 end
-local result = {}
-local a = 2
-for j = 1, tonumber(ARGV[1]) do
-  result[j], a = completeOne(a)
-end
-notify()
-return result
-`;
+${BATCH_LOOP}`;
 
 /**
  * Records a failed attempt. ARGV: taskId, attempt, nonce, errType, errMessage,

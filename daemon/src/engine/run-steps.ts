@@ -5,21 +5,26 @@ import { CANCEL, COMPLETE, FAIL, FINISH, HEARTBEAT, RELEASE, START, TRIGGER, WAI
 type Reply = (string | number)[];
 type ScriptCaller = (args: (string | number)[]) => Promise<unknown>;
 
-const SCRIPTS = {
+/** The scripts that carry the steps of several runs in one call (see run-scripts.ts). */
+const BATCHED = {
   weftTrigger: TRIGGER,
   weftStart: START,
+  weftComplete: COMPLETE,
+} as const;
+
+/** The scripts of one run's step (KEYS: the run's five keys). */
+const SINGLE = {
   weftRelease: RELEASE,
   weftHeartbeat: HEARTBEAT,
-  weftComplete: COMPLETE,
   weftFail: FAIL,
   weftCancel: CANCEL,
   weftFinish: FINISH,
   weftWait: WAIT,
 } as const;
 
-type ScriptName = keyof typeof SCRIPTS;
+type ScriptName = keyof typeof BATCHED | keyof typeof SINGLE;
 
-/** A step waiting to be sent with the others of its run. */
+/** A step waiting to be sent with the others of its tick. */
 interface PendingStep {
   args: (string | number)[];
   resolve: (reply: Reply) => void;
@@ -30,26 +35,33 @@ interface PendingStep {
 const BATCH_STEPS = 256;
 const BATCH_BYTES = 1 << 20;
 
+/** The steps of one script call, by run (a Map keeps the runs in the order they came). */
 interface Batch {
-  steps: PendingStep[];
+  runs: Map<string, PendingStep[]>;
+  steps: number;
   bytes: number;
 }
 
+function emptyBatch(): Batch {
+  return { runs: new Map(), steps: 0, bytes: 0 };
+}
+
 /**
- * The calls of one step script asked for in the same tick, by run: each run's
- * go to Redis as one script call (ARGV: count, then each call's arguments) at
- * the end of the tick, once every microtask of the tick has run, so that the
- * steps of one batch RPC (the handovers of a poll, the completions of a
- * CompleteTasks call) share a call. A batch that reaches {@link BATCH_STEPS}
+ * The calls of one batched step script asked for in the same tick go to Redis as
+ * one script call at the end of the tick, once every microtask of the tick has
+ * run: the steps of one batch RPC (the handovers of a poll, the completions of a
+ * CompleteTasks call, the runs of a BatchTrigger) and those of concurrent calls
+ * share it, grouped by run (ARGV: number of runs, then for each run the number
+ * of its steps and their arguments). A batch that reaches {@link BATCH_STEPS}
  * steps or {@link BATCH_BYTES} bytes goes at once.
  */
 class TickBatches {
-  private readonly byRun = new Map<string, Batch>();
+  private batch = emptyBatch();
   private scheduled = false;
 
   constructor(
-    private readonly send: (runId: string, args: (string | number)[]) => Promise<Reply>,
-    /** One reply per call, in order, from the script's reply. */
+    private readonly send: (runIds: string[], args: (string | number)[]) => Promise<readonly unknown[]>,
+    /** One reply per step of a run, in order, from the run's entry of the script's reply. */
     private readonly split: (reply: Reply) => Reply[],
   ) {}
 
@@ -57,16 +69,19 @@ class TickBatches {
     return new Promise((resolve, reject) => {
       let bytes = 0;
       for (const arg of args) bytes += typeof arg === "string" ? arg.length : 8;
-      let batch = this.byRun.get(runId);
-      if (batch !== undefined && (batch.steps.length >= BATCH_STEPS || batch.bytes + bytes > BATCH_BYTES)) {
-        this.sendBatch(runId, batch);
-        batch = undefined;
+      let { batch } = this;
+      if (batch.steps >= BATCH_STEPS || (batch.steps > 0 && batch.bytes + bytes > BATCH_BYTES)) {
+        this.sendBatch(batch);
+        batch = emptyBatch();
+        this.batch = batch;
       }
-      if (batch === undefined) {
-        batch = { steps: [], bytes: 0 };
-        this.byRun.set(runId, batch);
+      let steps = batch.runs.get(runId);
+      if (steps === undefined) {
+        steps = [];
+        batch.runs.set(runId, steps);
       }
-      batch.steps.push({ args, resolve, reject });
+      steps.push({ args, resolve, reject });
+      batch.steps++;
       batch.bytes += bytes;
       if (!this.scheduled) {
         this.scheduled = true;
@@ -77,23 +92,29 @@ class TickBatches {
 
   private flush(): void {
     this.scheduled = false;
-    const batches = [...this.byRun];
-    this.byRun.clear();
-    for (const [runId, batch] of batches) this.sendBatch(runId, batch);
+    const { batch } = this;
+    this.batch = emptyBatch();
+    if (batch.steps > 0) this.sendBatch(batch);
   }
 
-  private sendBatch(runId: string, { steps }: Batch): void {
-    const args: (string | number)[] = [steps.length];
-    for (const step of steps) for (const arg of step.args) args.push(arg);
-    this.send(runId, args).then(
+  private sendBatch({ runs }: Batch): void {
+    const args: (string | number)[] = [runs.size];
+    for (const steps of runs.values()) {
+      args.push(steps.length);
+      for (const step of steps) for (const arg of step.args) args.push(arg);
+    }
+    this.send([...runs.keys()], args).then(
       (reply) => {
-        const replies = this.split(reply);
-        steps.forEach((step, i) => {
-          step.resolve(replies[i] ?? []);
-        });
+        let r = 0;
+        for (const steps of runs.values()) {
+          const replies = this.split(normalize(reply[r++]));
+          steps.forEach((step, i) => {
+            step.resolve(replies[i] ?? []);
+          });
+        }
       },
       (err: unknown) => {
-        for (const step of steps) step.reject(err);
+        for (const steps of runs.values()) for (const step of steps) step.reject(err);
       },
     );
   }
@@ -119,8 +140,15 @@ function leaseArg(lease: LeaseArgs): string {
  * finish a step whose follow-up (enqueueing jobs) was cut short by a crash.
  */
 export class RunSteps {
+  /** Run id → the indexes a run being triggered enters, and its creation time (see {@link trigger}). */
+  private readonly indexing = new Map<string, { indexes: string[]; now: number }>();
+  private readonly triggers = new TickBatches(
+    (runIds, args) =>
+      this.call("weftTrigger", runIds, args, true, (redis) => this.enterIndexes(redis, runIds)),
+    (reply) => reply.slice(1).map(normalize),
+  );
   private readonly starts = new TickBatches(
-    (runId, args) => this.call("weftStart", runId, args, false),
+    (runIds, args) => this.call("weftStart", runIds, args, false),
     // The run's input comes once; each started task's reply carries it, as the step's callers expect.
     (reply) =>
       reply.slice(1).map((one) => {
@@ -130,40 +158,72 @@ export class RunSteps {
       }),
   );
   private readonly completions = new TickBatches(
-    (runId, args) => this.call("weftComplete", runId, args),
-    (reply) => reply.map(normalize),
+    (runIds, args) => this.call("weftComplete", runIds, args),
+    (reply) => reply.slice(1).map(normalize),
   );
 
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
   ) {
-    for (const [name, lua] of Object.entries(SCRIPTS)) {
+    // The batched scripts take the number of keys as their first argument: five per run.
+    for (const [name, lua] of Object.entries(BATCHED)) {
+      if (!(name in redis)) redis.defineCommand(name, { lua });
+    }
+    for (const [name, lua] of Object.entries(SINGLE)) {
       if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 5, lua });
     }
   }
 
+  /**
+   * Calls a step script for `runIds`: one run for the single-run scripts, the runs of the batch for
+   * the batched ones (whose reply then holds one entry per run).
+   */
   private async call(
     name: ScriptName,
-    runId: string,
+    runIds: string | string[],
     args: (string | number)[],
     mark = true,
     before?: (redis: Redis) => Promise<unknown>[],
   ): Promise<Reply> {
-    const k = this.keys.run(runId);
+    const batched = Array.isArray(runIds);
+    const ids = batched ? runIds : [runIds];
     // One array argument: ioredis flattens it, and huge runs would overflow a spread.
-    const keyArgs: (string | number)[] = [k.run, k.tasks, k.deps, k.outputs, k.events];
+    const keyArgs: (string | number)[] = batched ? [ids.length * 5] : [];
+    for (const id of ids) {
+      const k = this.keys.run(id);
+      keyArgs.push(k.run, k.tasks, k.deps, k.outputs, k.events);
+    }
     const fn = (this.redis as unknown as Record<ScriptName, ScriptCaller>)[name];
     if (!mark) return normalize(await fn.call(this.redis, keyArgs.concat(args)));
     // Issued in the same tick, so auto-pipelining sends them in one write with every other step of the
     // tick, and Redis runs them in this order: what `before` adds, the mark, then the step.
-    const first = [
-      ...(before?.(this.redis) ?? []),
-      this.redis.zadd(this.keys.dirtyRuns(), Date.now(), runId),
-    ];
+    const now = Date.now();
+    const marks: (string | number)[] = [];
+    for (const id of ids) marks.push(now, id);
+    const first = [...(before?.(this.redis) ?? []), this.redis.zadd(this.keys.dirtyRuns(), ...marks)];
     const step = fn.call(this.redis, keyArgs.concat(args));
     const [, reply] = await Promise.all([Promise.all(first), step]);
     return normalize(reply);
+  }
+
+  /** The ZADDs that enter the runs of a trigger batch in their list indexes: one per index. */
+  private enterIndexes(redis: Redis, runIds: string[]): Promise<unknown>[] {
+    const members = new Map<string, (string | number)[]>();
+    for (const id of runIds) {
+      const entry = this.indexing.get(id);
+      if (entry === undefined) continue;
+      this.indexing.delete(id);
+      for (const index of entry.indexes) {
+        let list = members.get(index);
+        if (list === undefined) {
+          list = [];
+          members.set(index, list);
+        }
+        list.push(entry.now, id);
+      }
+    }
+    return [...members].map(([index, list]) => redis.zadd(index, "NX", ...list));
   }
 
   runKeys(runId: string): RunKeys {
@@ -183,9 +243,8 @@ export class RunSteps {
     const args: (string | number)[] = [runId, workflow, version, input, now, idempotencyKey, tasks.length];
     for (const t of tasks) args.push(t.id, t.parents);
     // The run enters its list indexes in the same round trip, before it exists (ListRuns skips ids without a run).
-    return this.call("weftTrigger", runId, args, true, (redis) =>
-      indexes.map((index) => redis.zadd(index, "NX", now, runId)),
-    );
+    this.indexing.set(runId, { indexes, now });
+    return this.triggers.add(runId, args);
   }
 
   /**

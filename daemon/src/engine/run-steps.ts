@@ -5,15 +5,14 @@ import { CANCEL, COMPLETE, FAIL, FINISH, HEARTBEAT, RELEASE, START, TRIGGER, WAI
 type Reply = (string | number)[];
 type ScriptCaller = (args: (string | number)[]) => Promise<unknown>;
 
-/** The scripts that carry the steps of several runs in one call (see run-scripts.ts). */
-const BATCHED = {
+/**
+ * The run scripts. Each takes five KEYS per run; the batched ones (TRIGGER, START, COMPLETE) carry
+ * the steps of several runs in one call (see run-scripts.ts), the others one run's step.
+ */
+const SCRIPTS = {
   weftTrigger: TRIGGER,
   weftStart: START,
   weftComplete: COMPLETE,
-} as const;
-
-/** The scripts of one run's step (KEYS: the run's five keys). */
-const SINGLE = {
   weftRelease: RELEASE,
   weftHeartbeat: HEARTBEAT,
   weftFail: FAIL,
@@ -22,7 +21,7 @@ const SINGLE = {
   weftWait: WAIT,
 } as const;
 
-type ScriptName = keyof typeof BATCHED | keyof typeof SINGLE;
+type ScriptName = keyof typeof SCRIPTS;
 
 /** A step waiting to be sent with the others of its tick. */
 interface PendingStep {
@@ -166,31 +165,23 @@ export class RunSteps {
     private readonly redis: Redis,
     private readonly keys: Keys,
   ) {
-    // The batched scripts take the number of keys as their first argument: five per run.
-    for (const [name, lua] of Object.entries(BATCHED)) {
+    // The number of keys (five per run) is each call's first argument.
+    for (const [name, lua] of Object.entries(SCRIPTS)) {
       if (!(name in redis)) redis.defineCommand(name, { lua });
-    }
-    for (const [name, lua] of Object.entries(SINGLE)) {
-      if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 5, lua });
     }
   }
 
-  /**
-   * Calls a step script for `runIds`: one run for the single-run scripts, the runs of the batch for
-   * the batched ones (whose reply then holds one entry per run).
-   */
+  /** Calls a step script with the keys of `runIds` (one run, or the runs of a batch, in order). */
   private async call(
     name: ScriptName,
-    runIds: string | string[],
+    runIds: string[],
     args: (string | number)[],
     mark = true,
     before?: (redis: Redis) => Promise<unknown>[],
   ): Promise<Reply> {
-    const batched = Array.isArray(runIds);
-    const ids = batched ? runIds : [runIds];
     // One array argument: ioredis flattens it, and huge runs would overflow a spread.
-    const keyArgs: (string | number)[] = batched ? [ids.length * 5] : [];
-    for (const id of ids) {
+    const keyArgs: (string | number)[] = [runIds.length * 5];
+    for (const id of runIds) {
       const k = this.keys.run(id);
       keyArgs.push(k.run, k.tasks, k.deps, k.outputs, k.events);
     }
@@ -200,7 +191,7 @@ export class RunSteps {
     // tick, and Redis runs them in this order: what `before` adds, the mark, then the step.
     const now = Date.now();
     const marks: (string | number)[] = [];
-    for (const id of ids) marks.push(now, id);
+    for (const id of runIds) marks.push(now, id);
     const first = [...(before?.(this.redis) ?? []), this.redis.zadd(this.keys.dirtyRuns(), ...marks)];
     const step = fn.call(this.redis, keyArgs.concat(args));
     const [, reply] = await Promise.all([Promise.all(first), step]);
@@ -276,13 +267,13 @@ export class RunSteps {
   }
 
   release(runId: string, lease: LeaseArgs, now: number): Promise<Reply> {
-    return this.call("weftRelease", runId, [lease.taskId, lease.attempt, lease.nonce, now]);
+    return this.call("weftRelease", [runId], [lease.taskId, lease.attempt, lease.nonce, now]);
   }
 
   heartbeat(runId: string, lease: LeaseArgs, now: number, leaseMs: number, progress: string): Promise<Reply> {
     return this.call(
       "weftHeartbeat",
-      runId,
+      [runId],
       [lease.taskId, lease.attempt, leaseArg(lease), now, leaseMs, progress],
       false,
     );
@@ -326,7 +317,7 @@ export class RunSteps {
   ): Promise<Reply> {
     return this.call(
       "weftFail",
-      runId,
+      [runId],
       [
         lease.taskId,
         lease.attempt,
@@ -346,19 +337,19 @@ export class RunSteps {
   }
 
   wait(runId: string, taskId: string, reason: string, now: number): Promise<Reply> {
-    return this.call("weftWait", runId, [taskId, reason, now], false);
+    return this.call("weftWait", [runId], [taskId, reason, now], false);
   }
 
   finish(runId: string, now: number, retentionMs: number, leaves: string[]): Promise<Reply> {
     return this.call(
       "weftFinish",
-      runId,
+      [runId],
       ([now, retentionMs, leaves.length] as (string | number)[]).concat(leaves),
     );
   }
 
   cancel(runId: string, reason: string, now: number, retentionMs: number, status: "C" | "X"): Promise<Reply> {
-    return this.call("weftCancel", runId, [reason, now, retentionMs, status]);
+    return this.call("weftCancel", [runId], [reason, now, retentionMs, status]);
   }
 }
 

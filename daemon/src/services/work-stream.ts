@@ -87,6 +87,22 @@ export async function completeAll(
   );
 }
 
+/** A wake-up for one waiter at a time: `wait()` resolves at the next `wake()`. */
+function wakeUp(): { wait: () => Promise<void>; wake: () => void } {
+  let waiting: (() => void) | undefined;
+  return {
+    wait: () =>
+      new Promise<void>((resolve) => {
+        waiting = resolve;
+      }),
+    wake: () => {
+      const w = waiting;
+      waiting = undefined;
+      w?.();
+    },
+  };
+}
+
 /**
  * One Work stream: reads the worker's messages (credits and outputs), polls
  * the queue for as many tasks as the worker has credits, and sends the
@@ -103,18 +119,10 @@ export async function* workStream(
   const principal = ctx.values.get(principalKey);
   const outbox: WorkResponseInit[] = [];
   // The sender waits for messages to send, the poller for credits: each has its own wake-up.
-  let wake: (() => void) | undefined;
-  const notify = () => {
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
-  let creditsCame: (() => void) | undefined;
-  const wakePoller = () => {
-    const w = creditsCame;
-    creditsCame = undefined;
-    w?.();
-  };
+  const sender = wakeUp();
+  const notify = sender.wake;
+  const creditsCame = wakeUp();
+  const wakePoller = creditsCame.wake;
   let identity: WorkerIdentity | undefined;
   let credits = 0;
   let failure: unknown;
@@ -165,9 +173,7 @@ export async function* workStream(
   const poll = async () => {
     while (!polls.signal.aborted) {
       if (credits === 0 || identity === undefined) {
-        await new Promise<void>((resolve) => {
-          creditsCame = resolve;
-        });
+        await creditsCame.wait();
         continue;
       }
       const assignments: TaskAssignment[] = await engine.leases.poll(
@@ -190,19 +196,15 @@ export async function* workStream(
     }
   };
 
-  const reader = read().then(
-    () => {
-      reading = false;
-      polls.abort();
-      notify();
-    },
-    (err: unknown) => {
+  const reader = read()
+    .catch((err: unknown) => {
       failure ??= err;
+    })
+    .finally(() => {
       reading = false;
       polls.abort();
       notify();
-    },
-  );
+    });
   const poller = poll()
     .catch((err: unknown) => {
       failure ??= err;
@@ -222,9 +224,7 @@ export async function* workStream(
       }
       if (failure !== undefined) throw failure;
       if (!reading && !polling && answering.size === 0) break;
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-      });
+      await sender.wait();
     }
   } finally {
     polls.abort();

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import grpc
 
@@ -145,7 +144,7 @@ class WorkStream:
         self._draining = True
         self._ended = True
         self._wake.set()
-        left: list[Any] = [*self._outbox, *self._sent.values()]
+        left: list[Pending] = [*self._outbox, *self._sent.values()]
         self._outbox.clear()
         self._sent.clear()
         self._granted = 0

@@ -16,6 +16,9 @@ import {
   json,
   RunStatus,
   wideRun as submitWideRun,
+  type TaskAssignment,
+  TaskStatus,
+  task,
   value,
   type WeftClients,
   weftClients,
@@ -134,6 +137,38 @@ describe("Work stream", () => {
     const { run } = await c.workflows.getRun({ runId });
     expect(run?.status).toBe(RunStatus.SUCCEEDED);
     expect(json(run?.output)).toEqual({ t0: { done: true } });
+  });
+
+  it("holds assignments a worker does not read yet, and delivers each, in full and once, when it reads", async () => {
+    // 200 assignments of 30 KB each: far more than HTTP/2 lets weftd write before the worker reads.
+    const n = 200;
+    const queue = `work-${randomUUID().slice(0, 8)}`;
+    await c.workflows.submitWorkflow({
+      definition: { name: queue, tasks: Array.from({ length: n }, (_, i) => task(`t${i}`, [], { queue })) },
+    });
+    const input = { text: "x".repeat(30_000) };
+    const { run } = await c.workflows.trigger({ workflow: queue, input: value(input) });
+    const runId = run?.id ?? "";
+    const work = openWork();
+    // The stream's first message goes out through Connect, later ones straight to the HTTP/2 stream.
+    work.send({ queue, workerId: "w", credits: 1 });
+    const got: TaskAssignment[] = [...(await work.next("the first assignment")).assignments];
+    work.send({ credits: n - 1 });
+    await waitFor(
+      async () =>
+        (await c.workflows.getRun({ runId })).run?.tasks.every((t) => t.status === TaskStatus.RUNNING),
+      { message: `all ${n} tasks leased to the stream before it is read` },
+    );
+    while (got.length < n) got.push(...(await work.next(`assignment ${got.length + 1} of ${n}`)).assignments);
+    expect(got).toHaveLength(n);
+    expect(new Set(got.map((a) => a.taskId)).size).toBe(n);
+    for (const a of got) expect(json(a.runInput)).toEqual(input);
+    work.send({ completions: got.map((a) => ({ leaseId: a.leaseId, output: value(a.taskId) })) });
+    const answer = await work.next("the answers");
+    expect(answer.results.map((r) => r.code)).toEqual(got.map(() => 0));
+    work.halfClose();
+    await work.end();
+    expect((await c.workflows.getRun({ runId })).run?.status).toBe(RunStatus.SUCCEEDED);
   });
 
   it("refuses a first message without a queue, naming the field", async () => {

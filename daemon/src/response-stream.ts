@@ -1,6 +1,7 @@
 import type { IncomingMessage } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
 import type { Writable } from "node:stream";
+import { create, type DescMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import {
   type ContextValues,
   createContextKey,
@@ -33,4 +34,41 @@ export function envelopeSink(ctx: HandlerContext): Writable | undefined {
   const stream = ctx.values.get(streamKey);
   if (stream === undefined) return undefined;
   return BINARY_ENVELOPES.test(ctx.responseHeader.get("content-type") ?? "") ? stream : undefined;
+}
+
+/** A message as one uncompressed binary envelope (gRPC, gRPC-Web and Connect frame it alike). */
+export function envelope(body: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(5 + body.length);
+  frame[0] = 0;
+  frame.writeUInt32BE(body.length, 1);
+  frame.set(body, 5);
+  return frame;
+}
+
+/**
+ * Writes messages to a sink from {@link envelopeSink} as envelopes, in one write; resolves once the
+ * sink takes more (at once, unless its buffer is full), or when it closes or the call ends.
+ */
+export async function writeEnvelopes<Desc extends DescMessage>(
+  sink: Writable,
+  schema: Desc,
+  messages: readonly MessageInitShape<Desc>[],
+  signal: AbortSignal,
+): Promise<void> {
+  // A stream closed under the call ends the call, and its signal the handler.
+  if (sink.destroyed || sink.writableEnded) return;
+  const frames = messages.map((m) => envelope(toBinary(schema, create(schema, m))));
+  if (sink.write(frames.length === 1 ? frames[0] : Buffer.concat(frames))) return;
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      sink.off("drain", done);
+      sink.off("close", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    sink.on("drain", done);
+    sink.on("close", done);
+    signal.addEventListener("abort", done, { once: true });
+    if (signal.aborted) done();
+  });
 }

@@ -2,6 +2,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { type WatchRunResponse, WatchRunResponseSchema } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { envelope } from "../response-stream.js";
 import { eventFromStored, isFinalEvent } from "./run-view.js";
 
 /** A run event as stored in the run's stream. */
@@ -252,12 +253,7 @@ class SharedEvent implements FeedEvent {
   /** Encoded on first use, then shared by every stream that writes frames. */
   get frame(): Uint8Array {
     if (this.framed === undefined) {
-      const body = toBinary(WatchRunResponseSchema, this.result.value);
-      const frame = Buffer.allocUnsafe(5 + body.length);
-      frame[0] = 0;
-      frame.writeUInt32BE(body.length, 1);
-      frame.set(body, 5);
-      this.framed = frame;
+      this.framed = envelope(toBinary(WatchRunResponseSchema, this.result.value));
     }
     return this.framed;
   }

@@ -1,13 +1,14 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import type {
-  CompleteTaskRequest,
-  TaskAssignment,
-  WorkRequest,
+import {
+  type CompleteTaskRequest,
+  type TaskAssignment,
+  type WorkRequest,
   WorkResponseSchema,
 } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { checkQueue, type Principal, principalKey } from "../auth.js";
 import type { Engine } from "../engine/engine.js";
+import { envelopeSink, writeEnvelopes } from "../response-stream.js";
 import { jsonOf, RequestCheck } from "./request-checks.js";
 
 /** Most assignments one poll of the stream takes (PollTask's limit). */
@@ -215,11 +216,22 @@ export async function* workStream(
       polling = false;
       notify();
     });
+  // Once Connect has written the response headers and a first message, later messages go straight
+  // to the HTTP/2 stream as envelopes, all those waiting in one write: Connect's pipeline of async
+  // iterables costs more per message than encoding it.
+  const sink = envelopeSink(ctx);
+  let framing = false;
   try {
     for (;;) {
+      if (framing && sink !== undefined && outbox.length > 0) {
+        await writeEnvelopes(sink, WorkResponseSchema, outbox.splice(0), ctx.signal);
+        continue;
+      }
       const next = outbox.shift();
       if (next !== undefined) {
         yield next;
+        // Resumed: Connect has written `next`.
+        framing = sink !== undefined;
         continue;
       }
       if (failure !== undefined) throw failure;

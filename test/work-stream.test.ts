@@ -1,7 +1,12 @@
 import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import type { WorkRequestSchema, WorkResponse } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import {
+  WorkerService,
+  type WorkRequestSchema,
+  type WorkResponse,
+} from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { createWorkerTransport, Worker } from "@weft/worker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -46,7 +51,7 @@ function wideRun(n: number) {
 }
 
 /** A Work stream driven by hand: send messages, read responses one at a time, half-close. */
-function openWork() {
+function openWork(workers: WeftClients["workers"] = c.workers) {
   const queued: WorkRequestInit[] = [];
   let wake: (() => void) | undefined;
   let closed = false;
@@ -63,7 +68,7 @@ function openWork() {
       });
     }
   })();
-  const responses = c.workers.work(requests)[Symbol.asyncIterator]();
+  const responses = workers.work(requests)[Symbol.asyncIterator]();
   return {
     send(message: WorkRequestInit) {
       queued.push(message);
@@ -169,6 +174,26 @@ describe("Work stream", () => {
     work.halfClose();
     await work.end();
     expect((await c.workflows.getRun({ runId })).run?.status).toBe(RunStatus.SUCCEEDED);
+  });
+
+  it("works over the Connect protocol on HTTP/2, messages after the first written by weftd itself", async () => {
+    const { queue, runId } = await wideRun(3);
+    const workers = createClient(
+      WorkerService,
+      createConnectTransport({ baseUrl: `http://${weftd.address}`, httpVersion: "2" }),
+    );
+    const work = openWork(workers);
+    work.send({ queue, workerId: "w", credits: 1 });
+    const got: TaskAssignment[] = [...(await work.next("the first assignment")).assignments];
+    work.send({ credits: 2 });
+    while (got.length < 3) got.push(...(await work.next(`assignment ${got.length + 1} of 3`)).assignments);
+    work.send({ completions: got.map((a) => ({ leaseId: a.leaseId, output: value(a.taskId) })) });
+    expect((await work.next("the answers")).results.map((r) => r.code)).toEqual([0, 0, 0]);
+    work.halfClose();
+    await work.end();
+    const { run } = await c.workflows.getRun({ runId });
+    expect(run?.status).toBe(RunStatus.SUCCEEDED);
+    expect(json(run?.output)).toEqual({ t0: "t0", t1: "t1", t2: "t2" });
   });
 
   it("refuses a first message without a queue, naming the field", async () => {

@@ -76,7 +76,7 @@ export const latency: Scenario = {
 
     const floor = await measureFloor(ctx.redisUrl, 1, 300);
     ctx.log(
-      `floor: bare Connect unary round trip p50 ${floor.rpcP50Ms.toFixed(2)} ms, Redis PING p50 ${floor.redisPingP50Ms.toFixed(2)} ms`,
+      `floor: bare Connect unary round trip p50 ${floor.connect.p50Ms.toFixed(2)} ms, bare node:http2 gRPC ${floor.h2.p50Ms.toFixed(2)} ms, Redis PING p50 ${floor.redisPingP50Ms.toFixed(2)} ms`,
     );
     // Steady state, as in a long-running daemon: with one chain and 20 single tasks of warm-up, each
     // repetition was faster than the one before (p50 2.6 → 2.2 → 1.9 ms) while V8 still optimised the
@@ -123,7 +123,7 @@ export const latency: Scenario = {
       setup: [
         `A workflow of ${L} sequential no-op tasks; per-step overhead = handler start of task i+1 − handler end of task i (${L - 1} gaps per repetition), both stamped with performance.now() in the bench process.`,
         `Schedule-to-start: ${sizes.scheduleSamples} runs of a 1-task workflow, one after the other; time from just before the Trigger call to the handler's start, same clock. The worker already polls (${CONCURRENCY} poll loops; each sample waits until the previous task completed and 5 ms more).`,
-        "Floor: the same round trips without Weft: a bare Connect server in its own process answering an empty GetWorkflow, and a Redis PING. A chain step is at least one CompleteTask and one PollTask answer plus the Redis steps between them; schedule-to-start is at least one Trigger and one PollTask answer.",
+        "Floor: the same round trips without Weft: a bare Connect server in its own process answering an empty GetWorkflow, the same call to a bare gRPC server on node:http2 alone (no server framework), and a Redis PING. A chain step is at least one CompleteTask and one PollTask answer plus the Redis steps between them; schedule-to-start is at least one Trigger and one PollTask answer.",
         `Worker: @weft/worker \`Worker\` in the bench process (concurrency ${CONCURRENCY}), gRPC over loopback to one weftd. ${repetitions(sizes.reps)} after a warm-up of ${WARM_UP_CHAINS} chains and ${sizes.scheduleSamples} single tasks (a fresh weftd is slower until V8 has optimised its hot paths).`,
       ],
       figures: [
@@ -144,8 +144,13 @@ export const latency: Scenario = {
         ms("schedule_to_start_p99_ms", "schedule-to-start p99", stsP99),
         ms("trigger_rtt_p50_ms", "Trigger call round trip p50 (for comparison)", rttP50),
         ms("floor_rpc_p50_ms", "floor: bare Connect unary round trip p50 (no Weft, no Redis)", [
-          floor.rpcP50Ms,
+          floor.connect.p50Ms,
         ]),
+        ms(
+          "floor_h2_rpc_p50_ms",
+          "floor: bare node:http2 gRPC unary round trip p50 (Connect client; no Connect on the server)",
+          [floor.h2.p50Ms],
+        ),
         ms("floor_redis_ping_p50_ms", "floor: Redis PING round trip p50 (ioredis)", [floor.redisPingP50Ms]),
         rssFigure("weftd peak RSS during the scenario", [peak / MiB]),
       ],

@@ -143,7 +143,8 @@ export const throughput: Scenario = {
     n = plan.tasks;
     const floor = await measureFloor(ctx.redisUrl, sizes.workerConcurrency);
     ctx.log(
-      `floor: bare Connect unary ${floor.rpcPerSecond.toFixed(0)} calls/s with ${sizes.workerConcurrency} in flight, ${floor.rpcServerCpuMs.toFixed(2)} ms server CPU per call`,
+      `floor: bare Connect unary ${floor.connect.perSecond.toFixed(0)} calls/s with ${sizes.workerConcurrency} in flight, ${floor.connect.serverCpuMs.toFixed(2)} ms server CPU per call; ` +
+        `bare node:http2 gRPC ${floor.h2.perSecond.toFixed(0)} calls/s, ${floor.h2.serverCpuMs.toFixed(3)} ms`,
     );
     await client.submitWorkflow({ definition: parallelWorkflow("tp-par", "tp", n) });
 
@@ -407,13 +408,26 @@ export const throughput: Scenario = {
         key: "floor_rpc_per_s",
         label: `floor: bare Connect unary calls/s, ${sizes.workerConcurrency} in flight (no Weft, no Redis)`,
         unit: "calls/s",
-        samples: [floor.rpcPerSecond],
+        samples: [floor.connect.perSecond],
       },
       {
         key: "floor_rpc_server_cpu_ms",
         label: "floor: server CPU per bare Connect unary call at that concurrency",
         unit: "ms",
-        samples: [floor.rpcServerCpuMs],
+        samples: [floor.connect.serverCpuMs],
+      },
+      {
+        key: "floor_h2_rpc_per_s",
+        label: `floor: bare node:http2 gRPC unary calls/s, ${sizes.workerConcurrency} in flight (no Connect on the server)`,
+        unit: "calls/s",
+        samples: [floor.h2.perSecond],
+      },
+      {
+        key: "floor_h2_rpc_server_cpu_ms",
+        label: "floor: server CPU per bare node:http2 gRPC unary call at that concurrency",
+        unit: "ms",
+        samples: [floor.h2.serverCpuMs],
+        digits: 3,
       },
       rssFigure("weftd peak RSS during the scenario", [peak / MiB]),
     ];
@@ -424,7 +438,7 @@ export const throughput: Scenario = {
         `"${N} runs": ${N} Trigger calls of a 1-task workflow, ${sizes.triggerConcurrency} in flight on one HTTP/2 connection; "started with BatchTrigger": the same ${N} runs started by BatchTrigger calls of ${BATCH.toLocaleString("en-US")} runs, one after the other, as the raw ceiling adds its jobs; "1 run": one Trigger of a ${N}-task workflow.`,
         "Time runs from the first Trigger (or addBulk) to the last completion acknowledged (the completion's result from weftd on the worker's Work stream; BullMQ's `completed` event).",
         `Raw BullMQ ceiling: \`Queue.addBulk\` in chunks of 1,000 from the bench process, a BullMQ \`Worker\` with a no-op processor and concurrency ${sizes.workerConcurrency} in a separate Node process, same retention options as Weft's jobs.`,
-        `Floor: a bare Connect server (no Weft, no Redis) in its own process answering an empty GetWorkflow, called from the bench with ${sizes.workerConcurrency} calls in flight: what one unary call costs on this machine. Without batching a Weft task takes 2 calls (PollTask, CompleteTask), 3 with its own Trigger; @weft/worker takes no call per task: it grants credits for its free slots and sends its outputs on one Work stream, in one message per turn of its event loop.`,
+        `Floor: a bare Connect server (no Weft, no Redis) in its own process answering an empty GetWorkflow, called from the bench with ${sizes.workerConcurrency} calls in flight: what one unary call costs on this machine. Next to it, a bare gRPC server on node:http2 alone (\`bench/src/child/bare-h2-server.ts\`: the same call, decoded with protobuf-es, none of a real server's deadlines, compression or errors), called by the same Connect client: what the HTTP/2 layer costs, so the difference is the server framework's per-call cost. Without batching a Weft task takes 2 calls (PollTask, CompleteTask), 3 with its own Trigger; @weft/worker takes no call per task: it grants credits for its free slots and sends its outputs on one Work stream, in one message per turn of its event loop.`,
         `Diagnostic, "engine alone": Weft's engine (the code weftd runs for PollTask and CompleteTasks) in its own Node process (run with tsx), with ${sizes.workerConcurrency} in-process slots that take tasks as weftd does for a worker's Work stream — one poll at a time for the free slots, each completion reported as its no-op handler returns — and no gRPC: what the bookkeeping on BullMQ and Redis allows without the hop. No deployment runs like this.`,
         "CPU per task: user + system time from /proc/<pid>/stat of each process over the measurement, divided by the tasks; all processes share the machine's cores. System calls per task: syscr + syscw of /proc/<pid>/io (socket reads and writes, mostly).",
       ],

@@ -7,6 +7,7 @@ export default defineConfig({
       "daemon/src/**/*.test.ts",
       "workers/typescript/src/**/*.test.ts",
       "sdk/src/**/*.test.ts",
+      "bench/src/**/*.test.ts",
     ],
     // Tests start real redis-server and weftd processes: forks isolate them, and the timeouts
     // leave room for process start-up on a slow CI machine.

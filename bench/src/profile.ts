@@ -16,6 +16,20 @@ interface CpuProfile {
   }[];
   samples: number[];
   timeDeltas: number[];
+  /** µs on the monotonic clock that `process.hrtime` reads in every process of the machine. */
+  startTime: number;
+}
+
+/** A stretch of a profile to summarise on its own: µs on the clock of `process.hrtime`. */
+export interface ProfileWindow {
+  name: string;
+  fromUs: number;
+  toUs: number;
+}
+
+/** Now, in µs on the clock V8's profiles stamp their samples with (the same in every process). */
+function monotonicUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
 }
 
 /** Self time of one function (or of an area: a package or a source file). */
@@ -57,8 +71,12 @@ function shortUrl(url: string): string {
   return `${area.replace(" (package)", "")}/${rest}`;
 }
 
-/** Sums the self time of every function of a V8 CPU profile. */
-export function summarizeProfile(profile: CpuProfile, top = 30): ProfileSummary {
+/**
+ * Sums the self time of every function of a V8 CPU profile, or of the samples taken within `window`
+ * only.
+ */
+export function summarizeProfile(profile: CpuProfile, top = 30, window?: ProfileWindow): ProfileSummary {
+  if (window !== undefined) profile = samplesWithin(profile, window);
   const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
   // A sample's time is the delta to the next sample (the last one gets none).
@@ -148,6 +166,21 @@ export function summarizeProfile(profile: CpuProfile, top = 30): ProfileSummary 
   };
 }
 
+/** The profile with only the samples taken within `window` (each keeps the time it accounts for). */
+function samplesWithin(profile: CpuProfile, window: ProfileWindow): CpuProfile {
+  const samples: number[] = [];
+  // A sample's time is the delta to the next one: keep the two side by side, shifted as the summary reads them.
+  const timeDeltas: number[] = [0];
+  let at = profile.startTime;
+  for (let i = 0; i < profile.samples.length; i++) {
+    at += profile.timeDeltas[i] ?? 0;
+    if (at < window.fromUs || at > window.toUs) continue;
+    samples.push(profile.samples[i] as number);
+    timeDeltas.push(profile.timeDeltas[i + 1] ?? 0);
+  }
+  return { ...profile, samples, timeDeltas };
+}
+
 /** The summary as text. */
 export function formatProfile(summary: ProfileSummary, what: string): string {
   const line = (t: SelfTime) =>
@@ -180,10 +213,22 @@ function mainThreadProfile(dir: string, pid: number): string {
   return file;
 }
 
-/** Summarises one profile file, writes `<name>.top.txt` next to it and returns the text. */
-function report(dir: string, file: string, what: string, log: (message: string) => void): string {
+/**
+ * Summarises one profile file, as a whole and then within each window, writes `<name>.top.txt` next
+ * to it and returns the text.
+ */
+function report(
+  dir: string,
+  file: string,
+  what: string,
+  windows: ProfileWindow[],
+  log: (message: string) => void,
+): string {
   const profile = JSON.parse(readFileSync(`${dir}/${file}`, "utf8")) as CpuProfile;
-  const text = formatProfile(summarizeProfile(profile), what);
+  const text = [
+    formatProfile(summarizeProfile(profile), what),
+    ...windows.map((w) => formatProfile(summarizeProfile(profile, 20, w), `${what}, while ${w.name}`)),
+  ].join("\n\n");
   const top = file.replace(/\.cpuprofile$/, ".top.txt");
   writeFileSync(`${dir}/${top}`, `${text}\n`);
   log(`${what}: bench/profiles/${file} (summary in bench/profiles/${top})`);
@@ -222,6 +267,7 @@ export async function runProfile(options: {
     },
     cpuProf,
   );
+  const windows: ProfileWindow[] = [];
   try {
     const client = workflowClient(weftd.address);
     const n = sizes.throughputTasks;
@@ -230,22 +276,34 @@ export async function runProfile(options: {
     log(
       `profiling weftd (pid ${weftd.pid}) and the worker process (pid ${worker.pid}): ${n} runs of a 1-task workflow by Trigger calls, as many by BatchTrigger, then 1 run of ${n} tasks`,
     );
-    const a = await runIndependent([client], "tp-one", n, sizes.triggerConcurrency, worker);
+    /** Runs one shape, remembering when it ran so that each profile can be summarised over it too. */
+    const shape = async <T>(name: string, run: () => Promise<T>): Promise<T> => {
+      const fromUs = monotonicUs();
+      const result = await run();
+      windows.push({ name, fromUs, toUs: monotonicUs() });
+      return result;
+    };
+    const a = await shape(`${n} runs were started by Trigger calls`, () =>
+      runIndependent([client], "tp-one", n, sizes.triggerConcurrency, worker),
+    );
     log(`  ${n} runs: ${a.tasksPerSecond.toFixed(0)} tasks/s (under the profiler)`);
-    const c = await runBatched(client, "tp-one", n, BATCH, worker);
+    const c = await shape(`${n} runs were started by BatchTrigger`, () =>
+      runBatched(client, "tp-one", n, BATCH, worker),
+    );
     log(`  ${n} runs by BatchTrigger: ${c.tasksPerSecond.toFixed(0)} tasks/s (under the profiler)`);
-    const b = await runOneWorkflow(client, "tp-par", n, worker);
+    const b = await shape(`1 run of ${n} tasks ran`, () => runOneWorkflow(client, "tp-par", n, worker));
     log(`  1 run × ${n} tasks: ${b.tasksPerSecond.toFixed(0)} tasks/s (under the profiler)`);
   } finally {
     await worker.stop();
     await weftd.stop(60_000);
   }
   const texts = [
-    report(dir, mainThreadProfile(dir, weftd.pid), "weftd", log),
+    report(dir, mainThreadProfile(dir, weftd.pid), "weftd", windows, log),
     report(
       dir,
       mainThreadProfile(dir, worker.pid),
       `worker process (@weft/worker, concurrency ${sizes.workerConcurrency})`,
+      windows,
       log,
     ),
   ];

@@ -14,7 +14,7 @@ export function shuttingDownError(): ConnectError {
  * UNAVAILABLE, anything unexpected into INTERNAL, logged with its cause).
  */
 export class CallGuard {
-  private unary = 0;
+  private unaryCalls = 0;
   private streams = 0;
   private readonly idleWaiters = new Set<() => void>();
 
@@ -27,7 +27,7 @@ export class CallGuard {
 
   /** Unary calls in flight. */
   get unaryInFlight(): number {
-    return this.unary;
+    return this.unaryCalls;
   }
 
   /** Streaming calls in flight. */
@@ -40,7 +40,7 @@ export class CallGuard {
    * `timeoutMs`; returns whether that point was reached.
    */
   async idle(timeoutMs: number, includeStreams = false): Promise<boolean> {
-    const isIdle = () => this.unary === 0 && (!includeStreams || this.streams === 0);
+    const isIdle = () => this.unaryCalls === 0 && (!includeStreams || this.streams === 0);
     if (isIdle()) return true;
     return new Promise<boolean>((resolve) => {
       const check = () => {
@@ -57,22 +57,29 @@ export class CallGuard {
     });
   }
 
-  readonly interceptor: Interceptor = (next) => async (req) => {
-    const procedure = `/${req.service.typeName}/${req.method.name}`;
+  /**
+   * Runs a unary call as the interceptor does: refused once shutdown has begun, counted while in
+   * flight, its error turned into the right code. For calls answered without Connect.
+   */
+  async unary<T>(procedure: string, signal: AbortSignal, run: () => Promise<T>): Promise<T> {
     if (this.shuttingDown.aborted && !this.servedDuringShutdown.has(procedure)) throw shuttingDownError();
     const started = performance.now();
-    if (!req.stream) {
-      this.unary++;
-      try {
-        return await next(req);
-      } catch (err) {
-        throw this.normalize(err, procedure, req.signal);
-      } finally {
-        this.unary--;
-        this.logger.debug({ procedure, ms: Math.round(performance.now() - started) }, "unary call done");
-        this.notify();
-      }
+    this.unaryCalls++;
+    try {
+      return await run();
+    } catch (err) {
+      throw this.normalize(err, procedure, signal);
+    } finally {
+      this.unaryCalls--;
+      this.logger.debug({ procedure, ms: Math.round(performance.now() - started) }, "unary call done");
+      this.notify();
     }
+  }
+
+  readonly interceptor: Interceptor = (next) => async (req) => {
+    const procedure = `/${req.service.typeName}/${req.method.name}`;
+    if (!req.stream) return this.unary(procedure, req.signal, () => next(req));
+    if (this.shuttingDown.aborted && !this.servedDuringShutdown.has(procedure)) throw shuttingDownError();
     this.streams++;
     let res: Awaited<ReturnType<typeof next>>;
     try {

@@ -5,6 +5,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { CallGuard, shuttingDownError } from "./call-guard.js";
 import { addDefaults, ConfigError, type DaemonConfig, parseHostPort, redactRedisUrl } from "./config.js";
+import { directUnaryHandler } from "./grpc-unary.js";
 import { type HealthReporter, HealthState, registerHealthService } from "./health.js";
 import { createLogger } from "./logger.js";
 import {
@@ -136,6 +137,7 @@ export async function startDaemon(
       readMaxBytes: config.maxRequestBytes,
       routes: (router) => registerRoutes(router, health, services),
       interceptors: [guard.interceptor, ...(services.interceptors ?? [])],
+      direct: directUnaryHandler(services.direct ?? [], { readMaxBytes: config.maxRequestBytes, guard }),
       shutdownSignal: cutOff.signal,
       logger,
       tls: tlsFilesOf(config),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { encodeGrpcMessage } from "./server.js";
+import { encodeGrpcMessage } from "./grpc-unary.js";
 
 describe("encodeGrpcMessage", () => {
   it("encodes only what the gRPC spec asks: %, controls and non-ASCII bytes", () => {

@@ -5,6 +5,7 @@ import {
   createServer as createHttp2Server,
   createSecureServer,
   type Http2SecureServer,
+  type Http2ServerRequest,
   type Http2ServerResponse,
   type Http2Session,
 } from "node:http2";
@@ -14,6 +15,7 @@ import type { SecureContextOptions } from "node:tls";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
+import { encodeGrpcMessage } from "./grpc-unary.js";
 import { formatAddress } from "./metrics.js";
 import { callContextValues } from "./response-stream.js";
 
@@ -29,6 +31,8 @@ export interface ApiServerOptions {
   routes: (router: ConnectRouter) => void;
   /** Applied to every call, first one outermost. */
   interceptors: Interceptor[];
+  /** Answers the HTTP/2 calls it takes (returning true) before Connect sees them. */
+  direct?: (req: Http2ServerRequest, res: Http2ServerResponse) => boolean;
   /** Aborting it aborts the context signal of every call still running (end of the shutdown grace). */
   shutdownSignal: AbortSignal;
   logger: Logger;
@@ -92,18 +96,6 @@ function decodeGrpcMessage(text: string): string {
   }
 }
 
-/** Percent-encodes as the gRPC HTTP/2 spec asks for grpc-message. */
-export function encodeGrpcMessage(text: string): string {
-  let out = "";
-  for (const byte of Buffer.from(text, "utf8")) {
-    out +=
-      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
-        ? String.fromCharCode(byte)
-        : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
-  }
-  return out;
-}
-
 /** The first bytes an HTTP/2 client with prior knowledge sends. */
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -124,7 +116,9 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     shutdownSignal: options.shutdownSignal,
     contextValues: callContextValues,
   });
+  const { direct } = options;
   const h2 = createHttp2Server({}, (req, res) => {
+    if (direct?.(req, res) === true) return;
     specGrpcMessage(res);
     return handler(req, res);
   });
@@ -160,7 +154,10 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
         rejectUnauthorized: mutual,
       },
       (req, res) => {
-        if ("addTrailers" in res && req.httpVersionMajor === 2) specGrpcMessage(res as Http2ServerResponse);
+        if ("addTrailers" in res && req.httpVersionMajor === 2) {
+          if (direct?.(req as Http2ServerRequest, res as Http2ServerResponse) === true) return;
+          specGrpcMessage(res as Http2ServerResponse);
+        }
         return handler(req, res);
       },
     );

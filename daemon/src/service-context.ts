@@ -2,6 +2,7 @@ import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { DaemonConfig } from "./config.js";
+import type { DirectUnary } from "./grpc-unary.js";
 import type { HealthReporter } from "./health.js";
 import type { MetricsRegistry } from "./metrics.js";
 
@@ -34,6 +35,11 @@ export interface WeftServices {
   close(): Promise<void>;
   /** Interceptors to run after the daemon's own (authentication, for instance). */
   interceptors?: Interceptor[];
+  /**
+   * Unary methods the daemon may answer over plain gRPC without Connect (see grpc-unary.ts); each
+   * must also be registered with Connect, which serves every call this path does not take.
+   */
+  direct?: DirectUnary[];
 }
 
 /** Builds the Weft services; `createWeftServices` in services.ts is the production one. */

@@ -1,7 +1,10 @@
+import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { authInterceptor, streamLimitInterceptor } from "./auth.js";
 import { ConfigError } from "./config.js";
 import { loadPolicy } from "./engine/policy.js";
+import { directUnary } from "./grpc-unary.js";
 import type { ServiceContext, WeftServices } from "./service-context.js";
+import { trigger } from "./services/workflow-service.js";
 import { openWeftServices } from "./weft-services.js";
 
 /** Whether weftd refuses to start with no token and no --insecure (switched on with every spawner). */
@@ -53,16 +56,19 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
     "Jobs fetched by completions that no poll of this replica took in time, put back in their queue.",
     () => stats.heldReturned,
   );
+  const checksTokens = policy.tokens.length > 0 && !config.insecure;
   return {
     register: (router) => services.register(router),
     close: () => services.close(),
-    interceptors: [
-      ...(policy.tokens.length > 0 && !config.insecure
-        ? [authInterceptor(policy.tokens, ctx.logger, policy.publicServices)]
-        : []),
-      ...(policy.tokens.length > 0 && !config.insecure
-        ? [streamLimitInterceptor(config.maxStreamsPerClient)]
-        : []),
-    ],
+    interceptors: checksTokens
+      ? [
+          authInterceptor(policy.tokens, ctx.logger, policy.publicServices),
+          streamLimitInterceptor(config.maxStreamsPerClient),
+        ]
+      : [],
+    // The token checks are interceptors, which only Connect runs: with tokens, every call goes there.
+    direct: checksTokens
+      ? []
+      : [directUnary(WorkflowService.method.trigger, (req) => trigger(services.engine, req))],
   };
 }

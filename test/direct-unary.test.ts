@@ -1,0 +1,194 @@
+/**
+ * Trigger over plain gRPC (HTTP/2, protobuf, no compression, no deadline) is answered by weftd
+ * without Connect; every other call goes through Connect. A caller must not be able to tell the two
+ * apart by what they answer.
+ */
+import { randomUUID } from "node:crypto";
+import { connect, type IncomingHttpHeaders } from "node:http2";
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import {
+  TriggerRequestSchema as RequestSchema,
+  type TriggerRequestSchema,
+  TriggerResponseSchema,
+  WorkflowService,
+} from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  grpc,
+  grpcClient,
+  grpcError,
+  grpcUnary,
+  type RedisServer,
+  spawnWeftd,
+  startTestRedis,
+  type WeftdProcess,
+} from "./support/index.js";
+import { RunStatus, task, value, type WeftClients, weftClients } from "./support/weft.js";
+
+let redis: RedisServer;
+let weftd: WeftdProcess;
+let c: WeftClients;
+const MAX_REQUEST_BYTES = 64 * 1024;
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  weftd = await spawnWeftd({ redisUrl: redis.url, args: ["--max-request-bytes", String(MAX_REQUEST_BYTES)] });
+  c = weftClients(weftd.address);
+});
+
+afterAll(async () => {
+  await weftd?.stop();
+  await redis?.close();
+});
+
+interface RawAnswer {
+  /** The status came with the response headers (a trailers-only answer). */
+  trailersOnly: boolean;
+  status: string;
+  message: string;
+  details: string | undefined;
+  body: Buffer;
+}
+
+/** One Trigger call over node:http2 with `body` as the request; `deadline` adds grpc-timeout. */
+async function rawTrigger(body: Buffer, deadline: boolean): Promise<RawAnswer> {
+  const session = connect(`http://${weftd.address}`);
+  try {
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/weft.v1.WorkflowService/Trigger",
+      "content-type": "application/grpc",
+      te: "trailers",
+      ...(deadline ? { "grpc-timeout": "10S" } : {}),
+    });
+    const chunks: Buffer[] = [];
+    const fields: IncomingHttpHeaders = {};
+    let trailersOnly = false;
+    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+    // The answer is complete with its status: a server that answers before reading the whole
+    // request (as Connect does past the size limit) need not read the rest.
+    await new Promise<void>((resolve, reject) => {
+      stream.once("response", (headers) => {
+        Object.assign(fields, headers);
+        trailersOnly = headers["grpc-status"] !== undefined;
+        if (trailersOnly) resolve();
+      });
+      stream.once("trailers", (trailers) => {
+        Object.assign(fields, trailers);
+        resolve();
+      });
+      stream.once("close", () => reject(new Error("the stream closed without a gRPC status")));
+      stream.once("error", reject);
+      stream.end(body);
+    });
+    stream.close();
+    return {
+      trailersOnly,
+      status: String(fields["grpc-status"]),
+      message: decodeURIComponent(String(fields["grpc-message"] ?? "")),
+      details: fields["grpc-status-details-bin"] as string | undefined,
+      body: Buffer.concat(chunks),
+    };
+  } finally {
+    session.close();
+  }
+}
+
+function envelope(message: MessageInitShape<typeof TriggerRequestSchema>): Buffer {
+  const bytes = toBinary(RequestSchema, create(RequestSchema, message));
+  const frame = Buffer.alloc(5 + bytes.length);
+  frame.writeUInt32BE(bytes.length, 1);
+  frame.set(bytes, 5);
+  return frame;
+}
+
+async function submitted(): Promise<string> {
+  const name = `direct-${randomUUID().slice(0, 8)}`;
+  await c.workflows.submitWorkflow({ definition: { name, tasks: [task("t", [], { queue: name })] } });
+  return name;
+}
+
+describe("Trigger over plain gRPC", () => {
+  it("is answered by weftd itself, as Connect answers the same call with a deadline", async () => {
+    const name = await submitted();
+    const request = envelope({ workflow: name, input: value({ n: 1 }) });
+    const direct = await rawTrigger(request, false);
+    const viaConnect = await rawTrigger(request, true);
+    for (const answer of [direct, viaConnect]) {
+      expect(answer.status).toBe("0");
+      const { run, created } = fromBinary(TriggerResponseSchema, answer.body.subarray(5));
+      expect(created).toBe(true);
+      expect(run?.workflow).toBe(name);
+      const { run: stored } = await c.workflows.getRun({ runId: run?.id ?? "" });
+      expect(stored?.status).toBe(RunStatus.RUNNING);
+    }
+  });
+
+  it("answers every refusal with the code, message and details Connect gives", async () => {
+    const name = await submitted();
+    const cases: [string, Buffer][] = [
+      ["a workflow name that cannot exist", envelope({ workflow: "no such/name" })],
+      ["an unknown workflow", envelope({ workflow: `missing-${randomUUID().slice(0, 8)}` })],
+      ["an idempotency key too long", envelope({ workflow: name, idempotencyKey: "k".repeat(257) })],
+      [
+        "a request over --max-request-bytes",
+        envelope({ workflow: name, input: value("x".repeat(MAX_REQUEST_BYTES)) }),
+      ],
+    ];
+    for (const [what, request] of cases) {
+      const direct = await rawTrigger(request, false);
+      const viaConnect = await rawTrigger(request, true);
+      // Two paths: weftd's own answers a refusal with trailers only, Connect with headers and trailers.
+      expect([direct.trailersOnly, viaConnect.trailersOnly], what).toEqual([true, false]);
+      expect(direct.status, what).not.toBe("0");
+      expect({ status: direct.status, message: direct.message, details: direct.details }, what).toEqual({
+        status: viaConnect.status,
+        message: viaConnect.message,
+        details: viaConnect.details,
+      });
+    }
+  });
+
+  it("reads as any gRPC answer to grpc-js, with and without a deadline", async () => {
+    const name = await submitted();
+    const client = grpcClient(weftd.address);
+    try {
+      for (const deadline of [Number.POSITIVE_INFINITY, Date.now() + 10_000]) {
+        const { run } = await grpcUnary(
+          client,
+          WorkflowService.method.trigger,
+          { workflow: name },
+          { deadline },
+        );
+        expect(run?.workflow).toBe(name);
+        const err = await grpcError(
+          grpcUnary(client, WorkflowService.method.trigger, { workflow: "no such/name" }, { deadline }),
+        );
+        expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
+        expect(err.details).toMatch(/^workflow: /);
+      }
+    } finally {
+      client.close();
+    }
+  });
+
+  it("refuses malformed requests with a clear code, and goes on serving", async () => {
+    const name = await submitted();
+    const good = envelope({ workflow: name });
+    const compressed = Buffer.from(good);
+    compressed[0] = 1;
+    const cases: [string, Buffer, string, RegExp][] = [
+      ["no message", Buffer.alloc(0), "3", /missing request message/],
+      ["a message flagged compressed", compressed, "13", /flagged compressed/],
+      ["a message shorter than its envelope says", good.subarray(0, good.length - 1), "3", /promised/],
+      ["two messages", Buffer.concat([good, good]), "3", /extra input message/],
+      ["bytes that are not a TriggerRequest", Buffer.from([0, 0, 0, 0, 2, 0xff, 0xff]), "13", /parse binary/],
+    ];
+    for (const [what, request, status, message] of cases) {
+      const answer = await rawTrigger(request, false);
+      expect(answer.status, what).toBe(status);
+      expect(answer.message, what).toMatch(message);
+    }
+    expect((await rawTrigger(good, false)).status).toBe("0");
+  });
+});

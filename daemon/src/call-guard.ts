@@ -62,7 +62,7 @@ export class CallGuard {
    * flight, its error turned into the right code. For calls answered without Connect.
    */
   async unary<T>(procedure: string, signal: AbortSignal, run: () => Promise<T>): Promise<T> {
-    if (this.shuttingDown.aborted && !this.servedDuringShutdown.has(procedure)) throw shuttingDownError();
+    this.refuseDuringShutdown(procedure);
     const started = performance.now();
     this.unaryCalls++;
     try {
@@ -79,7 +79,7 @@ export class CallGuard {
   readonly interceptor: Interceptor = (next) => async (req) => {
     const procedure = `/${req.service.typeName}/${req.method.name}`;
     if (!req.stream) return this.unary(procedure, req.signal, () => next(req));
-    if (this.shuttingDown.aborted && !this.servedDuringShutdown.has(procedure)) throw shuttingDownError();
+    this.refuseDuringShutdown(procedure);
     this.streams++;
     let res: Awaited<ReturnType<typeof next>>;
     try {
@@ -139,6 +139,11 @@ export class CallGuard {
     } finally {
       if (onShutdown !== undefined) this.shuttingDown.removeEventListener("abort", onShutdown);
     }
+  }
+
+  /** New calls get UNAVAILABLE once shutdown has begun, except those still served then. */
+  private refuseDuringShutdown(procedure: string): void {
+    if (this.shuttingDown.aborted && !this.servedDuringShutdown.has(procedure)) throw shuttingDownError();
   }
 
   private normalize(err: unknown, procedure: string, signal: AbortSignal): ConnectError {

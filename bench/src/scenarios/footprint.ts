@@ -87,7 +87,7 @@ export const footprint: Scenario = {
     const after = await usedMemory(ctx.redis);
     const perThousand = ((after - before) / n) * 1000;
     const categories = await memoryByCategory(ctx.redis, categoryOf);
-    const sampleRun = (await ctx.redis.keys("bench:run:*:events"))[0];
+    const sampleRun = (await ctx.redis.keys("bench:run:*:log"))[0];
     const ttlMs = sampleRun === undefined ? -1 : await ctx.redis.pttl(sampleRun);
     ctx.log(
       `idle RSS ${(idle / MiB).toFixed(0)} MiB, peak under ${n} runs ${(peak / MiB).toFixed(0)} MiB (${load.tasksPerSecond.toFixed(0)} runs/s); Redis +${(perThousand / 1024).toFixed(0)} KiB per 1,000 runs`,
@@ -160,7 +160,7 @@ export const footprint: Scenario = {
       ],
       notes: [
         ttlMs > 0
-          ? `A finished run's keys expire after the retention: a sampled run's events stream had ${fmt(ttlMs / 86_400_000, 2)} days to live.`
+          ? `A finished run's keys expire after the retention: a sampled run's event list had ${fmt(ttlMs / 86_400_000, 2)} days to live.`
           : "No finished run key with a TTL was found.",
       ],
     };

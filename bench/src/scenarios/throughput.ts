@@ -222,7 +222,7 @@ export const throughput: Scenario = {
       redisUs.bull.push((c.cpuPerTask.redis ?? 0) * 1000);
       ctx.log(
         `rep ${rep}: ${n} runs ${a.tasksPerSecond.toFixed(0)}/s (weftd ${(a.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
-          `batched ${d.tasksPerSecond.toFixed(0)}/s (weftd ${(d.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
+          `batched ${d.tasksPerSecond.toFixed(0)}/s (weftd ${(d.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task, redis ${((d.cpuPerTask.redis ?? 0) * 1000).toFixed(0)} µs/task, all started in ${d.submitMs} ms), ` +
           `1 run × ${n} tasks ${b.tasksPerSecond.toFixed(0)}/s (weftd ${(b.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
           `engine alone ${e.tasksPerSecond.toFixed(0)}/s (${(e.cpuPerTask.engine ?? 0).toFixed(2)} ms CPU/task), ` +
           `raw BullMQ ${c.tasksPerSecond.toFixed(0)}/s`,

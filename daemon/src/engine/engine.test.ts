@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { create, type MessageInitShape, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { RunStatus, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import { EventType, RunStatus, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { type TaskDefinitionSchema, WorkflowDefinitionSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import { Redis } from "ioredis";
 import pino from "pino";
@@ -271,6 +271,46 @@ function otherNonce(leaseId: string): string {
         : "a".repeat(lease.nonce.length),
   });
 }
+
+describe("run events", () => {
+  it("are kept in a list, the event of sequence s at index s - 1, and read back field for field", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `events-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel("one", 1, queue));
+    const { run } = await engine.runs.trigger("one", 0, null, "");
+    const [leased] = await engine.leases.poll(
+      { queue, workerId: "worker-7", handlers: [], waitMs: 1000, maxTasks: 1 },
+      new AbortController().signal,
+    );
+    // Text that JSON escapes, and a string of digits, which must come back as written.
+    const output = { s: 'quote " backslash \\ slash / é \u0001', n: 12, tag: "0042" };
+    await engine.leases.complete(leased?.leaseId ?? "", output);
+    const key = engine.keys.run(run.id).events;
+    expect(await redis.type(key)).toBe("list");
+    const entries = await redis.lrange(key, 0, -1);
+    expect(entries.map((e) => (JSON.parse(e) as unknown[])[0])).toEqual([1, 2, 3, 4, 5]);
+    const events = await engine.hub.read(run.id, 0, 10);
+    expect(events.map((e) => EventType[e.result.value.event?.type ?? 0])).toEqual([
+      "RUN_STARTED",
+      "TASK_QUEUED",
+      "TASK_STARTED",
+      "TASK_COMPLETED",
+      "RUN_FINISHED",
+    ]);
+    const [, , started, succeeded, finished] = events.map((e) => e.result.value.event);
+    expect(started?.workerId).toBe("worker-7");
+    expect(started?.attempt).toBe(1);
+    expect(succeeded?.output && toJson(ValueSchema, succeeded.output)).toEqual(output);
+    expect(finished?.output && toJson(ValueSchema, finished.output)).toEqual({ t0: output });
+    expect(Number(finished?.time?.seconds)).toBeGreaterThan(1.7e9);
+    // Reads from any sequence, up to a bound, take the same entries.
+    expect((await engine.hub.read(run.id, 2, 2)).map((e) => e.sequence)).toEqual([3, 4]);
+    expect((await engine.hub.read(run.id, 1, 10, 3)).map((e) => e.sequence)).toEqual([2, 3]);
+    expect(await engine.hub.read(run.id, 5, 10)).toEqual([]);
+    // A one-task run's five events take well under the 4 KiB a new stream would preallocate.
+    expect(Number(await redis.memory("USAGE", key))).toBeLessThan(1024);
+  });
+});
 
 describe("the COMPLETE step", () => {
   it("records the completions of one run reported in the same tick in one script call, answering each", async () => {

@@ -126,7 +126,7 @@ export class Engine {
       redis,
       subscriber,
       (runId) => this.keys.run(runId).events,
-      (channel) => /\{([^}]+)\}:events$/.exec(channel)?.[1],
+      (channel) => /\{([^}]+)\}:log$/.exec(channel)?.[1],
       logger,
     );
     this.runs = new RunOps(this);

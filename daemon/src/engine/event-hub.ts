@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import { envelope } from "../response-stream.js";
 import { eventFromStored, isFinalEvent } from "./run-view.js";
 
-/** A run event as stored in the run's stream. */
+/** A run event as stored in the run's event list. */
 export interface StoredEvent {
   sequence: number;
   fields: Record<string, string>;
@@ -36,7 +36,7 @@ export interface FeedListener {
 const RECENT = 256;
 /** ...as long as their stored values (outputs, errors) stay under this size. */
 const RECENT_BYTES = 1024 * 1024;
-/** Events read per XRANGE when new events are announced. */
+/** Events read per LRANGE when new events are announced. */
 const FETCH = 1000;
 
 /** One watched run: its listeners and the window of its latest events. */
@@ -93,7 +93,7 @@ class RunFeed {
 /**
  * Fans run events out to every watcher on this replica. A replica holds one
  * subscriber connection whatever the number of watchers; each notification
- * (the sequence a run step publishes) triggers one XRANGE per run, and each
+ * (the sequence a run step publishes) triggers one LRANGE per run, and each
  * event is decoded and built into its response message once, whatever the
  * number of watchers of the run.
  */
@@ -103,7 +103,8 @@ export class EventHub {
   constructor(
     private readonly redis: Redis,
     private readonly subscriber: Redis,
-    private readonly streamKey: (runId: string) => string,
+    /** The key of a run's event list, also the channel its steps publish on. */
+    private readonly logKey: (runId: string) => string,
     private readonly runOfChannel: (channel: string) => string | undefined,
     private readonly logger: Logger,
   ) {
@@ -127,7 +128,7 @@ export class EventHub {
 
   /**
    * Adds a listener to the run's feed; resolves once the feed follows the
-   * run's stream, with the function that removes the listener. From then on
+   * run's event list, with the function that removes the listener. From then on
    * the listener gets every event appended after the feed's `last`, so a
    * watcher that reads its history after joining misses nothing.
    */
@@ -146,7 +147,7 @@ export class EventHub {
       current.listeners.delete(listener);
       if (current.listeners.size === 0 && this.runs.get(runId) === current) {
         this.runs.delete(runId);
-        this.subscriber.unsubscribe(this.streamKey(runId)).catch((err: unknown) => {
+        this.subscriber.unsubscribe(this.logKey(runId)).catch((err: unknown) => {
           this.logger.warn({ err, runId }, "unsubscribe failed");
         });
       }
@@ -176,25 +177,27 @@ export class EventHub {
       if (cached !== undefined) return events.concat(cached);
       const page = await this.read(runId, cursor, want, feed?.before);
       events.push(...page);
-      // Short of the window's start only when the stream lost entries (the run expired).
+      // Short of the window's start only when the list lost entries (the run expired).
       if (page.length === want || page.length === 0 || feed === undefined) return events;
     }
   }
 
   /** Reads up to `count` of a run's events after a sequence (up to `until`) from Redis. */
   async read(runId: string, after: number, count: number, until?: number): Promise<FeedEvent[]> {
-    const end = until === undefined ? "+" : `0-${until}`;
-    const entries = await this.redis.xrange(this.streamKey(runId), `(0-${after}`, end, "COUNT", count);
-    return entries.map(([id, flat]) => feedEvent(runId, id, flat));
+    // The event of sequence s is at index s - 1.
+    const last = Math.min(after + count, until ?? Number.POSITIVE_INFINITY);
+    if (last <= after) return [];
+    const entries = await this.redis.lrange(this.logKey(runId), after, last - 1);
+    return entries.map((entry) => feedEvent(runId, entry));
   }
 
   /** Subscribes to the run's channel, then loads its latest events. */
   private async open(runId: string, feed: RunFeed): Promise<void> {
     try {
-      await this.subscriber.subscribe(this.streamKey(runId));
+      await this.subscriber.subscribe(this.logKey(runId));
       // Everything appended from now on is announced; the window holds what came before.
-      const latest = await this.redis.xrevrange(this.streamKey(runId), "+", "-", "COUNT", RECENT);
-      feed.append(latest.reverse().map(([id, flat]) => feedEvent(runId, id, flat)));
+      const latest = await this.redis.lrange(this.logKey(runId), -RECENT, -1);
+      feed.append(latest.map((entry) => feedEvent(runId, entry)));
     } finally {
       feed.fetching = false;
     }
@@ -226,16 +229,17 @@ export class EventHub {
   }
 }
 
-/** Builds the shared form of one stream entry. */
-function feedEvent(runId: string, id: string, flat: string[]): FeedEvent {
-  const fields: Record<string, string> = {};
+/** Builds the shared form of one list entry: the JSON array [sequence, time, field, value...]. */
+function feedEvent(runId: string, entry: string): FeedEvent {
+  const flat = JSON.parse(entry) as (string | number)[];
+  const fields: Record<string, string> = { ts: String(flat[1]) };
   let size = 0;
-  for (let i = 0; i + 1 < flat.length; i += 2) {
-    const v = flat[i + 1] as string;
+  for (let i = 2; i + 1 < flat.length; i += 2) {
+    const v = String(flat[i + 1]);
     fields[flat[i] as string] = v;
     size += v.length;
   }
-  const stored: StoredEvent = { sequence: Number(id.slice(2)), fields };
+  const stored: StoredEvent = { sequence: Number(flat[0]), fields };
   const value = create(WatchRunResponseSchema, { event: eventFromStored(runId, stored) });
   return new SharedEvent(stored.sequence, isFinalEvent(stored), { done: false, value }, size);
 }

@@ -11,7 +11,10 @@ export interface RunKeys {
   deps: string;
   /** Hash: task id → JSON output of a succeeded task. */
   outputs: string;
-  /** Stream: the run's events, entry ids `0-<sequence>`; also the pub/sub channel of new events. */
+  /**
+   * List: the run's events, the one of sequence s at index s - 1, each the JSON array
+   * [s, time, field, value...]; also the pub/sub channel of new events.
+   */
   events: string;
 }
 
@@ -26,7 +29,7 @@ export class Keys {
       tasks: `${base}:tasks`,
       deps: `${base}:deps`,
       outputs: `${base}:out`,
-      events: `${base}:events`,
+      events: `${base}:log`,
     };
   }
 

@@ -1,8 +1,13 @@
 /**
  * The atomic steps of a run, as Lua scripts. Each step reads and writes only the
  * keys of one run (run, tasks, deps, outputs, events: one hash slot), appends
- * the events it causes to the run's stream with consecutive sequence numbers,
- * and publishes the last sequence on the stream's key as a channel.
+ * the events it causes to the run's event list with consecutive sequence
+ * numbers, and publishes the last sequence on the list's key as a channel.
+ *
+ * An event is one list entry, the JSON array [sequence, time, field, value...]:
+ * the event with sequence s sits at index s - 1, so a reader takes the events
+ * after any sequence with one LRANGE. (A stream per run would cost 4 KiB more
+ * per run: Redis preallocates each new stream's first node.)
  *
  * The batched scripts (TRIGGER, START, COMPLETE) carry the steps of several
  * runs: KEYS holds five keys per run, ARGV[1] the number of runs, then for each
@@ -32,7 +37,7 @@ end
 useRun(1)
 local function emit(now, ...)
   local seq = redis.call('HINCRBY', RUN, 'seq', 1)
-  redis.call('XADD', EV, '0-' .. seq, 'ts', now, ...)
+  redis.call('RPUSH', EV, cjson.encode({seq, now, ...}))
   published = true
 end
 local function notify()

@@ -60,8 +60,9 @@ async function openEngine(options: Partial<EngineOptions> = {}): Promise<Engine>
 }
 
 /**
- * A run written the way the run steps write it: a hash with its status and an event stream with
- * entries `0-<sequence>`, each append announced by publishing the last sequence on the stream key.
+ * A run written the way the run steps write it: a hash with its status and an event list whose
+ * entries are JSON arrays [sequence, time, field, value...], each append announced by publishing
+ * the last sequence on the list's key.
  */
 class FakeRun {
   readonly id = newRunId();
@@ -81,21 +82,22 @@ class FakeRun {
     for (let i = 0; i < n; i++) {
       this.sequence++;
       const final = finish && i === n - 1;
-      step.xadd(
+      step.rpush(
         keys.events,
-        `0-${this.sequence}`,
-        "ts",
-        String(Date.now()),
-        "ty",
-        String(final ? EventType.RUN_FINISHED : EventType.TASK_STARTED),
-        "tk",
-        final ? "" : `t${this.sequence}`,
-        "a",
-        "1",
-        "rs",
-        final ? "S" : "R",
-        "o",
-        output,
+        JSON.stringify([
+          this.sequence,
+          Date.now(),
+          "ty",
+          final ? EventType.RUN_FINISHED : EventType.TASK_STARTED,
+          "tk",
+          final ? "" : `t${this.sequence}`,
+          "a",
+          1,
+          "rs",
+          final ? "S" : "R",
+          "o",
+          output,
+        ]),
       );
     }
     step.hset(keys.run, { seq: this.sequence, ...(finish ? { s: "S" } : {}) });

@@ -312,6 +312,55 @@ describe("run events", () => {
   });
 });
 
+describe("the recently-touched set", () => {
+  it("holds a run while it runs and lets it go when a step finishes it", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `dirty-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel("one", 1, queue));
+    const [a, b] = [
+      (await engine.runs.trigger("one", 0, null, "")).run.id,
+      (await engine.runs.trigger("one", 0, null, "")).run.id,
+    ];
+    const dirty = engine.keys.dirtyRuns();
+    expect(await redis.zcard(dirty)).toBe(2);
+    const [leased] = await engine.leases.poll(
+      { queue, workerId: "w", handlers: [], waitMs: 1000, maxTasks: 1 },
+      new AbortController().signal,
+    );
+    await engine.leases.complete(leased?.leaseId ?? "", 1);
+    await engine.runs.cancel(leased?.runId === a ? b : a, "not needed");
+    // The ZREM goes out in the tick after the step's reply.
+    await vi.waitFor(
+      async () => {
+        expect(await redis.zrange(dirty, 0, -1)).toEqual([]);
+      },
+      { timeout: 5_000, interval: 10 },
+    );
+  });
+
+  it("is checked whole by one reconciliation pass, a page at a time, re-adding a job a crash lost", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `recon-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel("one", 1, queue));
+    const results = await engine.runs.triggerMany(
+      Array.from({ length: 450 }, () => ({ workflow: "one", version: 0, input: null, idempotencyKey: "" })),
+      (_, field) => field,
+    );
+    const runIds = results.map((r) => r.run.id);
+    const dirty = engine.keys.dirtyRuns();
+    // Quiet for longer than reconcileAfterMs, as if their steps were two minutes old.
+    const old = Date.now() - 120_000;
+    await redis.zadd(dirty, ...runIds.flatMap((id) => [old, id]));
+    const lost = runIds[321] ?? "";
+    await engine.queues.remove(queue, jobIdOf(lost, "t0"));
+    expect(await engine.queues.exists(queue, jobIdOf(lost, "t0"))).toBe(false);
+    expect(await engine.reconciler.pass()).toBe(450);
+    expect(await redis.zcard(dirty)).toBe(0);
+    expect(await engine.queues.exists(queue, jobIdOf(lost, "t0"))).toBe(true);
+    expect((await waitingJobIds(engine, queue)).length).toBe(450);
+  });
+});
+
 describe("the COMPLETE step", () => {
   it("records the completions of one run reported in the same tick in one script call, answering each", async () => {
     const engine = await openEngine(`test-${randomUUID()}`);

@@ -80,7 +80,7 @@ export class Engine {
   readonly admin: QueueAdmin;
   readonly limiter: KeyLimiter;
   readonly timers: Timers;
-  private readonly reconciler: Reconciler;
+  readonly reconciler: Reconciler;
   private readonly knownQueues = new Set<string>();
   private readonly dispatchers = new Map<string, QueueDispatcher>();
   /** How this replica's dispatchers came by their jobs. */

@@ -14,12 +14,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
+/** Runs read from the recently-touched set at a time. */
+const PAGE = 200;
+
 /**
  * Finishes run steps that a crash cut short. Every step marks its run in a
- * sorted set before it runs; once a run has been quiet for a while, one
- * replica at a time checks it: every queued or retrying task must have its
- * BullMQ job (re-added with its deterministic id otherwise), and a run whose
- * tasks are all final must be finished. Consistent runs leave the set.
+ * sorted set before it runs (and a step that finishes a run takes it out
+ * again); once a run has been quiet for a while, one replica at a time checks
+ * it: every queued or retrying task must have its BullMQ job (re-added with
+ * its deterministic id otherwise), and a run whose tasks are all final must be
+ * finished. Consistent runs leave the set. A pass goes on, a page at a time,
+ * until no quiet run is left or it has used half its lock's time.
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
@@ -46,31 +51,36 @@ export class Reconciler {
     if (this.timer !== undefined) clearInterval(this.timer);
   }
 
-  /** One pass over the runs that have been quiet for long enough. */
+  /** One pass over the runs that have been quiet for long enough; returns how many it checked. */
   async pass(): Promise<number> {
     const { engine } = this;
     const { redis, keys } = engine;
     const lockMs = 30_000;
+    const started = Date.now();
     if ((await redis.set(keys.reconcilerLock(), this.owner, "PX", lockMs, "NX")) !== "OK") return 0;
     let checked = 0;
     try {
-      const quietSince = Date.now() - engine.options.reconcileAfterMs;
-      const entries = await redis.zrangebyscore(
-        keys.dirtyRuns(),
-        "-inf",
-        quietSince,
-        "WITHSCORES",
-        "LIMIT",
-        0,
-        200,
-      );
-      for (let i = 0; i + 1 < entries.length; i += 2) {
-        const runId = entries[i] as string;
-        const score = entries[i + 1] as string;
-        await this.check(runId);
-        await redis.eval(FORGET, 1, keys.dirtyRuns(), runId, score);
-        checked++;
-      }
+      const quietSince = started - engine.options.reconcileAfterMs;
+      let entries: string[];
+      do {
+        // Checked runs leave the set (or get a newer score), so each page starts from the lowest score.
+        entries = await redis.zrangebyscore(
+          keys.dirtyRuns(),
+          "-inf",
+          quietSince,
+          "WITHSCORES",
+          "LIMIT",
+          0,
+          PAGE,
+        );
+        for (let i = 0; i + 1 < entries.length; i += 2) {
+          const runId = entries[i] as string;
+          const score = entries[i + 1] as string;
+          await this.check(runId);
+          await redis.eval(FORGET, 1, keys.dirtyRuns(), runId, score);
+          checked++;
+        }
+      } while (entries.length === 2 * PAGE && Date.now() - started < lockMs / 2);
     } finally {
       await redis.eval(RELEASE_LOCK, 1, keys.reconcilerLock(), this.owner);
     }

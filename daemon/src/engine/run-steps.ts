@@ -137,8 +137,13 @@ function leaseArg(lease: LeaseArgs): string {
  * Typed calls of the run scripts. Each call is sent in one write with a
  * ZADD that marks the run as recently touched, so that the reconciler can
  * finish a step whose follow-up (enqueueing jobs) was cut short by a crash.
+ * A run leaves that set as soon as a step finishes it: a finished run needs
+ * no follow-up (a job left behind is dropped when a poll fetches it), so the
+ * reconciler only ever checks runs that are still running.
  */
 export class RunSteps {
+  /** Runs finished in this tick, to leave the recently-touched set in one ZREM. */
+  private finished: string[] = [];
   /** Run id → the indexes a run being triggered enters, and its creation time (see {@link trigger}). */
   private readonly indexing = new Map<string, { indexes: string[]; now: number }>();
   private readonly triggers = new TickBatches(
@@ -217,6 +222,19 @@ export class RunSteps {
     return [...members].map(([index, list]) => redis.zadd(index, "NX", ...list));
   }
 
+  /** Takes a run that a step just finished out of the recently-touched set (with the others of the tick). */
+  private settled(runId: string): void {
+    if (this.finished.length === 0) {
+      process.nextTick(() => {
+        const runIds = this.finished;
+        this.finished = [];
+        // Should the ZREM fail, the reconciler checks these runs once they are quiet, and forgets them.
+        this.redis.zrem(this.keys.dirtyRuns(), ...runIds).catch(() => {});
+      });
+    }
+    this.finished.push(runId);
+  }
+
   runKeys(runId: string): RunKeys {
     return this.keys.run(runId);
   }
@@ -279,7 +297,7 @@ export class RunSteps {
     );
   }
 
-  complete(
+  async complete(
     runId: string,
     lease: LeaseArgs,
     output: string,
@@ -297,10 +315,12 @@ export class RunSteps {
       retentionMs,
       children.length,
     ];
-    return this.completions.add(
+    const reply = await this.completions.add(
       runId,
       args.concat(children, leaves === undefined ? ["-"] : [leaves.length, ...leaves]),
     );
+    if (reply[0] === "done") this.settled(runId);
+    return reply;
   }
 
   fail(
@@ -340,16 +360,26 @@ export class RunSteps {
     return this.call("weftWait", [runId], [taskId, reason, now], false);
   }
 
-  finish(runId: string, now: number, retentionMs: number, leaves: string[]): Promise<Reply> {
-    return this.call(
+  async finish(runId: string, now: number, retentionMs: number, leaves: string[]): Promise<Reply> {
+    const reply = await this.call(
       "weftFinish",
       [runId],
       ([now, retentionMs, leaves.length] as (string | number)[]).concat(leaves),
     );
+    if (reply[0] === 1) this.settled(runId);
+    return reply;
   }
 
-  cancel(runId: string, reason: string, now: number, retentionMs: number, status: "C" | "X"): Promise<Reply> {
-    return this.call("weftCancel", [runId], [reason, now, retentionMs, status]);
+  async cancel(
+    runId: string,
+    reason: string,
+    now: number,
+    retentionMs: number,
+    status: "C" | "X",
+  ): Promise<Reply> {
+    const reply = await this.call("weftCancel", [runId], [reason, now, retentionMs, status]);
+    if (reply[0] === "cancelled") this.settled(runId);
+    return reply;
   }
 }
 

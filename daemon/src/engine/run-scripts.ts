@@ -27,6 +27,7 @@
 
 const PRELUDE = `
 local RUN, TASKS, DEPS, OUT, EV
+-- The sequence of the run's last event appended by this call, false before the first.
 local published = false
 -- Makes the r-th run of the call (KEYS[5r-4..5r]) the one the functions below work on.
 local function useRun(r)
@@ -38,10 +39,10 @@ useRun(1)
 local function emit(now, ...)
   local seq = redis.call('HINCRBY', RUN, 'seq', 1)
   redis.call('RPUSH', EV, cjson.encode({seq, now, ...}))
-  published = true
+  published = seq
 end
 local function notify()
-  if published then redis.call('PUBLISH', EV, redis.call('HGET', RUN, 'seq')) end
+  if published then redis.call('PUBLISH', EV, published) end
 end
 local function expireAll(ms)
   redis.call('PEXPIRE', RUN, ms); redis.call('PEXPIRE', TASKS, ms); redis.call('PEXPIRE', DEPS, ms)

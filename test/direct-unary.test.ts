@@ -4,9 +4,13 @@
  * apart by what they answer.
  */
 import { randomUUID } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { connect, type IncomingHttpHeaders } from "node:http2";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { hashToken } from "@weft/daemon";
 import {
   TriggerRequestSchema as RequestSchema,
   type TriggerRequestSchema,
@@ -52,8 +56,12 @@ interface RawAnswer {
 }
 
 /** One Trigger call over node:http2 with `body` as the request and `headers` added to gRPC's. */
-async function rawTrigger(body: Buffer, headers: Record<string, string> = {}): Promise<RawAnswer> {
-  const session = connect(`http://${weftd.address}`);
+async function rawTrigger(
+  body: Buffer,
+  headers: Record<string, string> = {},
+  address = weftd.address,
+): Promise<RawAnswer> {
+  const session = connect(`http://${address}`);
   try {
     const stream = session.request({
       ":method": "POST",
@@ -205,5 +213,66 @@ describe("Trigger over plain gRPC", () => {
       expect(answer.message, what).toMatch(message);
     }
     expect((await rawTrigger(good)).status).toBe("0");
+  });
+});
+
+describe("Trigger over plain gRPC, when weftd checks tokens", () => {
+  const tokens = { client: `client-${randomUUID()}`, reader: `reader-${randomUUID()}` };
+  let secured: WeftdProcess;
+
+  beforeAll(async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-direct-auth-"));
+    writeFileSync(
+      join(dir, "weft.yaml"),
+      "auth:\n  tokens:\n" +
+        `    - name: client\n      sha256: ${hashToken(tokens.client)}\n      scopes: [workflows:write, runs:trigger, runs:read]\n` +
+        `    - name: reader\n      sha256: ${hashToken(tokens.reader)}\n      scopes: [runs:read]\n`,
+    );
+    // The same Redis and prefix as the weftd without tokens, which submits the workflows.
+    secured = await spawnWeftd({
+      redisUrl: redis.url,
+      prefix: weftd.prefix,
+      args: ["--config", join(dir, "weft.yaml")],
+      auth: true,
+    });
+  });
+
+  afterAll(async () => {
+    await secured?.stop();
+  });
+
+  it("passes the token check Connect makes, refusing as Connect refuses", async () => {
+    const name = await submitted();
+    const request = { workflow: name };
+    const call = (gzip: boolean, authorization?: string) =>
+      rawTrigger(
+        envelope(request, gzip),
+        {
+          ...(gzip ? { "grpc-encoding": "gzip" } : {}),
+          ...(authorization === undefined ? {} : { authorization }),
+        },
+        secured.address,
+      );
+    const cases: [string, string | undefined, string][] = [
+      ["no token", undefined, "16"],
+      ["a header that is not a bearer token", `Basic ${tokens.client}`, "16"],
+      ["an unknown token", `Bearer not-${tokens.client}`, "16"],
+      ["a token without the runs:trigger scope", `Bearer ${tokens.reader}`, "7"],
+    ];
+    for (const [what, authorization, status] of cases) {
+      const mine = await call(false, authorization);
+      const connects = await call(true, authorization);
+      expect([mine.trailersOnly, connects.trailersOnly], what).toEqual([true, false]);
+      expect(mine.status, what).toBe(status);
+      expect({ status: mine.status, message: mine.message, details: mine.details }, what).toEqual({
+        status: connects.status,
+        message: connects.message,
+        details: connects.details,
+      });
+    }
+    const allowed = await call(false, `Bearer ${tokens.client}`);
+    expect([allowed.trailersOnly, allowed.status]).toEqual([false, "0"]);
+    const { run } = fromBinary(TriggerResponseSchema, allowed.body.subarray(5));
+    expect(run?.workflow).toBe(name);
   });
 });

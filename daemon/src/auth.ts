@@ -72,16 +72,24 @@ export function hashToken(token: string): string {
 }
 
 /**
- * Checks the bearer token of every Weft RPC in one place: a missing or
- * unknown token gets UNAUTHENTICATED, a known token without the RPC's scope
- * PERMISSION_DENIED naming the scope. The caller is left in the context for
- * the per-queue and per-lease checks of the worker calls.
+ * Checks the bearer token of a call: returns the caller, or undefined for a
+ * service left open; throws UNAUTHENTICATED for a missing or unknown token and
+ * PERMISSION_DENIED, naming the scope, for a known token without the call's
+ * scope. `service` is the service's full name, `procedure` is
+ * "/<service>/<method>".
  */
-export function authInterceptor(
+export type TokenCheck = (
+  service: string,
+  procedure: string,
+  authorization: string | undefined,
+) => Principal | undefined;
+
+/** The token check of the configured tokens, shared by the Connect interceptor and weftd's direct gRPC path. */
+export function tokenCheck(
   tokens: TokenConfig[],
   logger: Logger,
   publicServices: readonly PublicService[] = ["health", "reflection"],
-): Interceptor {
+): TokenCheck {
   const open = new Set<string>(publicServices.flatMap((s) => PUBLIC_SERVICE_NAMES[s]));
   const byHash = new Map(
     tokens.map((t) => [
@@ -89,15 +97,14 @@ export function authInterceptor(
       { name: t.name, scopes: new Set(t.scopes), queues: new Set(t.queues) } satisfies Principal,
     ]),
   );
-  return (next) => async (req) => {
-    const procedure = `/${req.service.typeName}/${req.method.name}`;
+  return (service, procedure, authorization) => {
     const scope = REQUIRED[procedure];
-    if (scope === undefined && open.has(req.service.typeName)) return next(req);
-    if (scope === undefined && req.service.typeName.startsWith("weft.")) {
+    if (scope === undefined && open.has(service)) return undefined;
+    if (scope === undefined && service.startsWith("weft.")) {
       // Fail closed: a Weft RPC added without a scope is refused, never open to any token.
       throw new ConnectError(`${procedure.slice(1)} has no scope configured`, Code.PermissionDenied);
     }
-    const header = req.header.get("authorization") ?? "";
+    const header = authorization ?? "";
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     if (match === null) {
       throw new ConnectError(
@@ -114,7 +121,22 @@ export function authInterceptor(
         Code.PermissionDenied,
       );
     }
-    req.contextValues.set(principalKey, principal);
+    return principal;
+  };
+}
+
+/**
+ * Checks the bearer token of every Weft RPC served by Connect (see {@link tokenCheck}). The caller is
+ * left in the context for the per-queue and per-lease checks of the worker calls.
+ */
+export function authInterceptor(check: TokenCheck): Interceptor {
+  return (next) => async (req) => {
+    const principal = check(
+      req.service.typeName,
+      `/${req.service.typeName}/${req.method.name}`,
+      req.header.get("authorization") ?? undefined,
+    );
+    if (principal !== undefined) req.contextValues.set(principalKey, principal);
     return next(req);
   };
 }

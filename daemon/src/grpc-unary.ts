@@ -11,21 +11,25 @@ import {
 } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import type { TokenCheck } from "./auth.js";
 import type { CallGuard } from "./call-guard.js";
 import { envelope } from "./response-stream.js";
 
-/** A unary method answered over gRPC without Connect, and its handler. */
+/** A unary method answered over gRPC without Connect, its handler, and the token check its calls pass. */
 export interface DirectUnary<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage> {
   method: DescMethodUnary<I, O>;
   handle: (req: MessageShape<I>) => Promise<MessageInitShape<O>>;
+  /** The check Connect's auth interceptor makes, when weftd checks tokens. */
+  checkToken?: TokenCheck;
 }
 
-/** Pairs a method with its handler, keeping their types together. */
+/** Pairs a method with its handler (and token check), keeping their types together. */
 export function directUnary<I extends DescMessage, O extends DescMessage>(
   method: DescMethodUnary<I, O>,
   handle: (req: MessageShape<I>) => Promise<MessageInitShape<O>>,
+  checkToken?: TokenCheck,
 ): DirectUnary {
-  return { method, handle } as unknown as DirectUnary;
+  return { method, handle, checkToken } as unknown as DirectUnary;
 }
 
 const GRPC_CONTENT_TYPES = new Set(["application/grpc", "application/grpc+proto"]);
@@ -35,11 +39,12 @@ const CONTENT_TYPE = "application/grpc+proto";
  * Answers the plainest gRPC calls of a few hot unary methods straight from node:http2, without
  * Connect's per-call pipeline (headers objects, async iterables, two abort signals): about 0.2 ms of
  * CPU per call here. Only a call that needs nothing more is taken — gRPC with protobuf over HTTP/2,
- * no compression — and only when weftd checks no tokens (the auth interceptors run in
- * Connect); every other call goes to Connect, which serves the same handler. What the call does is
- * the same either way: the handler runs under the call guard (shutdown, calls in flight, error
- * codes), the request is bounded by `readMaxBytes`, and an error is a trailers-only answer with
- * grpc-status, grpc-message and grpc-status-details-bin as Connect writes them.
+ * no compression —; every other call goes to Connect, which serves the same handler. What the call
+ * does is the same either way, in the same order: the request is read (bounded by `readMaxBytes`)
+ * and parsed, the call guard runs (shutdown, calls in flight, error codes), then the token check
+ * Connect's auth interceptor makes (when weftd checks tokens), then the handler; an error is a
+ * trailers-only answer with grpc-status, grpc-message and grpc-status-details-bin as Connect
+ * writes them.
  *
  * Returns a function that answers the call and returns true, or returns false and touches nothing.
  */
@@ -93,7 +98,7 @@ function timeoutMs(headers: IncomingHttpHeaders): number | undefined {
 }
 
 async function answer(
-  { method, handle }: DirectUnary,
+  { method, handle, checkToken }: DirectUnary,
   req: Http2ServerRequest,
   res: Http2ServerResponse,
   chunks: Buffer[],
@@ -117,7 +122,10 @@ async function answer(
         );
   try {
     const message = parse(method.input, chunks, bytes, readMaxBytes);
-    const output = await guard.unary(procedure, gone.signal, () => handle(message));
+    const output = await guard.unary(procedure, gone.signal, () => {
+      checkToken?.(method.parent.typeName, procedure, req.headers.authorization);
+      return handle(message);
+    });
     const body = envelope(toBinary(method.output, create(method.output, output)));
     if (res.stream.destroyed) return;
     res.writeHead(200, { "content-type": CONTENT_TYPE });

@@ -1,5 +1,5 @@
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
-import { authInterceptor, streamLimitInterceptor } from "./auth.js";
+import { authInterceptor, streamLimitInterceptor, tokenCheck } from "./auth.js";
 import { ConfigError } from "./config.js";
 import { loadPolicy } from "./engine/policy.js";
 import { directUnary } from "./grpc-unary.js";
@@ -56,19 +56,18 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
     "Jobs fetched by completions that no poll of this replica took in time, put back in their queue.",
     () => stats.heldReturned,
   );
-  const checksTokens = policy.tokens.length > 0 && !config.insecure;
+  const checkToken =
+    policy.tokens.length > 0 && !config.insecure
+      ? tokenCheck(policy.tokens, ctx.logger, policy.publicServices)
+      : undefined;
   return {
     register: (router) => services.register(router),
     close: () => services.close(),
-    interceptors: checksTokens
-      ? [
-          authInterceptor(policy.tokens, ctx.logger, policy.publicServices),
-          streamLimitInterceptor(config.maxStreamsPerClient),
-        ]
-      : [],
-    // The token checks are interceptors, which only Connect runs: with tokens, every call goes there.
-    direct: checksTokens
-      ? []
-      : [directUnary(WorkflowService.method.trigger, (req) => trigger(services.engine, req))],
+    interceptors:
+      checkToken === undefined
+        ? []
+        : [authInterceptor(checkToken), streamLimitInterceptor(config.maxStreamsPerClient)],
+    // Plain gRPC Trigger calls skip Connect; they pass the same token check.
+    direct: [directUnary(WorkflowService.method.trigger, (req) => trigger(services.engine, req), checkToken)],
   };
 }

@@ -1,10 +1,7 @@
-import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { authInterceptor, streamLimitInterceptor, tokenCheck } from "./auth.js";
 import { ConfigError } from "./config.js";
 import { loadPolicy } from "./engine/policy.js";
-import { directUnary } from "./grpc-unary.js";
 import type { ServiceContext, WeftServices } from "./service-context.js";
-import { trigger } from "./services/workflow-service.js";
 import { openWeftServices } from "./weft-services.js";
 
 /** Whether weftd refuses to start with no token and no --insecure (switched on with every spawner). */
@@ -67,7 +64,7 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
       checkToken === undefined
         ? []
         : [authInterceptor(checkToken), streamLimitInterceptor(config.maxStreamsPerClient)],
-    // Plain gRPC Trigger calls skip Connect; they pass the same token check.
-    direct: [directUnary(WorkflowService.method.trigger, (req) => trigger(services.engine, req), checkToken)],
+    // Plain gRPC unary calls skip Connect; they pass the same token check.
+    direct: services.unaryMethods(checkToken),
   };
 }

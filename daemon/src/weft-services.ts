@@ -1,12 +1,15 @@
 import { setMaxListeners } from "node:events";
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { DescMethodUnary, DescService } from "@bufbuild/protobuf";
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
 import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import type { TokenCheck } from "./auth.js";
 import { Engine, type EngineOptions } from "./engine/engine.js";
 import type { Policy } from "./engine/policy.js";
+import { type DirectUnary, directUnary } from "./grpc-unary.js";
 import { adminService } from "./services/admin-service.js";
 import { workerService } from "./services/worker-service.js";
 import { workflowService } from "./services/workflow-service.js";
@@ -26,20 +29,46 @@ export interface WeftServicesDeps {
 export interface WeftServicesHandle {
   engine: Engine;
   register(router: ConnectRouter): void;
+  /** Every unary method of the services, with its implementation, for weftd's direct gRPC path. */
+  unaryMethods(checkToken: TokenCheck | undefined): DirectUnary[];
   close(): Promise<void>;
 }
+
+type UnaryImpl = (req: unknown, ctx: HandlerContext) => unknown;
 
 /** Opens the engine and returns the Weft services built on it. */
 export async function openWeftServices(deps: WeftServicesDeps): Promise<WeftServicesHandle> {
   const engine = await Engine.open(deps.redisUrl, deps.redis, deps.options, deps.policy, deps.logger);
   // Every open poll and watch listens for shutdown.
   setMaxListeners(0, deps.shuttingDown);
+  const workflows = workflowService(engine, deps.shuttingDown);
+  const workers = workerService(engine, deps.shuttingDown);
+  const admin = adminService(engine);
+  const services: [DescService, object][] = [
+    [WorkflowService, workflows],
+    [WorkerService, workers],
+    [AdminService, admin],
+  ];
   return {
     engine,
     register(router) {
-      router.service(WorkflowService, workflowService(engine, deps.shuttingDown));
-      router.service(WorkerService, workerService(engine, deps.shuttingDown));
-      router.service(AdminService, adminService(engine));
+      router.service(WorkflowService, workflows);
+      router.service(WorkerService, workers);
+      router.service(AdminService, admin);
+    },
+    unaryMethods(checkToken) {
+      return services.flatMap(([service, impl]) =>
+        service.methods
+          .filter((m): m is DescMethodUnary => m.methodKind === "unary")
+          .map((method) => {
+            const fn = (impl as Record<string, UnaryImpl>)[method.localName] as UnaryImpl;
+            return directUnary(
+              method,
+              async (req, ctx) => (await fn.call(impl, req, ctx)) as Record<string, unknown>,
+              checkToken,
+            );
+          }),
+      );
     },
     close: () => engine.close(),
   };

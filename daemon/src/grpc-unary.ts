@@ -4,6 +4,7 @@ import {
   create,
   type DescMessage,
   type DescMethodUnary,
+  type DescService,
   fromBinary,
   type MessageInitShape,
   type MessageShape,
@@ -14,7 +15,6 @@ import {
   ConnectError,
   type ContextValues,
   createContextValues,
-  createHandlerContext,
   type HandlerContext,
 } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
@@ -129,22 +129,16 @@ async function answer(
         );
   try {
     const message = parse(method.input, chunks, bytes, readMaxBytes);
-    const output = await guard.unary(procedure, gone.signal, async () => {
-      const values = createContextValues();
+    const ctx = new DirectContext(method, req, gone.signal, ms);
+    const output = await guard.unary(procedure, gone.signal, () => {
       const principal = checkToken?.(method.parent.typeName, procedure, req.headers.authorization);
-      if (principal !== undefined) values.set(principalKey, principal);
-      const ctx = handlerContext(method, req, gone.signal, values);
-      try {
-        return await handle(message, ctx);
-      } finally {
-        // As Connect does once a call is answered: whatever still listens on the signal lets go.
-        ctx.abort();
-      }
+      if (principal !== undefined) ctx.values.set(principalKey, principal);
+      return handle(message, ctx);
     });
     const body = envelope(toBinary(method.output, create(method.output, output)));
     if (res.stream.destroyed) return;
-    res.writeHead(200, { "content-type": CONTENT_TYPE });
-    res.addTrailers({ "grpc-status": "0" });
+    res.writeHead(200, { ...ctx.headersSet("header"), "content-type": CONTENT_TYPE });
+    res.addTrailers({ ...ctx.headersSet("trailer"), "grpc-status": "0" });
     res.end(body);
   } catch (err) {
     const { stream } = res;
@@ -161,25 +155,70 @@ async function answer(
 }
 
 /**
- * What a handler gets to know of its call, as Connect builds it: the signal aborts when the client
- * goes or the deadline passes (`signal` carries both, so the context keeps no deadline timer of its
- * own, and its `timeoutMs()` is undefined), and the values hold the caller once its token is checked.
+ * What a handler gets to know of its call, as Connect's context tells it: the signal aborts when the
+ * client goes or the deadline passes, and the values hold the caller once its token is checked. Its
+ * headers objects are made on first use (Weft's handlers read and set none); response headers and
+ * trailers a handler sets are sent with a successful answer.
  */
-function handlerContext(
-  method: DescMethodUnary,
-  req: Http2ServerRequest,
-  signal: AbortSignal,
-  contextValues: ContextValues,
-) {
-  return createHandlerContext({
-    service: method.parent,
-    method,
-    protocolName: "grpc",
-    requestMethod: "POST",
-    url: `${req.scheme ?? "http"}://${req.authority}${req.url}`,
-    requestSignal: signal,
-    contextValues,
-  });
+class DirectContext implements HandlerContext {
+  readonly protocolName = "grpc";
+  readonly requestMethod = "POST";
+  readonly values: ContextValues = createContextValues();
+  private readonly deadline: number | undefined;
+  private requestHeaders: Headers | undefined;
+  private responseHeaders: Headers | undefined;
+  private responseTrailers: Headers | undefined;
+
+  constructor(
+    readonly method: DescMethodUnary,
+    private readonly req: Http2ServerRequest,
+    readonly signal: AbortSignal,
+    timeoutMs: number | undefined,
+  ) {
+    this.deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+  }
+
+  get service(): DescService {
+    return this.method.parent;
+  }
+
+  get url(): string {
+    return `${this.req.scheme ?? "http"}://${this.req.authority}${this.req.url}`;
+  }
+
+  readonly timeoutMs = (): number | undefined =>
+    this.deadline === undefined ? undefined : this.deadline - Date.now();
+
+  get requestHeader(): Headers {
+    if (this.requestHeaders === undefined) {
+      this.requestHeaders = new Headers();
+      for (const [name, value] of Object.entries(this.req.headers)) {
+        if (name.startsWith(":") || value === undefined) continue;
+        for (const v of Array.isArray(value) ? value : [value]) this.requestHeaders.append(name, v);
+      }
+    }
+    return this.requestHeaders;
+  }
+
+  get responseHeader(): Headers {
+    this.responseHeaders ??= new Headers();
+    return this.responseHeaders;
+  }
+
+  get responseTrailer(): Headers {
+    this.responseTrailers ??= new Headers();
+    return this.responseTrailers;
+  }
+
+  /** The response headers or trailers the handler set, for node:http2. */
+  headersSet(which: "header" | "trailer"): OutgoingHttpHeaders {
+    const set = which === "header" ? this.responseHeaders : this.responseTrailers;
+    const out: OutgoingHttpHeaders = {};
+    set?.forEach((value, key) => {
+      out[key] = value;
+    });
+    return out;
+  }
 }
 
 /** The one request message of a unary call: a single uncompressed envelope. */

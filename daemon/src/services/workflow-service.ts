@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { type Run, RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import { RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { WorkflowSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
-import type { TriggerRequest, WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
+import type { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { Engine } from "../engine/engine.js";
 import { envelopeSink } from "../response-stream.js";
 import { jsonOf, pageSizeOf, RequestCheck } from "./request-checks.js";
@@ -42,7 +42,13 @@ export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceI
       return { workflows, nextPageToken: next === "" ? "" : Buffer.from(next).toString("base64url") };
     },
 
-    trigger: (req) => trigger(engine, req),
+    async trigger(req) {
+      new RequestCheck()
+        .name(req.workflow, "workflow")
+        .require(req.idempotencyKey.length <= 256, "idempotency_key", "must be at most 256 characters")
+        .done();
+      return engine.runs.trigger(req.workflow, req.version, jsonOf(req.input), req.idempotencyKey);
+    },
 
     async batchTrigger(req) {
       const check = new RequestCheck().require(
@@ -120,15 +126,6 @@ export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceI
       return { run: await engine.runs.cancel(req.runId, req.reason) };
     },
   };
-}
-
-/** Trigger: checks the request, then starts the run (or finds the one of its idempotency key). */
-export async function trigger(engine: Engine, req: TriggerRequest): Promise<{ run: Run; created: boolean }> {
-  new RequestCheck()
-    .name(req.workflow, "workflow")
-    .require(req.idempotencyKey.length <= 256, "idempotency_key", "must be at most 256 characters")
-    .done();
-  return engine.runs.trigger(req.workflow, req.version, jsonOf(req.input), req.idempotencyKey);
 }
 
 function decodeName(token: string): string {

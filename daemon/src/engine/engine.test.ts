@@ -307,6 +307,7 @@ describe("run events", () => {
     expect((await engine.hub.read(run.id, 2, 2)).map((e) => e.sequence)).toEqual([3, 4]);
     expect((await engine.hub.read(run.id, 1, 10, 3)).map((e) => e.sequence)).toEqual([2, 3]);
     expect(await engine.hub.read(run.id, 5, 10)).toEqual([]);
+    expect(await engine.hub.read(run.id, Number(2n ** 63n - 1n), 10)).toEqual([]);
     // A one-task run's five events take well under the 4 KiB a new stream would preallocate.
     expect(Number(await redis.memory("USAGE", key))).toBeLessThan(1024);
   });

@@ -172,8 +172,11 @@ describe("Watches", () => {
     expect(tails).toEqual(
       afters.map((after) => (after >= 602 ? [] : after >= 600 ? upTo(602, after + 1) : upTo(602, after + 2))),
     );
-    // Started past the final event of a finished run: ends at once, empty.
+    // Started past the final event of a finished run: ends at once, empty, however far past.
     expect(await rest(engine.watches.watch(run.id, 602, new AbortController().signal))).toEqual([]);
+    expect(
+      await rest(engine.watches.watch(run.id, Number(2n ** 63n - 1n), new AbortController().signal)),
+    ).toEqual([]);
     expect(engine.watches.count).toBe(0);
     expect(engine.hub.size).toBe(0);
   });

@@ -122,6 +122,35 @@ describe("Engine.enqueue", () => {
 });
 
 describe("Trigger", () => {
+  it("writes a large run's task records, counters and first events in order, past one command's share", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `large-${randomUUID().slice(0, 8)}`;
+    // 1,200 roots, each with a child: more records, counters and events than one command carries.
+    const roots = Array.from({ length: 1200 }, (_, i) => ({ id: `r${i}`, handler: "h", queue }));
+    const children = roots.map((r, i) => ({ id: `c${i}`, handler: "h", queue, dependsOn: [r.id] }));
+    await engine.workflows.submit(definition("large", [...roots, ...children]));
+    const { run } = await engine.runs.trigger("large", 0, null, "");
+    const k = engine.keys.run(run.id);
+    const events = (await redis.lrange(k.events, 0, -1)).map((e) => JSON.parse(e) as unknown[]);
+    expect(events.map((e) => e[0])).toEqual(Array.from({ length: 1201 }, (_, i) => i + 1));
+    expect(events[0]?.slice(2)).toEqual(["ty", EventType.RUN_STARTED, "rs", "R"]);
+    expect(events.slice(1).map((e) => e.slice(2))).toEqual(
+      roots.map((r) => ["ty", EventType.TASK_QUEUED, "tk", r.id, "a", 0, "rs", "R"]),
+    );
+    expect(await redis.hget(k.run, "seq")).toBe("1201");
+    const records = await redis.hgetall(k.tasks);
+    expect(Object.keys(records).sort()).toEqual(roots.map((r) => r.id).sort());
+    expect(JSON.parse(records.r1199 ?? "")).toMatchObject({ s: "Q", a: 0 });
+    const counters = await redis.hgetall(k.deps);
+    expect(counters).toEqual(Object.fromEntries(children.map((c) => [c.id, "1"])));
+    // A watcher reads the same events.
+    const read = await engine.hub.read(run.id, 1199, 10);
+    expect(read.map((e) => [e.sequence, e.result.value.event?.taskId])).toEqual([
+      [1200, "r1198"],
+      [1201, "r1199"],
+    ]);
+  });
+
   it("starts the version another replica submitted last", async () => {
     const prefix = `test-${randomUUID()}`;
     const [a, b] = [await openEngine(prefix), await openEngine(prefix)];

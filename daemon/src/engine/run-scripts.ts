@@ -41,6 +41,13 @@ local function emit(now, ...)
   redis.call('RPUSH', EV, cjson.encode({seq, now, ...}))
   published = seq
 end
+-- Sends 'HSET key field value...' or 'RPUSH key value...' for a list of arguments, in commands of at
+-- most 1,000 arguments (Lua's unpack has a bounded stack).
+local function chunked(cmd, key, list)
+  for i = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+  end
+end
 local function notify()
   if published then redis.call('PUBLISH', EV, published) end
 end
@@ -135,6 +142,9 @@ return result
  * Creates runs (batched). A step's ARGV: runId, workflow, version, input, now,
  * idempotencyKey, taskCount, then taskId, parentCount for each task.
  * A step's reply is 1 when it created the run, 0 when the run already existed.
+ * A new run's task records, counters and first events (RUN_STARTED, then
+ * TASK_QUEUED for each task without parents) are written with one command per
+ * key (per 1,000 entries), whatever the number of tasks.
  */
 export const TRIGGER = `${PRELUDE}
 local function beginRun() end
@@ -144,19 +154,27 @@ local function step(a)
   local nextA = a + 7 + 2 * n
   if redis.call('EXISTS', RUN) == 1 then return 0, nextA end
   local now = tonumber(ARGV[a + 4])
-  redis.call('HSET', RUN, 'id', ARGV[a], 'wf', ARGV[a + 1], 'v', ARGV[a + 2], 's', 'R', 'in', ARGV[a + 3],
-    'ct', now, 'idem', ARGV[a + 5], 'seq', 0, 'rem', n, 'nf', 0)
-  emit(now, 'ty', 1, 'rs', 'R')
+  local events = {cjson.encode({1, now, 'ty', 1, 'rs', 'R'})}
+  local queued, counters = {}, {}
+  local record = cjson.encode({ s = 'Q', a = 0, qt = now })
   for i = 0, n - 1 do
     local id = ARGV[a + 7 + 2 * i]
     local parents = tonumber(ARGV[a + 8 + 2 * i])
     if parents == 0 then
-      putTask(id, { s = 'Q', a = 0, qt = now })
-      emit(now, 'ty', 2, 'tk', id, 'a', 0, 'rs', 'R')
+      queued[#queued + 1] = id
+      queued[#queued + 1] = record
+      events[#events + 1] = cjson.encode({#events + 1, now, 'ty', 2, 'tk', id, 'a', 0, 'rs', 'R'})
     else
-      redis.call('HSET', DEPS, id, parents)
+      counters[#counters + 1] = id
+      counters[#counters + 1] = parents
     end
   end
+  redis.call('HSET', RUN, 'id', ARGV[a], 'wf', ARGV[a + 1], 'v', ARGV[a + 2], 's', 'R', 'in', ARGV[a + 3],
+    'ct', now, 'idem', ARGV[a + 5], 'seq', #events, 'rem', n, 'nf', 0)
+  chunked('HSET', TASKS, queued)
+  chunked('HSET', DEPS, counters)
+  chunked('RPUSH', EV, events)
+  published = #events
   return 1, nextA
 end
 ${BATCH_LOOP}`;

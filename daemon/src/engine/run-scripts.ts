@@ -2,7 +2,8 @@
  * The atomic steps of a run, as Lua scripts. Each step reads and writes only the
  * keys of one run (run, tasks, deps, outputs, events: one hash slot), appends
  * the events it causes to the run's event list with consecutive sequence
- * numbers, and publishes the last sequence on the list's key as a channel.
+ * numbers (one RPUSH per run and call, once its steps are done), and publishes
+ * the last sequence on the list's key as a channel.
  *
  * An event is one list entry, the JSON array [sequence, time, field, value...]:
  * the event with sequence s sits at index s - 1, so a reader takes the events
@@ -27,20 +28,16 @@
 
 const PRELUDE = `
 local RUN, TASKS, DEPS, OUT, EV
--- The sequence of the run's last event appended by this call, false before the first.
-local published = false
+-- The run's last sequence (false until an event of this call needs it), and the events this call
+-- appends to the run, written by notify().
+local seq, pending = false, {}
 -- Makes the r-th run of the call (KEYS[5r-4..5r]) the one the functions below work on.
 local function useRun(r)
   local b = 5 * (r - 1)
   RUN, TASKS, DEPS, OUT, EV = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5]
-  published = false
+  seq, pending = false, {}
 end
 useRun(1)
-local function emit(now, ...)
-  local seq = redis.call('HINCRBY', RUN, 'seq', 1)
-  redis.call('RPUSH', EV, cjson.encode({seq, now, ...}))
-  published = seq
-end
 -- Sends 'HSET key field value...' or 'RPUSH key value...' for a list of arguments, in commands of at
 -- most 1,000 arguments (Lua's unpack has a bounded stack).
 local function chunked(cmd, key, list)
@@ -48,8 +45,18 @@ local function chunked(cmd, key, list)
     redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
   end
 end
+local function emit(now, ...)
+  seq = (seq or tonumber(redis.call('HGET', RUN, 'seq'))) + 1
+  pending[#pending + 1] = cjson.encode({seq, now, ...})
+end
+-- Appends the run's pending events and publishes its last sequence: every script calls it, once per
+-- run, after its last emit.
 local function notify()
-  if published then redis.call('PUBLISH', EV, published) end
+  if #pending == 0 then return end
+  chunked('RPUSH', EV, pending)
+  redis.call('HSET', RUN, 'seq', seq)
+  redis.call('PUBLISH', EV, seq)
+  pending = {}
 end
 local function expireAll(ms)
   redis.call('PEXPIRE', RUN, ms); redis.call('PEXPIRE', TASKS, ms); redis.call('PEXPIRE', DEPS, ms)
@@ -154,7 +161,8 @@ local function step(a)
   local nextA = a + 7 + 2 * n
   if redis.call('EXISTS', RUN) == 1 then return 0, nextA end
   local now = tonumber(ARGV[a + 4])
-  local events = {cjson.encode({1, now, 'ty', 1, 'rs', 'R'})}
+  -- A new run: its events start at 1, written by notify() with the others.
+  pending[1] = cjson.encode({1, now, 'ty', 1, 'rs', 'R'})
   local queued, counters = {}, {}
   local record = cjson.encode({ s = 'Q', a = 0, qt = now })
   for i = 0, n - 1 do
@@ -163,18 +171,17 @@ local function step(a)
     if parents == 0 then
       queued[#queued + 1] = id
       queued[#queued + 1] = record
-      events[#events + 1] = cjson.encode({#events + 1, now, 'ty', 2, 'tk', id, 'a', 0, 'rs', 'R'})
+      pending[#pending + 1] = cjson.encode({#pending + 1, now, 'ty', 2, 'tk', id, 'a', 0, 'rs', 'R'})
     else
       counters[#counters + 1] = id
       counters[#counters + 1] = parents
     end
   end
   redis.call('HSET', RUN, 'id', ARGV[a], 'wf', ARGV[a + 1], 'v', ARGV[a + 2], 's', 'R', 'in', ARGV[a + 3],
-    'ct', now, 'idem', ARGV[a + 5], 'seq', #events, 'rem', n, 'nf', 0)
+    'ct', now, 'idem', ARGV[a + 5], 'seq', 0, 'rem', n, 'nf', 0)
   chunked('HSET', TASKS, queued)
   chunked('HSET', DEPS, counters)
-  chunked('RPUSH', EV, events)
-  published = #events
+  seq = #pending
   return 1, nextA
 end
 ${BATCH_LOOP}`;

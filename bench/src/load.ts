@@ -107,3 +107,25 @@ export async function runBullmq(
   const { last } = await done;
   return result(n, t0, submitted, last);
 }
+
+/**
+ * Adds `n` no-op jobs one `Queue.add` each, `concurrency` in flight (as a service would enqueue its
+ * own work, one call per job), and waits for the raw worker's `n` completions: the raw counterpart of
+ * a Trigger call per run.
+ */
+export async function runBullmqAdds(
+  queue: Queue,
+  n: number,
+  concurrency: number,
+  worker: WorkerChild,
+  tag: string,
+): Promise<LoadResult> {
+  const { done } = await worker.expect(n, DONE_TIMEOUT_MS);
+  const t0 = Date.now();
+  await inParallel(n, concurrency, async (i) => {
+    await queue.add("noop", { r: tag, t: i }, RAW_JOB_OPTS);
+  });
+  const submitted = Date.now();
+  const { last } = await done;
+  return result(n, t0, submitted, last);
+}

@@ -4,7 +4,14 @@ import { measureFloor } from "../calibration.js";
 import { WorkerChild } from "../children.js";
 import { parallelWorkflow, workflowClient } from "../clients.js";
 import { CpuMeter, type ProcessUsage, redisPid } from "../cpu.js";
-import { type LoadResult, runBatched, runBullmq, runIndependent, runOneWorkflow } from "../load.js";
+import {
+  type LoadResult,
+  runBatched,
+  runBullmq,
+  runBullmqAdds,
+  runIndependent,
+  runOneWorkflow,
+} from "../load.js";
 import { type CommandStat, commandStats, resetCommandStats } from "../redis-stats.js";
 import { fmt } from "../report.js";
 import { MiB, RssSampler } from "../rss.js";
@@ -154,6 +161,7 @@ export const throughput: Scenario = {
     const engineAlone: number[] = [];
     const engineCpu: number[] = [];
     const bull: number[] = [];
+    const bullAdds: number[] = [];
     const triggerRates: number[] = [];
     const cpu = {
       runsWeftd: [] as number[],
@@ -201,6 +209,8 @@ export const throughput: Scenario = {
         withCpu(pids, () => runBullmq(queue, n, raw, `rep${rep}`)),
       );
       if (rep === 1) commandRows = commandTable([a, d, b, c]);
+      const adds = await runBullmqAdds(queue, n, sizes.triggerConcurrency, raw, `adds${rep}`);
+      bullAdds.push(adds.tasksPerSecond);
       runs.push(a.tasksPerSecond);
       batched.push(d.tasksPerSecond);
       cpu.batchedWeftd.push(d.cpuPerTask.weftd ?? 0);
@@ -225,7 +235,7 @@ export const throughput: Scenario = {
           `batched ${d.tasksPerSecond.toFixed(0)}/s (weftd ${(d.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task, redis ${((d.cpuPerTask.redis ?? 0) * 1000).toFixed(0)} µs/task, all started in ${d.submitMs} ms), ` +
           `1 run × ${n} tasks ${b.tasksPerSecond.toFixed(0)}/s (weftd ${(b.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
           `engine alone ${e.tasksPerSecond.toFixed(0)}/s (${(e.cpuPerTask.engine ?? 0).toFixed(2)} ms CPU/task), ` +
-          `raw BullMQ ${c.tasksPerSecond.toFixed(0)}/s`,
+          `raw BullMQ ${c.tasksPerSecond.toFixed(0)}/s, one add per job ${adds.tasksPerSecond.toFixed(0)}/s`,
       );
     }
     const { peak } = rss.stop();
@@ -290,6 +300,19 @@ export const throughput: Scenario = {
         label: "diagnostic: CPU per task of the engine alone's process (weftd's work, no gRPC)",
         unit: "ms",
         samples: engineCpu,
+      },
+      {
+        key: "bullmq_adds_tps",
+        label: `diagnostic: raw BullMQ, one Queue.add per job (${sizes.triggerConcurrency} in flight) + Worker`,
+        unit: "tasks/s",
+        samples: bullAdds,
+      },
+      {
+        key: "ratio_runs_adds_pct",
+        label: `diagnostic: Weft, ${N} runs (a Trigger each) / raw BullMQ, one add per job`,
+        unit: "%",
+        samples: runs.map((x, i) => (x / (bullAdds[i] as number)) * 100),
+        digits: 1,
       },
       {
         key: "trigger_rate",
@@ -438,6 +461,7 @@ export const throughput: Scenario = {
         `"${N} runs": ${N} Trigger calls of a 1-task workflow, ${sizes.triggerConcurrency} in flight on one HTTP/2 connection; "started with BatchTrigger": the same ${N} runs started by BatchTrigger calls of ${BATCH.toLocaleString("en-US")} runs, one after the other, as the raw ceiling adds its jobs; "1 run": one Trigger of a ${N}-task workflow.`,
         "Time runs from the first Trigger (or addBulk) to the last completion acknowledged (the completion's result from weftd on the worker's Work stream; BullMQ's `completed` event).",
         `Raw BullMQ ceiling: \`Queue.addBulk\` in chunks of 1,000 from the bench process, a BullMQ \`Worker\` with a no-op processor and concurrency ${sizes.workerConcurrency} in a separate Node process, same retention options as Weft's jobs.`,
+        `Diagnostic, "one Queue.add per job": the same raw worker, its jobs added by \`Queue.add\` calls from the bench process, ${sizes.triggerConcurrency} in flight — the raw counterpart of a Trigger call per run (each job is its own call). The targets are judged against the addBulk ceiling, as the issue defines it.`,
         `Floor: a bare Connect server (no Weft, no Redis) in its own process answering an empty GetWorkflow, called from the bench with ${sizes.workerConcurrency} calls in flight: what one unary call costs on this machine. Next to it, a bare gRPC server on node:http2 alone (\`bench/src/child/bare-h2-server.ts\`: the same call, decoded with protobuf-es, none of a real server's deadlines, compression or errors), called by the same Connect client: what the HTTP/2 layer costs, so the difference is the server framework's per-call cost. Without batching a Weft task takes 2 calls (PollTask, CompleteTask), 3 with its own Trigger; @weft/worker takes no call per task: it grants credits for its free slots and sends its outputs on one Work stream, in one message per turn of its event loop.`,
         `Diagnostic, "engine alone": Weft's engine (the code weftd runs for PollTask and CompleteTasks) in its own Node process (run with tsx), with ${sizes.workerConcurrency} in-process slots that take tasks as weftd does for a worker's Work stream — one poll at a time for the free slots, each completion reported as its no-op handler returns — and no gRPC: what the bookkeeping on BullMQ and Redis allows without the hop. No deployment runs like this.`,
         "CPU per task: user + system time from /proc/<pid>/stat of each process over the measurement, divided by the tasks; all processes share the machine's cores. System calls per task: syscr + syscw of /proc/<pid>/io (socket reads and writes, mostly).",

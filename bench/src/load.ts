@@ -15,9 +15,18 @@ export interface LoadResult {
 
 const DONE_TIMEOUT_MS = 600_000;
 
-function result(tasks: number, t0: number, submitted: number, last: number): LoadResult {
+/**
+ * Times one measurement: arms the worker child for `n` completions, submits the work, and waits until
+ * the child acknowledged them all.
+ */
+async function measured(worker: WorkerChild, n: number, submit: () => Promise<unknown>): Promise<LoadResult> {
+  const { done } = await worker.expect(n, DONE_TIMEOUT_MS);
+  const t0 = Date.now();
+  await submit();
+  const submitted = Date.now();
+  const { last } = await done;
   const elapsedMs = last - t0;
-  return { tasks, elapsedMs, tasksPerSecond: (tasks / elapsedMs) * 1000, submitMs: submitted - t0 };
+  return { tasks: n, elapsedMs, tasksPerSecond: (n / elapsedMs) * 1000, submitMs: submitted - t0 };
 }
 
 /**
@@ -31,15 +40,12 @@ export async function runIndependent(
   concurrency: number,
   worker: WorkerChild,
 ): Promise<LoadResult> {
-  const { done } = await worker.expect(n, DONE_TIMEOUT_MS);
-  const t0 = Date.now();
-  await inParallel(n, concurrency, async (i) => {
-    const client = clients[i % clients.length] as WorkflowClient;
-    await client.trigger({ workflow, input: value(i) });
+  return measured(worker, n, async () => {
+    await inParallel(n, concurrency, async (i) => {
+      const client = clients[i % clients.length] as WorkflowClient;
+      await client.trigger({ workflow, input: value(i) });
+    });
   });
-  const submitted = Date.now();
-  const { last } = await done;
-  return result(n, t0, submitted, last);
 }
 
 /** Starts `n` runs of `workflow` with BatchTrigger calls of `batch` runs, one call after the other. */
@@ -50,17 +56,14 @@ export async function runBatched(
   batch: number,
   worker: WorkerChild,
 ): Promise<LoadResult> {
-  const { done } = await worker.expect(n, DONE_TIMEOUT_MS);
-  const t0 = Date.now();
-  for (let start = 0; start < n; start += batch) {
-    const count = Math.min(batch, n - start);
-    await client.batchTrigger({
-      requests: Array.from({ length: count }, (_, j) => ({ workflow, input: value(start + j) })),
-    });
-  }
-  const submitted = Date.now();
-  const { last } = await done;
-  return result(n, t0, submitted, last);
+  return measured(worker, n, async () => {
+    for (let start = 0; start < n; start += batch) {
+      const count = Math.min(batch, n - start);
+      await client.batchTrigger({
+        requests: Array.from({ length: count }, (_, j) => ({ workflow, input: value(start + j) })),
+      });
+    }
+  });
 }
 
 /** Starts one run of a workflow of `n` parallel tasks and waits for its `n` completions. */
@@ -70,12 +73,9 @@ export async function runOneWorkflow(
   n: number,
   worker: WorkerChild,
 ): Promise<LoadResult> {
-  const { done } = await worker.expect(n, DONE_TIMEOUT_MS);
-  const t0 = Date.now();
-  await client.trigger({ workflow });
-  const submitted = Date.now();
-  const { last } = await done;
-  return result(n, t0, submitted, last);
+  return measured(worker, n, async () => {
+    await client.trigger({ workflow });
+  });
 }
 
 /** Job options of the raw BullMQ ceiling: the same retention as Weft's own jobs. */
@@ -91,21 +91,18 @@ export async function runBullmq(
   worker: WorkerChild,
   tag: string,
 ): Promise<LoadResult> {
-  const { done } = await worker.expect(n, DONE_TIMEOUT_MS);
-  const t0 = Date.now();
-  for (let start = 0; start < n; start += 1000) {
-    const count = Math.min(1000, n - start);
-    await queue.addBulk(
-      Array.from({ length: count }, (_, j) => ({
-        name: "noop",
-        data: { r: tag, t: start + j },
-        opts: RAW_JOB_OPTS,
-      })),
-    );
-  }
-  const submitted = Date.now();
-  const { last } = await done;
-  return result(n, t0, submitted, last);
+  return measured(worker, n, async () => {
+    for (let start = 0; start < n; start += 1000) {
+      const count = Math.min(1000, n - start);
+      await queue.addBulk(
+        Array.from({ length: count }, (_, j) => ({
+          name: "noop",
+          data: { r: tag, t: start + j },
+          opts: RAW_JOB_OPTS,
+        })),
+      );
+    }
+  });
 }
 
 /**
@@ -120,12 +117,9 @@ export async function runBullmqAdds(
   worker: WorkerChild,
   tag: string,
 ): Promise<LoadResult> {
-  const { done } = await worker.expect(n, DONE_TIMEOUT_MS);
-  const t0 = Date.now();
-  await inParallel(n, concurrency, async (i) => {
-    await queue.add("noop", { r: tag, t: i }, RAW_JOB_OPTS);
+  return measured(worker, n, async () => {
+    await inParallel(n, concurrency, async (i) => {
+      await queue.add("noop", { r: tag, t: i }, RAW_JOB_OPTS);
+    });
   });
-  const submitted = Date.now();
-  const { last } = await done;
-  return result(n, t0, submitted, last);
 }

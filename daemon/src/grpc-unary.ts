@@ -137,8 +137,8 @@ async function answer(
     });
     const body = envelope(toBinary(method.output, create(method.output, output)));
     if (res.stream.destroyed) return;
-    res.writeHead(200, { ...ctx.headersSet("header"), "content-type": CONTENT_TYPE });
-    res.addTrailers({ ...ctx.headersSet("trailer"), "grpc-status": "0" });
+    res.writeHead(200, { ...outgoing(ctx.responseHeaders), "content-type": CONTENT_TYPE });
+    res.addTrailers({ ...outgoing(ctx.responseTrailers), "grpc-status": "0" });
     res.end(body);
   } catch (err) {
     const { stream } = res;
@@ -166,8 +166,9 @@ class DirectContext implements HandlerContext {
   readonly values: ContextValues = createContextValues();
   private readonly deadline: number | undefined;
   private requestHeaders: Headers | undefined;
-  private responseHeaders: Headers | undefined;
-  private responseTrailers: Headers | undefined;
+  /** The response headers and trailers, once the handler asked for them. */
+  responseHeaders: Headers | undefined;
+  responseTrailers: Headers | undefined;
 
   constructor(
     readonly method: DescMethodUnary,
@@ -186,8 +187,9 @@ class DirectContext implements HandlerContext {
     return `${this.req.scheme ?? "http"}://${this.req.authority}${this.req.url}`;
   }
 
-  readonly timeoutMs = (): number | undefined =>
-    this.deadline === undefined ? undefined : this.deadline - Date.now();
+  timeoutMs(): number | undefined {
+    return this.deadline === undefined ? undefined : this.deadline - Date.now();
+  }
 
   get requestHeader(): Headers {
     if (this.requestHeaders === undefined) {
@@ -209,16 +211,15 @@ class DirectContext implements HandlerContext {
     this.responseTrailers ??= new Headers();
     return this.responseTrailers;
   }
+}
 
-  /** The response headers or trailers the handler set, for node:http2. */
-  headersSet(which: "header" | "trailer"): OutgoingHttpHeaders {
-    const set = which === "header" ? this.responseHeaders : this.responseTrailers;
-    const out: OutgoingHttpHeaders = {};
-    set?.forEach((value, key) => {
-      out[key] = value;
-    });
-    return out;
-  }
+/** Fetch headers as node:http2 takes them. */
+function outgoing(headers: Headers | undefined): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  headers?.forEach((value, key) => {
+    out[key] = value;
+  });
+  return out;
 }
 
 /** The one request message of a unary call: a single uncompressed envelope. */
@@ -266,10 +267,8 @@ function parse<I extends DescMessage>(
 function statusHeaders(error: ConnectError): OutgoingHttpHeaders {
   const headers = new Headers();
   setTrailerStatus(headers, error);
-  const out: OutgoingHttpHeaders = {};
-  headers.forEach((value, key) => {
-    out[key] = key === "grpc-message" ? encodeGrpcMessage(error.rawMessage) : value;
-  });
+  const out = outgoing(headers);
+  if (out["grpc-message"] !== undefined) out["grpc-message"] = encodeGrpcMessage(error.rawMessage);
   return out;
 }
 

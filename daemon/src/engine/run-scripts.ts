@@ -161,8 +161,9 @@ local function step(a)
   local nextA = a + 7 + 2 * n
   if redis.call('EXISTS', RUN) == 1 then return 0, nextA end
   local now = tonumber(ARGV[a + 4])
-  -- A new run: its events start at 1, written by notify() with the others.
-  pending[1] = cjson.encode({1, now, 'ty', 1, 'rs', 'R'})
+  -- A new run: its events start at 1.
+  seq = 0
+  emit(now, 'ty', 1, 'rs', 'R')
   local queued, counters = {}, {}
   local record = cjson.encode({ s = 'Q', a = 0, qt = now })
   for i = 0, n - 1 do
@@ -171,7 +172,7 @@ local function step(a)
     if parents == 0 then
       queued[#queued + 1] = id
       queued[#queued + 1] = record
-      pending[#pending + 1] = cjson.encode({#pending + 1, now, 'ty', 2, 'tk', id, 'a', 0, 'rs', 'R'})
+      emit(now, 'ty', 2, 'tk', id, 'a', 0, 'rs', 'R')
     else
       counters[#counters + 1] = id
       counters[#counters + 1] = parents
@@ -181,7 +182,6 @@ local function step(a)
     'ct', now, 'idem', ARGV[a + 5], 'seq', 0, 'rem', n, 'nf', 0)
   chunked('HSET', TASKS, queued)
   chunked('HSET', DEPS, counters)
-  seq = #pending
   return 1, nextA
 end
 ${BATCH_LOOP}`;

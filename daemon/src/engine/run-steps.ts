@@ -137,9 +137,10 @@ function leaseArg(lease: LeaseArgs): string {
  * Typed calls of the run scripts. Each call is sent in one write with a
  * ZADD that marks the run as recently touched, so that the reconciler can
  * finish a step whose follow-up (enqueueing jobs) was cut short by a crash.
- * A run leaves that set as soon as a step finishes it: a finished run needs
- * no follow-up (a job left behind is dropped when a poll fetches it), so the
- * reconciler only ever checks runs that are still running.
+ * A run leaves that set as soon as a completion, FINISH or CANCEL ends it: a
+ * finished run needs no follow-up (a job left behind is dropped when a poll
+ * fetches it). A run that ends in a failure stays until the reconciler finds it
+ * quiet and finished, and forgets it.
  */
 export class RunSteps {
   /** Runs finished in this tick, to leave the recently-touched set in one ZREM. */

@@ -47,11 +47,11 @@ const OPTIONS: EngineOptions = {
 };
 
 /** An engine (a replica) on the shared Redis; replicas of one test share a prefix. */
-async function openEngine(prefix: string): Promise<Engine> {
+async function openEngine(prefix: string, options: Partial<EngineOptions> = {}): Promise<Engine> {
   const engine = await Engine.open(
     redisServer.url,
     redis,
-    { ...OPTIONS, prefix },
+    { ...OPTIONS, ...options, prefix },
     defaultPolicy(),
     pino({ level: "silent" }),
   );
@@ -388,6 +388,58 @@ describe("the recently-touched set", () => {
     expect(await redis.zcard(dirty)).toBe(0);
     expect(await engine.queues.exists(queue, jobIdOf(lost, "t0"))).toBe(true);
     expect((await waitingJobIds(engine, queue)).length).toBe(450);
+  });
+});
+
+describe("the run indexes", () => {
+  it("lose the entries of runs whose retention ended, a page at a time, and keep runs still kept", async () => {
+    const retention = 200;
+    const engine = await openEngine(`test-${randomUUID()}`, { runRetentionMs: retention });
+    const queue = `prune-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel("one", 1, queue));
+    await engine.workflows.submit(parallel("other", 1, queue));
+    const trigger = async (workflow: string) => (await engine.runs.trigger(workflow, 0, null, "")).run.id;
+    const running = await trigger("one");
+    const finished = [await trigger("one"), await trigger("other")];
+    for (const id of finished) await engine.runs.cancel(id, "done with it");
+    const all = engine.keys.runIndex();
+    const ofOne = engine.keys.runIndex("one");
+    const ofOther = engine.keys.runIndex("other");
+    // Entries of runs that expired long ago, past two pages, with the running run's among them.
+    const created = Number(await redis.zscore(all, running));
+    const stale = Array.from({ length: 1_100 }, (_, i) => [created - 1_100 + i, `stale-${i}`] as const);
+    await redis.zadd(all, ...stale.flat(), created - 550, running);
+    await redis.zadd(ofOne, ...stale.flat(), created - 550, running);
+    await vi.waitFor(
+      async () => {
+        expect(await redis.exists(...finished.map((id) => engine.keys.run(id).run))).toBe(0);
+        expect(Date.now() - retention).toBeGreaterThan(Number(await redis.zscore(all, finished[1] ?? "")));
+      },
+      { timeout: 5_000, interval: 20 },
+    );
+
+    expect(await engine.reconciler.pruneIndexes()).toBe(2 * 1_100 + 4);
+
+    expect(await redis.zrange(all, 0, -1)).toEqual([running]);
+    expect(await redis.zrange(ofOne, 0, -1)).toEqual([running]);
+    expect(await redis.zcard(ofOther)).toBe(0);
+    expect(
+      (await engine.runs.list({ workflow: "", statuses: [], pageSize: 10, pageToken: "" })).runs.map(
+        (r) => r.id,
+      ),
+    ).toEqual([running]);
+    expect(await engine.reconciler.pruneIndexes()).toBe(0);
+  });
+
+  it("keep the entries of runs created within the retention, whatever their state", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`, { runRetentionMs: 60_000 });
+    await engine.workflows.submit(parallel("one", 1, `keep-${randomUUID().slice(0, 8)}`));
+    const id = (await engine.runs.trigger("one", 0, null, "")).run.id;
+    // An entry without a run, as a trigger that lost to an idempotency key may leave, but recent.
+    await redis.zadd(engine.keys.runIndex(), Date.now(), "recent-without-run");
+    expect(await engine.reconciler.pruneIndexes()).toBe(0);
+    expect(await redis.zcard(engine.keys.runIndex())).toBe(2);
+    expect(await redis.zrange(engine.keys.runIndex("one"), 0, -1)).toEqual([id]);
   });
 });
 

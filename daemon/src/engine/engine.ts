@@ -65,7 +65,7 @@ export const ENQUEUE_CHUNK = 1000;
 
 /**
  * The workflow engine of one weftd replica. Replicas share nothing but Redis:
- * run state lives in Redis hashes and streams, tasks in BullMQ queues, and
+ * run state lives in Redis hashes and lists, tasks in BullMQ queues, and
  * every step that changes a run is one Lua script on that run's keys.
  */
 export class Engine {

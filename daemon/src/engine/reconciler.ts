@@ -17,6 +17,12 @@ return 0
 /** Runs read from the recently-touched set at a time. */
 const PAGE = 200;
 
+/** Run index entries checked per round trip when pruning. */
+const INDEX_PAGE = 500;
+
+/** How often one replica prunes the run indexes, at most. */
+const PRUNE_EVERY_MS = 60_000;
+
 /**
  * Finishes run steps that a crash cut short. Every step marks its run in a
  * sorted set before it runs (and a step that finishes a run takes it out
@@ -25,10 +31,15 @@ const PAGE = 200;
  * its deterministic id otherwise), and a run whose tasks are all final must be
  * finished. Consistent runs leave the set. A pass goes on, a page at a time,
  * until no quiet run is left or it has used half its lock's time.
+ *
+ * A pass also prunes the run indexes (ListRuns's sorted sets) once a minute:
+ * a run's keys expire when its retention ends, but its index entries stay
+ * until something removes them.
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
   private running = false;
+  private prunedAt = 0;
   private readonly owner = randomUUID();
 
   constructor(private readonly engine: Engine) {}
@@ -81,10 +92,56 @@ export class Reconciler {
           checked++;
         }
       } while (entries.length === 2 * PAGE && Date.now() - started < lockMs / 2);
+      if (started - this.prunedAt >= PRUNE_EVERY_MS) {
+        this.prunedAt = started;
+        await this.pruneIndexes(started + lockMs / 2);
+      }
     } finally {
       await redis.eval(RELEASE_LOCK, 1, keys.reconcilerLock(), this.owner);
     }
     return checked;
+  }
+
+  /**
+   * Removes the entries of runs whose keys have expired from the index of
+   * every run and from each workflow's, until `deadline` (epoch ms); returns
+   * how many it removed. Only runs created before the retention horizon can
+   * have expired, so only those are checked; a run older than that which is
+   * still running (or still kept) stays.
+   */
+  async pruneIndexes(deadline = Number.POSITIVE_INFINITY): Promise<number> {
+    const { redis, keys } = this.engine;
+    const horizon = Date.now() - this.engine.options.runRetentionMs;
+    let removed = 0;
+    let index: string | undefined = keys.runIndex();
+    let workflowsSeen = 0;
+    while (index !== undefined && Date.now() < deadline) {
+      removed += await this.pruneIndex(index, horizon, deadline);
+      // The workflows' own indexes, one name at a time, in name order.
+      const [name] = await redis.zrange(keys.workflowIndex(), workflowsSeen, workflowsSeen);
+      workflowsSeen++;
+      index = name === undefined ? undefined : keys.runIndex(name);
+    }
+    return removed;
+  }
+
+  private async pruneIndex(index: string, horizon: number, deadline: number): Promise<number> {
+    const { redis, keys } = this.engine;
+    let removed = 0;
+    // Entries still kept stay ahead of the next page; removed ones leave it.
+    let kept = 0;
+    let ids: string[];
+    do {
+      ids = await redis.zrangebyscore(index, "-inf", `(${horizon}`, "LIMIT", kept, INDEX_PAGE);
+      if (ids.length === 0) break;
+      const pipeline = redis.pipeline();
+      for (const id of ids) pipeline.exists(keys.run(id).run);
+      const found = (await pipeline.exec()) ?? [];
+      const gone = ids.filter((_, i) => found[i]?.[1] === 0);
+      if (gone.length > 0) removed += await redis.zrem(index, ...gone);
+      kept += ids.length - gone.length;
+    } while (ids.length === INDEX_PAGE && Date.now() < deadline);
+    return removed;
   }
 
   private async check(runId: string): Promise<void> {

@@ -81,6 +81,28 @@ describe("health", () => {
     expect(metrics).toMatch(/^weft_jobs_fetched_total\{via="poll"\} \d+$/m);
     expect(metrics).toMatch(/^weft_jobs_fetched_total\{via="completion"\} \d+$/m);
     expect(metrics).toMatch(/^weft_held_jobs_returned_total \d+$/m);
+    expect(metrics).toContain("# TYPE weft_task_queues_open gauge");
+    expect(metrics).toMatch(/^weft_task_queues_open \d+$/m);
+  });
+
+  it("refuses a poll of one task queue more than --max-open-queues, and counts the open ones", async () => {
+    const limited = await spawnWeftd({ redisUrl: redis.url, args: ["--max-open-queues", "1"] });
+    const peer = grpcClient(limited.address);
+    try {
+      const poll = (queue: string) =>
+        grpcUnary(peer, WorkerService.method.pollTask, { queue, workerId: "w" });
+      expect((await poll("first")).assignment).toBeUndefined();
+      const err = await grpcError(poll("second"));
+      expect([err.code, err.details]).toEqual([
+        grpc.status.RESOURCE_EXHAUSTED,
+        'queue: "second" would be one task queue more than this replica keeps open at once (--max-open-queues 1); a queue no poll used for 120 s closes',
+      ]);
+      const metrics = await (await fetch(`${limited.metricsUrl}/metrics`)).text();
+      expect(metrics).toMatch(/^weft_task_queues_open 1$/m);
+    } finally {
+      peer.close();
+      await limited.stop();
+    }
   });
 });
 

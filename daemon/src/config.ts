@@ -74,6 +74,12 @@ export interface DaemonConfig {
    */
   maxWatchersPerReplica: number;
   /**
+   * Most task queues one replica serves polls for at once (each holds one Redis connection while it
+   * is open); a poll of one more gets RESOURCE_EXHAUSTED. A queue no poll used for two minutes closes.
+   * @defaultValue 1000
+   */
+  maxOpenQueues: number;
+  /**
    * YAML or JSON file with the policy settings: default retry policy, per-queue limits, rate-limit
    * keys (see daemon/src/engine/policy.ts). Unset: none.
    * @defaultValue undefined
@@ -133,6 +139,7 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = {
   defaultHeartbeatTimeoutMs: 30_000,
   stalledIntervalMs: 5_000,
   maxWatchersPerReplica: 10_000,
+  maxOpenQueues: 1000,
   configFile: undefined,
   reconcileAfterMs: 10_000,
   insecure: false,
@@ -253,6 +260,13 @@ const OPTIONS: readonly OptionSpec[] = [
     env: ["WEFT_MAX_WATCHERS_PER_REPLICA"],
     kind: "count",
     help: "most concurrent WatchRun streams per replica",
+  },
+  {
+    key: "maxOpenQueues",
+    flag: "max-open-queues",
+    env: ["WEFT_MAX_OPEN_QUEUES"],
+    kind: "count",
+    help: "most task queues one replica serves polls for at once",
   },
   {
     key: "configFile",

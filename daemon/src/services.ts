@@ -32,6 +32,7 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
       defaultHeartbeatTimeoutMs: config.defaultHeartbeatTimeoutMs,
       stalledIntervalMs: config.stalledIntervalMs,
       maxWatchersPerReplica: config.maxWatchersPerReplica,
+      maxOpenQueues: config.maxOpenQueues,
       reconcileAfterMs: config.reconcileAfterMs,
     },
     policy,
@@ -46,6 +47,12 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
         ['via="poll"', stats.fetchedForPolls],
         ['via="completion"', stats.fetchedByCompletions],
       ]),
+  );
+  ctx.metrics.register(
+    "weft_task_queues_open",
+    "gauge",
+    "Task queues with a BullMQ worker open on this replica (one blocking Redis connection each).",
+    () => services.engine.queues.workerCount,
   );
   ctx.metrics.register(
     "weft_held_jobs_returned_total",

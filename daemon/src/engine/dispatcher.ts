@@ -159,6 +159,16 @@ export class QueueDispatcher {
     });
   }
 
+  /**
+   * Whether no poll waits here, no job is held and no completion is fetching
+   * one: the dispatcher can be closed. Its loop may still be in a blocking
+   * fetch, which closing the queue's Worker ends (a job it fetched then goes
+   * back to the queue).
+   */
+  get idle(): boolean {
+    return this.waiters.length === 0 && this.held.length === 0 && this.offering === 0;
+  }
+
   /** Whether polls are waiting here for a job (a new poll must then queue behind them). */
   get busy(): boolean {
     return this.waiters.length > 0;
@@ -327,6 +337,8 @@ export class QueueDispatcher {
           job = await worker.getNextJob(token, { block: true });
           failures = 0;
         } catch (err) {
+          // Closing the queue's Worker ends a blocking fetch with an error.
+          if (this.closed) break;
           failures++;
           this.logger.warn({ err, queue: this.queue }, "fetching a job failed; retrying");
           await pause(Math.min(100 * 2 ** failures, 5000));

@@ -443,6 +443,73 @@ describe("the run indexes", () => {
   });
 });
 
+describe("task queues", () => {
+  const clients = async () => ((await redis.client("LIST")) as string).trim().split("\n").length;
+  const poll = (engine: Engine, queue: string) =>
+    engine.leases.poll(
+      { queue, workerId: "w", handlers: [], waitMs: 10, maxTasks: 1 },
+      new AbortController().signal,
+    );
+
+  it("close once unused, with their Redis connection, unless workers hold their jobs; a poll opens them again", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`, { queueIdleMs: 0 });
+    const [busy, quiet] = [`busy-${randomUUID().slice(0, 8)}`, `quiet-${randomUUID().slice(0, 8)}`];
+    await engine.workflows.submit(parallel("busy", 1, busy));
+    await engine.workflows.submit(parallel("quiet", 1, quiet));
+    const before = await clients();
+    await engine.runs.trigger("busy", 0, null, "");
+    const [leased] = await poll(engine, busy);
+    expect(await poll(engine, quiet)).toEqual([]);
+    expect(engine.queues.workerCount).toBe(2);
+    expect(await clients()).toBe(before + 2);
+
+    await vi.waitFor(
+      async () => {
+        await engine.closeIdleQueues();
+        expect(engine.queues.hasWorker(quiet)).toBe(false);
+      },
+      { timeout: 5_000, interval: 10 },
+    );
+    // The busy queue's job is held by a worker: its stalled-job checker stays.
+    expect(engine.queues.hasWorker(busy)).toBe(true);
+    await vi.waitFor(async () => expect(await clients()).toBe(before + 1), { timeout: 5_000, interval: 10 });
+
+    const run = (await engine.runs.trigger("quiet", 0, null, "")).run.id;
+    const [again] = await poll(engine, quiet);
+    expect(again?.runId).toBe(run);
+    await engine.leases.complete(again?.leaseId ?? "", 1);
+    await engine.leases.complete(leased?.leaseId ?? "", 2);
+    await vi.waitFor(
+      async () => {
+        await engine.closeIdleQueues();
+        expect(engine.queues.workerCount).toBe(0);
+      },
+      { timeout: 5_000, interval: 10 },
+    );
+    await vi.waitFor(async () => expect(await clients()).toBe(before), { timeout: 5_000, interval: 10 });
+  });
+
+  it("refuse a poll of one queue past --max-open-queues with RESOURCE_EXHAUSTED naming the limit", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`, { maxOpenQueues: 2, queueIdleMs: 60_000 });
+    const name = () => `cap-${randomUUID().slice(0, 8)}`;
+    const [a, b, c] = [name(), name(), name()];
+    await poll(engine, a);
+    await poll(engine, b);
+    const refused = await poll(engine, c).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(refused).toBeInstanceOf(ConnectError);
+    expect((refused as ConnectError).code).toBe(Code.ResourceExhausted);
+    expect((refused as ConnectError).rawMessage).toBe(
+      `queue: "${c}" would be one task queue more than this replica keeps open at once (--max-open-queues 2); a queue no poll used for 60 s closes`,
+    );
+    expect(engine.queues.hasWorker(c)).toBe(false);
+    // The queues already open still serve their polls.
+    expect(await poll(engine, a)).toEqual([]);
+  });
+});
+
 describe("the COMPLETE step", () => {
   it("records the completions of one run reported in the same tick in one script call, answering each", async () => {
     const engine = await openEngine(`test-${randomUUID()}`);

@@ -1,3 +1,4 @@
+import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { CompiledTask } from "./dag.js";
@@ -43,6 +44,10 @@ export interface EngineOptions {
    * before it goes back to its queue, in ms (default 100).
    */
   heldJobWaitMs?: number;
+  /** Most task queues with a BullMQ Worker open at once; a poll of one more is refused (default 1,000). */
+  maxOpenQueues?: number;
+  /** How long a task queue stays open unused before it closes, in ms (default 2 minutes). */
+  queueIdleMs?: number;
 }
 
 /** Extra time a BullMQ lock outlives the lease it backs, so that Weft's own deadline decides first. */
@@ -54,6 +59,10 @@ export const LOCK_GRACE_MS = 1000;
  * the replica holding it dies.
  */
 const HELD_LOCK_MS = 2000;
+
+/** Defaults of {@link EngineOptions.maxOpenQueues} and {@link EngineOptions.queueIdleMs}. */
+const MAX_OPEN_QUEUES = 1000;
+const QUEUE_IDLE_MS = 120_000;
 
 /**
  * Most jobs enqueued in one BullMQ call. A step that makes many tasks ready
@@ -83,6 +92,7 @@ export class Engine {
   readonly reconciler: Reconciler;
   private readonly knownQueues = new Set<string>();
   private readonly dispatchers = new Map<string, QueueDispatcher>();
+  private idleSweep: NodeJS.Timeout | undefined;
   /** How this replica's dispatchers came by their jobs. */
   readonly dispatchStats: DispatchStats = { fetchedForPolls: 0, fetchedByCompletions: 0, heldReturned: 0 };
   private readonly runRefs = new LruCache<string, { workflow: string; version: number }>({
@@ -154,13 +164,35 @@ export class Engine {
     const engine = new Engine(redis, bullConnection, subscriber, options, policy, logger);
     await engine.admin.apply(policy);
     engine.reconciler.start();
+    const idleMs = options.queueIdleMs ?? QUEUE_IDLE_MS;
+    engine.idleSweep = setInterval(
+      () => {
+        engine.closeIdleQueues().catch((err) => logger.warn({ err }, "closing idle task queues failed"));
+      },
+      Math.max(1000, Math.min(idleMs, 30_000)),
+    );
+    engine.idleSweep.unref();
     return engine;
   }
 
-  /** The dispatcher of a task queue on this replica. */
+  /**
+   * The dispatcher of a task queue on this replica, for a poll. A queue not
+   * open here is refused with RESOURCE_EXHAUSTED once {@link EngineOptions.maxOpenQueues}
+   * queues are: each holds a Redis connection, and a caller polling ever new
+   * queue names must not exhaust Redis's connections.
+   */
   dispatcher(queue: string): QueueDispatcher {
     let dispatcher = this.dispatchers.get(queue);
     if (dispatcher === undefined) {
+      const max = this.options.maxOpenQueues ?? MAX_OPEN_QUEUES;
+      if (!this.queues.hasWorker(queue) && this.queues.workerCount >= max) {
+        const idleS = (this.options.queueIdleMs ?? QUEUE_IDLE_MS) / 1000;
+        throw new ConnectError(
+          `queue: "${queue}" would be one task queue more than this replica keeps open at once ` +
+            `(--max-open-queues ${max}); a queue no poll used for ${idleS} s closes`,
+          Code.ResourceExhausted,
+        );
+      }
       dispatcher = new QueueDispatcher(
         queue,
         {
@@ -287,8 +319,33 @@ export class Engine {
     );
   }
 
+  /**
+   * Closes the task queues nothing used for {@link EngineOptions.queueIdleMs}:
+   * their dispatcher, BullMQ Queue and Worker (with its blocking connection).
+   * A queue with jobs that workers hold stays open, so that a stalled-job
+   * checker keeps watching their leases. Returns the names it closed.
+   */
+  async closeIdleQueues(): Promise<string[]> {
+    const closed: string[] = [];
+    const before = Date.now() - (this.options.queueIdleMs ?? QUEUE_IDLE_MS);
+    for (const { name, usedAt } of this.queues.unusedSince(before)) {
+      if (this.dispatchers.get(name)?.idle === false) continue;
+      if ((await this.queues.activeCount(name).catch(() => 1)) > 0) continue;
+      // Used again while Redis answered: keep it.
+      if (this.queues.lastUsed(name) !== usedAt || this.dispatchers.get(name)?.idle === false) continue;
+      const dispatcher = this.dispatchers.get(name);
+      this.dispatchers.delete(name);
+      // Both drop their references now, in this tick: a poll from here on opens the queue afresh.
+      await Promise.all([dispatcher?.close(), this.queues.closeQueue(name)]);
+      closed.push(name);
+    }
+    if (closed.length > 0) this.logger.debug({ queues: closed }, "closed idle task queues");
+    return closed;
+  }
+
   /** Stops fetching, releases waiting polls, and closes the engine's connections. */
   async close(): Promise<void> {
+    clearInterval(this.idleSweep);
     this.reconciler.stop();
     await Promise.all([...this.dispatchers.values()].map((dispatcher) => dispatcher.close()));
     await this.timers.close();

@@ -77,6 +77,8 @@ const KEEP_FAILED = { age: 24 * 3600, count: 10_000 };
 export class TaskQueues {
   private readonly queues = new Map<string, Queue>();
   private readonly workers = new Map<string, Worker>();
+  /** When each open queue was last used (its Queue or its Worker asked for), epoch ms. */
+  private readonly usedAt = new Map<string, number>();
 
   constructor(
     private readonly connection: Redis,
@@ -88,6 +90,11 @@ export class TaskQueues {
 
   /** The `Queue` of a task queue. */
   queue(name: string): Queue {
+    this.usedAt.set(name, Date.now());
+    return this.openQueue(name);
+  }
+
+  private openQueue(name: string): Queue {
     let queue = this.queues.get(name);
     if (queue === undefined) {
       // BullMQ locks the job a completion fetches (moveToFinished's fetchNext) for the lockDuration
@@ -107,6 +114,7 @@ export class TaskQueues {
 
   /** The manual `Worker` of a task queue; starts its stalled-job checker. */
   worker(name: string): Worker {
+    this.usedAt.set(name, Date.now());
     let worker = this.workers.get(name);
     if (worker === undefined) {
       worker = new Worker(name, undefined, {
@@ -239,6 +247,47 @@ export class TaskQueues {
   /** Whether a job exists in any state. */
   async exists(queue: string, jobId: string): Promise<boolean> {
     return (await this.queue(queue).getJobState(jobId)) !== "unknown";
+  }
+
+  /** How many task queues have a Worker open here: each holds a blocking Redis connection. */
+  get workerCount(): number {
+    return this.workers.size;
+  }
+
+  /** Whether a task queue has its Worker open here. */
+  hasWorker(name: string): boolean {
+    return this.workers.has(name);
+  }
+
+  /** The open task queues not used since `before` (epoch ms), with when each was last used. */
+  unusedSince(before: number): { name: string; usedAt: number }[] {
+    const out: { name: string; usedAt: number }[] = [];
+    for (const [name, usedAt] of this.usedAt) if (usedAt < before) out.push({ name, usedAt });
+    return out;
+  }
+
+  /** When a task queue was last used; undefined when it is not open. */
+  lastUsed(name: string): number | undefined {
+    return this.usedAt.get(name);
+  }
+
+  /** Jobs of a task queue that some worker holds (BullMQ's active list). */
+  activeCount(name: string): Promise<number> {
+    // Without marking the queue used: an idle queue is asked this before it is closed.
+    return this.openQueue(name).getActiveCount();
+  }
+
+  /**
+   * Closes a task queue's Queue and Worker (and with it the Worker's blocking
+   * connection and stalled-job checker); the next use opens them again.
+   */
+  async closeQueue(name: string): Promise<void> {
+    const worker = this.workers.get(name);
+    const queue = this.queues.get(name);
+    this.workers.delete(name);
+    this.queues.delete(name);
+    this.usedAt.delete(name);
+    await Promise.allSettled([worker?.close(true), queue?.close()]);
   }
 
   /** Closes every queue and worker. */

@@ -11,6 +11,7 @@ import { type RedisServer, startRedisServer } from "../private-redis.js";
 import { ENQUEUE_CHUNK, Engine, type EngineOptions } from "./engine.js";
 import { formatLeaseId, jobIdOf, parseLeaseId } from "./ids.js";
 import { defaultPolicy } from "./policy.js";
+import { QUEUE_EVENTS_KEPT } from "./task-queues.js";
 
 type TaskInit = MessageInitShape<typeof TaskDefinitionSchema>;
 
@@ -487,6 +488,30 @@ describe("task queues", () => {
       { timeout: 5_000, interval: 10 },
     );
     await vi.waitFor(async () => expect(await clients()).toBe(before), { timeout: 5_000, interval: 10 });
+  });
+
+  it("keep about the last 1,000 entries of BullMQ's event stream, which Weft does not read", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `events-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel("wide", 600, queue));
+    await engine.runs.trigger("wide", 0, null, "");
+    for (let done = 0; done < 600; ) {
+      const leased = await engine.leases.poll(
+        { queue, workerId: "w", handlers: [], waitMs: 1000, maxTasks: 100 },
+        new AbortController().signal,
+      );
+      expect(leased.length, "a poll found no task while some were queued").toBeGreaterThan(0);
+      for (const task of leased) await engine.leases.complete(task.leaseId, 1);
+      done += leased.length;
+    }
+    const events = `${engine.keys.queuePrefix(queue)}:${queue}:events`;
+    expect(await redis.hget(`${engine.keys.queuePrefix(queue)}:${queue}:meta`, "opts.maxLenEvents")).toBe(
+      String(QUEUE_EVENTS_KEPT),
+    );
+    // BullMQ trims with MAXLEN ~: whole nodes of the stream (up to 100 entries) at a time.
+    const kept = await redis.xlen(events);
+    expect(kept).toBeGreaterThanOrEqual(QUEUE_EVENTS_KEPT);
+    expect(kept).toBeLessThanOrEqual(QUEUE_EVENTS_KEPT + 100);
   });
 
   it("refuse a poll of one queue past --max-open-queues with RESOURCE_EXHAUSTED naming the limit", async () => {

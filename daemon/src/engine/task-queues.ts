@@ -65,6 +65,12 @@ class RetryError extends Error {
 }
 
 const KEEP_COMPLETED = { age: 3600, count: 10_000 };
+/**
+ * Entries BullMQ keeps in a queue's event stream (its default is 10,000, about
+ * 1 MiB per queue): Weft reads none of them (run events are its own), and
+ * BullMQ's tools (QueueEvents, dashboards) still see the latest.
+ */
+export const QUEUE_EVENTS_KEPT = 1000;
 const KEEP_FAILED = { age: 24 * 3600, count: 10_000 };
 
 /**
@@ -104,6 +110,7 @@ export class TaskQueues {
         connection: this.connection,
         prefix: this.keys.queuePrefix(name),
         lockDuration: this.settings.heldLockMs,
+        streams: { events: { maxLen: QUEUE_EVENTS_KEPT } },
       };
       queue = new Queue(name, options);
       queue.on("error", (err) => this.logger.warn({ err, queue: name }, "BullMQ queue error"));

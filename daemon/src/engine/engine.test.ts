@@ -430,6 +430,14 @@ describe("the run indexes", () => {
       ),
     ).toEqual([running]);
     expect(await engine.reconciler.pruneIndexes()).toBe(0);
+
+    // A reconciliation pass prunes too, at most once a minute.
+    await redis.zadd(all, created - 1, "stale-a");
+    await engine.reconciler.pass();
+    expect(await redis.zscore(all, "stale-a")).toBeNull();
+    await redis.zadd(all, created - 1, "stale-b");
+    await engine.reconciler.pass();
+    expect(await redis.zscore(all, "stale-b")).not.toBeNull();
   });
 
   it("keep the entries of runs created within the retention, whatever their state", async () => {

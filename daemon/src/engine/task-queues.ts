@@ -65,13 +65,14 @@ class RetryError extends Error {
 }
 
 const KEEP_COMPLETED = { age: 3600, count: 10_000 };
+const KEEP_FAILED = { age: 24 * 3600, count: 10_000 };
+
 /**
  * Entries BullMQ keeps in a queue's event stream (its default is 10,000, about
  * 1 MiB per queue): Weft reads none of them (run events are its own), and
  * BullMQ's tools (QueueEvents, dashboards) still see the latest.
  */
 export const QUEUE_EVENTS_KEPT = 1000;
-const KEEP_FAILED = { age: 24 * 3600, count: 10_000 };
 
 /**
  * The BullMQ queues of every task queue, one `Queue` (to add and remove jobs)

@@ -440,6 +440,26 @@ describe("the run indexes", () => {
     expect(await redis.zscore(all, "stale-b")).not.toBeNull();
   });
 
+  it("are pruned where the last pruning stopped when a deadline cut it short", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    for (const name of ["a", "b", "c"]) await engine.workflows.submit(parallel(name, 1, `resume-${name}`));
+    const old = Date.now() - 120_000;
+    const stale = (index: string, tag: string) =>
+      redis.zadd(index, old, `${tag}-1`, old + 1, `${tag}-2`, old + 2, `${tag}-3`);
+    await stale(engine.keys.runIndex(), "all");
+    for (const name of ["a", "b", "c"]) await stale(engine.keys.runIndex(name), name);
+
+    // A deadline already past: the first index still gets one page, then the call stops.
+    expect(await engine.reconciler.pruneIndexes(Date.now() - 1)).toBe(3);
+    expect(await redis.zcard(engine.keys.runIndex("a"))).toBe(3);
+    // The next call goes on with the workflows' indexes, and the one after starts over.
+    expect(await engine.reconciler.pruneIndexes()).toBe(9);
+    for (const name of ["a", "b", "c"]) expect(await redis.zcard(engine.keys.runIndex(name))).toBe(0);
+    await stale(engine.keys.runIndex(), "again");
+    expect(await engine.reconciler.pruneIndexes()).toBe(3);
+    expect(await redis.zcard(engine.keys.runIndex())).toBe(0);
+  });
+
   it("keep the entries of runs created within the retention, whatever their state", async () => {
     const engine = await openEngine(`test-${randomUUID()}`, { runRetentionMs: 60_000 });
     await engine.workflows.submit(parallel("one", 1, `keep-${randomUUID().slice(0, 8)}`));

@@ -23,6 +23,9 @@ const INDEX_PAGE = 500;
 /** How often one replica prunes the run indexes, at most. */
 const PRUNE_EVERY_MS = 60_000;
 
+/** Workflow names read per round trip when pruning their run indexes. */
+const WORKFLOW_PAGE = 100;
+
 /**
  * Finishes run steps that a crash cut short. Every step marks its run in a
  * sorted set before it runs (and a step that finishes a run takes it out
@@ -40,6 +43,8 @@ export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
   private running = false;
   private prunedAt = 0;
+  /** Where the last pruning stopped: the index of every run (-1), or a workflow's, by position. */
+  private pruneCursor = -1;
   private readonly owner = randomUUID();
 
   constructor(private readonly engine: Engine) {}
@@ -104,23 +109,32 @@ export class Reconciler {
 
   /**
    * Removes the entries of runs whose keys have expired from the index of
-   * every run and from each workflow's, until `deadline` (epoch ms); returns
-   * how many it removed. Only runs created before the retention horizon can
-   * have expired, so only those are checked; a run older than that which is
-   * still running (or still kept) stays.
+   * every run and from each workflow's, in name order, until `deadline` (epoch
+   * ms); returns how many it removed. A call cut short by its deadline leaves
+   * a cursor, and the next call goes on from there. Only runs created before
+   * the retention horizon can have expired, so only those are checked; a run
+   * older than that which is still running (or still kept) stays.
    */
   async pruneIndexes(deadline = Number.POSITIVE_INFINITY): Promise<number> {
     const { redis, keys } = this.engine;
     const horizon = Date.now() - this.engine.options.runRetentionMs;
     let removed = 0;
-    let index: string | undefined = keys.runIndex();
-    let workflowsSeen = 0;
-    while (index !== undefined && Date.now() < deadline) {
-      removed += await this.pruneIndex(index, horizon, deadline);
-      // The workflows' own indexes, one name at a time, in name order.
-      const [name] = await redis.zrange(keys.workflowIndex(), workflowsSeen, workflowsSeen);
-      workflowsSeen++;
-      index = name === undefined ? undefined : keys.runIndex(name);
+    if (this.pruneCursor === -1) {
+      removed += await this.pruneIndex(keys.runIndex(), horizon, deadline);
+      this.pruneCursor = 0;
+    }
+    while (Date.now() < deadline) {
+      const from = this.pruneCursor;
+      const names = await redis.zrange(keys.workflowIndex(), from, from + WORKFLOW_PAGE - 1);
+      for (const name of names) {
+        if (Date.now() >= deadline) return removed;
+        removed += await this.pruneIndex(keys.runIndex(name), horizon, deadline);
+        this.pruneCursor++;
+      }
+      if (names.length < WORKFLOW_PAGE) {
+        this.pruneCursor = -1;
+        break;
+      }
     }
     return removed;
   }

@@ -1,16 +1,19 @@
 import { fromJson, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
 import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createWeftTransport } from "@weft/sdk";
 import type { TaskDefinitionSchema, WorkflowDefinitionSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 
 /** A Connect client of WorkflowService over gRPC (HTTP/2, one connection per client). */
 export type WorkflowClient = Client<typeof WorkflowService>;
 
-/** A WorkflowService client for a weftd at "127.0.0.1:port". */
+/**
+ * A WorkflowService client for a weftd at "127.0.0.1:port", on the transport of `@weft/sdk`
+ * (`createWeftTransport`, as `createWeftClient` uses it).
+ */
 export function workflowClient(address: string): WorkflowClient {
-  return createClient(WorkflowService, createGrpcTransport({ baseUrl: `http://${address}` }));
+  return createClient(WorkflowService, createWeftTransport({ address }).transport);
 }
 
 /** A google.protobuf.Value from plain JSON. */

@@ -104,8 +104,9 @@ function setupSection(run: BenchRun): string {
     "* weftd runs compiled, as `pnpm start` and the container image run it (`pnpm build`, then " +
       "`node --conditions=weft-dist daemon/dist/main.js`), one process per replica, with " +
       `\`${run.weftdFlags.join(" ")}\`; a fresh weftd per scenario and an emptied Redis (FLUSHALL) before each.`,
-    "* Clients are Connect clients (`@connectrpc/connect-node`, gRPC protocol over HTTP/2, cleartext loopback) " +
-      "with the generated services of `@weft/sdk`; workers are `@weft/worker`.",
+    "* Clients are the generated services of `@weft/sdk` on the SDK's transport (`createWeftTransport`, as " +
+      "`createWeftClient` uses it: gRPC over HTTP/2, cleartext loopback; unary calls written straight to " +
+      "node:http2 streams, streaming calls through `@connectrpc/connect-node`); workers are `@weft/worker`.",
     "* All processes (Redis, weftd, worker processes, the bench) share the machine. Each scenario's footer says how " +
       "busy the machine was and how much of that was other processes (tsx's esbuild helpers, which transpile at start-up, count among them): figures taken while others used the CPU are lower than the machine can do.",
   ].join("\n");

@@ -51,7 +51,9 @@ export type {
   WorkflowDefinition,
   WorkflowSummary,
 } from "./gen/weft/v1/workflow_pb.js";
+export { type GrpcUnaryOptions, grpcUnaryTransport } from "./grpc-unary.js";
 export { fromValue, toValue } from "./json-value.js";
+export { type ClientTransport, createWeftTransport } from "./transport.js";
 export type { ReconnectInfo, WatchOptions } from "./watch.js";
 export { type NewTaskId, WorkflowBuilder, type WorkflowOptions, workflow } from "./workflow-builder.js";
 export {

@@ -5,13 +5,23 @@ import {
   createGrpcWebTransport,
   Http2SessionManager,
 } from "@connectrpc/connect-node";
-import type { ResolvedClientOptions } from "./client-options.js";
+import { addDefaults, type ResolvedClientOptions, type WeftClientOptions } from "./client-options.js";
+import { grpcUnaryTransport } from "./grpc-unary.js";
 
 /** A transport and the HTTP/2 session it holds, if any, so that it can be closed. */
 export interface ClientTransport {
   transport: Transport;
   /** Closes the HTTP/2 connection; later calls open a new one. */
   close(): void;
+}
+
+/**
+ * The transport {@link createWeftClient} uses, for programs that call the generated service
+ * clients (`createClient(WorkflowService, transport)`) directly: gRPC over HTTP/2 unless told
+ * otherwise, with unary calls that skip Connect's per-call pipeline (see grpc-unary.ts).
+ */
+export function createWeftTransport(options: WeftClientOptions): ClientTransport {
+  return createClientTransport(addDefaults(options));
 }
 
 /** Creates the transport of a client: gRPC over HTTP/2 unless told otherwise. */
@@ -39,7 +49,12 @@ export function createClientTransport(options: ResolvedClientOptions): ClientTra
       ? createConnectTransport(h2)
       : options.protocol === "grpc-web"
         ? createGrpcWebTransport(h2)
-        : createGrpcTransport(h2);
+        : grpcUnaryTransport({
+            baseUrl: options.baseUrl,
+            sessionManager,
+            interceptors,
+            streams: createGrpcTransport(h2),
+          });
   return { transport, close: () => sessionManager.abort() };
 }
 

@@ -1,6 +1,7 @@
 import type { SecureClientSessionOptions } from "node:http2";
 import type { Interceptor, Transport } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { grpcUnaryTransport } from "@weft/sdk";
 
 /** How to reach the daemon's worker API. */
 export interface WorkerTransportOptions {
@@ -22,21 +23,33 @@ export interface WorkerTransportOptions {
   nodeOptions?: SecureClientSessionOptions;
 }
 
-/** Creates the transport a {@link Worker} uses: gRPC over HTTP/2 unless told otherwise. */
+/**
+ * Creates the transport a {@link Worker} uses: gRPC over HTTP/2 unless told otherwise. Over gRPC,
+ * unary calls (PollTask, CompleteTasks, Heartbeat…) take `@weft/sdk`'s direct path to the HTTP/2
+ * session, and the Work stream Connect's gRPC transport, on the same connection.
+ */
 export function createWorkerTransport(options: WorkerTransportOptions): Transport {
   const interceptors: Interceptor[] = [];
   if (options.token !== undefined) {
     interceptors.push(bearerToken(options.token));
   }
   interceptors.push(...(options.interceptors ?? []));
-  const common = {
-    baseUrl: toBaseUrl(options.address),
+  const baseUrl = toBaseUrl(options.address);
+  if (options.protocol === "connect") {
+    return createConnectTransport({
+      baseUrl,
+      interceptors,
+      httpVersion: "2",
+      ...(options.nodeOptions === undefined ? {} : { nodeOptions: options.nodeOptions }),
+    });
+  }
+  const sessionManager = new Http2SessionManager(baseUrl, undefined, options.nodeOptions);
+  return grpcUnaryTransport({
+    baseUrl,
+    sessionManager,
     interceptors,
-    ...(options.nodeOptions === undefined ? {} : { nodeOptions: options.nodeOptions }),
-  };
-  return options.protocol === "connect"
-    ? createConnectTransport({ ...common, httpVersion: "2" })
-    : createGrpcTransport(common);
+    streams: createGrpcTransport({ baseUrl, interceptors, sessionManager }),
+  });
 }
 
 /** Accepts `host:port` as well as a full URL. */

@@ -4,7 +4,7 @@
  * throws: each case below is sent through both, and their answers are compared.
  */
 import { randomUUID } from "node:crypto";
-import { createServer, type Server } from "node:net";
+import { createServer, type Server, type Socket } from "node:net";
 import {
   type CallOptions,
   type Client,
@@ -159,6 +159,33 @@ describe("the SDK's unary gRPC transport", () => {
       );
       expect(header?.get("content-type")).toBe("application/grpc+proto");
       expect(trailer?.get("grpc-status")).toBe("0");
+    }
+  });
+
+  it("keeps a call's deadline while the connection is still being set up", async () => {
+    // A peer that accepts connections and never answers the TLS handshake: the session never gets ready.
+    const sockets: Socket[] = [];
+    const silent: Server = createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const { port } = silent.address() as { port: number };
+    try {
+      const t = transports(`https://127.0.0.1:${port}`);
+      for (const transport of [t.connect, t.lean]) {
+        const c = createClient(WorkflowService, transport);
+        let timer: NodeJS.Timeout | undefined;
+        const stillWaiting = new Promise((resolve) => {
+          timer = setTimeout(() => resolve({ code: "still waiting 5 s after a deadline of 200 ms" }), 5_000);
+        });
+        const ended = await Promise.race([
+          outcome(() => c.getWorkflow({ name: "x" }, { timeoutMs: 200 })),
+          stillWaiting,
+        ]);
+        clearTimeout(timer);
+        expect(ended).toMatchObject({ code: "DeadlineExceeded" });
+      }
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
     }
   });
 

@@ -1,4 +1,9 @@
-import { constants as h2, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
+import {
+  type ClientHttp2Stream,
+  constants as h2,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+} from "node:http2";
 import {
   type DescMessage,
   type DescMethodUnary,
@@ -102,7 +107,9 @@ async function call<I extends DescMessage, O extends DescMessage>(
   req.header.forEach((value, key) => {
     outgoing[key] = value;
   });
-  const stream = await sessionManager.request("POST", url.pathname, outgoing, {});
+  // A deadline or an abort also ends the wait for the session (a peer that accepts a connection but
+  // never speaks HTTP/2 would hold it for ever).
+  const stream = await untilAborted(sessionManager.request("POST", url.pathname, outgoing, {}), req.signal);
   return new Promise<UnaryResponse<I, O>>((resolve, reject) => {
     let status = 0;
     let header: Headers | undefined;
@@ -167,6 +174,30 @@ async function call<I extends DescMessage, O extends DescMessage>(
       }
     });
     stream.end(body);
+  });
+}
+
+/** `opening`'s stream, or the signal's reason if it aborts first (the stream then goes unused). */
+function untilAborted(opening: Promise<ClientHttp2Stream>, signal: AbortSignal): Promise<ClientHttp2Stream> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      reject(signal.reason);
+      opening.then(
+        (stream) => stream.close(h2.NGHTTP2_CANCEL),
+        () => {},
+      );
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    opening.then(
+      (stream) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(stream);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
   });
 }
 

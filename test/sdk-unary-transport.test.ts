@@ -49,12 +49,7 @@ function transports(baseUrl: string): { connect: Transport; lean: Transport } {
   sessions.push(connectSession, leanSession);
   return {
     connect: createGrpcTransport({ baseUrl, sessionManager: connectSession, interceptors }),
-    lean: grpcUnaryTransport({
-      baseUrl,
-      sessionManager: leanSession,
-      interceptors,
-      streams: createGrpcTransport({ baseUrl, sessionManager: leanSession, interceptors }),
-    }),
+    lean: grpcUnaryTransport({ baseUrl, sessionManager: leanSession, interceptors }),
   };
 }
 

@@ -1,7 +1,6 @@
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import {
   createConnectTransport,
-  createGrpcTransport,
   createGrpcWebTransport,
   Http2SessionManager,
 } from "@connectrpc/connect-node";
@@ -49,12 +48,7 @@ export function createClientTransport(options: ResolvedClientOptions): ClientTra
       ? createConnectTransport(h2)
       : options.protocol === "grpc-web"
         ? createGrpcWebTransport(h2)
-        : grpcUnaryTransport({
-            baseUrl: options.baseUrl,
-            sessionManager,
-            interceptors,
-            streams: createGrpcTransport(h2),
-          });
+        : grpcUnaryTransport({ baseUrl: options.baseUrl, sessionManager, interceptors });
   return { transport, close: () => sessionManager.abort() };
 }
 

@@ -1,6 +1,6 @@
 import type { SecureClientSessionOptions } from "node:http2";
 import type { Interceptor, Transport } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { grpcUnaryTransport } from "@weft/sdk";
 
 /** How to reach the daemon's worker API. */
@@ -44,12 +44,7 @@ export function createWorkerTransport(options: WorkerTransportOptions): Transpor
     });
   }
   const sessionManager = new Http2SessionManager(baseUrl, undefined, options.nodeOptions);
-  return grpcUnaryTransport({
-    baseUrl,
-    sessionManager,
-    interceptors,
-    streams: createGrpcTransport({ baseUrl, interceptors, sessionManager }),
-  });
+  return grpcUnaryTransport({ baseUrl, sessionManager, interceptors });
 }
 
 /** Accepts `host:port` as well as a full URL. */

@@ -151,6 +151,10 @@ describe("loadConfig", () => {
     expect(() => config(["--log-level", "loud"])).toThrow(/--log-level="loud": must be one of fatal, error/);
     expect(() => config(["--redis-url", "http://x"])).toThrow(/expected a redis:\/\/ or rediss:\/\/ URL/);
     expect(() => config(["--addr", "nope"])).toThrow(/invalid address "nope"/);
+    expect(() => config(["--max-open-queues", "0"])).toThrow(
+      /--max-open-queues="0": must be greater than zero/,
+    );
+    expect(() => config([], { WEFT_MAX_OPEN_QUEUES: "many" })).toThrow(/WEFT_MAX_OPEN_QUEUES="many"/);
     expect(() => config(["--bogus"])).toThrow(ConfigError);
     expect(() => config(["--bogus"])).toThrow(/see weftd --help/);
   });
@@ -175,6 +179,7 @@ describe("loadConfig", () => {
       "env: WEFT_DEFAULT_HEARTBEAT_TIMEOUT; default: 30s",
       "env: WEFT_STALLED_INTERVAL; default: 5s",
       "env: WEFT_MAX_WATCHERS_PER_REPLICA; default: 10000",
+      "env: WEFT_MAX_OPEN_QUEUES; default: 1000",
     ]) {
       expect(text).toContain(line);
     }

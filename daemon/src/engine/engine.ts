@@ -93,6 +93,9 @@ export class Engine {
   private readonly knownQueues = new Set<string>();
   private readonly dispatchers = new Map<string, QueueDispatcher>();
   private idleSweep: NodeJS.Timeout | undefined;
+  /** {@link EngineOptions.maxOpenQueues} and {@link EngineOptions.queueIdleMs}, defaults applied. */
+  private readonly maxOpenQueues: number;
+  private readonly queueIdleMs: number;
   /** How this replica's dispatchers came by their jobs. */
   readonly dispatchStats: DispatchStats = { fetchedForPolls: 0, fetchedByCompletions: 0, heldReturned: 0 };
   private readonly runRefs = new LruCache<string, { workflow: string; version: number }>({
@@ -108,6 +111,8 @@ export class Engine {
     readonly logger: Logger,
   ) {
     this.keys = new Keys(options.prefix);
+    this.maxOpenQueues = options.maxOpenQueues ?? MAX_OPEN_QUEUES;
+    this.queueIdleMs = options.queueIdleMs ?? QUEUE_IDLE_MS;
     this.steps = new RunSteps(redis, this.keys);
     this.workflows = new WorkflowStore(
       redis,
@@ -164,12 +169,11 @@ export class Engine {
     const engine = new Engine(redis, bullConnection, subscriber, options, policy, logger);
     await engine.admin.apply(policy);
     engine.reconciler.start();
-    const idleMs = options.queueIdleMs ?? QUEUE_IDLE_MS;
     engine.idleSweep = setInterval(
       () => {
         engine.closeIdleQueues().catch((err) => logger.warn({ err }, "closing idle task queues failed"));
       },
-      Math.max(1000, Math.min(idleMs, 30_000)),
+      Math.max(1000, Math.min(engine.queueIdleMs, 30_000)),
     );
     engine.idleSweep.unref();
     return engine;
@@ -184,9 +188,9 @@ export class Engine {
   dispatcher(queue: string): QueueDispatcher {
     let dispatcher = this.dispatchers.get(queue);
     if (dispatcher === undefined) {
-      const max = this.options.maxOpenQueues ?? MAX_OPEN_QUEUES;
+      const max = this.maxOpenQueues;
       if (!this.queues.hasWorker(queue) && this.queues.workerCount >= max) {
-        const idleS = (this.options.queueIdleMs ?? QUEUE_IDLE_MS) / 1000;
+        const idleS = this.queueIdleMs / 1000;
         throw new ConnectError(
           `queue: "${queue}" would be one task queue more than this replica keeps open at once ` +
             `(--max-open-queues ${max}); a queue no poll used for ${idleS} s closes`,
@@ -327,7 +331,7 @@ export class Engine {
    */
   async closeIdleQueues(): Promise<string[]> {
     const closed: string[] = [];
-    const before = Date.now() - (this.options.queueIdleMs ?? QUEUE_IDLE_MS);
+    const before = Date.now() - this.queueIdleMs;
     for (const { name, usedAt } of this.queues.unusedSince(before)) {
       if (this.dispatchers.get(name)?.idle === false) continue;
       if ((await this.queues.activeCount(name).catch(() => 1)) > 0) continue;

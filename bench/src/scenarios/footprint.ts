@@ -39,7 +39,7 @@ async function memoryByCategory(
 }
 
 function categoryOf(key: string): string {
-  if (key.startsWith("bench:run:")) return "Weft run state (run, tasks, deps, outputs, events of each run)";
+  if (key.startsWith("bench:run:")) return "Weft run state (run, tasks, events of each run)";
   if (key.startsWith("bench:q:")) return "BullMQ (jobs kept after completion, queue keys)";
   if (key.startsWith("bench:")) return "Weft indexes (runs by time and by workflow, workflows, dirty set)";
   return "other";

@@ -139,11 +139,15 @@ describe("Trigger", () => {
       roots.map((r) => ["ty", EventType.TASK_QUEUED, "tk", r.id, "a", 0, "rs", "R"]),
     );
     expect(await redis.hget(k.run, "seq")).toBe("1201");
-    const records = await redis.hgetall(k.tasks);
-    expect(Object.keys(records).sort()).toEqual(roots.map((r) => r.id).sort());
-    expect(JSON.parse(records.r1199 ?? "")).toMatchObject({ s: "Q", a: 0 });
-    const counters = await redis.hgetall(k.deps);
-    expect(counters).toEqual(Object.fromEntries(children.map((c) => [c.id, "1"])));
+    // One hash: the roots' records by id, the children's parent counters under d:<id>.
+    const tasks = await redis.hgetall(k.tasks);
+    expect(Object.keys(tasks).sort()).toEqual(
+      [...roots.map((r) => r.id), ...children.map((c) => `d:${c.id}`)].sort(),
+    );
+    expect(JSON.parse(tasks.r1199 ?? "")).toMatchObject({ s: "Q", a: 0 });
+    expect(Object.fromEntries(Object.entries(tasks).filter(([f]) => f.startsWith("d:")))).toEqual(
+      Object.fromEntries(children.map((c) => [`d:${c.id}`, "1"])),
+    );
     // A watcher reads the same events.
     const read = await engine.hub.read(run.id, 1199, 10);
     expect(read.map((e) => [e.sequence, e.result.value.event?.taskId])).toEqual([
@@ -367,6 +371,42 @@ describe("the recently-touched set", () => {
       },
       { timeout: 5_000, interval: 10 },
     );
+  });
+
+  it("takes a run again for a completion that leaves a follow-up, not for a childless one", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `mark-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel("pair", 2, queue));
+    await engine.workflows.submit(
+      definition("chain", [
+        { id: "a", handler: "h", queue },
+        { id: "b", handler: "h", queue, dependsOn: ["a"] },
+      ]),
+    );
+    const dirty = engine.keys.dirtyRuns();
+    const completeOne = async (runId: string) => {
+      const [leased] = await engine.leases.poll(
+        { queue, workerId: "w", handlers: [], waitMs: 1000, maxTasks: 1 },
+        new AbortController().signal,
+      );
+      expect(leased?.runId).toBe(runId);
+      await engine.leases.complete(leased?.leaseId ?? "", 1);
+    };
+    // Each run is forgotten after its trigger, as a reconciliation pass forgets a quiet run.
+    const pair = (await engine.runs.trigger("pair", 0, null, "")).run.id;
+    expect(await redis.zscore(dirty, pair)).not.toBeNull();
+    await redis.zrem(dirty, pair);
+    await completeOne(pair);
+    expect(await redis.zscore(dirty, pair)).toBeNull();
+    await completeOne(pair);
+    expect((await engine.runs.summary(pair)).status).toBe(RunStatus.SUCCEEDED);
+    expect(await redis.zscore(dirty, pair)).toBeNull();
+
+    const chain = (await engine.runs.trigger("chain", 0, null, "")).run.id;
+    await redis.zrem(dirty, chain);
+    await completeOne(chain);
+    // a's completion queued b: had the daemon died before adding b's job, the reconciler must see it.
+    expect(await redis.zscore(dirty, chain)).not.toBeNull();
   });
 
   it("is checked whole by one reconciliation pass, a page at a time, re-adding a job a crash lost", async () => {

@@ -5,12 +5,11 @@
 export interface RunKeys {
   /** Hash: the run's own fields (status, input, counters, output). */
   run: string;
-  /** Hash: task id → JSON task record, for every task that left PENDING. */
+  /**
+   * Hash: task id → JSON task record, for every task that left PENDING; `d:<id>` → number of parents
+   * not yet succeeded; `o:<id>` → JSON output of a succeeded task (see run-scripts.ts).
+   */
   tasks: string;
-  /** Hash: task id → number of parents not yet succeeded. */
-  deps: string;
-  /** Hash: task id → JSON output of a succeeded task. */
-  outputs: string;
   /**
    * List: the run's events, the one of sequence s at index s - 1, each the JSON array
    * [s, time, field, value...]; also the pub/sub channel of new events.
@@ -27,8 +26,6 @@ export class Keys {
     return {
       run: base,
       tasks: `${base}:tasks`,
-      deps: `${base}:deps`,
-      outputs: `${base}:out`,
       events: `${base}:log`,
     };
   }

@@ -173,6 +173,8 @@ export class Reconciler {
     const missing: string[] = [];
     const now = Date.now();
     for (const [taskId, raw] of Object.entries(records)) {
+      // Parent counters (d:<id>) and outputs (o:<id>) share the hash; task ids hold no colon.
+      if (taskId.includes(":")) continue;
       const record = JSON.parse(raw) as TaskRecord;
       if (record.s !== "Q" && record.s !== "T") continue;
       const task = loaded.compiled.byId.get(taskId);

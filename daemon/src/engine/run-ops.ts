@@ -182,14 +182,13 @@ export class RunOps {
   async get(runId: string): Promise<Run> {
     checkRunId(runId);
     const k = this.engine.keys.run(runId);
-    const [run, records, outputs] = await Promise.all([
+    const [run, tasks] = await Promise.all([
       this.engine.redis.hgetall(k.run),
       this.engine.redis.hgetall(k.tasks),
-      this.engine.redis.hgetall(k.outputs),
     ]);
     if (run.id === undefined) throw notFound(runId);
     const loaded = await this.engine.workflows.get(run.wf ?? "", Number(run.v));
-    const view = runFromHash(run, { compiled: loaded.compiled, records, outputs });
+    const view = runFromHash(run, { compiled: loaded.compiled, hash: tasks });
     // A queued task held back by its queue (paused, rate limited, at its concurrency) says so.
     const held = new Map<string, Promise<string>>();
     for (const t of view.tasks) {

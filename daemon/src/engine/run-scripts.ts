@@ -1,9 +1,9 @@
 /**
  * The atomic steps of a run, as Lua scripts. Each step reads and writes only the
- * keys of one run (run, tasks, deps, outputs, events: one hash slot), appends
- * the events it causes to the run's event list with consecutive sequence
- * numbers (one RPUSH per run and call, once its steps are done), and publishes
- * the last sequence on the list's key as a channel.
+ * keys of one run (run, tasks, events: one hash slot), appends the events it
+ * causes to the run's event list with consecutive sequence numbers (one RPUSH
+ * per run and call, once its steps are done), and publishes the last sequence
+ * on the list's key as a channel.
  *
  * An event is one list entry, the JSON array [sequence, time, field, value...]:
  * the event with sequence s sits at index s - 1, so a reader takes the events
@@ -11,31 +11,40 @@
  * per run: Redis preallocates each new stream's first node.)
  *
  * The batched scripts (TRIGGER, START, COMPLETE) carry the steps of several
- * runs: KEYS holds five keys per run, ARGV[1] the number of runs, then for each
+ * runs: KEYS holds three keys per run, ARGV[1] the number of runs, then for each
  * run the number of its steps and their arguments; the reply holds one entry
- * per run, in order. The other scripts take one run (KEYS[1..5]).
+ * per run, in order. The other scripts take one run (KEYS[1..3]).
  *
- * Task records are small JSON objects in the tasks hash:
+ * The tasks hash holds, for task id X (ids are [A-Za-z0-9_.-], so never hold
+ * a colon):
+ *   X    the task's record, a small JSON object, once the task left PENDING
+ *   d:X  how many of its parents have not succeeded yet (tasks with parents)
+ *   o:X  its output once it succeeded, JSON text Lua never parses (cjson would
+ *        round large numbers)
+ * One hash instead of three keys: a run's keys are created, given their
+ * retention and dropped one by one, and that per-key work was a fifth of the
+ * Redis time of a one-task run.
+ *
+ * A record's fields:
  *   s  status: P pending, Q queued, R running, T retrying, S succeeded,
  *      F failed, C cancelled, K skipped
  *   a  attempt (0 before the first start)   w  worker id
  *   l  lease nonce   k  BullMQ lock token   le lease deadline (ms)
  *   qt queued / st started / ft finished / na next attempt (ms)
  *   e  last error {t, m, d}   pg progress (JSON text)
- * Outputs are kept apart, as JSON text Lua never parses (cjson would round
- * large numbers).
  */
 
 const PRELUDE = `
-local RUN, TASKS, DEPS, OUT, EV
--- The run's last sequence (false until an event of this call needs it), and the events this call
--- appends to the run, written by notify().
-local seq, pending = false, {}
--- Makes the r-th run of the call (KEYS[5r-4..5r]) the one the functions below work on.
+local RUN, TASKS, EV
+-- The run's last sequence (false until read), the events this call appends to the run (written by
+-- notify()), the fields of the run's hash it changed (written by notify() too, with the sequence), and
+-- the run's status as this call left it (false until read).
+local seq, pending, runSet, rs = false, {}, {}, false
+-- Makes the r-th run of the call (KEYS[3r-2..3r]) the one the functions below work on.
 local function useRun(r)
-  local b = 5 * (r - 1)
-  RUN, TASKS, DEPS, OUT, EV = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5]
-  seq, pending = false, {}
+  local b = 3 * (r - 1)
+  RUN, TASKS, EV = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3]
+  seq, pending, runSet, rs = false, {}, {}, false
 end
 useRun(1)
 -- Sends 'HSET key field value...' or 'RPUSH key value...' for a list of arguments, in commands of at
@@ -49,18 +58,25 @@ local function emit(now, ...)
   seq = (seq or tonumber(redis.call('HGET', RUN, 'seq'))) + 1
   pending[#pending + 1] = cjson.encode({seq, now, ...})
 end
--- Appends the run's pending events and publishes its last sequence: every script calls it, once per
--- run, after its last emit.
+-- Appends the run's pending events, writes the fields of its hash this call changed with its last
+-- sequence, and publishes that sequence: every script calls it, once per run, after its last emit.
 local function notify()
-  if #pending == 0 then return end
-  chunked('RPUSH', EV, pending)
-  redis.call('HSET', RUN, 'seq', seq)
-  redis.call('PUBLISH', EV, seq)
-  pending = {}
+  local fields = {}
+  for f, v in pairs(runSet) do
+    fields[#fields + 1] = f
+    fields[#fields + 1] = v
+  end
+  if #pending > 0 then
+    chunked('RPUSH', EV, pending)
+    fields[#fields + 1] = 'seq'
+    fields[#fields + 1] = seq
+  end
+  if #fields > 0 then redis.call('HSET', RUN, unpack(fields)) end
+  if #pending > 0 then redis.call('PUBLISH', EV, seq) end
+  pending, runSet = {}, {}
 end
 local function expireAll(ms)
-  redis.call('PEXPIRE', RUN, ms); redis.call('PEXPIRE', TASKS, ms); redis.call('PEXPIRE', DEPS, ms)
-  redis.call('PEXPIRE', OUT, ms); redis.call('PEXPIRE', EV, ms)
+  redis.call('PEXPIRE', RUN, ms); redis.call('PEXPIRE', TASKS, ms); redis.call('PEXPIRE', EV, ms)
 end
 local function getTask(id)
   local raw = redis.call('HGET', TASKS, id)
@@ -83,24 +99,31 @@ local function settleAll(now, waitStatus, runStatus, msg)
   local waitEvent = 8
   if waitStatus == 'C' then waitEvent = 7 end
   local all = redis.call('HGETALL', TASKS)
+  local recorded, counted = {}, {}
   for i = 1, #all, 2 do
     local id = all[i]
-    local t = cjson.decode(all[i + 1])
-    if t.s == 'Q' or t.s == 'T' then
-      t.s = waitStatus; t.ft = now; t.na = nil
-      putTask(id, t)
-      emit(now, 'ty', waitEvent, 'tk', id, 'a', t.a, 'rs', runStatus, 'm', msg)
-      jobs[#jobs + 1] = id .. '|'
-    elseif t.s == 'R' then
-      t.s = 'C'; t.ft = now
-      putTask(id, t)
-      emit(now, 'ty', 7, 'tk', id, 'a', t.a, 'rs', runStatus, 'm', msg)
-      jobs[#jobs + 1] = id .. '|' .. (t.k or '')
+    local kind = string.sub(id, 1, 2)
+    if kind == 'd:' then
+      counted[#counted + 1] = string.sub(id, 3)
+    elseif kind ~= 'o:' then
+      recorded[id] = true
+      local t = cjson.decode(all[i + 1])
+      if t.s == 'Q' or t.s == 'T' then
+        t.s = waitStatus; t.ft = now; t.na = nil
+        putTask(id, t)
+        emit(now, 'ty', waitEvent, 'tk', id, 'a', t.a, 'rs', runStatus, 'm', msg)
+        jobs[#jobs + 1] = id .. '|'
+      elseif t.s == 'R' then
+        t.s = 'C'; t.ft = now
+        putTask(id, t)
+        emit(now, 'ty', 7, 'tk', id, 'a', t.a, 'rs', runStatus, 'm', msg)
+        jobs[#jobs + 1] = id .. '|' .. (t.k or '')
+      end
     end
   end
-  local pending = redis.call('HKEYS', DEPS)
-  for _, id in ipairs(pending) do
-    if redis.call('HEXISTS', TASKS, id) == 0 then
+  -- Tasks with parents that never became ready have a counter and no record.
+  for _, id in ipairs(counted) do
+    if not recorded[id] then
       putTask(id, { s = waitStatus, a = 0, ft = now })
       emit(now, 'ty', waitEvent, 'tk', id, 'a', 0, 'rs', runStatus, 'm', msg)
     end
@@ -108,9 +131,10 @@ local function settleAll(now, waitStatus, runStatus, msg)
   return jobs
 end
 local function finishRun(now, status, output, err, retention)
-  redis.call('HSET', RUN, 's', status, 'ft', now)
-  if output then redis.call('HSET', RUN, 'out', output) end
-  if err then redis.call('HSET', RUN, 'err', err) end
+  rs = status
+  runSet.s = status; runSet.ft = now
+  if output then runSet.out = output end
+  if err then runSet.err = err end
   if output then
     emit(now, 'ty', 10, 'rs', status, 'o', output)
   else
@@ -154,34 +178,38 @@ return result
  * key (per 1,000 entries), whatever the number of tasks.
  */
 export const TRIGGER = `${PRELUDE}
-local function beginRun() end
+-- Whether the run exists (steps of one run after the first find it created: its hash is written by
+-- notify(), after them).
+local exists
+local function beginRun() exists = redis.call('EXISTS', RUN) == 1 end
 local function runFirst() return '' end
 local function step(a)
   local n = tonumber(ARGV[a + 6])
   local nextA = a + 7 + 2 * n
-  if redis.call('EXISTS', RUN) == 1 then return 0, nextA end
+  if exists then return 0, nextA end
+  exists = true
   local now = tonumber(ARGV[a + 4])
   -- A new run: its events start at 1.
   seq = 0
   emit(now, 'ty', 1, 'rs', 'R')
-  local queued, counters = {}, {}
+  local entries = {}
   local record = cjson.encode({ s = 'Q', a = 0, qt = now })
   for i = 0, n - 1 do
     local id = ARGV[a + 7 + 2 * i]
     local parents = tonumber(ARGV[a + 8 + 2 * i])
     if parents == 0 then
-      queued[#queued + 1] = id
-      queued[#queued + 1] = record
+      entries[#entries + 1] = id
+      entries[#entries + 1] = record
       emit(now, 'ty', 2, 'tk', id, 'a', 0, 'rs', 'R')
     else
-      counters[#counters + 1] = id
-      counters[#counters + 1] = parents
+      entries[#entries + 1] = 'd:' .. id
+      entries[#entries + 1] = parents
     end
   end
-  redis.call('HSET', RUN, 'id', ARGV[a], 'wf', ARGV[a + 1], 'v', ARGV[a + 2], 's', 'R', 'in', ARGV[a + 3],
-    'ct', now, 'idem', ARGV[a + 5], 'seq', 0, 'rem', n, 'nf', 0)
-  chunked('HSET', TASKS, queued)
-  chunked('HSET', DEPS, counters)
+  -- notify() writes these with the sequence, in one HSET.
+  runSet = { id = ARGV[a], wf = ARGV[a + 1], v = ARGV[a + 2], s = 'R', ['in'] = ARGV[a + 3], ct = now,
+    idem = ARGV[a + 5], rem = n, nf = 0 }
+  chunked('HSET', TASKS, entries)
   return 1, nextA
 end
 ${BATCH_LOOP}`;
@@ -198,12 +226,18 @@ ${BATCH_LOOP}`;
  * running task was lost). runInput is '' when no task of the run started.
  */
 export const START = `${PRELUDE}
-local running, input
+local running, input, started
 local function beginRun()
-  running = redis.call('HGET', RUN, 's') == 'R'
-  input = nil
+  local fields = redis.call('HMGET', RUN, 's', 'seq', 'in')
+  running = fields[1] == 'R'
+  seq = tonumber(fields[2]) or false
+  input = fields[3] or ''
+  started = false
 end
-local function runFirst() return input or '' end
+local function runFirst()
+  if started then return input end
+  return ''
+end
 local function step(a)
   local id, now, np = ARGV[a], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 7])
   local nextA = a + 8 + np
@@ -224,10 +258,10 @@ local function step(a)
   end
   putTask(id, t)
   emit(now, 'ty', 3, 'tk', id, 'a', t.a, 'rs', 'R', 'w', ARGV[a + 3])
-  input = input or redis.call('HGET', RUN, 'in') or ''
+  started = true
   local reply = {'ok', t.a, '', t.le}
   for i = 1, np do
-    reply[#reply + 1] = redis.call('HGET', OUT, ARGV[a + 7 + i]) or 'null'
+    reply[#reply + 1] = redis.call('HGET', TASKS, 'o:' .. ARGV[a + 7 + i]) or 'null'
   end
   return reply, nextA
 end
@@ -268,7 +302,7 @@ end
  * Returns {'ok', token, leaseDeadline} | {'cancel', token} | {'stale', why} | {'notfound'}.
  */
 export const HEARTBEAT = `${PRELUDE}${LEASE_CHECK}
-local rs = redis.call('HGET', RUN, 's')
+rs = redis.call('HGET', RUN, 's')
 if not rs then return {'notfound'} end
 local t = getTask(ARGV[1])
 local bad = checkLease(t, tonumber(ARGV[2]), ARGV[3])
@@ -299,7 +333,14 @@ return {'ok', t.k, t.le}
  * the run must be finished with FINISH; 'done' means the run just finished.
  */
 export const COMPLETE = `${PRELUDE}${LEASE_CHECK}
-local function beginRun() end
+-- The run's counters, read once per run and written back by notify().
+local rem, nf
+local function beginRun()
+  local fields = redis.call('HMGET', RUN, 's', 'seq', 'rem', 'nf')
+  rs = fields[1]
+  seq = tonumber(fields[2]) or false
+  rem, nf = tonumber(fields[3]), tonumber(fields[4])
+end
 local function runFirst() return '' end
 -- One completion whose arguments start at ARGV[a]; returns its reply and where the next one starts.
 local function step(a)
@@ -308,7 +349,6 @@ local function step(a)
   local leaves = ARGV[a + 7 + nc]
   local nextA = a + 8 + nc
   if leaves ~= '-' then nextA = nextA + tonumber(leaves) end
-  local rs = redis.call('HGET', RUN, 's')
   if not rs then return {'notfound'}, nextA end
   local t = getTask(id)
   local bad = checkLease(t, tonumber(ARGV[a + 1]), ARGV[a + 2])
@@ -328,21 +368,22 @@ local function step(a)
   local output = ARGV[a + 3]
   local token = t.k or ''
   t.s = 'S'; t.ft = now; t.pg = nil
-  putTask(id, t)
-  redis.call('HSET', OUT, id, output)
+  redis.call('HSET', TASKS, id, cjson.encode(t), 'o:' .. id, output)
   emit(now, 'ty', 5, 'tk', id, 'a', t.a, 'rs', 'R', 'o', output)
   local ready = {'ok', token}
   for i = 1, nc do
     local c = ARGV[a + 6 + i]
-    if redis.call('HINCRBY', DEPS, c, -1) == 0 and redis.call('HEXISTS', TASKS, c) == 0 then
+    if redis.call('HINCRBY', TASKS, 'd:' .. c, -1) == 0 and redis.call('HEXISTS', TASKS, c) == 0 then
       putTask(c, { s = 'Q', a = 0, qt = now })
       emit(now, 'ty', 2, 'tk', c, 'a', 0, 'rs', 'R')
       ready[#ready + 1] = c
     end
   end
-  if redis.call('HINCRBY', RUN, 'rem', -1) == 0 then
+  rem = rem - 1
+  runSet.rem = rem
+  if rem == 0 then
     local retention = tonumber(ARGV[a + 5])
-    if tonumber(redis.call('HGET', RUN, 'nf')) > 0 then
+    if nf > 0 then
       finishRun(now, 'F', nil, redis.call('HGET', RUN, 'err'), retention)
       ready[1] = 'done'
     elseif leaves ~= '-' then
@@ -350,7 +391,9 @@ local function step(a)
       local parts = {}
       for i = 1, tonumber(leaves) do
         local leaf = ARGV[a + 7 + nc + i]
-        parts[#parts + 1] = cjson.encode(leaf) .. ':' .. (redis.call('HGET', OUT, leaf) or 'null')
+        local value = output
+        if leaf ~= id then value = redis.call('HGET', TASKS, 'o:' .. leaf) or 'null' end
+        parts[#parts + 1] = cjson.encode(leaf) .. ':' .. value
       end
       finishRun(now, 'S', '{' .. table.concat(parts, ',') .. '}', nil, retention)
       ready[1] = 'done'
@@ -374,7 +417,7 @@ ${BATCH_LOOP}`;
  */
 export const FAIL = `${PRELUDE}${LEASE_CHECK}
 local id = ARGV[1]
-local rs = redis.call('HGET', RUN, 's')
+rs = redis.call('HGET', RUN, 's')
 if not rs then return {'notfound'} end
 local t = getTask(id)
 local now = tonumber(ARGV[9])
@@ -431,7 +474,7 @@ return result
  * | {'notfound'}.
  */
 export const CANCEL = `${PRELUDE}
-local rs = redis.call('HGET', RUN, 's')
+rs = redis.call('HGET', RUN, 's')
 if not rs then return {'notfound'} end
 if rs ~= 'R' then return {'final'} end
 local now = tonumber(ARGV[2])
@@ -459,7 +502,7 @@ local nl = tonumber(ARGV[3])
 local parts = {}
 for i = 1, nl do
   local leaf = ARGV[3 + i]
-  parts[#parts + 1] = cjson.encode(leaf) .. ':' .. (redis.call('HGET', OUT, leaf) or 'null')
+  parts[#parts + 1] = cjson.encode(leaf) .. ':' .. (redis.call('HGET', TASKS, 'o:' .. leaf) or 'null')
 end
 finishRun(tonumber(ARGV[1]), 'S', '{' .. table.concat(parts, ',') .. '}', nil, tonumber(ARGV[2]))
 notify()

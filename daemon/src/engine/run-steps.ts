@@ -6,7 +6,7 @@ type Reply = (string | number)[];
 type ScriptCaller = (args: (string | number)[]) => Promise<unknown>;
 
 /**
- * The run scripts. Each takes five KEYS per run; the batched ones (TRIGGER, START, COMPLETE) carry
+ * The run scripts. Each takes three KEYS per run; the batched ones (TRIGGER, START, COMPLETE) carry
  * the steps of several runs in one call (see run-scripts.ts), the others one run's step.
  */
 const SCRIPTS = {
@@ -37,12 +37,14 @@ const BATCH_BYTES = 1 << 20;
 /** The steps of one script call, by run (a Map keeps the runs in the order they came). */
 interface Batch {
   runs: Map<string, PendingStep[]>;
+  /** The runs that one of their steps marks as recently touched (see {@link RunSteps}). */
+  marked: Set<string>;
   steps: number;
   bytes: number;
 }
 
 function emptyBatch(): Batch {
-  return { runs: new Map(), steps: 0, bytes: 0 };
+  return { runs: new Map(), marked: new Set(), steps: 0, bytes: 0 };
 }
 
 /**
@@ -59,12 +61,17 @@ class TickBatches {
   private scheduled = false;
 
   constructor(
-    private readonly send: (runIds: string[], args: (string | number)[]) => Promise<readonly unknown[]>,
+    private readonly send: (
+      runIds: string[],
+      args: (string | number)[],
+      marked: string[],
+    ) => Promise<readonly unknown[]>,
     /** One reply per step of a run, in order, from the run's entry of the script's reply. */
     private readonly split: (reply: Reply) => Reply[],
   ) {}
 
-  add(runId: string, args: (string | number)[]): Promise<Reply> {
+  /** Adds a step of `runId`; `mark`: the step may leave a follow-up, so its run is marked. */
+  add(runId: string, args: (string | number)[], mark: boolean): Promise<Reply> {
     return new Promise((resolve, reject) => {
       let bytes = 0;
       for (const arg of args) bytes += typeof arg === "string" ? arg.length : 8;
@@ -80,6 +87,7 @@ class TickBatches {
         batch.runs.set(runId, steps);
       }
       steps.push({ args, resolve, reject });
+      if (mark) batch.marked.add(runId);
       batch.steps++;
       batch.bytes += bytes;
       if (!this.scheduled) {
@@ -96,13 +104,13 @@ class TickBatches {
     if (batch.steps > 0) this.sendBatch(batch);
   }
 
-  private sendBatch({ runs }: Batch): void {
+  private sendBatch({ runs, marked }: Batch): void {
     const args: (string | number)[] = [runs.size];
     for (const steps of runs.values()) {
       args.push(steps.length);
       for (const step of steps) for (const arg of step.args) args.push(arg);
     }
-    this.send([...runs.keys()], args).then(
+    this.send([...runs.keys()], args, [...marked]).then(
       (reply) => {
         let r = 0;
         for (const steps of runs.values()) {
@@ -134,9 +142,11 @@ function leaseArg(lease: LeaseArgs): string {
 }
 
 /**
- * Typed calls of the run scripts. Each call is sent in one write with a
- * ZADD that marks the run as recently touched, so that the reconciler can
- * finish a step whose follow-up (enqueueing jobs) was cut short by a crash.
+ * Typed calls of the run scripts. A step that may leave a follow-up (enqueueing
+ * jobs, finishing the run) is sent in one write with a ZADD that marks its run
+ * as recently touched, so that the reconciler can finish that follow-up when a
+ * crash cuts it short; starts, heartbeats, waits and the completions of
+ * childless tasks that finish their run in the step itself leave none.
  * A run leaves that set as soon as a completion, FINISH or CANCEL ends it: a
  * finished run needs no follow-up (a job left behind is dropped when a poll
  * fetches it). A run that ends in a failure stays until the reconciler finds it
@@ -148,12 +158,12 @@ export class RunSteps {
   /** Run id → the indexes a run being triggered enters, and its creation time (see {@link trigger}). */
   private readonly indexing = new Map<string, { indexes: string[]; now: number }>();
   private readonly triggers = new TickBatches(
-    (runIds, args) =>
-      this.call("weftTrigger", runIds, args, true, (redis) => this.enterIndexes(redis, runIds)),
+    (runIds, args, marked) =>
+      this.call("weftTrigger", runIds, args, marked, (redis) => this.enterIndexes(redis, runIds)),
     (reply) => reply.slice(1).map(normalize),
   );
   private readonly starts = new TickBatches(
-    (runIds, args) => this.call("weftStart", runIds, args, false),
+    (runIds, args) => this.call("weftStart", runIds, args, []),
     // The run's input comes once; each started task's reply carries it, as the step's callers expect.
     (reply) =>
       reply.slice(1).map((one) => {
@@ -163,7 +173,7 @@ export class RunSteps {
       }),
   );
   private readonly completions = new TickBatches(
-    (runIds, args) => this.call("weftComplete", runIds, args),
+    (runIds, args, marked) => this.call("weftComplete", runIds, args, marked),
     (reply) => reply.slice(1).map(normalize),
   );
 
@@ -171,34 +181,39 @@ export class RunSteps {
     private readonly redis: Redis,
     private readonly keys: Keys,
   ) {
-    // The number of keys (five per run) is each call's first argument.
+    // The number of keys (three per run) is each call's first argument.
     for (const [name, lua] of Object.entries(SCRIPTS)) {
       if (!(name in redis)) redis.defineCommand(name, { lua });
     }
   }
 
-  /** Calls a step script with the keys of `runIds` (one run, or the runs of a batch, in order). */
+  /**
+   * Calls a step script with the keys of `runIds` (one run, or the runs of a batch, in order), and
+   * marks the runs of `marked` as recently touched in the same round trip.
+   */
   private async call(
     name: ScriptName,
     runIds: string[],
     args: (string | number)[],
-    mark = true,
+    marked: readonly string[] = runIds,
     before?: (redis: Redis) => Promise<unknown>[],
   ): Promise<Reply> {
     // One array argument: ioredis flattens it, and huge runs would overflow a spread.
-    const keyArgs: (string | number)[] = [runIds.length * 5];
+    const keyArgs: (string | number)[] = [runIds.length * 3];
     for (const id of runIds) {
       const k = this.keys.run(id);
-      keyArgs.push(k.run, k.tasks, k.deps, k.outputs, k.events);
+      keyArgs.push(k.run, k.tasks, k.events);
     }
     const fn = (this.redis as unknown as Record<ScriptName, ScriptCaller>)[name];
-    if (!mark) return normalize(await fn.call(this.redis, keyArgs.concat(args)));
+    if (marked.length === 0 && before === undefined)
+      return normalize(await fn.call(this.redis, keyArgs.concat(args)));
     // Issued in the same tick, so auto-pipelining sends them in one write with every other step of the
     // tick, and Redis runs them in this order: what `before` adds, the mark, then the step.
     const now = Date.now();
     const marks: (string | number)[] = [];
-    for (const id of runIds) marks.push(now, id);
-    const first = [...(before?.(this.redis) ?? []), this.redis.zadd(this.keys.dirtyRuns(), ...marks)];
+    for (const id of marked) marks.push(now, id);
+    const first = before?.(this.redis) ?? [];
+    if (marks.length > 0) first.push(this.redis.zadd(this.keys.dirtyRuns(), ...marks));
     const step = fn.call(this.redis, keyArgs.concat(args));
     const [, reply] = await Promise.all([Promise.all(first), step]);
     return normalize(reply);
@@ -254,7 +269,7 @@ export class RunSteps {
     for (const t of tasks) args.push(t.id, t.parents);
     // The run enters its list indexes in the same round trip, before it exists (ListRuns skips ids without a run).
     this.indexing.set(runId, { indexes, now });
-    return this.triggers.add(runId, args);
+    return this.triggers.add(runId, args, true);
   }
 
   /**
@@ -272,17 +287,12 @@ export class RunSteps {
     startToCloseMs: number,
     parents: string[],
   ): Promise<Reply> {
-    return this.starts.add(runId, [
-      taskId,
-      nonce,
-      token,
-      workerId,
-      now,
-      leaseMs,
-      startToCloseMs,
-      parents.length,
-      ...parents,
-    ]);
+    // A start leaves no follow-up: a job whose task start was lost stalls and comes back.
+    return this.starts.add(
+      runId,
+      [taskId, nonce, token, workerId, now, leaseMs, startToCloseMs, parents.length, ...parents],
+      false,
+    );
   }
 
   release(runId: string, lease: LeaseArgs, now: number): Promise<Reply> {
@@ -294,7 +304,7 @@ export class RunSteps {
       "weftHeartbeat",
       [runId],
       [lease.taskId, lease.attempt, leaseArg(lease), now, leaseMs, progress],
-      false,
+      [],
     );
   }
 
@@ -316,9 +326,13 @@ export class RunSteps {
       retentionMs,
       children.length,
     ];
+    // A completion whose task has children, or that may leave the run's end to FINISH (no leaves
+    // passed), has a follow-up a crash could cut short; one of a childless task of a small
+    // workflow has none (its step finishes the run when it makes it complete).
     const reply = await this.completions.add(
       runId,
       args.concat(children, leaves === undefined ? ["-"] : [leaves.length, ...leaves]),
+      children.length > 0 || leaves === undefined,
     );
     if (reply[0] === "done") this.settled(runId);
     return reply;
@@ -358,7 +372,7 @@ export class RunSteps {
   }
 
   wait(runId: string, taskId: string, reason: string, now: number): Promise<Reply> {
-    return this.call("weftWait", [runId], [taskId, reason, now], false);
+    return this.call("weftWait", [runId], [taskId, reason, now], []);
   }
 
   async finish(runId: string, now: number, retentionMs: number, leaves: string[]): Promise<Reply> {

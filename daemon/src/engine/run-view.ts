@@ -75,10 +75,13 @@ function time(ms: number | string | undefined) {
   return ms === undefined || ms === "" || !Number.isFinite(n) || n <= 0 ? undefined : timestampFromMs(n);
 }
 
-/** Builds a Run from its hash, and its task runs when a workflow and task records are given. */
+/**
+ * Builds a Run from its hash, and its task runs when a workflow and the run's tasks hash (records by
+ * task id, outputs under `o:<id>`) are given.
+ */
 export function runFromHash(
   h: Record<string, string>,
-  tasks?: { compiled: CompiledWorkflow; records: Record<string, string>; outputs: Record<string, string> },
+  tasks?: { compiled: CompiledWorkflow; hash: Record<string, string> },
 ): Run {
   return create(RunSchema, {
     id: h.id ?? "",
@@ -96,7 +99,7 @@ export function runFromHash(
       tasks === undefined
         ? []
         : tasks.compiled.tasks.map((task) => {
-            const raw = tasks.records[task.id];
+            const raw = tasks.hash[task.id];
             const record: TaskRecord = raw === undefined ? { s: "P", a: 0 } : (JSON.parse(raw) as TaskRecord);
             return taskRunOf(
               task.id,
@@ -104,7 +107,7 @@ export function runFromHash(
               task.handler,
               task.retry.maxAttempts,
               record,
-              tasks.outputs[task.id],
+              tasks.hash[`o:${task.id}`],
             );
           }),
   });

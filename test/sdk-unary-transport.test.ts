@@ -137,6 +137,69 @@ describe("the SDK's unary gRPC transport", () => {
     }
   });
 
+  it("runs interceptors in Connect's order and ends their request signal as Connect does", async () => {
+    const baseUrl = `http://${weftd.address}`;
+    const reasonOf = (signal: AbortSignal | undefined) => {
+      if (signal === undefined || !signal.aborted) return "not aborted";
+      const reason = signal.reason as Error;
+      return reason instanceof ConnectError
+        ? `ConnectError ${Code[reason.code]}`
+        : `${reason.name}: ${reason.message}`;
+    };
+    const seen = async (make: typeof createGrpcTransport | typeof grpcUnaryTransport) => {
+      const order: string[] = [];
+      let signal: AbortSignal | undefined;
+      const record =
+        (name: string): Interceptor =>
+        (next) =>
+        async (req) => {
+          order.push(`${name} in`);
+          signal = req.signal;
+          try {
+            return await next(req);
+          } finally {
+            order.push(`${name} out`);
+          }
+        };
+      const sessionManager = new Http2SessionManager(baseUrl);
+      sessions.push(sessionManager);
+      const transport = make({ baseUrl, sessionManager, interceptors: [record("outer"), record("inner")] });
+      const c = createClient(WorkflowService, transport);
+      const w = createClient(WorkerService, transport);
+      const slowPoll = (options: CallOptions) =>
+        w.pollTask(
+          { queue: `ends-${randomUUID().slice(0, 8)}`, workerId: "w", wait: { seconds: 20n } },
+          options,
+        );
+      const ends: Record<string, string> = {};
+      await c.getWorkflow({ name: "both-ways" });
+      ends.answered = reasonOf(signal);
+      await outcome(() => c.getWorkflow({ name: "both-ways-missing" }));
+      ends.failed = reasonOf(signal);
+      await outcome(() => slowPoll({ timeoutMs: 100 }));
+      ends.late = reasonOf(signal);
+      const abort = new AbortController();
+      setTimeout(() => abort.abort(new Error("the caller gave up")), 100).unref();
+      await outcome(() => slowPoll({ signal: abort.signal }));
+      ends.aborted = reasonOf(signal);
+      const gone = new AbortController();
+      gone.abort(new Error("aborted before the call"));
+      ends.abortedBefore = JSON.stringify(
+        await outcome(() => c.getWorkflow({ name: "both-ways" }, { signal: gone.signal })),
+      );
+      return { order: order.slice(0, 4), ends };
+    };
+    const viaConnect = await seen(createGrpcTransport);
+    expect(viaConnect.order).toEqual(["outer in", "inner in", "inner out", "outer out"]);
+    expect(viaConnect.ends).toMatchObject({
+      answered: "AbortError: This operation was aborted",
+      failed: "ConnectError NotFound",
+      late: "ConnectError DeadlineExceeded",
+      aborted: "Error: the caller gave up",
+    });
+    expect(await seen(grpcUnaryTransport)).toEqual(viaConnect);
+  });
+
   it("passes the answer's headers and trailers to the caller", async () => {
     for (const c of [workflows.connect, workflows.lean]) {
       let header: Headers | undefined;

@@ -5,6 +5,7 @@ import {
   type OutgoingHttpHeaders,
 } from "node:http2";
 import {
+  create,
   type DescMessage,
   type DescMethodUnary,
   fromBinary,
@@ -21,7 +22,7 @@ import {
   type UnaryRequest,
   type UnaryResponse,
 } from "@connectrpc/connect";
-import { createMethodUrl, runUnaryCall } from "@connectrpc/connect/protocol";
+import { createMethodUrl, getAbortSignalReason } from "@connectrpc/connect/protocol";
 import { requestHeader, validateResponse, validateTrailer } from "@connectrpc/connect/protocol-grpc";
 import { createGrpcTransport, type Http2SessionManager } from "@connectrpc/connect-node";
 
@@ -34,6 +35,11 @@ export interface GrpcUnaryOptions {
   readMaxBytes?: number;
 }
 
+/** A unary call as interceptors wrap it. */
+type UnaryFn<I extends DescMessage, O extends DescMessage> = (
+  req: UnaryRequest<I, O>,
+) => Promise<UnaryResponse<I, O>>;
+
 /** Connect's default limit on a message read. */
 const READ_MAX_BYTES = 0xffffffff;
 
@@ -43,15 +49,20 @@ const READ_MAX_BYTES = 0xffffffff;
  * through Connect's pipeline of async iterables per call; streaming calls go
  * through Connect's gRPC transport on the same session. Interceptors,
  * deadlines, abort signals, headers, trailers and errors (codes, messages,
- * details) behave as with Connect's gRPC transport: the request headers, the
- * response checks and the call wrapper are Connect's own. A unary call costs
- * the client less than half the CPU.
+ * details) behave as with Connect's gRPC transport: the request headers and
+ * the response checks are Connect's own, and the call wrapper does what
+ * Connect's `runUnaryCall` does (see {@link runUnary}). A unary call costs the
+ * client less than half the CPU.
  */
 export function grpcUnaryTransport(options: GrpcUnaryOptions): Transport {
   const { baseUrl, sessionManager, interceptors } = options;
   const readMaxBytes = options.readMaxBytes ?? READ_MAX_BYTES;
   const origin = new URL(baseUrl).origin;
   const streams = createGrpcTransport({ baseUrl, sessionManager, interceptors, readMaxBytes });
+  // The interceptors wrap the call once, not once per call as `runUnaryCall` does.
+  let next: Parameters<Interceptor>[0] = (req) =>
+    call(sessionManager, origin, readMaxBytes, req as UnaryRequest);
+  for (const interceptor of [...interceptors].reverse()) next = interceptor(next);
   return {
     async unary<I extends DescMessage, O extends DescMessage>(
       method: DescMethodUnary<I, O>,
@@ -62,25 +73,70 @@ export function grpcUnaryTransport(options: GrpcUnaryOptions): Transport {
       contextValues?: ContextValues,
     ): Promise<UnaryResponse<I, O>> {
       const timeout = timeoutMs === undefined || timeoutMs <= 0 ? undefined : timeoutMs;
-      return runUnaryCall<I, O>({
-        interceptors,
-        signal,
-        timeoutMs: timeout,
-        req: {
-          stream: false,
-          service: method.parent,
-          method,
-          requestMethod: "POST",
-          url: createMethodUrl(baseUrl, method),
-          header: requestHeader(true, timeout, header),
-          contextValues: contextValues ?? createContextValues(),
-          message: input,
-        },
-        next: (req) => call(sessionManager, origin, readMaxBytes, req),
+      return runUnary(next as unknown as UnaryFn<I, O>, signal, timeout, {
+        stream: false,
+        service: method.parent,
+        method,
+        requestMethod: "POST",
+        url: createMethodUrl(baseUrl, method),
+        header: requestHeader(true, timeout, header),
+        contextValues: contextValues ?? createContextValues(),
+        message: create(method.input, input),
       });
     },
     stream: streams.stream.bind(streams),
   };
+}
+
+/**
+ * The reason the signal of a call that ended is aborted with. Connect aborts it without one, and Node
+ * then builds a new `DOMException`, with its stack, for every call: a tenth of the client's CPU per
+ * call. This one reads the same to a listener (an "AbortError" with Node's message).
+ */
+const CALL_ENDED = new DOMException("This operation was aborted", "AbortError");
+
+/**
+ * Runs a unary call as Connect's `runUnaryCall` does, with one AbortController instead of two: the
+ * request's signal aborts when the caller's signal does (with its reason), when the deadline passes
+ * (DEADLINE_EXCEEDED), when the call fails (with its error) and when it ends; an error is CANCELED
+ * when the signal aborted first, else the call's own.
+ */
+function runUnary<I extends DescMessage, O extends DescMessage>(
+  next: UnaryFn<I, O>,
+  signal: AbortSignal | undefined,
+  timeoutMs: number | undefined,
+  req: Omit<UnaryRequest<I, O>, "signal">,
+): Promise<UnaryResponse<I, O>> {
+  const controller = new AbortController();
+  const own = controller.signal;
+  const onAbort = () => controller.abort(getAbortSignalReason(signal as AbortSignal));
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener("abort", onAbort, { once: true });
+  const timer =
+    timeoutMs === undefined
+      ? undefined
+      : setTimeout(
+          () => controller.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded)),
+          timeoutMs,
+        );
+  const end = (reason: unknown) => {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
+    controller.abort(reason);
+  };
+  return next({ ...req, signal: own }).then(
+    (res) => {
+      end(CALL_ENDED);
+      return res;
+    },
+    (err: unknown) => {
+      const error = own.aborted
+        ? ConnectError.from(getAbortSignalReason(own), Code.Canceled)
+        : ConnectError.from(err);
+      end(error);
+      throw error;
+    },
+  );
 }
 
 /** One unary call on its own HTTP/2 stream. */

@@ -4,6 +4,7 @@
  * throws: each case below is sent through both, and their answers are compared.
  */
 import { randomUUID } from "node:crypto";
+import { getEventListeners } from "node:events";
 import { createServer, type Server, type Socket } from "node:net";
 import {
   type CallOptions,
@@ -198,6 +199,38 @@ describe("the SDK's unary gRPC transport", () => {
       aborted: "Error: the caller gave up",
     });
     expect(await seen(grpcUnaryTransport)).toEqual(viaConnect);
+  });
+
+  it("ends a call whose interceptor throws with that error, as Connect does for an async interceptor", async () => {
+    const baseUrl = `http://${weftd.address}`;
+    const refuse =
+      (at: "at once" | "later"): Interceptor =>
+      (next) =>
+      (req) => {
+        if (at === "at once") throw new Error("refused by an interceptor");
+        return Promise.reject(new Error("refused by an interceptor")).then(() => next(req));
+      };
+    const client = (
+      make: typeof createGrpcTransport | typeof grpcUnaryTransport,
+      at: "at once" | "later",
+    ) => {
+      const sessionManager = new Http2SessionManager(baseUrl);
+      sessions.push(sessionManager);
+      return createClient(WorkflowService, make({ baseUrl, sessionManager, interceptors: [refuse(at)] }));
+    };
+    const viaConnect = await outcome(() =>
+      client(createGrpcTransport, "later").getWorkflow({ name: "both-ways" }),
+    );
+    expect(viaConnect).toMatchObject({ code: "Unknown", message: "refused by an interceptor" });
+    for (const at of ["at once", "later"] as const) {
+      const caller = new AbortController();
+      const viaLean = await outcome(() =>
+        client(grpcUnaryTransport, at).getWorkflow({ name: "both-ways" }, { signal: caller.signal }),
+      );
+      expect(viaLean, at).toEqual(viaConnect);
+      // The call is over: it no longer listens to the caller's signal.
+      expect(getEventListeners(caller.signal, "abort"), at).toEqual([]);
+    }
   });
 
   it("passes the answer's headers and trailers to the caller", async () => {

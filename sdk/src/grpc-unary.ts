@@ -124,7 +124,14 @@ function runUnary<I extends DescMessage, O extends DescMessage>(
     signal?.removeEventListener("abort", onAbort);
     controller.abort(reason);
   };
-  return next({ ...req, signal: own }).then(
+  let answer: Promise<UnaryResponse<I, O>>;
+  try {
+    answer = next({ ...req, signal: own });
+  } catch (err) {
+    // An interceptor that throws at once still ends the call (its deadline timer, its listener).
+    answer = Promise.reject(err);
+  }
+  return answer.then(
     (res) => {
       end(CALL_ENDED);
       return res;

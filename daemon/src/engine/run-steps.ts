@@ -146,7 +146,8 @@ function leaseArg(lease: LeaseArgs): string {
  * jobs, finishing the run) is sent in one write with a ZADD that marks its run
  * as recently touched, so that the reconciler can finish that follow-up when a
  * crash cuts it short; starts, heartbeats, waits and the completions of
- * childless tasks that finish their run in the step itself leave none.
+ * childless tasks of small workflows (whose step finishes the run when it
+ * completes the last task) leave none.
  * A run leaves that set as soon as a completion, FINISH or CANCEL ends it: a
  * finished run needs no follow-up (a job left behind is dropped when a poll
  * fetches it). A run that ends in a failure stays until the reconciler finds it

@@ -347,6 +347,47 @@ describe("run events", () => {
   });
 });
 
+describe("a run of more than 1,000 tasks", () => {
+  it("is checked and cancelled a page of records at a time, its outputs left as they are", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `big-${randomUUID().slice(0, 8)}`;
+    const roots = Array.from({ length: 1200 }, (_, i) => ({ id: `r${i}`, handler: "h", queue }));
+    const children = roots.map((r, i) => ({ id: `c${i}`, handler: "h", queue, dependsOn: [r.id] }));
+    await engine.workflows.submit(definition("big", [...roots, ...children]));
+    const { run } = await engine.runs.trigger("big", 0, null, "");
+    const leased = await engine.leases.poll(
+      { queue, workerId: "w", handlers: [], waitMs: 1000, maxTasks: 3 },
+      new AbortController().signal,
+    );
+    expect(leased.map((l) => l.taskId)).toEqual(["r0", "r1", "r2"]);
+    const large = { text: "x".repeat(100_000) };
+    await engine.leases.complete(leased[0]?.leaseId ?? "", large);
+    await engine.leases.complete(leased[1]?.leaseId ?? "", 1);
+
+    // A crash lost 300 queued roots' jobs. The records fill two pages of the reconciler's reads (in
+    // the hash's own order), and it adds every lost job again.
+    const lost = roots.slice(900).map((r) => r.id);
+    for (const id of lost) await engine.queues.remove(queue, jobIdOf(run.id, id));
+    await redis.zadd(engine.keys.dirtyRuns(), Date.now() - 120_000, run.id);
+    expect(await engine.reconciler.pass()).toBe(1);
+    for (const id of lost) expect(await engine.queues.exists(queue, jobIdOf(run.id, id)), id).toBe(true);
+
+    await engine.runs.cancel(run.id, "enough");
+    const view = await engine.runs.get(run.id);
+    const byStatus = new Map<string, string[]>();
+    for (const t of view.tasks) {
+      const status = TaskStatus[t.status];
+      byStatus.set(status, [...(byStatus.get(status) ?? []), t.taskId]);
+    }
+    expect(byStatus.get("SUCCEEDED")).toEqual(["r0", "r1"]);
+    // The running one, the other 1,197 roots, the two children made ready, and 1,198 never ready.
+    expect(byStatus.get("CANCELLED")?.length).toBe(2398);
+    expect([...byStatus.keys()].sort()).toEqual(["CANCELLED", "SUCCEEDED"]);
+    const r0 = view.tasks.find((t) => t.taskId === "r0");
+    expect(r0?.output && toJson(ValueSchema, r0.output)).toEqual(large);
+  });
+});
+
 describe("the recently-touched set", () => {
   it("holds a run while it runs and lets it go when a step finishes it", async () => {
     const engine = await openEngine(`test-${randomUUID()}`);

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Engine } from "./engine.js";
 import { jobIdOf } from "./ids.js";
 import type { TaskRecord } from "./run-view.js";
+import type { LoadedWorkflow } from "./workflow-store.js";
 
 // Removes a run from the dirty set only if no step touched it since it was read.
 const FORGET = `
@@ -19,6 +20,9 @@ const PAGE = 200;
 
 /** Run index entries checked per round trip when pruning. */
 const INDEX_PAGE = 500;
+
+/** Task records read per round trip when a run is checked. */
+const RECORDS_PAGE = 1000;
 
 /** How often one replica prunes the run indexes, at most. */
 const PRUNE_EVERY_MS = 60_000;
@@ -169,22 +173,40 @@ export class Reconciler {
       await engine.steps.finish(runId, Date.now(), engine.options.runRetentionMs, loaded.compiled.leaves);
       return;
     }
-    const records = await engine.redis.hgetall(k.tasks);
+    // Parent counters (d:<id>) and outputs (o:<id>) share the hash (task ids hold no colon): the
+    // field names first, then the records alone, 1,000 at a time.
+    const taskIds = (await engine.redis.hkeys(k.tasks)).filter((field) => !field.includes(":"));
     const missing: string[] = [];
     const now = Date.now();
-    for (const [taskId, raw] of Object.entries(records)) {
-      // Parent counters (d:<id>) and outputs (o:<id>) share the hash; task ids hold no colon.
-      if (taskId.includes(":")) continue;
-      const record = JSON.parse(raw) as TaskRecord;
-      if (record.s !== "Q" && record.s !== "T") continue;
-      const task = loaded.compiled.byId.get(taskId);
-      if (task === undefined) continue;
-      if (await engine.queues.exists(task.queue, jobIdOf(runId, taskId))) continue;
-      missing.push(taskId);
-      const delayMs = record.s === "T" && record.na !== undefined ? Math.max(0, record.na - now) : undefined;
-      await engine.queues.add([engine.jobSpec(runId, loaded, task, delayMs)]);
+    for (let i = 0; i < taskIds.length; i += RECORDS_PAGE) {
+      const page = taskIds.slice(i, i + RECORDS_PAGE);
+      const records = await engine.redis.hmget(k.tasks, ...page);
+      for (const [j, taskId] of page.entries()) {
+        const raw = records[j];
+        if (raw === null || raw === undefined) continue;
+        if (await this.requeue(runId, loaded, taskId, JSON.parse(raw) as TaskRecord, now))
+          missing.push(taskId);
+      }
     }
     if (missing.length > 0)
       engine.logger.warn({ runId, tasks: missing }, "re-enqueued tasks a crash left without a job");
+  }
+
+  /** Re-adds the job of a queued or retrying task that has none; true when it did. */
+  private async requeue(
+    runId: string,
+    loaded: LoadedWorkflow,
+    taskId: string,
+    record: TaskRecord,
+    now: number,
+  ): Promise<boolean> {
+    const { engine } = this;
+    if (record.s !== "Q" && record.s !== "T") return false;
+    const task = loaded.compiled.byId.get(taskId);
+    if (task === undefined) return false;
+    if (await engine.queues.exists(task.queue, jobIdOf(runId, taskId))) return false;
+    const delayMs = record.s === "T" && record.na !== undefined ? Math.max(0, record.na - now) : undefined;
+    await engine.queues.add([engine.jobSpec(runId, loaded, task, delayMs)]);
+    return true;
   }
 }

@@ -98,16 +98,24 @@ local function settleAll(now, waitStatus, runStatus, msg)
   local jobs = {}
   local waitEvent = 8
   if waitStatus == 'C' then waitEvent = 7 end
-  local all = redis.call('HGETALL', TASKS)
-  local recorded, counted = {}, {}
-  for i = 1, #all, 2 do
-    local id = all[i]
-    local kind = string.sub(id, 1, 2)
+  -- The field names first, then the records 1,000 at a time: the hash also holds the outputs, which
+  -- this never needs to copy.
+  local ids, recorded, counted = {}, {}, {}
+  for _, f in ipairs(redis.call('HKEYS', TASKS)) do
+    local kind = string.sub(f, 1, 2)
     if kind == 'd:' then
-      counted[#counted + 1] = string.sub(id, 3)
+      counted[#counted + 1] = string.sub(f, 3)
     elseif kind ~= 'o:' then
-      recorded[id] = true
-      local t = cjson.decode(all[i + 1])
+      ids[#ids + 1] = f
+      recorded[f] = true
+    end
+  end
+  for i = 1, #ids, 1000 do
+    local last = math.min(i + 999, #ids)
+    local raws = redis.call('HMGET', TASKS, unpack(ids, i, last))
+    for j = i, last do
+      local id = ids[j]
+      local t = cjson.decode(raws[j - i + 1])
       if t.s == 'Q' or t.s == 'T' then
         t.s = waitStatus; t.ft = now; t.na = nil
         putTask(id, t)

@@ -90,8 +90,8 @@ export function grpcUnaryTransport(options: GrpcUnaryOptions): Transport {
 
 /**
  * The reason the signal of a call that ended is aborted with. Connect aborts it without one, and Node
- * then builds a new `DOMException`, with its stack, for every call: a tenth of the client's CPU per
- * call. This one reads the same to a listener (an "AbortError" with Node's message).
+ * then builds a new `DOMException`, with its stack, for every call (about 9 % of the client's busy
+ * time in a profile). This one reads the same to a listener (an "AbortError" with Node's message).
  */
 const CALL_ENDED = new DOMException("This operation was aborted", "AbortError");
 

@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import { measureFloor } from "../calibration.js";
@@ -39,6 +40,16 @@ export async function withCpu(
     cpuPerTask: per((u) => u.cpuMs),
     syscallsPerTask: per((u) => u.readCalls + u.writeCalls),
   };
+}
+
+/**
+ * How much of the machine the bench's processes used while a measurement ran, in % of all its cores:
+ * their CPU per task times tasks per second. Under 100 %, the shape waited on something other
+ * than CPU (round trips, one process's turn on the work of another).
+ */
+function machineUse(d: { tasksPerSecond: number; cpuPerTask: Record<string, number> }): number {
+  const msPerTask = Object.values(d.cpuPerTask).reduce((sum, ms) => sum + ms, 0);
+  return ((msPerTask * d.tasksPerSecond) / 1000 / availableParallelism()) * 100;
 }
 
 /** A measurement with Redis's command statistics per task. */
@@ -177,6 +188,7 @@ export const throughput: Scenario = {
       raw: [] as number[],
       rawRedis: [] as number[],
     };
+    const use = { runs: [] as number[], batched: [] as number[], one: [] as number[], bull: [] as number[] };
     const redisUs = {
       weft: [] as number[],
       batched: [] as number[],
@@ -230,6 +242,10 @@ export const throughput: Scenario = {
       sys.rawRedis.push(c.syscallsPerTask.redis ?? 0);
       redisUs.weft.push((a.cpuPerTask.redis ?? 0) * 1000);
       redisUs.bull.push((c.cpuPerTask.redis ?? 0) * 1000);
+      use.runs.push(machineUse(a));
+      use.batched.push(machineUse(d));
+      use.one.push(machineUse(b));
+      use.bull.push(machineUse(c));
       ctx.log(
         `rep ${rep}: ${n} runs ${a.tasksPerSecond.toFixed(0)}/s (weftd ${(a.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task), ` +
           `batched ${d.tasksPerSecond.toFixed(0)}/s (weftd ${(d.cpuPerTask.weftd ?? 0).toFixed(2)} ms CPU/task, redis ${((d.cpuPerTask.redis ?? 0) * 1000).toFixed(0)} µs/task, all started in ${d.submitMs} ms), ` +
@@ -390,6 +406,34 @@ export const throughput: Scenario = {
         label: "Redis CPU per task, raw BullMQ",
         unit: "µs",
         samples: redisUs.bull,
+        digits: 0,
+      },
+      {
+        key: "machine_use_runs_pct",
+        label: `CPU all processes used while ${N} runs ran (a Trigger each), of the machine's cores`,
+        unit: "%",
+        samples: use.runs,
+        digits: 0,
+      },
+      {
+        key: "machine_use_batched_pct",
+        label: `CPU all processes used while ${N} runs started with BatchTrigger ran, of the machine's cores`,
+        unit: "%",
+        samples: use.batched,
+        digits: 0,
+      },
+      {
+        key: "machine_use_one_run_pct",
+        label: `CPU all processes used while 1 run of ${N} tasks ran, of the machine's cores`,
+        unit: "%",
+        samples: use.one,
+        digits: 0,
+      },
+      {
+        key: "machine_use_bullmq_pct",
+        label: "CPU all processes used while raw BullMQ ran, of the machine's cores",
+        unit: "%",
+        samples: use.bull,
         digits: 0,
       },
       {

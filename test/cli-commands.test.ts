@@ -99,7 +99,7 @@ describe("help, usage errors and exit codes", () => {
     });
     const flag = await runWeft(["runs", "ls", "--bogus"]);
     expect(flag.code).toBe(2);
-    expect(flag.stderr).toMatch(/^weft runs ls: Unknown option '--bogus'.*; see weft runs ls --help\n$/);
+    expect(flag.stderr).toBe("weft runs ls: unknown option --bogus; see weft runs ls --help\n");
     expect(await runWeft(["watch"])).toEqual({
       code: 2,
       stdout: "",
@@ -120,7 +120,9 @@ describe("help, usage errors and exit codes", () => {
   it("exits 4 with one line when weftd cannot be reached, from --address or WEFT_ADDRESS", async () => {
     const flag = await runWeft(["runs", "ls", "--address", "127.0.0.1:1"]);
     expect(flag.code).toBe(4);
-    expect(flag.stderr.split("\n")).toEqual([expect.stringMatching(/^weft: .*ECONNREFUSED.*$/), ""]);
+    expect(flag.stderr).toBe(
+      "weft: no weftd at 127.0.0.1:1: connection refused (is weftd running? `pnpm weft dev` starts one)\n",
+    );
     const fromEnv = await runWeft(["workflows", "ls"], { WEFT_ADDRESS: "127.0.0.1:1" });
     expect(fromEnv.code).toBe(4);
   });

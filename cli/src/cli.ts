@@ -1,5 +1,4 @@
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { createWeftClient, type TlsOptions, type WeftClient, type WeftClientOptions } from "@weft/sdk";
 import { type Command, type CommandContext, GLOBAL_HELP, GLOBAL_OPTIONS } from "./command.js";
 import { cancel } from "./commands/cancel.js";
@@ -9,8 +8,10 @@ import { runsGet, runsList } from "./commands/runs.js";
 import { trigger } from "./commands/trigger.js";
 import { watch } from "./commands/watch.js";
 import { workflowsGet, workflowsList, workflowsSubmit } from "./commands/workflows.js";
+import { connectionProblem, type Target } from "./connection-problem.js";
 import { ExitCode, errorLine, exitCodeOf, UsageError } from "./exit-codes.js";
 import type { Io } from "./io.js";
+import { type ParsedLine, parseOptions } from "./parse-options.js";
 
 /** Every command, in the order `weft --help` lists them. */
 export const COMMANDS: Command[] = [
@@ -73,15 +74,41 @@ function groupHelp(word: string): string | undefined {
     .join("\n")}\n`;
 }
 
+/** Why a file could not be read, in a few words. */
+function fileProblem(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "ENOENT") return "no such file";
+  if (code === "EACCES") return "permission denied";
+  if (code === "EISDIR") return "it is a folder";
+  return errorLine(err);
+}
+
+/** Where the client goes: the address as given and the URL it becomes (https with --ca/--cert/--key). */
+function target(values: Record<string, string | boolean | undefined>, env: NodeJS.ProcessEnv): Target {
+  const address = String(values.address ?? env.WEFT_ADDRESS ?? DEFAULT_ADDRESS);
+  const tls = values.ca !== undefined || values.cert !== undefined || values.key !== undefined;
+  const baseUrl = /^[a-z][a-z0-9+.-]*:\/\//i.test(address)
+    ? address
+    : `${tls ? "https" : "http"}://${address}`;
+  return { address, baseUrl };
+}
+
 /** Client options from the global flags and WEFT_ADDRESS / WEFT_TOKEN. */
 function clientOptions(
   values: Record<string, string | boolean | undefined>,
   env: NodeJS.ProcessEnv,
 ): WeftClientOptions {
-  const address = String(values.address ?? env.WEFT_ADDRESS ?? DEFAULT_ADDRESS);
+  const { address } = target(values, env);
   const token = values.token ?? env.WEFT_TOKEN;
-  const file = (flag: string) =>
-    values[flag] === undefined ? {} : { [flag]: readFileSync(String(values[flag])) };
+  const file = (flag: string) => {
+    if (values[flag] === undefined) return {};
+    const path = String(values[flag]);
+    try {
+      return { [flag]: readFileSync(path) };
+    } catch (err) {
+      throw new UsageError(`--${flag}: cannot read ${path}: ${fileProblem(err)}`);
+    }
+  };
   const tls: TlsOptions = { ...file("ca"), ...file("cert"), ...file("key") };
   return {
     address,
@@ -123,14 +150,9 @@ export async function runCli(argv: string[], io: Io, signal: AbortSignal): Promi
   }
   const { command, rest } = found;
   const name = `weft ${command.path.join(" ")}`;
-  let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
+  let parsed: ParsedLine;
   try {
-    parsed = parseArgs({
-      args: rest,
-      options: { ...GLOBAL_OPTIONS, ...command.options },
-      allowPositionals: true,
-      strict: true,
-    });
+    parsed = parseOptions(rest, { ...GLOBAL_OPTIONS, ...command.options });
   } catch (err) {
     io.err(`${name}: ${errorLine(err)}; see ${name} --help\n`);
     return ExitCode.Usage;
@@ -153,6 +175,11 @@ export async function runCli(argv: string[], io: Io, signal: AbortSignal): Promi
   try {
     return await command.run(ctx);
   } catch (err) {
+    const problem = await connectionProblem(err, target(parsed.values, io.env));
+    if (problem !== undefined) {
+      io.err(`weft: ${problem}\n`);
+      return ExitCode.Unavailable;
+    }
     const hint = err instanceof UsageError ? `; see ${name} --help` : "";
     io.err(`weft: ${errorLine(err)}${hint}\n`);
     return exitCodeOf(err);

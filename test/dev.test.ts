@@ -1,13 +1,16 @@
 // `weft dev` end to end: it starts Redis, weftd and the example workers, an example run completes
 // through it, and Ctrl-C (SIGINT) leaves no process behind.
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "@weft/daemon";
+import { toValue } from "@weft/sdk";
 import { afterAll, describe, expect, it } from "vitest";
+import { ensurePythonVenv, venvCommands } from "../cli/src/dev/python-venv.js";
 import { cleanEnv, runWeft, weftCommand } from "./cli-process.js";
 import { REPO_ROOT, waitFor, within } from "./support/index.js";
+import { weftClients } from "./support/weft.js";
 
 interface DevState {
   pid: number;
@@ -42,11 +45,14 @@ function processesOf(pids: number[]): string[] {
   return found;
 }
 
-/** Whether this machine has the Python and Go worker toolchains (`weft dev` then uses them). */
-const hasPython = existsSync(`${REPO_ROOT}workers/python/.venv/bin/python`);
-const hasGo =
-  existsSync(`${REPO_ROOT}workers/go/go.mod`) &&
-  (process.env.PATH ?? "").split(":").some((d) => d !== "" && existsSync(join(d, "go")));
+/**
+ * Whether this machine has the Python and Go worker toolchains (`weft dev` then uses them, and
+ * makes the Python worker's virtualenv when it is missing).
+ */
+const onPath = (name: string) =>
+  (process.env.PATH ?? "").split(":").some((d) => d !== "" && existsSync(join(d, name)));
+const hasPython = existsSync(`${REPO_ROOT}workers/python/.venv/bin/python`) || onPath("python3");
+const hasGo = existsSync(`${REPO_ROOT}workers/go/go.mod`) && onPath("go");
 
 const started: ChildProcess[] = [];
 afterAll(() => {
@@ -155,6 +161,25 @@ describe("weft dev", () => {
       },
     });
 
+    // The README tour's first workflow, on the queue weft dev's TypeScript worker serves, finishes.
+    const tour = weftClients(address);
+    await tour.workflows.submitWorkflow({
+      definition: {
+        name: "hello",
+        tasks: [
+          { id: "greet", handler: "echo", queue: "ts", input: toValue({ who: "world" }) },
+          { id: "shout", handler: "echo", queue: "ts", dependsOn: ["greet"] },
+        ],
+      },
+    });
+    const hello = await runWeft(["trigger", "hello", "--address", address, "--input", '{"n": 1}', "--watch"]);
+    expect(hello.code, hello.stderr).toBe(0);
+    expect(JSON.parse(hello.stdout.trim().split("\n").pop() ?? "")).toMatchObject({
+      type: "RUN_FINISHED",
+      runStatus: "SUCCEEDED",
+      output: { shout: { task: "shout", parents: { greet: { input: { who: "world" } } } } },
+    });
+
     // A second weft dev on the same data folder refuses to start.
     const second = await runWeft(["dev", "--data-dir", dataDir, "--addr", "127.0.0.1:0"]);
     expect(second.code).toBe(1);
@@ -174,6 +199,60 @@ describe("weft dev", () => {
     );
   });
 
+  it("makes the Python worker's virtualenv, says how the Go build goes, and passes --config to weftd", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-dev-venv-"));
+    const venv = join(dir, "venv");
+    const config = join(dir, "weft.yaml");
+    writeFileSync(config, "queues:\n  emails:\n    rateLimit: { max: 5, per: 1s }\n    concurrency: 20\n");
+    const address = `127.0.0.1:${await freePort()}`;
+    const dev = spawnDev([
+      ...[
+        "--addr",
+        address,
+        "--metrics-addr",
+        `127.0.0.1:${await freePort()}`,
+        "--data-dir",
+        join(dir, "data"),
+      ],
+      ...["--python-venv", venv, "--config", config, "--no-examples"],
+    ]);
+    await waitFor(
+      () => dev.stdout().includes("Press Ctrl-C to stop everything.") || dev.child.exitCode !== null,
+      {
+        message: "weft dev to make the virtualenv and start everything",
+        timeoutMs: 400_000,
+        intervalMs: 200,
+      },
+    );
+    expect(dev.child.exitCode, `weft dev exited early:\n${dev.stdout()}\n${dev.stderr()}`).toBeNull();
+    const out = dev.stdout();
+    expect(out).toContain(
+      `starting worker ts…\nmaking the Python worker's virtualenv (once, about a minute): python3 -m venv ${venv} && ${venv}/bin/pip install -c workers/python/constraints.txt -e workers/python\n`,
+    );
+    expect(out).toMatch(new RegExp(`^  made ${venv} in \\d+ s\nstarting worker py…$`, "m"));
+    expect(out).toMatch(/^ {2}worker {5}queue py {2}Python$/m);
+    expect(existsSync(join(venv, "bin", "python"))).toBe(true);
+    if (hasGo) {
+      expect(out).toMatch(
+        /^starting worker go…\n {2}building the Go example worker \(go build in examples\/handlers\/go; .*\)…\n( {2}still at it \(\d+ s\)…\n)* {2}done in \d+ s$/m,
+      );
+    }
+    expect(out).toContain(`  config     ${config}\n`);
+    const { queue } = await weftClients(address).admin.getQueue({ name: "emails" });
+    expect([queue?.rateLimit?.max, queue?.concurrency]).toEqual([5, 20]);
+
+    dev.child.kill("SIGINT");
+    expect(await within(dev.exited, 60_000, "weft dev to stop after SIGINT")).toBe(0);
+  });
+
+  it("refuses a --config file that does not exist", async () => {
+    expect(await runWeft(["dev", "--config", "/nonexistent/weft.yaml"])).toEqual({
+      code: 2,
+      stdout: "",
+      stderr: "weft dev: --config: no such file /nonexistent/weft.yaml; see weft dev --help\n",
+    });
+  });
+
   it("says how to install redis-server when there is none and no --redis-url", async () => {
     const emptyPath = mkdtempSync(join(tmpdir(), "weft-nopath-"));
     const res = await runWeft(["dev", "--data-dir", join(emptyPath, "data")], { PATH: emptyPath });
@@ -186,3 +265,62 @@ describe("weft dev", () => {
     });
   });
 });
+
+describe("the Python worker's virtualenv", () => {
+  /** A folder for PATH holding `python3` as the given shell script (or no python3 at all). */
+  function pathWith(script: string | undefined): string {
+    const bin = mkdtempSync(join(tmpdir(), "weft-path-"));
+    if (script !== undefined) {
+      writeFileSync(join(bin, "python3"), `#!/bin/sh\n${script}\n`);
+      chmodSync(join(bin, "python3"), 0o755);
+    }
+    return bin;
+  }
+
+  it("says the exact commands to run when python3 cannot make it", async () => {
+    const venv = join(mkdtempSync(join(tmpdir(), "weft-venv-")), "venv");
+    const said: string[] = [];
+    const bin = pathWith(
+      'echo "The virtual environment was not created successfully because ensurepip is not available." >&2; exit 1',
+    );
+    const result = await ensurePythonVenv({ venv, env: { PATH: bin }, say: (l) => said.push(l) });
+    const commands = `python3 -m venv ${venv} && ${venv}/bin/pip install -c workers/python/constraints.txt -e workers/python`;
+    expect(venvCommands(venv)).toBe(commands);
+    const reason = `could not make the virtualenv (The virtual environment was not created successfully because ensurepip is not available.); run: ${commands}`;
+    expect(result).toEqual({ python: undefined, reason });
+    expect(said).toEqual([
+      `making the Python worker's virtualenv (once, about a minute): ${commands}\n`,
+      `  ${reason}\n`,
+    ]);
+  });
+
+  it("says what to run when there is no python3", async () => {
+    const result = await ensurePythonVenv({
+      venv: `${REPO_ROOT}workers/python/.venv-missing`,
+      env: { PATH: pathWith(undefined) },
+      say: () => {},
+    });
+    expect(result).toEqual({
+      python: undefined,
+      reason:
+        "python3 not found on PATH; with Python 3.11 or later, run: python3 -m venv workers/python/.venv-missing && workers/python/.venv-missing/bin/pip install -c workers/python/constraints.txt -e workers/python",
+    });
+  });
+});
+
+/** `weft dev args…` as a child, with what it printed so far. */
+function spawnDev(args: string[]) {
+  const [node, argv] = weftCommand(["dev", ...args]);
+  const child = spawn(node, argv, { cwd: REPO_ROOT, env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] });
+  started.push(child);
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (b: Buffer) => {
+    stdout += b.toString();
+  });
+  child.stderr.on("data", (b: Buffer) => {
+    stderr += b.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, exited, stdout: () => stdout, stderr: () => stderr };
+}

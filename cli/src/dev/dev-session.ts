@@ -23,6 +23,10 @@ export interface DevOptions {
   examples: boolean;
   /** Start the example workers. */
   workers: boolean;
+  /** weftd's configuration file (`--config`), if any. */
+  config: string | undefined;
+  /** The Python worker's virtualenv (made when missing). */
+  pythonVenv: string;
   env: NodeJS.ProcessEnv;
 }
 
@@ -126,6 +130,10 @@ export class DevSession {
       `  weftd      ${o.addr} (gRPC, gRPC-Web, Connect) · metrics http://${o.metricsAddr}/metrics`,
       `  redis      ${this.#redisUrl}${o.redisUrl === undefined ? ` (data in ${join(dir, "redis")})` : ""}`,
     ];
+    if (o.config !== undefined) {
+      const config = relative(process.cwd(), o.config);
+      lines.push(`  config     ${config.startsWith("..") ? o.config : config}`);
+    }
     for (const n of this.#notes) lines.push(`  worker     queue ${n.queue.padEnd(3)} ${n.text}`);
     if (this.#workflows.length > 0) lines.push(`  workflows  ${this.#workflows.join(", ")}`);
     lines.push(`  logs       ${join(dir, "logs")}/`, "", "Next, in another terminal:");
@@ -204,6 +212,7 @@ export class DevSession {
     const [command, args] = nodeTs("daemon/src/main.ts", [
       ...["--addr", this.options.addr, "--metrics-addr", this.options.metricsAddr],
       ...["--redis-url", this.#redisUrl],
+      ...(this.options.config === undefined ? [] : ["--config", this.options.config]),
     ]);
     const weftd = startSupervised({
       name: "weftd",
@@ -243,7 +252,13 @@ export class DevSession {
 
   private async startRuntime(runtime: (typeof WORKER_RUNTIMES)[number]): Promise<void> {
     const address = this.options.addr;
-    const found = await runtime.detect({ address, dataDir: this.options.dataDir, env: this.options.env });
+    const found = await runtime.detect({
+      address,
+      dataDir: this.options.dataDir,
+      pythonVenv: this.options.pythonVenv,
+      env: this.options.env,
+      say: (text) => this.io.out(text),
+    });
     if (found.available) {
       const started = await this.startWorker(`worker ${runtime.queue}`, found.launch);
       if (started === undefined) {
@@ -262,11 +277,29 @@ export class DevSession {
     this.#notes.push({ queue: runtime.queue, text: `TypeScript fallback for ${runtime.language} (${why})` });
   }
 
+  /**
+   * Runs a launch's first step (a build), saying what it does and, every 15 s, that it still does
+   * it: a first Go build downloads and compiles modules for a minute or two.
+   */
+  private async prepare(launch: WorkerLaunch): Promise<void> {
+    if (launch.prepare === undefined) return;
+    const started = Date.now();
+    const seconds = () => Math.round((Date.now() - started) / 1000);
+    if (launch.preparing !== undefined) this.io.out(`  ${launch.preparing}…\n`);
+    const ticker = setInterval(() => this.io.out(`  still at it (${seconds()} s)…\n`), 15_000);
+    try {
+      await launch.prepare();
+    } finally {
+      clearInterval(ticker);
+    }
+    if (launch.preparing !== undefined) this.io.out(`  done in ${seconds()} s\n`);
+  }
+
   /** Starts a worker and waits until it polls; resolves with the reason when it did not start. */
   private async startWorker(name: string, launch: WorkerLaunch): Promise<string | undefined> {
     this.io.out(`starting ${name}…\n`);
     try {
-      await launch.prepare?.();
+      await this.prepare(launch);
     } catch (err) {
       return (err as Error).message.split("\n")[0];
     }

@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { nodeTs, REPO_ROOT } from "./paths.js";
+import { ensurePythonVenv } from "./python-venv.js";
 import { which } from "./which.js";
 
 const run = promisify(execFile);
@@ -16,6 +17,8 @@ export interface WorkerLaunch {
   env?: NodeJS.ProcessEnv;
   /** A step to run first, e.g. compiling (bounded by its own timeout). */
   prepare?: () => Promise<void>;
+  /** What `prepare` does, printed with its progress when it is slow. */
+  preparing?: string;
 }
 
 /** The result of looking for a runtime's toolchain. */
@@ -27,7 +30,11 @@ export interface RuntimeContext {
   address: string;
   /** weft dev's data folder (for build outputs). */
   dataDir: string;
+  /** The Python worker's virtualenv (made when missing). */
+  pythonVenv: string;
   env: NodeJS.ProcessEnv;
+  /** Prints progress for the user. */
+  say(text: string): void;
 }
 
 /**
@@ -77,7 +84,7 @@ const typescript: WorkerRuntime = {
   },
 };
 
-/** Python: workers/python's runtime with grpcio importable (its .venv first, else python3). */
+/** Python: workers/python's runtime in its virtualenv, made first when it is missing. */
 const python: WorkerRuntime = {
   language: "Python",
   queue: "py",
@@ -87,28 +94,14 @@ const python: WorkerRuntime = {
     if (!existsSync(join(src, "weft_worker")))
       return { available: false, reason: "no workers/python runtime" };
     if (!existsSync(handlers)) return { available: false, reason: "no examples/handlers/python/handlers.py" };
-    const venv = `${REPO_ROOT}workers/python/.venv/bin/python`;
-    const interpreter = existsSync(venv) ? venv : await which("python3", ctx.env);
-    if (interpreter === undefined) return { available: false, reason: "python3 not found" };
-    const env = { PYTHONPATH: [src, ctx.env.PYTHONPATH].filter(Boolean).join(":") };
-    try {
-      await run(interpreter, ["-c", "import grpc, google.protobuf, weft_worker"], {
-        env: { ...ctx.env, ...env },
-        timeout: 30_000,
-      });
-    } catch {
-      return {
-        available: false,
-        reason:
-          "grpcio is not installed (python3 -m venv workers/python/.venv && workers/python/.venv/bin/pip install -e workers/python)",
-      };
-    }
+    const venv = await ensurePythonVenv({ venv: ctx.pythonVenv, env: ctx.env, say: ctx.say });
+    if (venv.python === undefined) return { available: false, reason: venv.reason };
     return {
       available: true,
       launch: {
-        command: interpreter,
+        command: venv.python,
         args: ["-m", "weft_worker", "--address", ctx.address, "--queue", "py", "--handlers", handlers],
-        env: { ...env, PYTHONUNBUFFERED: "1" },
+        env: { PYTHONPATH: [src, ctx.env.PYTHONPATH].filter(Boolean).join(":"), PYTHONUNBUFFERED: "1" },
       },
     };
   },
@@ -132,8 +125,10 @@ const go: WorkerRuntime = {
       launch: {
         // Built once, then run directly: `go run` would leave the program behind on SIGTERM.
         prepare: async () => {
-          await run(goBin, ["build", "-o", binary, "."], { cwd: example, env: ctx.env, timeout: 300_000 });
+          await run(goBin, ["build", "-o", binary, "."], { cwd: example, env: ctx.env, timeout: 600_000 });
         },
+        preparing:
+          "building the Go example worker (go build in examples/handlers/go; the first build downloads and compiles its modules, a minute or two)",
         command: binary,
         args: ["--address", ctx.address, "--queue", "go"],
       },

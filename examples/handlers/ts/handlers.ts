@@ -1,5 +1,5 @@
 /**
- * TypeScript handlers of the examples (queue "ts"):
+ * TypeScript handlers of the examples and of the README's tour (queue "ts"):
  * `node --import tsx/esm workers/typescript/src/bin.ts --address 127.0.0.1:7233 --queue ts --handlers examples/handlers/ts/handlers.ts`
  */
 import type { JsonObject, JsonValue, TaskContext, TaskHandlers } from "@weft/worker";
@@ -68,5 +68,10 @@ async function merge(_input: JsonValue, ctx: TaskContext): Promise<JsonValue> {
   };
 }
 
-/** The handlers by the names the example workflows use. */
-export const handlers: TaskHandlers = { extract, load, split, "count-words": countWords, merge };
+/** The README tour's handler: what the task was given (its input, the run input, its parents' outputs). */
+async function echo(input: JsonValue, ctx: TaskContext): Promise<JsonValue> {
+  return { task: ctx.taskId, input, runInput: ctx.runInput, parents: { ...ctx.parentOutputs } };
+}
+
+/** The handlers by the names the example workflows (and the README's tour) use. */
+export const handlers: TaskHandlers = { extract, load, split, "count-words": countWords, merge, echo };

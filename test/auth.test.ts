@@ -89,6 +89,7 @@ const TABLE: [string, Call, keyof typeof TOKENS, keyof typeof TOKENS, Code | "ok
     Code.NotFound,
   ],
   ["GetRun", (c) => c.workflows.getRun({ runId }), "reader", "admin", Code.NotFound],
+  ["GetTaskRun", (c) => c.workflows.getTaskRun({ runId, taskId: "a" }), "reader", "admin", Code.NotFound],
   ["ListRuns", (c) => c.workflows.listRuns({}), "reader", "workerA", "ok"],
   [
     "WatchRun",

@@ -44,6 +44,7 @@ const REQUIRED: Record<string, Scope> = {
   "/weft.v1.WorkflowService/Trigger": "runs:trigger",
   "/weft.v1.WorkflowService/BatchTrigger": "runs:trigger",
   "/weft.v1.WorkflowService/GetRun": "runs:read",
+  "/weft.v1.WorkflowService/GetTaskRun": "runs:read",
   "/weft.v1.WorkflowService/ListRuns": "runs:read",
   "/weft.v1.WorkflowService/WatchRun": "runs:read",
   "/weft.v1.WorkflowService/Cancel": "runs:cancel",

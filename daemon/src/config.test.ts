@@ -30,6 +30,7 @@ describe("loadConfig", () => {
       pollWaitCapMs: 30_000,
       maxTasksPerWorkflow: 10_000,
       maxPayloadBytes: 1024 * 1024,
+      maxResponseBytes: 4 * 1024 * 1024,
       runRetentionMs: 7 * 24 * 3600 * 1000,
       defaultHeartbeatTimeoutMs: 30_000,
       stalledIntervalMs: 5_000,
@@ -66,6 +67,8 @@ describe("loadConfig", () => {
       "50",
       "--max-payload-bytes",
       "2MB",
+      "--max-response-bytes",
+      "5MiB",
       "--run-retention",
       "1d",
       "--default-heartbeat-timeout",
@@ -101,6 +104,7 @@ describe("loadConfig", () => {
       pollWaitCapMs: 60_000,
       maxTasksPerWorkflow: 50,
       maxPayloadBytes: 2_000_000,
+      maxResponseBytes: 5 * 1024 * 1024,
       runRetentionMs: 86_400_000,
       defaultHeartbeatTimeoutMs: 1500,
       stalledIntervalMs: 250,
@@ -155,6 +159,12 @@ describe("loadConfig", () => {
       /--max-open-queues="0": must be greater than zero/,
     );
     expect(() => config([], { WEFT_MAX_OPEN_QUEUES: "many" })).toThrow(/WEFT_MAX_OPEN_QUEUES="many"/);
+    expect(() => config(["--max-response-bytes", "lots"])).toThrow(
+      new ConfigError('--max-response-bytes="lots": expected a size such as 512B, 64KiB, 4MiB or 1GB'),
+    );
+    expect(() => config([], { WEFT_MAX_RESPONSE_BYTES: "0" })).toThrow(
+      new ConfigError('WEFT_MAX_RESPONSE_BYTES="0": must be greater than zero'),
+    );
     expect(() => config(["--bogus"])).toThrow(ConfigError);
     expect(() => config(["--bogus"])).toThrow(/see weftd --help/);
   });
@@ -175,6 +185,8 @@ describe("loadConfig", () => {
       "env: WEFT_POLL_WAIT_CAP; default: 30s",
       "env: WEFT_MAX_TASKS_PER_WORKFLOW; default: 10000",
       "env: WEFT_MAX_PAYLOAD_BYTES; default: 1MiB",
+      "--max-response-bytes <bytes>",
+      "env: WEFT_MAX_RESPONSE_BYTES; default: 4MiB",
       "env: WEFT_RUN_RETENTION; default: 7d",
       "env: WEFT_DEFAULT_HEARTBEAT_TIMEOUT; default: 30s",
       "env: WEFT_STALLED_INTERVAL; default: 5s",
@@ -184,6 +196,27 @@ describe("loadConfig", () => {
       expect(text).toContain(line);
     }
     expect(loadConfig(["-h"], {}).help).toBe(true);
+  });
+});
+
+describe("the answer limit", () => {
+  it("must hold two payloads plus 64 KiB", () => {
+    expect(config(["--max-payload-bytes", "96KiB", "--max-response-bytes", "256KiB"])).toMatchObject({
+      maxPayloadBytes: 96 * 1024,
+      maxResponseBytes: 256 * 1024,
+    });
+    expect(() => config(["--max-payload-bytes", "97KiB", "--max-response-bytes", "256KiB"])).toThrow(
+      new ConfigError(
+        "maxResponseBytes (--max-response-bytes) is 262144 bytes, less than the 264192 an answer needs: " +
+          "twice --max-payload-bytes (99328, a task's output and its error) plus 65536 for the rest; " +
+          "raise it or lower --max-payload-bytes",
+      ),
+    );
+    // The default answer limit refuses a payload limit it cannot hold.
+    expect(() => config(["--max-payload-bytes", "2MiB"])).toThrow(/less than the 4259840 an answer needs/);
+    expect(() => config([], { WEFT_MAX_RESPONSE_BYTES: "1MiB" })).toThrow(
+      /maxResponseBytes \(--max-response-bytes\) is 1048576 bytes/,
+    );
   });
 });
 

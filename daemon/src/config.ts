@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { ANSWER_OVERHEAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from "./engine/answer-size.js";
 
 /** Everything weftd can be configured with; every field has a flag and a `WEFT_*` variable. */
 export interface DaemonConfig {
@@ -53,6 +54,13 @@ export interface DaemonConfig {
    * @defaultValue 1 MiB
    */
   maxPayloadBytes: number;
+  /**
+   * Largest answer or assignment message weftd builds (the default receive limit of gRPC clients).
+   * What would not fit is left out and marked, paged, or stays queued; it must hold two payloads
+   * (a task's output and its error) plus 64 KiB.
+   * @defaultValue 4 MiB
+   */
+  maxResponseBytes: number;
   /**
    * How long a finished run's state and events are kept in Redis.
    * @defaultValue 7 days
@@ -135,6 +143,7 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = {
   pollWaitCapMs: 30_000,
   maxTasksPerWorkflow: 10_000,
   maxPayloadBytes: 1024 * 1024,
+  maxResponseBytes: DEFAULT_MAX_RESPONSE_BYTES,
   runRetentionMs: 7 * 24 * 60 * 60 * 1000,
   defaultHeartbeatTimeoutMs: 30_000,
   stalledIntervalMs: 5_000,
@@ -232,6 +241,13 @@ const OPTIONS: readonly OptionSpec[] = [
     env: ["WEFT_MAX_PAYLOAD_BYTES"],
     kind: "bytes",
     help: "largest run/task input or output",
+  },
+  {
+    key: "maxResponseBytes",
+    flag: "max-response-bytes",
+    env: ["WEFT_MAX_RESPONSE_BYTES"],
+    kind: "bytes",
+    help: "largest answer or assignment message; at least 2 x --max-payload-bytes + 64KiB",
   },
   {
     key: "runRetentionMs",
@@ -406,6 +422,14 @@ function validateConfig(config: DaemonConfig): void {
     } else if (spec.kind === "addr") {
       parseHostPort(String(value));
     }
+  }
+  const needed = 2 * config.maxPayloadBytes + ANSWER_OVERHEAD_BYTES;
+  if (config.maxResponseBytes < needed) {
+    throw new ConfigError(
+      `maxResponseBytes (--max-response-bytes) is ${config.maxResponseBytes} bytes, less than the ${needed} ` +
+        `an answer needs: twice --max-payload-bytes (${config.maxPayloadBytes}, a task's output and its error) ` +
+        `plus ${ANSWER_OVERHEAD_BYTES} for the rest; raise it or lower --max-payload-bytes`,
+    );
   }
   if (!LOG_LEVELS.includes(config.logLevel))
     throw new ConfigError(`logLevel must be one of ${LOG_LEVELS.join(", ")}`);

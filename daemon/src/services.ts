@@ -29,6 +29,7 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
       pollWaitCapMs: config.pollWaitCapMs,
       maxTasksPerWorkflow: config.maxTasksPerWorkflow,
       maxPayloadBytes: config.maxPayloadBytes,
+      maxResponseBytes: config.maxResponseBytes,
       defaultHeartbeatTimeoutMs: config.defaultHeartbeatTimeoutMs,
       stalledIntervalMs: config.stalledIntervalMs,
       maxWatchersPerReplica: config.maxWatchersPerReplica,

@@ -4,7 +4,7 @@ import { addDefaults, type WeftClientOptions } from "./client-options.js";
 import { type CallContext, toWeftError } from "./error-mapping.js";
 import { runOutcomeError } from "./errors.js";
 import { AdminService, type Queue } from "./gen/weft/v1/admin_service_pb.js";
-import { EventType, type Run, type RunEvent, RunStatus } from "./gen/weft/v1/run_pb.js";
+import { EventType, type Run, type RunEvent, RunStatus, type TaskRun } from "./gen/weft/v1/run_pb.js";
 import {
   type ExecutionPlan,
   type Workflow,
@@ -15,6 +15,7 @@ import {
 import { WorkflowService } from "./gen/weft/v1/workflow_service_pb.js";
 import { fromValue, toValue } from "./json-value.js";
 import { retryTransient } from "./reconnect.js";
+import { assembledOutput, taskRunWhole, wholeRun } from "./run-pages.js";
 import { createClientTransport } from "./transport.js";
 import { type WatchOptions, watchRun } from "./watch.js";
 import { WorkflowBuilder } from "./workflow-builder.js";
@@ -109,8 +110,16 @@ export interface WeftClient {
    * @throws WorkflowNotFoundError, InvalidArgumentError
    */
   triggerMany(runs: readonly TriggerSpec[]): Promise<TriggerResult[]>;
-  /** A run with every task run. @throws RunNotFoundError */
+  /**
+   * A run with every task run (GetRun's pages put together). A payload weftd left out to keep an
+   * answer within its limit is named in `omittedFields`; {@link getTaskRun} fetches it.
+   * @throws RunNotFoundError
+   */
   getRun(runId: string): Promise<Run>;
+  /** One task run whole: its output, error and progress (GetTaskRun). @throws RunNotFoundError */
+  getTaskRun(runId: string, taskId: string): Promise<TaskRun>;
+  /** The output of one task of a run; undefined before it succeeds. @throws RunNotFoundError */
+  getTaskOutput(runId: string, taskId: string): Promise<JsonValue | undefined>;
   /** Runs matching `filter`, newest first, fetched page by page as the iteration goes. */
   listRuns(filter?: ListRunsFilter): AsyncIterable<Run>;
   /**
@@ -147,13 +156,18 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
     }
   }
 
-  const getRun = (runId: string) =>
-    call({ runId }, async () => (await rpc.getRun({ runId }, unary)).run as Run);
+  const getRun = (runId: string) => call({ runId }, () => wholeRun(rpc, runId, unary));
   /** getRun that rides out a daemon restart, for result(). */
   const getRunPatiently = (runId: string, signal: AbortSignal | undefined) =>
     call({ runId }, () =>
       retryTransient(async () => (await rpc.getRun({ runId }, unary)).run as Run, resolved.reconnect, signal),
     );
+  /** A succeeded run's output; put together from its leaves when weftd left it out of its answers. */
+  const outputOf = async (run: Run, event?: RunEvent): Promise<JsonValue> => {
+    const omitted = (event ?? run).omittedFields.includes("output");
+    if (!omitted) return fromValue(event === undefined ? run.output : event.output);
+    return call({ runId: run.id }, () => assembledOutput(rpc, run, unary));
+  };
 
   const client: WeftClient = {
     async submitWorkflow(definition, submit = {}) {
@@ -244,11 +258,21 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
         for await (const event of events) {
           if (event.type === EventType.RUN_FINISHED) finished = event;
         }
-        if (finished?.runStatus === RunStatus.SUCCEEDED) return fromValue(finished.output);
+        if (finished?.runStatus === RunStatus.SUCCEEDED) return outputOf(run, finished);
         run = await getRunPatiently(runId, wait.signal);
       }
-      if (run.status === RunStatus.SUCCEEDED) return fromValue(run.output);
+      if (run.status === RunStatus.SUCCEEDED) return outputOf(run);
       throw runOutcomeError(run);
+    },
+
+    getTaskRun(runId, taskId) {
+      // A task that does not exist is NOT_FOUND without being a missing run: no run context.
+      return call({}, () => taskRunWhole(rpc, runId, taskId, unary));
+    },
+
+    async getTaskOutput(runId, taskId) {
+      const task = await call({}, () => taskRunWhole(rpc, runId, taskId, unary));
+      return task.output === undefined ? undefined : fromValue(task.output);
     },
 
     async cancel(runId, reason = "") {

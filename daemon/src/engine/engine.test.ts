@@ -13,6 +13,9 @@ import { formatLeaseId, jobIdOf, parseLeaseId } from "./ids.js";
 import { defaultPolicy } from "./policy.js";
 import { QUEUE_EVENTS_KEPT } from "./task-queues.js";
 
+/** A START budget that never refuses (the steps are tested here, not the answer limit). */
+const UNBOUNDED = { limit: 1e15, group: "g", left: 1e15, base: 0 };
+
 type TaskInit = MessageInitShape<typeof TaskDefinitionSchema>;
 
 let redisServer: RedisServer;
@@ -189,9 +192,9 @@ describe("the START step", () => {
     );
     const now = Date.now();
     const replies = await Promise.all([
-      engine.steps.start(runId, "t0", "n0", "lock0", "w", now, 30_000, 0, []),
-      engine.steps.start(runId, "unknown", "n1", "lock1", "w", now, 30_000, 0, []),
-      engine.steps.start(runId, "t2", "n2|alice", "lock2", "w", now + 1, 30_000, 5_000, []),
+      engine.steps.start(runId, "t0", "n0", "lock0", "w", now, 30_000, 0, [], UNBOUNDED),
+      engine.steps.start(runId, "unknown", "n1", "lock1", "w", now, 30_000, 0, [], UNBOUNDED),
+      engine.steps.start(runId, "t2", "n2|alice", "lock2", "w", now + 1, 30_000, 5_000, [], UNBOUNDED),
     ]);
     expect(calls).toHaveBeenCalledTimes(1);
     expect(replies).toEqual([
@@ -200,7 +203,7 @@ describe("the START step", () => {
       ["ok", 1, '{"n":1}', now + 5_001],
     ]);
     // Started already: the lease it holds was lost if the task is delivered again.
-    expect(await engine.steps.start(runId, "t0", "n3", "lock3", "w", now, 30_000, 0, [])).toEqual([
+    expect(await engine.steps.start(runId, "t0", "n3", "lock3", "w", now, 30_000, 0, [], UNBOUNDED)).toEqual([
       "lost",
       1,
       "n0",
@@ -224,10 +227,10 @@ describe("steps of several runs", () => {
     );
     const now = Date.now();
     const replies = await Promise.all([
-      engine.steps.start(a, "t0", "na", "lock-a", "w", now, 30_000, 0, []),
-      engine.steps.start(b, "t1", "nb", "lock-b", "w", now, 30_000, 0, []),
-      engine.steps.start(b, "missing", "nm", "lock-m", "w", now, 30_000, 0, []),
-      engine.steps.start(a, "t1", "na2", "lock-a2", "w", now, 10_000, 0, []),
+      engine.steps.start(a, "t0", "na", "lock-a", "w", now, 30_000, 0, [], UNBOUNDED),
+      engine.steps.start(b, "t1", "nb", "lock-b", "w", now, 30_000, 0, [], UNBOUNDED),
+      engine.steps.start(b, "missing", "nm", "lock-m", "w", now, 30_000, 0, [], UNBOUNDED),
+      engine.steps.start(a, "t1", "na2", "lock-a2", "w", now, 10_000, 0, [], UNBOUNDED),
     ]);
     expect(calls).toHaveBeenCalledTimes(1);
     expect(replies).toEqual([
@@ -690,7 +693,7 @@ describe("the COMPLETE step", () => {
     );
     const replies = await Promise.all(
       Array.from({ length: 300 }, (_, i) =>
-        engine.steps.start(runId, `missing${i}`, "n", "lock", "w", Date.now(), 30_000, 0, []),
+        engine.steps.start(runId, `missing${i}`, "n", "lock", "w", Date.now(), 30_000, 0, [], UNBOUNDED),
       ),
     );
     expect(calls).toHaveBeenCalledTimes(2);

@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { ANSWER_OVERHEAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from "./answer-size.js";
 import type { CompiledTask } from "./dag.js";
 import { type DispatchStats, QueueDispatcher } from "./dispatcher.js";
 import { EventHub } from "./event-hub.js";
@@ -31,6 +32,8 @@ export interface EngineOptions {
   maxTasksPerWorkflow: number;
   /** Largest JSON payload (input, output, progress), in bytes. */
   maxPayloadBytes: number;
+  /** Largest answer or assignment message, in bytes (default 4 MiB). */
+  maxResponseBytes?: number;
   /** Heartbeat timeout of tasks that set none, in ms. */
   defaultHeartbeatTimeoutMs: number;
   /** How often each replica checks for expired BullMQ locks, in ms. */
@@ -93,6 +96,8 @@ export class Engine {
   private readonly knownQueues = new Set<string>();
   private readonly dispatchers = new Map<string, QueueDispatcher>();
   private idleSweep: NodeJS.Timeout | undefined;
+  /** {@link EngineOptions.maxResponseBytes}, default applied. */
+  readonly maxResponseBytes: number;
   /** {@link EngineOptions.maxOpenQueues} and {@link EngineOptions.queueIdleMs}, defaults applied. */
   private readonly maxOpenQueues: number;
   private readonly queueIdleMs: number;
@@ -112,14 +117,17 @@ export class Engine {
   ) {
     this.keys = new Keys(options.prefix);
     this.maxOpenQueues = options.maxOpenQueues ?? MAX_OPEN_QUEUES;
+    this.maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     this.queueIdleMs = options.queueIdleMs ?? QUEUE_IDLE_MS;
-    this.steps = new RunSteps(redis, this.keys);
+    // A run's output goes whole into its final event and its answers: it must leave them room.
+    this.steps = new RunSteps(redis, this.keys, this.maxResponseBytes - ANSWER_OVERHEAD_BYTES);
     this.workflows = new WorkflowStore(
       redis,
       this.keys,
       {
         maxTasks: options.maxTasksPerWorkflow,
         maxPayloadBytes: options.maxPayloadBytes,
+        maxResponseBytes: this.maxResponseBytes,
         // Room for a few versions of the largest size allowed (about 100 bytes per task).
         cacheTasks: Math.max(200_000, 2 * options.maxTasksPerWorkflow),
       },
@@ -143,6 +151,7 @@ export class Engine {
       (runId) => this.keys.run(runId).events,
       (channel) => /\{([^}]+)\}:log$/.exec(channel)?.[1],
       logger,
+      this.maxResponseBytes - ANSWER_OVERHEAD_BYTES,
     );
     this.runs = new RunOps(this);
     this.leases = new LeaseOps(this);

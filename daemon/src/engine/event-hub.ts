@@ -107,6 +107,8 @@ export class EventHub {
     private readonly logKey: (runId: string) => string,
     private readonly runOfChannel: (channel: string) => string | undefined,
     private readonly logger: Logger,
+    /** Largest output an event carries; a larger one is left out of it and marked. */
+    private readonly maxOutputBytes = Number.POSITIVE_INFINITY,
   ) {
     subscriber.on("message", (channel: string, message: string) => {
       const runId = this.runOfChannel(channel);
@@ -188,7 +190,7 @@ export class EventHub {
     const last = Math.min(after + count, until ?? Number.POSITIVE_INFINITY);
     if (last <= after) return [];
     const entries = await this.redis.lrange(this.logKey(runId), after, last - 1);
-    return entries.map((entry) => feedEvent(runId, entry));
+    return entries.map((entry) => feedEvent(runId, entry, this.maxOutputBytes));
   }
 
   /** Subscribes to the run's channel, then loads its latest events. */
@@ -197,7 +199,7 @@ export class EventHub {
       await this.subscriber.subscribe(this.logKey(runId));
       // Everything appended from now on is announced; the window holds what came before.
       const latest = await this.redis.lrange(this.logKey(runId), -RECENT, -1);
-      feed.append(latest.map((entry) => feedEvent(runId, entry)));
+      feed.append(latest.map((entry) => feedEvent(runId, entry, this.maxOutputBytes)));
     } finally {
       feed.fetching = false;
     }
@@ -230,7 +232,7 @@ export class EventHub {
 }
 
 /** Builds the shared form of one list entry: the JSON array [sequence, time, field, value...]. */
-function feedEvent(runId: string, entry: string): FeedEvent {
+function feedEvent(runId: string, entry: string, maxOutputBytes: number): FeedEvent {
   const flat = JSON.parse(entry) as (string | number)[];
   const fields: Record<string, string> = { ts: String(flat[1]) };
   let size = 0;
@@ -240,7 +242,7 @@ function feedEvent(runId: string, entry: string): FeedEvent {
     size += v.length;
   }
   const stored: StoredEvent = { sequence: Number(flat[0]), fields };
-  const value = create(WatchRunResponseSchema, { event: eventFromStored(runId, stored) });
+  const value = create(WatchRunResponseSchema, { event: eventFromStored(runId, stored, maxOutputBytes) });
   return new SharedEvent(stored.sequence, isFinalEvent(stored), { done: false, value }, size);
 }
 

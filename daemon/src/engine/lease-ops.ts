@@ -3,6 +3,8 @@ import { DurationSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type TaskAssignment, TaskAssignmentSchema } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { checkQueue, type Principal } from "../auth.js";
+import { payloadBytes } from "./answer-size.js";
+import { AssignmentBudget } from "./assignment-budget.js";
 import type { CompiledTask } from "./dag.js";
 import type { FetchedJob, PendingOffer } from "./dispatcher.js";
 import { type Engine, LOCK_GRACE_MS } from "./engine.js";
@@ -82,8 +84,10 @@ export class LeaseOps {
       while (!wait.signal.aborted) {
         // Each fetched job is handed over at once, while the next ones are still being fetched.
         const handing: Promise<TaskAssignment | undefined>[] = [];
+        // The assignments of one answer stay within the answer limit together.
+        const budget = new AssignmentBudget(this.engine.maxResponseBytes);
         const hand = (jobs: FetchedJob[]) => {
-          for (const fetched of jobs) handing.push(this.handOver(fetched, req, signal));
+          for (const fetched of jobs) handing.push(this.handOver(fetched, req, signal, budget));
         };
         // A batch poll with no other poll waiting first takes what is queued without blocking: a
         // backlog is served in parallel rounds rather than one blocking fetch and then the rest.
@@ -109,6 +113,7 @@ export class LeaseOps {
     { job, token }: FetchedJob,
     req: PollRequest,
     signal: AbortSignal,
+    budget: AssignmentBudget,
   ): Promise<TaskAssignment | undefined> {
     const { engine } = this;
     const ids = parseJobId(job.id ?? "");
@@ -158,9 +163,15 @@ export class LeaseOps {
         task.heartbeatTimeoutMs,
         task.startToCloseMs,
         task.parents,
+        budget.startBudget(loaded.compiled, task),
       );
       const outcome = reply[0];
-      if (outcome === "ok") {
+      if (outcome === "full") {
+        // No room left in the poll's answer: the job goes straight back, nothing used.
+        await job.moveToWait(token).catch(() => {});
+        return undefined;
+      }
+      if (outcome === "ok" || outcome === "big") {
         const lease: LeaseRef & LeaseArgs = {
           runId,
           taskId,
@@ -193,10 +204,20 @@ export class LeaseOps {
           { runId, taskId, attempt: lease.attempt, queue: req.queue, workerId: req.workerId },
           "task leased",
         );
-        const parentOutputs: Record<string, ReturnType<typeof jsonValue>> = {};
-        task.parents.forEach((parent, i) => {
-          parentOutputs[parent] = jsonValue(String(reply[4 + i] ?? "null"));
-        });
+        const inputs =
+          outcome === "big"
+            ? budget.tooLarge(loaded.compiled, task, Number(reply[4]), Number(reply[5]))
+            : budget.admit(loaded.compiled, task, String(reply[2] ?? ""), reply.slice(4).map(String));
+        if (inputs.kind === "too-large") {
+          // Undeliverable within the answer limit, on any attempt: fails for good, to no worker.
+          await this.recordFailure({ lease, loaded, task }, inputs.failure, false, true);
+          return undefined;
+        }
+        if (inputs.kind === "full") {
+          await engine.steps.release(runId, lease, Date.now());
+          await job.moveToWait(token).catch(() => {});
+          return undefined;
+        }
         return create(TaskAssignmentSchema, {
           leaseId: formatLeaseId(lease),
           runId,
@@ -208,8 +229,8 @@ export class LeaseOps {
           attempt: lease.attempt,
           maxAttempts: task.retry.maxAttempts,
           input: task.input === undefined ? undefined : jsonValue(JSON.stringify(task.input)),
-          runInput: jsonValue(String(reply[2] ?? "null")),
-          parentOutputs: parentOutputs as TaskAssignment["parentOutputs"],
+          runInput: inputs.runInput,
+          parentOutputs: inputs.parentOutputs,
           heartbeatTimeout: durationOf(task.heartbeatTimeoutMs),
           leaseDeadline: timestampFromMs(leaseDeadline),
           attemptDeadline: task.startToCloseMs > 0 ? timestampFromMs(now + task.startToCloseMs) : undefined,
@@ -546,7 +567,7 @@ export class LeaseOps {
 
   private payload(value: JsonValue, field: string): string {
     const text = JSON.stringify(value);
-    const size = Buffer.byteLength(text);
+    const size = payloadBytes(text, this.engine.options.maxPayloadBytes, value);
     if (size > this.engine.options.maxPayloadBytes) {
       throw new ConnectError(
         `${field}: ${size} bytes exceeds the limit of ${this.engine.options.maxPayloadBytes} bytes`,

@@ -2,14 +2,17 @@ import type { JsonValue } from "@bufbuild/protobuf";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type Run, RunSchema, RunStatus, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import { type Run, RunSchema, RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import { ANSWER_FRAMING, AnswerRoom, measuredValue } from "./answer-room.js";
+import { payloadBytes, textSize } from "./answer-size.js";
 import type { Engine } from "./engine.js";
 import { idempotentRunId, isRunId, newRunId } from "./ids.js";
-import { jsonValue, RUN_STATUS_CODE, runFromHash } from "./run-view.js";
+import { type ListRunsQuery, notFound, RunReads } from "./run-reads.js";
+
+export { notFound };
+
 import { invalidArgument } from "./violations.js";
 import type { LoadedWorkflow } from "./workflow-store.js";
-
-const RUN_FIELDS = ["id", "wf", "v", "s", "in", "out", "ct", "ft", "idem", "err", "seq"] as const;
 
 /** One run to start: what a TriggerRequest holds. */
 export interface TriggerItem {
@@ -28,17 +31,14 @@ interface PreparedRun {
   runId: string;
 }
 
-/** A ListRuns filter and page. */
-export interface ListRunsQuery {
-  workflow: string;
-  statuses: RunStatus[];
-  pageSize: number;
-  pageToken: string;
-}
-
 /** Starting, reading, listing and cancelling runs. */
 export class RunOps {
-  constructor(private readonly engine: Engine) {}
+  /** GetRun, GetTaskRun, ListRuns and the runs other answers echo, within the answer limit. */
+  readonly reads: RunReads;
+
+  constructor(private readonly engine: Engine) {
+    this.reads = new RunReads(engine);
+  }
 
   /** Starts a run, or returns the run of the same idempotency key. */
   async trigger(
@@ -84,7 +84,7 @@ export class RunOps {
           throw new ConnectError(`${field}: ${error.rawMessage}`, Code.NotFound);
         });
         const inputText = JSON.stringify(item.input ?? null);
-        const bytes = Buffer.byteLength(inputText);
+        const bytes = payloadBytes(inputText, max, item.input ?? null);
         if (bytes > max) {
           throw new ConnectError(
             `${fieldOf(i, "input")}: ${bytes} bytes exceeds the limit of ${max} bytes`,
@@ -107,6 +107,17 @@ export class RunOps {
       );
     }
 
+    // The answer holds every run's small fields: a call whose answer could not is refused up front.
+    const bounds = runs.reduce((n, r) => n + echoBound(r), 0);
+    if (bounds > engine.maxResponseBytes - ANSWER_FRAMING) {
+      const each = Math.ceil(bounds / runs.length);
+      throw new ConnectError(
+        `requests: the answer to these ${runs.length} runs would take about ${bounds} bytes before their inputs, ` +
+          `more than --max-response-bytes (${engine.maxResponseBytes}) allows; send at most ` +
+          `${Math.max(1, Math.floor((engine.maxResponseBytes - ANSWER_FRAMING) / each))} per call`,
+        Code.ResourceExhausted,
+      );
+    }
     const now = Date.now();
     // The trigger step's task table, built once per workflow version of the call.
     const tables = new Map<LoadedWorkflow, { id: string; parents: number }[]>();
@@ -148,112 +159,69 @@ export class RunOps {
     await engine.enqueueAll(
       started.map(({ runId, loaded }) => ({ runId, loaded, taskIds: loaded.compiled.roots })),
     );
-    return Promise.all(
-      runs.map(async ({ item, loaded, inputText, runId }, i) => {
-        if (!created[i]) return { run: await this.summary(runId), created: false };
-        engine.logger.debug(
-          { runId, workflow: item.workflow, version: loaded.workflow.version },
-          "run started",
-        );
-        // What the trigger step wrote: RUN_STARTED plus one TASK_QUEUED per root.
-        const run = create(RunSchema, {
-          id: runId,
-          workflow: loaded.workflow.name,
-          workflowVersion: loaded.workflow.version,
-          status: RunStatus.RUNNING,
-          input: jsonValue(inputText),
-          createTime: timestampFromMs(now),
-          idempotencyKey: item.idempotencyKey,
-          lastSequence: BigInt(1 + loaded.compiled.roots.length),
-        });
-        return { run, created: true };
-      }),
+    return this.echo(runs, created, now);
+  }
+
+  /**
+   * The runs a trigger answers with, in one answer within the answer limit: the runs it started as
+   * the trigger step wrote them (RUN_STARTED plus one TASK_QUEUED per root), the others as stored;
+   * inputs (and outputs and errors) that do not fit are left out and named in omitted_fields.
+   */
+  private async echo(
+    runs: readonly PreparedRun[],
+    created: readonly boolean[],
+    now: number,
+  ): Promise<{ run: Run; created: boolean }[]> {
+    const { engine } = this;
+    const room = new AnswerRoom(engine.maxResponseBytes);
+    // Every run's small fields fit (checked before they started), then the payloads as they fit.
+    for (const [i, r] of runs.entries()) if (created[i]) room.take(echoBound(r));
+    const existing = await this.reads.summaries(
+      runs.filter((_, i) => !created[i]).map((r) => r.runId),
+      room,
     );
+    let next = 0;
+    return runs.map(({ item, loaded, inputText, runId }, i) => {
+      if (!created[i]) return { run: existing[next++] as Run, created: false };
+      engine.logger.debug(
+        { runId, workflow: item.workflow, version: loaded.workflow.version },
+        "run started",
+      );
+      const run = create(RunSchema, {
+        id: runId,
+        workflow: loaded.workflow.name,
+        workflowVersion: loaded.workflow.version,
+        status: RunStatus.RUNNING,
+        createTime: timestampFromMs(now),
+        idempotencyKey: item.idempotencyKey,
+        lastSequence: BigInt(1 + loaded.compiled.roots.length),
+      });
+      const input = measuredValue(inputText);
+      if (room.take(input.bytes + 6)) run.input = input.value;
+      else run.omittedFields.push("input");
+      return { run, created: true };
+    });
   }
 
-  /** A run without its task runs. */
-  async summary(runId: string): Promise<Run> {
-    const h = await this.engine.redis.hgetall(this.engine.keys.run(runId).run);
-    if (h.id === undefined) throw notFound(runId);
-    return runFromHash(h);
-  }
-
-  /** A run with every task run. */
-  async get(runId: string): Promise<Run> {
+  /** A run with its task runs from the page token on, as many as fit in one answer. */
+  getPage(runId: string, taskPageToken: string): Promise<{ run: Run; next: string }> {
     checkRunId(runId);
-    const k = this.engine.keys.run(runId);
-    const [run, tasks] = await Promise.all([
-      this.engine.redis.hgetall(k.run),
-      this.engine.redis.hgetall(k.tasks),
-    ]);
-    if (run.id === undefined) throw notFound(runId);
-    const loaded = await this.engine.workflows.get(run.wf ?? "", Number(run.v));
-    const view = runFromHash(run, { compiled: loaded.compiled, hash: tasks });
-    // A queued task held back by its queue (paused, rate limited, at its concurrency) says so.
-    const held = new Map<string, Promise<string>>();
-    for (const t of view.tasks) {
-      if (t.status !== TaskStatus.QUEUED || t.waitingReason !== "") continue;
-      let reason = held.get(t.queue);
-      if (reason === undefined) {
-        reason = this.engine.admin.holdReason(t.queue);
-        held.set(t.queue, reason);
-      }
-      t.waitingReason = await reason;
-    }
-    return view;
+    return this.reads.get(runId, taskPageToken);
+  }
+
+  /** A run with its task runs, as many as fit in one answer (omitted_fields names "tasks" when not all). */
+  async get(runId: string): Promise<Run> {
+    return (await this.getPage(runId, "")).run;
   }
 
   /** One page of runs, newest first. */
-  async list(query: ListRunsQuery): Promise<{ runs: Run[]; next: string }> {
-    const { redis, keys } = this.engine;
-    const index = keys.runIndex(query.workflow === "" ? undefined : query.workflow);
-    const wanted = new Set(query.statuses.map((s) => RUN_STATUS_CODE.get(s)));
-    let cursor = decodeToken(query.pageToken);
-    const runs: Run[] = [];
-    const fetch = Math.max(query.pageSize, 50);
-    let scanned = 0;
-    let more = true;
-    while (more && runs.length < query.pageSize && scanned < query.pageSize * 20 + 1000) {
-      const max = cursor === undefined ? "+inf" : String(cursor.score);
-      // A few extra entries cover those sharing the cursor's score, skipped below.
-      const raw = await redis.zrevrangebyscore(index, max, "-inf", "WITHSCORES", "LIMIT", 0, fetch + 20);
-      const entries: { id: string; score: number }[] = [];
-      for (let i = 0; i + 1 < raw.length; i += 2) {
-        const id = raw[i] as string;
-        const score = Number(raw[i + 1]);
-        // Equal scores come in descending member order: skip up to the cursor.
-        if (cursor !== undefined && score === cursor.score && id >= cursor.id) continue;
-        entries.push({ id, score });
-      }
-      more = raw.length / 2 === fetch + 20;
-      const pipeline = redis.pipeline();
-      for (const e of entries) pipeline.hmget(keys.run(e.id).run, ...RUN_FIELDS);
-      const rows = entries.length === 0 ? [] : ((await pipeline.exec()) ?? []);
-      const gone: string[] = [];
-      for (let i = 0; i < entries.length; i++) {
-        if (runs.length === query.pageSize) {
-          more = true;
-          break;
-        }
-        const entry = entries[i] as { id: string; score: number };
-        scanned++;
-        cursor = entry;
-        const values = rows[i]?.[1] as (string | null)[] | undefined;
-        if (values === undefined || values[0] === null) {
-          gone.push(entry.id);
-          continue;
-        }
-        const h: Record<string, string> = {};
-        RUN_FIELDS.forEach((f, j) => {
-          const v = values[j];
-          if (v !== null && v !== undefined) h[f] = v;
-        });
-        if (wanted.size === 0 || wanted.has(h.s)) runs.push(runFromHash(h));
-      }
-      // Runs past their retention leave their index entries behind: prune them.
-      if (gone.length > 0) await redis.zrem(index, ...gone);
-    }
-    return { runs, next: more && cursor !== undefined ? encodeToken(cursor) : "" };
+  list(query: ListRunsQuery): Promise<{ runs: Run[]; next: string }> {
+    return this.reads.list(query);
+  }
+
+  /** One run without its task runs. */
+  async summary(runId: string): Promise<Run> {
+    return (await this.reads.summaries([runId]))[0] as Run;
   }
 
   /** Cancels a run; a finished run is returned unchanged. */
@@ -284,11 +252,6 @@ export class RunOps {
   }
 }
 
-/** NOT_FOUND for a run id. */
-export function notFound(runId: string): ConnectError {
-  return new ConnectError(`run "${runId}" not found`, Code.NotFound);
-}
-
 /** Throws INVALID_ARGUMENT unless the id has the shape of a run id. */
 export function checkRunId(runId: string, field = "run_id"): void {
   if (runId === "") throw invalidArgument([{ field, description: "is required" }]);
@@ -296,17 +259,7 @@ export function checkRunId(runId: string, field = "run_id"): void {
     throw invalidArgument([{ field, description: `"${runId.slice(0, 64)}" is not a run id` }]);
 }
 
-function encodeToken(c: { id: string; score: number }): string {
-  return Buffer.from(JSON.stringify([c.score, c.id])).toString("base64url");
-}
-
-function decodeToken(token: string): { id: string; score: number } | undefined {
-  if (token === "") return undefined;
-  try {
-    const [score, id] = JSON.parse(Buffer.from(token, "base64url").toString()) as [unknown, unknown];
-    if (typeof score === "number" && typeof id === "string") return { score, id };
-  } catch {
-    // fall through to the error below
-  }
-  throw invalidArgument([{ field: "page_token", description: "is not a token returned by ListRuns" }]);
+/** Bytes a run a trigger echoes takes besides its input: an upper bound. */
+function echoBound({ item, loaded }: PreparedRun): number {
+  return 200 + textSize(loaded.workflow.name) + textSize(item.idempotencyKey);
 }

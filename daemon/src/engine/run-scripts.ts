@@ -138,17 +138,43 @@ local function settleAll(now, waitStatus, runStatus, msg)
   end
   return jobs
 end
-local function finishRun(now, status, output, err, retention)
+-- outBytes: the size of an output over the limit, left unbuilt (see runOutput).
+local function finishRun(now, status, output, err, retention, outBytes)
   rs = status
   runSet.s = status; runSet.ft = now
   if output then runSet.out = output end
   if err then runSet.err = err end
+  if outBytes then runSet.oz = outBytes end
   if output then
     emit(now, 'ty', 10, 'rs', status, 'o', output)
+  elseif outBytes then
+    emit(now, 'ty', 10, 'rs', status, 'oz', outBytes)
   else
     emit(now, 'ty', 10, 'rs', status, 'm', err or '')
   end
   expireAll(retention)
+end
+-- The run's output: the object of its leaves' outputs (ARGV[from..from+n-1]) keyed by id, or, when
+-- its size (measured first, HSTRLEN) is over limit bytes, nil and that size: it is never built.
+-- knownId's output is knownOutput (a completion's own output, not yet readable in the hash).
+local function runOutput(from, n, limit, knownId, knownOutput)
+  local size = 1
+  for i = from, from + n - 1 do
+    local leaf = ARGV[i]
+    local bytes
+    if leaf == knownId then bytes = #knownOutput else bytes = redis.call('HSTRLEN', TASKS, 'o:' .. leaf) end
+    if bytes == 0 then bytes = 4 end
+    size = size + #cjson.encode(leaf) + 2 + bytes
+  end
+  if size > limit then return nil, size end
+  local parts = {}
+  for i = from, from + n - 1 do
+    local leaf = ARGV[i]
+    local value = knownOutput
+    if leaf ~= knownId then value = redis.call('HGET', TASKS, 'o:' .. leaf) or 'null' end
+    parts[#parts + 1] = cjson.encode(leaf) .. ':' .. value
+  end
+  return '{' .. table.concat(parts, ',') .. '}', nil
 end
 `;
 
@@ -225,21 +251,35 @@ ${BATCH_LOOP}`;
 /**
  * Hands queued tasks to workers (batched). A step's ARGV: taskId,
  * nonce[|owner], lockToken, workerId, now, leaseMs, startToCloseMs (0: none),
- * parentCount, parentIds... The lease never outlives the attempt's
- * start-to-close deadline (sc). A run's reply is {runInput, reply...}, one
- * reply per task in order:
+ * parentCount, parentIds..., then the assignment's budget: limit, group,
+ * left, base. The lease never outlives the attempt's start-to-close deadline
+ * (sc). A run's reply is {runInput, reply...}, one reply per task in order:
  * {'ok', attempt, '', leaseDeadline, parentOutput...} | {'gone'} (drop the job)
  * | {'done'} (already succeeded: repair) | {'delay', notBefore}
  * | {'lost', attempt, nonce, startToCloseDeadline} (the previous lease of a
- * running task was lost). runInput is '' when no task of the run started.
+ * running task was lost) | {'big', attempt, '', leaseDeadline, inputsBytes,
+ * runInputBytes} | {'full', inputsBytes}. runInput is '' when no task of the
+ * run started with 'ok'.
+ *
+ * The budget keeps an assignment, and the answer of one poll, within the
+ * answer limit without reading what would not fit: inputsBytes, the sizes
+ * of the run input and of the parents' outputs as stored (HSTRLEN), is
+ * compared with `limit` before anything is read. Over it, the task starts
+ * without its inputs being read ('big': the caller fails the attempt, not
+ * retryable). Within it, the assignment costs inputsBytes + base out of what
+ * its `group` (one poll) has `left` in this call; when that does not cover
+ * it, nothing changes ('full': the job goes back to its queue).
  */
 export const START = `${PRELUDE}
-local input, started
+local input, inputBytes, started
+-- Bytes each poll (group) may still take in this call.
+local budgets = {}
 local function beginRun()
-  local fields = redis.call('HMGET', RUN, 's', 'seq', 'in')
+  local fields = redis.call('HMGET', RUN, 's', 'seq')
   rs = fields[1]
   seq = tonumber(fields[2]) or false
-  input = fields[3] or ''
+  inputBytes = redis.call('HSTRLEN', RUN, 'in')
+  input = false
   started = false
 end
 local function runFirst()
@@ -248,7 +288,8 @@ local function runFirst()
 end
 local function step(a)
   local id, now, np = ARGV[a], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 7])
-  local nextA = a + 8 + np
+  local b = a + 8 + np
+  local nextA = b + 4
   local t = nil
   if rs == 'R' then t = getTask(id) end
   if not t then return {'gone'}, nextA end
@@ -256,6 +297,16 @@ local function step(a)
   if t.s == 'R' then return {'lost', t.a, t.l, t.sc or 0}, nextA end
   if t.s ~= 'Q' and t.s ~= 'T' then return {'gone'}, nextA end
   if t.s == 'T' and t.na and t.na > now + 5 then return {'delay', t.na}, nextA end
+  local size = inputBytes
+  for i = 1, np do size = size + redis.call('HSTRLEN', TASKS, 'o:' .. ARGV[a + 7 + i]) end
+  local big = size > tonumber(ARGV[b])
+  if not big then
+    local g = ARGV[b + 1]
+    local left = budgets[g] or tonumber(ARGV[b + 2])
+    local cost = size + tonumber(ARGV[b + 3])
+    if cost > left then return {'full', size}, nextA end
+    budgets[g] = left - cost
+  end
   local nonce, owner = splitLease(ARGV[a + 1])
   t.s = 'R'; t.a = t.a + 1; t.l = nonce; t.k = ARGV[a + 2]; t.w = ARGV[a + 3]
   if owner ~= '' then t.o = owner else t.o = nil end
@@ -266,7 +317,11 @@ local function step(a)
   end
   putTask(id, t)
   emit(now, 'ty', 3, 'tk', id, 'a', t.a, 'rs', 'R', 'w', ARGV[a + 3])
-  started = true
+  if big then return {'big', t.a, '', t.le, size, inputBytes}, nextA end
+  if not started then
+    input = redis.call('HGET', RUN, 'in') or ''
+    started = true
+  end
   local reply = {'ok', t.a, '', t.le}
   for i = 1, np do
     reply[#reply + 1] = redis.call('HGET', TASKS, 'o:' .. ARGV[a + 7 + i]) or 'null'
@@ -290,7 +345,12 @@ notify()
 return 1
 `;
 
-/** Shared lease check: returns nil when the lease holds, else a reply. */
+/**
+ * Shared lease check: returns nil when the lease holds, else a reply. Then attemptOver(t) says why
+ * the attempt of a lease that matches has ended by itself (completed, failed, expired), so that
+ * every step answers a stale lease alike; nil while it runs, or when it was cancelled with its run
+ * (the step answers 'cancel' then).
+ */
 const LEASE_CHECK = `
 local function checkLease(t, attempt, arg)
   if not t then return {'notfound'} end
@@ -303,11 +363,26 @@ local function checkLease(t, attempt, arg)
   if owner ~= '*' and (t.o or '') ~= owner then return {'denied'} end
   return nil
 end
+local function attemptOver(t)
+  if t.s == 'S' then return 'the task completed' end
+  if t.s ~= 'T' and t.s ~= 'F' then return nil end
+  local kind = t.e and t.e.t
+  local cause = nil
+  if kind == 'HeartbeatTimeout' then cause = 'the lease expired'
+  elseif kind == 'StartToCloseTimeout' then cause = 'the start-to-close timeout expired' end
+  if t.s == 'F' then
+    if cause then return cause .. ' and the task failed' end
+    return 'the task failed'
+  end
+  return (cause or 'the attempt failed') .. '; the task will be retried'
+end
 `;
 
 /**
  * Extends a lease. ARGV: taskId, attempt, nonce, now, leaseMs, progress.
- * Returns {'ok', token, leaseDeadline} | {'cancel', token} | {'stale', why} | {'notfound'}.
+ * Returns {'ok', token, leaseDeadline} | {'cancel', token} (the run was
+ * cancelled, timed out or failed while the task ran) | {'stale', why} |
+ * {'notfound'}.
  */
 export const HEARTBEAT = `${PRELUDE}${LEASE_CHECK}
 rs = redis.call('HGET', RUN, 's')
@@ -315,6 +390,8 @@ if not rs then return {'notfound'} end
 local t = getTask(ARGV[1])
 local bad = checkLease(t, tonumber(ARGV[2]), ARGV[3])
 if bad then return bad end
+local over = attemptOver(t)
+if over then return {'stale', over} end
 if t.s == 'C' or rs ~= 'R' then return {'cancel', t.k or ''} end
 if t.s ~= 'R' then return {'stale', 'the attempt already ended'} end
 local now = tonumber(ARGV[4])
@@ -330,9 +407,9 @@ return {'ok', t.k, t.le}
 /**
  * Records tasks' successes and queues the children they made ready (batched).
  * A completion's ARGV: taskId, attempt, nonce, output, now, retentionMs,
- * childCount, children..., then '-' or leafCount, leaves... (small workflows
- * pass their leaves so that the step that completes the last task also
- * finishes the run). A run's reply is {'', reply...}, one reply per completion,
+ * childCount, children..., then '-' or leafCount, leaves..., outputLimit
+ * (small workflows pass their leaves so that the step that completes the last
+ * task also finishes the run; an output over outputLimit bytes is not built). A run's reply is {'', reply...}, one reply per completion,
  * in order:
  * {'ok'|'dup'|'last'|'done', token, readyChildren...} | {'cancel', token}
  * | {'stale', why} | {'notfound'}. 'dup' repeats an already recorded
@@ -356,7 +433,7 @@ local function step(a)
   local nc = tonumber(ARGV[a + 6])
   local leaves = ARGV[a + 7 + nc]
   local nextA = a + 8 + nc
-  if leaves ~= '-' then nextA = nextA + tonumber(leaves) end
+  if leaves ~= '-' then nextA = nextA + tonumber(leaves) + 1 end
   if not rs then return {'notfound'}, nextA end
   local t = getTask(id)
   local bad = checkLease(t, tonumber(ARGV[a + 1]), ARGV[a + 2])
@@ -369,6 +446,8 @@ local function step(a)
     end
     return ready, nextA
   end
+  local over = attemptOver(t)
+  if over then return {'stale', over}, nextA end
   if t.s == 'C' or rs ~= 'R' then return {'cancel', t.k or ''}, nextA end
   if t.s ~= 'R' then return {'stale', 'the attempt already ended'}, nextA end
   local now = tonumber(ARGV[a + 4])
@@ -396,14 +475,9 @@ local function step(a)
       ready[1] = 'done'
     elseif leaves ~= '-' then
       -- The caller passed the leaves (small workflows): finish here, in the same step.
-      local parts = {}
-      for i = 1, tonumber(leaves) do
-        local leaf = ARGV[a + 7 + nc + i]
-        local value = output
-        if leaf ~= id then value = redis.call('HGET', TASKS, 'o:' .. leaf) or 'null' end
-        parts[#parts + 1] = cjson.encode(leaf) .. ':' .. value
-      end
-      finishRun(now, 'S', '{' .. table.concat(parts, ',') .. '}', nil, retention)
+      local nl = tonumber(leaves)
+      local out, outBytes = runOutput(a + 8 + nc, nl, tonumber(ARGV[a + 8 + nc + nl]), id, output)
+      finishRun(now, 'S', out, nil, retention, outBytes)
       ready[1] = 'done'
     else
       ready[1] = 'last'
@@ -434,6 +508,8 @@ if ARGV[3] == '*' then
 else
   local bad = checkLease(t, tonumber(ARGV[2]), ARGV[3])
   if bad then return bad end
+  local over = attemptOver(t)
+  if over then return {'stale', over} end
   if t.s == 'C' or rs ~= 'R' then return {'cancel', t.k or ''} end
   if t.s ~= 'R' then return {'stale', 'the attempt already ended'} end
   if ARGV[12] == '1' and t.le < now then return {'stale', 'the lease expired'} end
@@ -496,8 +572,9 @@ return result
 
 /**
  * Finishes a run whose tasks all succeeded, with the leaves' outputs as its
- * output. ARGV: now, retentionMs, leafCount, leaves... Returns 1 when it
- * finished the run, 0 when there was nothing to do (already finished).
+ * output. ARGV: now, retentionMs, leafCount, leaves..., outputLimit (an output
+ * over it is not built). Returns 1 when it finished the run, 0 when there was
+ * nothing to do (already finished).
  */
 export const FINISH = `${PRELUDE}
 if redis.call('HGET', RUN, 's') ~= 'R' or tonumber(redis.call('HGET', RUN, 'rem')) ~= 0 then return 0 end
@@ -507,12 +584,8 @@ if tonumber(redis.call('HGET', RUN, 'nf')) > 0 then
   return 1
 end
 local nl = tonumber(ARGV[3])
-local parts = {}
-for i = 1, nl do
-  local leaf = ARGV[3 + i]
-  parts[#parts + 1] = cjson.encode(leaf) .. ':' .. (redis.call('HGET', TASKS, 'o:' .. leaf) or 'null')
-end
-finishRun(tonumber(ARGV[1]), 'S', '{' .. table.concat(parts, ',') .. '}', nil, tonumber(ARGV[2]))
+local out, outBytes = runOutput(4, nl, tonumber(ARGV[4 + nl]), nil, nil)
+finishRun(tonumber(ARGV[1]), 'S', out, nil, tonumber(ARGV[2]), outBytes)
 notify()
 return 1
 `;

@@ -136,6 +136,18 @@ export interface LeaseArgs {
   owner?: string;
 }
 
+/** What an assignment may take, as the START step checks it (see run-scripts.ts). */
+export interface StartBudget {
+  /** Most bytes the run input and the parents' outputs may hold together (as stored, JSON). */
+  limit: number;
+  /** The poll the assignment belongs to: its assignments share `left`. */
+  group: string;
+  /** Bytes the poll's answer has left. */
+  left: number;
+  /** Bytes of the assignment besides the run input and the parents' outputs. */
+  base: number;
+}
+
 /** The lease argument of the scripts: "nonce" or "nonce|owner". */
 function leaseArg(lease: LeaseArgs): string {
   return lease.owner ? `${lease.nonce}|${lease.owner}` : lease.nonce;
@@ -181,6 +193,8 @@ export class RunSteps {
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
+    /** Largest run output (JSON bytes) the steps build; a larger one is left unbuilt, its size kept. */
+    private readonly outputLimit = Number.MAX_SAFE_INTEGER,
   ) {
     // The number of keys (three per run) is each call's first argument.
     for (const [name, lua] of Object.entries(SCRIPTS)) {
@@ -287,11 +301,26 @@ export class RunSteps {
     leaseMs: number,
     startToCloseMs: number,
     parents: string[],
+    budget: StartBudget,
   ): Promise<Reply> {
     // A start leaves no follow-up: a job whose task start was lost stalls and comes back.
     return this.starts.add(
       runId,
-      [taskId, nonce, token, workerId, now, leaseMs, startToCloseMs, parents.length, ...parents],
+      [
+        taskId,
+        nonce,
+        token,
+        workerId,
+        now,
+        leaseMs,
+        startToCloseMs,
+        parents.length,
+        ...parents,
+        budget.limit,
+        budget.group,
+        budget.left,
+        budget.base,
+      ],
       false,
     );
   }
@@ -332,7 +361,7 @@ export class RunSteps {
     // workflow has none (its step finishes the run when it makes it complete).
     const reply = await this.completions.add(
       runId,
-      args.concat(children, leaves === undefined ? ["-"] : [leaves.length, ...leaves]),
+      args.concat(children, leaves === undefined ? ["-"] : [leaves.length, ...leaves, this.outputLimit]),
       children.length > 0 || leaves === undefined,
     );
     if (reply[0] === "done") this.settled(runId);
@@ -380,7 +409,7 @@ export class RunSteps {
     const reply = await this.call(
       "weftFinish",
       [runId],
-      ([now, retentionMs, leaves.length] as (string | number)[]).concat(leaves),
+      ([now, retentionMs, leaves.length] as (string | number)[]).concat(leaves, this.outputLimit),
     );
     if (reply[0] === 1) this.settled(runId);
     return reply;

@@ -12,6 +12,7 @@ import {
   TaskRunSchema,
   TaskStatus,
 } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import { payloadBytes } from "./answer-size.js";
 import type { CompiledWorkflow } from "./dag.js";
 import type { StoredEvent } from "./event-hub.js";
 
@@ -113,7 +114,8 @@ export function runFromHash(
   });
 }
 
-function taskRunOf(
+/** A task run from its record (and its output's JSON text, when it is to be included). */
+export function taskRunOf(
   taskId: string,
   queue: string,
   handler: string,
@@ -143,9 +145,28 @@ function taskRunOf(
   });
 }
 
-/** Builds a RunEvent from a stream entry. */
-export function eventFromStored(runId: string, e: StoredEvent): RunEvent {
+/**
+ * Builds a RunEvent from a stream entry. An output that would take more than `maxOutputBytes` in
+ * the event (as JSON or encoded) is left out and named in omitted_fields.
+ */
+export function eventFromStored(
+  runId: string,
+  e: StoredEvent,
+  maxOutputBytes = Number.POSITIVE_INFINITY,
+): RunEvent {
   const f = e.fields;
+  let output: RunEvent["output"];
+  let outputBytes = 0;
+  const omittedFields: string[] = [];
+  if (f.o !== undefined && f.o !== "") {
+    outputBytes = Buffer.byteLength(f.o);
+    if (payloadBytes(f.o, maxOutputBytes) <= maxOutputBytes) output = jsonValue(f.o);
+    else omittedFields.push("output");
+  } else if (f.oz !== undefined) {
+    // A run output over the limit was never built: its leaves' outputs are in their task runs.
+    outputBytes = Number(f.oz);
+    omittedFields.push("output");
+  }
   let error: RunEvent["error"];
   if (f.e !== undefined && f.e !== "") {
     const parsed = JSON.parse(f.e) as { t: string; m: string; d: string };
@@ -159,11 +180,13 @@ export function eventFromStored(runId: string, e: StoredEvent): RunEvent {
     taskId: f.tk ?? "",
     attempt: Number(f.a ?? 0),
     runStatus: RUN_STATUS[f.rs ?? ""] ?? RunStatus.UNSPECIFIED,
-    output: jsonValue(f.o),
+    output,
     error,
     workerId: f.w ?? "",
     nextAttemptTime: time(f.na),
     message: f.m ?? "",
+    outputBytes: BigInt(outputBytes),
+    omittedFields,
   });
 }
 

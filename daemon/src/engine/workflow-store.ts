@@ -22,6 +22,7 @@ import { definitionHash } from "./definition-hash.js";
 import type { Keys } from "./keys.js";
 import { LruCache } from "./lru-cache.js";
 import { invalidArgument } from "./violations.js";
+import { answerViolations, workflowAnswerBytes, workflowTooLarge } from "./workflow-answer.js";
 
 /** A stored workflow version with its compiled DAG, as the engine runs it. */
 export interface LoadedWorkflow {
@@ -49,6 +50,8 @@ export interface WorkflowLimits {
    * this, and at least the version in use).
    */
   cacheTasks: number;
+  /** Largest answer (--max-response-bytes); definitions whose answers or assignments cannot fit are refused. */
+  maxResponseBytes?: number;
 }
 
 // Stores a new version unless identical content exists. KEYS[1]: workflow hash.
@@ -96,13 +99,12 @@ export class WorkflowStore {
 
   /** Validates a definition, throwing INVALID_ARGUMENT with every violation. */
   validate(def: WorkflowDefinition): { compiled: CompiledWorkflow; plan: ExecutionPlan } {
-    const compiled = this.compile(def);
-    return { compiled, plan: planOf(compiled) };
+    return this.compile(def);
   }
 
   /** Stores a definition; identical content returns the existing version with created=false. */
   async submit(def: WorkflowDefinition): Promise<DescribedWorkflow & { created: boolean }> {
-    const compiled = this.compile(def);
+    const { compiled, plan } = this.compile(def);
     const hash = definitionHash(def);
     const binary = toBinary(WorkflowDefinitionSchema, def);
     const now = Date.now();
@@ -131,7 +133,7 @@ export class WorkflowStore {
     }
     return {
       workflow: create(WorkflowSchema, { ...loaded.workflow, definition: def }),
-      plan: planOf(compiled),
+      plan,
       created: created === 1,
     };
   }
@@ -143,12 +145,16 @@ export class WorkflowStore {
     const bytes = await this.redis.hgetBuffer(this.keys.workflow(name), `d:${workflow.version}`);
     if (bytes === null)
       throw new ConnectError(`workflow "${name}" has no version ${workflow.version}`, Code.NotFound);
+    const plan = planOf(loaded.compiled);
+    const max = this.limits.maxResponseBytes ?? Number.POSITIVE_INFINITY;
+    const answer = workflowAnswerBytes(bytes.length, plan);
+    if (answer > max) throw workflowTooLarge(name, workflow.version, answer, max);
     return {
       workflow: create(WorkflowSchema, {
         ...workflow,
         definition: fromBinary(WorkflowDefinitionSchema, bytes),
       }),
-      plan: planOf(loaded.compiled),
+      plan,
     };
   }
 
@@ -199,10 +205,17 @@ export class WorkflowStore {
     return loaded;
   }
 
-  private compile(def: WorkflowDefinition): CompiledWorkflow {
+  private compile(def: WorkflowDefinition): { compiled: CompiledWorkflow; plan: ExecutionPlan } {
     const violations = validateWorkflow(def, this.limits);
     if (violations.length > 0) throw invalidArgument(violations);
-    return compileWorkflow(def, this.defaults);
+    const compiled = compileWorkflow(def, this.defaults);
+    const plan = planOf(compiled);
+    const max = this.limits.maxResponseBytes;
+    if (max !== undefined) {
+      const tooLarge = answerViolations(def, compiled, plan, max);
+      if (tooLarge.length > 0) throw invalidArgument(tooLarge);
+    }
+    return { compiled, plan };
   }
 
   /** One page of workflows ordered by name, after the name in `after`. */
@@ -216,7 +229,16 @@ export class WorkflowStore {
       0,
       pageSize + 1,
     );
-    const page = names.slice(0, pageSize);
+    // A page holds fewer names when more would not fit in one answer (a summary takes at most
+    // about 40 bytes besides its name).
+    let room = (this.limits.maxResponseBytes ?? Number.POSITIVE_INFINITY) - 64;
+    let fit = 0;
+    while (fit < Math.min(pageSize, names.length)) {
+      room -= 40 + Buffer.byteLength(names[fit] as string);
+      if (room < 0) break;
+      fit++;
+    }
+    const page = names.slice(0, Math.max(1, fit));
     const pipeline = this.redis.pipeline();
     for (const name of page) pipeline.hget(this.keys.workflow(name), "latest");
     const latest = (await pipeline.exec().then(checkExec)) as (string | null)[];
@@ -233,7 +255,7 @@ export class WorkflowStore {
         updateTime: timestampFromMs(Number(rows[i]?.[1] ?? 0)),
       }),
     );
-    return { workflows, next: names.length > pageSize ? (page[page.length - 1] ?? "") : "" };
+    return { workflows, next: names.length > page.length ? (page[page.length - 1] ?? "") : "" };
   }
 }
 

@@ -9,6 +9,7 @@ import {
 import { checkQueue, type Principal, principalKey } from "../auth.js";
 import type { Engine } from "../engine/engine.js";
 import { envelopeSink, writeEnvelopes } from "../response-stream.js";
+import { splitResults } from "./answer-fit.js";
 import { jsonOf, RequestCheck } from "./request-checks.js";
 
 /** Most assignments one poll of the stream takes (PollTask's limit). */
@@ -160,7 +161,7 @@ export async function* workStream(
       if (req.credits > 0) wakePoller();
       if (req.completions.length > 0) {
         const answered = completeAll(engine, req.completions, principal, false).then((results) => {
-          outbox.push({ results });
+          for (const part of splitResults(results, engine.maxResponseBytes)) outbox.push({ results: part });
         });
         answering.add(answered);
         void answered.finally(() => {

@@ -2,6 +2,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { checkQueue, principalKey } from "../auth.js";
 import type { Engine } from "../engine/engine.js";
+import { fitResults } from "./answer-fit.js";
 import { durationMs, jsonOf, RequestCheck } from "./request-checks.js";
 import {
   checkCompletions,
@@ -48,7 +49,8 @@ export function workerService(engine: Engine, shutdown: AbortSignal): ServiceImp
 
     async completeTasks(req, ctx) {
       checkCompletions(new RequestCheck(), req.completions, false).done();
-      return { results: await completeAll(engine, req.completions, ctx.values.get(principalKey), true) };
+      const results = await completeAll(engine, req.completions, ctx.values.get(principalKey), true);
+      return { results: fitResults(results, engine.maxResponseBytes) };
     },
 
     work(requests, ctx) {

@@ -4,6 +4,7 @@ import { RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { WorkflowSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import type { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { Engine } from "../engine/engine.js";
+import { checkRunId } from "../engine/run-ops.js";
 import { envelopeSink } from "../response-stream.js";
 import { jsonOf, pageSizeOf, RequestCheck } from "./request-checks.js";
 
@@ -81,7 +82,16 @@ export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceI
     },
 
     async getRun(req) {
-      return { run: await engine.runs.get(req.runId) };
+      const { run, next } = await engine.runs.getPage(req.runId, req.taskPageToken);
+      return { run, nextTaskPageToken: next };
+    },
+
+    async getTaskRun(req) {
+      const check = new RequestCheck();
+      if (req.runId === "") check.require(false, "run_id", "is required");
+      check.name(req.taskId, "task_id").done();
+      checkRunId(req.runId);
+      return { task: await engine.runs.reads.getTask(req.runId, req.taskId) };
     },
 
     async listRuns(req) {

@@ -139,6 +139,10 @@ export type PollTaskRequest = Message<"weft.v1.PollTaskRequest"> & {
    * Most assignments to return (at most 256). Zero or one: a single
    * assignment. The poll waits for the first task only; it then adds the tasks
    * already waiting in the queue, up to this many, without waiting for more.
+   * An answer stays within the daemon's answer limit (--max-response-bytes):
+   * tasks that would not fit stay queued, their attempts unused. A task whose
+   * input, run input and parents' outputs could never fit in one assignment
+   * fails (non-retryable) with the error type "InputsTooLarge".
    *
    * @generated from field: uint32 max_tasks = 5;
    */

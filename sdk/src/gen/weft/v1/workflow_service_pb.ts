@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
-import type { Run, RunEvent, RunStatus } from "./run_pb.js";
+import type { Run, RunEvent, RunStatus, TaskRun } from "./run_pb.js";
 import { file_weft_v1_run } from "./run_pb.js";
 import type { ExecutionPlan, Workflow, WorkflowDefinition, WorkflowSummary } from "./workflow_pb.js";
 import { file_weft_v1_workflow } from "./workflow_pb.js";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file weft/v1/workflow_service.proto.
  */
 export const file_weft_v1_workflow_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch53ZWZ0L3YxL3dvcmtmbG93X3NlcnZpY2UucHJvdG8SB3dlZnQudjEiXwoVU3VibWl0V29ya2Zsb3dSZXF1ZXN0Ei8KCmRlZmluaXRpb24YASABKAsyGy53ZWZ0LnYxLldvcmtmbG93RGVmaW5pdGlvbhIVCg12YWxpZGF0ZV9vbmx5GAIgASgIInQKFlN1Ym1pdFdvcmtmbG93UmVzcG9uc2USIwoId29ya2Zsb3cYASABKAsyES53ZWZ0LnYxLldvcmtmbG93Eg8KB2NyZWF0ZWQYAiABKAgSJAoEcGxhbhgDIAEoCzIWLndlZnQudjEuRXhlY3V0aW9uUGxhbiIzChJHZXRXb3JrZmxvd1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNImAKE0dldFdvcmtmbG93UmVzcG9uc2USIwoId29ya2Zsb3cYASABKAsyES53ZWZ0LnYxLldvcmtmbG93EiQKBHBsYW4YAiABKAsyFi53ZWZ0LnYxLkV4ZWN1dGlvblBsYW4iPQoUTGlzdFdvcmtmbG93c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiXQoVTGlzdFdvcmtmbG93c1Jlc3BvbnNlEisKCXdvcmtmbG93cxgBIAMoCzIYLndlZnQudjEuV29ya2Zsb3dTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJzCg5UcmlnZ2VyUmVxdWVzdBIQCgh3b3JrZmxvdxgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEiUKBWlucHV0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSI9Cg9UcmlnZ2VyUmVzcG9uc2USGQoDcnVuGAEgASgLMgwud2VmdC52MS5SdW4SDwoHY3JlYXRlZBgCIAEoCCJAChNCYXRjaFRyaWdnZXJSZXF1ZXN0EikKCHJlcXVlc3RzGAEgAygLMhcud2VmdC52MS5UcmlnZ2VyUmVxdWVzdCJDChRCYXRjaFRyaWdnZXJSZXNwb25zZRIrCglyZXNwb25zZXMYASADKAsyGC53ZWZ0LnYxLlRyaWdnZXJSZXNwb25zZSIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSIrCg5HZXRSdW5SZXNwb25zZRIZCgNydW4YASABKAsyDC53ZWZ0LnYxLlJ1biJwCg9MaXN0UnVuc1JlcXVlc3QSEAoId29ya2Zsb3cYASABKAkSJAoIc3RhdHVzZXMYAiADKA4yEi53ZWZ0LnYxLlJ1blN0YXR1cxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJHChBMaXN0UnVuc1Jlc3BvbnNlEhoKBHJ1bnMYASADKAsyDC53ZWZ0LnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyI0ChBXYXRjaFJ1blJlc3BvbnNlEiAKBWV2ZW50GAEgASgLMhEud2VmdC52MS5SdW5FdmVudCIvCg1DYW5jZWxSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiKwoOQ2FuY2VsUmVzcG9uc2USGQoDcnVuGAEgASgLMgwud2VmdC52MS5SdW4ygwUKD1dvcmtmbG93U2VydmljZRJRCg5TdWJtaXRXb3JrZmxvdxIeLndlZnQudjEuU3VibWl0V29ya2Zsb3dSZXF1ZXN0Gh8ud2VmdC52MS5TdWJtaXRXb3JrZmxvd1Jlc3BvbnNlEkgKC0dldFdvcmtmbG93Ehsud2VmdC52MS5HZXRXb3JrZmxvd1JlcXVlc3QaHC53ZWZ0LnYxLkdldFdvcmtmbG93UmVzcG9uc2USTgoNTGlzdFdvcmtmbG93cxIdLndlZnQudjEuTGlzdFdvcmtmbG93c1JlcXVlc3QaHi53ZWZ0LnYxLkxpc3RXb3JrZmxvd3NSZXNwb25zZRI8CgdUcmlnZ2VyEhcud2VmdC52MS5UcmlnZ2VyUmVxdWVzdBoYLndlZnQudjEuVHJpZ2dlclJlc3BvbnNlEksKDEJhdGNoVHJpZ2dlchIcLndlZnQudjEuQmF0Y2hUcmlnZ2VyUmVxdWVzdBodLndlZnQudjEuQmF0Y2hUcmlnZ2VyUmVzcG9uc2USOQoGR2V0UnVuEhYud2VmdC52MS5HZXRSdW5SZXF1ZXN0Ghcud2VmdC52MS5HZXRSdW5SZXNwb25zZRI/CghMaXN0UnVucxIYLndlZnQudjEuTGlzdFJ1bnNSZXF1ZXN0Ghkud2VmdC52MS5MaXN0UnVuc1Jlc3BvbnNlEkEKCFdhdGNoUnVuEhgud2VmdC52MS5XYXRjaFJ1blJlcXVlc3QaGS53ZWZ0LnYxLldhdGNoUnVuUmVzcG9uc2UwARI5CgZDYW5jZWwSFi53ZWZ0LnYxLkNhbmNlbFJlcXVlc3QaFy53ZWZ0LnYxLkNhbmNlbFJlc3BvbnNlQjRaMmdpdGh1Yi5jb20vd2VmdC93ZWZ0L3dvcmtlcnMvZ28vZ2VuL3dlZnQvdjE7d2VmdHYxYgZwcm90bzM", [file_google_protobuf_struct, file_weft_v1_run, file_weft_v1_workflow]);
+  fileDesc("Ch53ZWZ0L3YxL3dvcmtmbG93X3NlcnZpY2UucHJvdG8SB3dlZnQudjEiXwoVU3VibWl0V29ya2Zsb3dSZXF1ZXN0Ei8KCmRlZmluaXRpb24YASABKAsyGy53ZWZ0LnYxLldvcmtmbG93RGVmaW5pdGlvbhIVCg12YWxpZGF0ZV9vbmx5GAIgASgIInQKFlN1Ym1pdFdvcmtmbG93UmVzcG9uc2USIwoId29ya2Zsb3cYASABKAsyES53ZWZ0LnYxLldvcmtmbG93Eg8KB2NyZWF0ZWQYAiABKAgSJAoEcGxhbhgDIAEoCzIWLndlZnQudjEuRXhlY3V0aW9uUGxhbiIzChJHZXRXb3JrZmxvd1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNImAKE0dldFdvcmtmbG93UmVzcG9uc2USIwoId29ya2Zsb3cYASABKAsyES53ZWZ0LnYxLldvcmtmbG93EiQKBHBsYW4YAiABKAsyFi53ZWZ0LnYxLkV4ZWN1dGlvblBsYW4iPQoUTGlzdFdvcmtmbG93c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiXQoVTGlzdFdvcmtmbG93c1Jlc3BvbnNlEisKCXdvcmtmbG93cxgBIAMoCzIYLndlZnQudjEuV29ya2Zsb3dTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJzCg5UcmlnZ2VyUmVxdWVzdBIQCgh3b3JrZmxvdxgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEiUKBWlucHV0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSI9Cg9UcmlnZ2VyUmVzcG9uc2USGQoDcnVuGAEgASgLMgwud2VmdC52MS5SdW4SDwoHY3JlYXRlZBgCIAEoCCJAChNCYXRjaFRyaWdnZXJSZXF1ZXN0EikKCHJlcXVlc3RzGAEgAygLMhcud2VmdC52MS5UcmlnZ2VyUmVxdWVzdCJDChRCYXRjaFRyaWdnZXJSZXNwb25zZRIrCglyZXNwb25zZXMYASADKAsyGC53ZWZ0LnYxLlRyaWdnZXJSZXNwb25zZSI4Cg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIXCg90YXNrX3BhZ2VfdG9rZW4YAiABKAkiSQoOR2V0UnVuUmVzcG9uc2USGQoDcnVuGAEgASgLMgwud2VmdC52MS5SdW4SHAoUbmV4dF90YXNrX3BhZ2VfdG9rZW4YAiABKAkiNAoRR2V0VGFza1J1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkiNAoSR2V0VGFza1J1blJlc3BvbnNlEh4KBHRhc2sYASABKAsyEC53ZWZ0LnYxLlRhc2tSdW4icAoPTGlzdFJ1bnNSZXF1ZXN0EhAKCHdvcmtmbG93GAEgASgJEiQKCHN0YXR1c2VzGAIgAygOMhIud2VmdC52MS5SdW5TdGF0dXMSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiRwoQTGlzdFJ1bnNSZXNwb25zZRIaCgRydW5zGAEgAygLMgwud2VmdC52MS5SdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjkKD1dhdGNoUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMiNAoQV2F0Y2hSdW5SZXNwb25zZRIgCgVldmVudBgBIAEoCzIRLndlZnQudjEuUnVuRXZlbnQiLwoNQ2FuY2VsUmVxdWVzdBIOCgZydW5faWQYASABKAkSDgoGcmVhc29uGAIgASgJIisKDkNhbmNlbFJlc3BvbnNlEhkKA3J1bhgBIAEoCzIMLndlZnQudjEuUnVuMsoFCg9Xb3JrZmxvd1NlcnZpY2USUQoOU3VibWl0V29ya2Zsb3cSHi53ZWZ0LnYxLlN1Ym1pdFdvcmtmbG93UmVxdWVzdBofLndlZnQudjEuU3VibWl0V29ya2Zsb3dSZXNwb25zZRJICgtHZXRXb3JrZmxvdxIbLndlZnQudjEuR2V0V29ya2Zsb3dSZXF1ZXN0Ghwud2VmdC52MS5HZXRXb3JrZmxvd1Jlc3BvbnNlEk4KDUxpc3RXb3JrZmxvd3MSHS53ZWZ0LnYxLkxpc3RXb3JrZmxvd3NSZXF1ZXN0Gh4ud2VmdC52MS5MaXN0V29ya2Zsb3dzUmVzcG9uc2USPAoHVHJpZ2dlchIXLndlZnQudjEuVHJpZ2dlclJlcXVlc3QaGC53ZWZ0LnYxLlRyaWdnZXJSZXNwb25zZRJLCgxCYXRjaFRyaWdnZXISHC53ZWZ0LnYxLkJhdGNoVHJpZ2dlclJlcXVlc3QaHS53ZWZ0LnYxLkJhdGNoVHJpZ2dlclJlc3BvbnNlEjkKBkdldFJ1bhIWLndlZnQudjEuR2V0UnVuUmVxdWVzdBoXLndlZnQudjEuR2V0UnVuUmVzcG9uc2USRQoKR2V0VGFza1J1bhIaLndlZnQudjEuR2V0VGFza1J1blJlcXVlc3QaGy53ZWZ0LnYxLkdldFRhc2tSdW5SZXNwb25zZRI/CghMaXN0UnVucxIYLndlZnQudjEuTGlzdFJ1bnNSZXF1ZXN0Ghkud2VmdC52MS5MaXN0UnVuc1Jlc3BvbnNlEkEKCFdhdGNoUnVuEhgud2VmdC52MS5XYXRjaFJ1blJlcXVlc3QaGS53ZWZ0LnYxLldhdGNoUnVuUmVzcG9uc2UwARI5CgZDYW5jZWwSFi53ZWZ0LnYxLkNhbmNlbFJlcXVlc3QaFy53ZWZ0LnYxLkNhbmNlbFJlc3BvbnNlQjRaMmdpdGh1Yi5jb20vd2VmdC93ZWZ0L3dvcmtlcnMvZ28vZ2VuL3dlZnQvdjE7d2VmdHYxYgZwcm90bzM", [file_google_protobuf_struct, file_weft_v1_run, file_weft_v1_workflow]);
 
 /**
  * SubmitWorkflowRequest carries a definition to validate and store.
@@ -319,6 +319,14 @@ export type GetRunRequest = Message<"weft.v1.GetRunRequest"> & {
    * @generated from field: string run_id = 1;
    */
   runId: string;
+
+  /**
+   * Token from a previous response's next_task_page_token: the task runs
+   * from there on. Empty: from the first task.
+   *
+   * @generated from field: string task_page_token = 2;
+   */
+  taskPageToken: string;
 };
 
 /**
@@ -335,11 +343,19 @@ export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
  */
 export type GetRunResponse = Message<"weft.v1.GetRunResponse"> & {
   /**
-   * The run with every task run.
+   * The run with its task runs, in definition order, from the page token on.
    *
    * @generated from field: weft.v1.Run run = 1;
    */
   run?: Run | undefined;
+
+  /**
+   * Token for the task runs that did not fit in this answer; empty when it
+   * holds the last task run.
+   *
+   * @generated from field: string next_task_page_token = 2;
+   */
+  nextTaskPageToken: string;
 };
 
 /**
@@ -348,6 +364,55 @@ export type GetRunResponse = Message<"weft.v1.GetRunResponse"> & {
  */
 export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
   messageDesc(file_weft_v1_workflow_service, 11);
+
+/**
+ * GetTaskRunRequest names one task of a run.
+ *
+ * @generated from message weft.v1.GetTaskRunRequest
+ */
+export type GetTaskRunRequest = Message<"weft.v1.GetTaskRunRequest"> & {
+  /**
+   * Run id.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * Task id, as in the workflow definition.
+   *
+   * @generated from field: string task_id = 2;
+   */
+  taskId: string;
+};
+
+/**
+ * Describes the message weft.v1.GetTaskRunRequest.
+ * Use `create(GetTaskRunRequestSchema)` to create a new message.
+ */
+export const GetTaskRunRequestSchema: GenMessage<GetTaskRunRequest> = /*@__PURE__*/
+  messageDesc(file_weft_v1_workflow_service, 12);
+
+/**
+ * GetTaskRunResponse returns one task run.
+ *
+ * @generated from message weft.v1.GetTaskRunResponse
+ */
+export type GetTaskRunResponse = Message<"weft.v1.GetTaskRunResponse"> & {
+  /**
+   * The task run with its output, error and progress.
+   *
+   * @generated from field: weft.v1.TaskRun task = 1;
+   */
+  task?: TaskRun | undefined;
+};
+
+/**
+ * Describes the message weft.v1.GetTaskRunResponse.
+ * Use `create(GetTaskRunResponseSchema)` to create a new message.
+ */
+export const GetTaskRunResponseSchema: GenMessage<GetTaskRunResponse> = /*@__PURE__*/
+  messageDesc(file_weft_v1_workflow_service, 13);
 
 /**
  * ListRunsRequest filters and pages through runs, newest first.
@@ -389,7 +454,7 @@ export type ListRunsRequest = Message<"weft.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 12);
+  messageDesc(file_weft_v1_workflow_service, 14);
 
 /**
  * ListRunsResponse is one page of runs.
@@ -417,7 +482,7 @@ export type ListRunsResponse = Message<"weft.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 13);
+  messageDesc(file_weft_v1_workflow_service, 15);
 
 /**
  * WatchRunRequest names a run and where to resume.
@@ -445,7 +510,7 @@ export type WatchRunRequest = Message<"weft.v1.WatchRunRequest"> & {
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 14);
+  messageDesc(file_weft_v1_workflow_service, 16);
 
 /**
  * WatchRunResponse carries one event.
@@ -466,7 +531,7 @@ export type WatchRunResponse = Message<"weft.v1.WatchRunResponse"> & {
  * Use `create(WatchRunResponseSchema)` to create a new message.
  */
 export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 15);
+  messageDesc(file_weft_v1_workflow_service, 17);
 
 /**
  * CancelRequest names the run to cancel.
@@ -494,7 +559,7 @@ export type CancelRequest = Message<"weft.v1.CancelRequest"> & {
  * Use `create(CancelRequestSchema)` to create a new message.
  */
 export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 16);
+  messageDesc(file_weft_v1_workflow_service, 18);
 
 /**
  * CancelResponse returns the run after cancellation.
@@ -515,7 +580,7 @@ export type CancelResponse = Message<"weft.v1.CancelResponse"> & {
  * Use `create(CancelResponseSchema)` to create a new message.
  */
 export const CancelResponseSchema: GenMessage<CancelResponse> = /*@__PURE__*/
-  messageDesc(file_weft_v1_workflow_service, 17);
+  messageDesc(file_weft_v1_workflow_service, 19);
 
 /**
  * WorkflowService is the client-facing API: register workflows, start runs,
@@ -581,7 +646,10 @@ export const WorkflowService: GenService<{
     output: typeof BatchTriggerResponseSchema;
   },
   /**
-   * Returns a run with every task run.
+   * Returns a run with its task runs. An answer stays within the daemon's
+   * answer limit (--max-response-bytes): payloads that do not fit are left out
+   * and named in `omitted_fields`, and task runs that do not fit come in
+   * further pages (next_task_page_token).
    *
    * @generated from rpc weft.v1.WorkflowService.GetRun
    */
@@ -591,7 +659,18 @@ export const WorkflowService: GenService<{
     output: typeof GetRunResponseSchema;
   },
   /**
-   * Lists runs, newest first.
+   * Returns one task run whole: its output, error and progress.
+   *
+   * @generated from rpc weft.v1.WorkflowService.GetTaskRun
+   */
+  getTaskRun: {
+    methodKind: "unary";
+    input: typeof GetTaskRunRequestSchema;
+    output: typeof GetTaskRunResponseSchema;
+  },
+  /**
+   * Lists runs, newest first. A page holds fewer runs than asked for when more
+   * would not fit within the daemon's answer limit.
    *
    * @generated from rpc weft.v1.WorkflowService.ListRuns
    */

@@ -347,7 +347,14 @@ type TaskRun struct {
 	// when nothing holds it back.
 	WaitingReason string `protobuf:"bytes,14,opt,name=waiting_reason,json=waitingReason,proto3" json:"waiting_reason,omitempty"`
 	// Latest progress reported by the worker's heartbeats, while RUNNING.
-	Progress      *structpb.Value `protobuf:"bytes,15,opt,name=progress,proto3" json:"progress,omitempty"`
+	Progress *structpb.Value `protobuf:"bytes,15,opt,name=progress,proto3" json:"progress,omitempty"`
+	// Size of the task's output as stored (its JSON text, in bytes), once it
+	// succeeded; set whether or not `output` is in the answer.
+	OutputBytes int64 `protobuf:"varint,16,opt,name=output_bytes,json=outputBytes,proto3" json:"output_bytes,omitempty"`
+	// Fields left out of this answer to keep it within the daemon's answer limit
+	// (--max-response-bytes): "output", "error" (its message and details; the
+	// type is kept) or "progress". GetTaskRun returns the task run whole.
+	OmittedFields []string `protobuf:"bytes,17,rep,name=omitted_fields,json=omittedFields,proto3" json:"omitted_fields,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,6 +494,20 @@ func (x *TaskRun) GetProgress() *structpb.Value {
 	return nil
 }
 
+func (x *TaskRun) GetOutputBytes() int64 {
+	if x != nil {
+		return x.OutputBytes
+	}
+	return 0
+}
+
+func (x *TaskRun) GetOmittedFields() []string {
+	if x != nil {
+		return x.OmittedFields
+	}
+	return nil
+}
+
 // Run is one execution of a workflow version.
 type Run struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -513,7 +534,15 @@ type Run struct {
 	// Why the run failed, was cancelled or timed out.
 	Error string `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
 	// Sequence number of the run's latest event.
-	LastSequence  int64 `protobuf:"varint,12,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	LastSequence int64 `protobuf:"varint,12,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	// Size of the run's output (its JSON text, in bytes) once SUCCEEDED, set
+	// whether or not `output` is in the answer.
+	OutputBytes int64 `protobuf:"varint,13,opt,name=output_bytes,json=outputBytes,proto3" json:"output_bytes,omitempty"`
+	// Fields left out of this answer to keep it within the daemon's answer limit
+	// (--max-response-bytes): "input", "output" or "error". A run whose leaves'
+	// outputs together exceed the limit has no stored output: read the leaves'
+	// outputs from their task runs (GetTaskRun).
+	OmittedFields []string `protobuf:"bytes,14,rep,name=omitted_fields,json=omittedFields,proto3" json:"omitted_fields,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -632,6 +661,20 @@ func (x *Run) GetLastSequence() int64 {
 	return 0
 }
 
+func (x *Run) GetOutputBytes() int64 {
+	if x != nil {
+		return x.OutputBytes
+	}
+	return 0
+}
+
+func (x *Run) GetOmittedFields() []string {
+	if x != nil {
+		return x.OmittedFields
+	}
+	return nil
+}
+
 // RunEvent is one entry of a run's event log.
 type RunEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -658,7 +701,12 @@ type RunEvent struct {
 	// When the next attempt may start (TASK_RETRYING).
 	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
 	// Free-form explanation (cancel reason, waiting reason, failure summary).
-	Message       string `protobuf:"bytes,12,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,12,opt,name=message,proto3" json:"message,omitempty"`
+	// Size of the output (its JSON text, in bytes) when the event has one.
+	OutputBytes int64 `protobuf:"varint,13,opt,name=output_bytes,json=outputBytes,proto3" json:"output_bytes,omitempty"`
+	// Fields left out of the event to keep it within the daemon's answer limit
+	// (--max-response-bytes): "output" (read it with GetRun or GetTaskRun).
+	OmittedFields []string `protobuf:"bytes,14,rep,name=omitted_fields,json=omittedFields,proto3" json:"omitted_fields,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -777,6 +825,20 @@ func (x *RunEvent) GetMessage() string {
 	return ""
 }
 
+func (x *RunEvent) GetOutputBytes() int64 {
+	if x != nil {
+		return x.OutputBytes
+	}
+	return 0
+}
+
+func (x *RunEvent) GetOmittedFields() []string {
+	if x != nil {
+		return x.OmittedFields
+	}
+	return nil
+}
+
 var File_weft_v1_run_proto protoreflect.FileDescriptor
 
 const file_weft_v1_run_proto_rawDesc = "" +
@@ -785,7 +847,7 @@ const file_weft_v1_run_proto_rawDesc = "" +
 	"\tTaskError\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x18\n" +
-	"\adetails\x18\x03 \x01(\tR\adetails\"\x89\x05\n" +
+	"\adetails\x18\x03 \x01(\tR\adetails\"\xd3\x05\n" +
 	"\aTaskRun\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12+\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x13.weft.v1.TaskStatusR\x06status\x12\x18\n" +
@@ -805,7 +867,9 @@ const file_weft_v1_run_proto_rawDesc = "" +
 	"\x05error\x18\f \x01(\v2\x12.weft.v1.TaskErrorR\x05error\x12F\n" +
 	"\x11next_attempt_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x12%\n" +
 	"\x0ewaiting_reason\x18\x0e \x01(\tR\rwaitingReason\x122\n" +
-	"\bprogress\x18\x0f \x01(\v2\x16.google.protobuf.ValueR\bprogress\"\xec\x03\n" +
+	"\bprogress\x18\x0f \x01(\v2\x16.google.protobuf.ValueR\bprogress\x12!\n" +
+	"\foutput_bytes\x18\x10 \x01(\x03R\voutputBytes\x12%\n" +
+	"\x0eomitted_fields\x18\x11 \x03(\tR\romittedFields\"\xb6\x04\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12)\n" +
@@ -821,7 +885,9 @@ const file_weft_v1_run_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\n" +
 	" \x01(\tR\x0eidempotencyKey\x12\x14\n" +
 	"\x05error\x18\v \x01(\tR\x05error\x12#\n" +
-	"\rlast_sequence\x18\f \x01(\x03R\flastSequence\"\xd4\x03\n" +
+	"\rlast_sequence\x18\f \x01(\x03R\flastSequence\x12!\n" +
+	"\foutput_bytes\x18\r \x01(\x03R\voutputBytes\x12%\n" +
+	"\x0eomitted_fields\x18\x0e \x03(\tR\romittedFields\"\x9e\x04\n" +
 	"\bRunEvent\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12&\n" +
@@ -836,7 +902,9 @@ const file_weft_v1_run_proto_rawDesc = "" +
 	"\tworker_id\x18\n" +
 	" \x01(\tR\bworkerId\x12F\n" +
 	"\x11next_attempt_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x12\x18\n" +
-	"\amessage\x18\f \x01(\tR\amessage*\xa4\x01\n" +
+	"\amessage\x18\f \x01(\tR\amessage\x12!\n" +
+	"\foutput_bytes\x18\r \x01(\x03R\voutputBytes\x12%\n" +
+	"\x0eomitted_fields\x18\x0e \x03(\tR\romittedFields*\xa4\x01\n" +
 	"\tRunStatus\x12\x1a\n" +
 	"\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12RUN_STATUS_RUNNING\x10\x01\x12\x18\n" +

@@ -587,7 +587,10 @@ func (x *BatchTriggerResponse) GetResponses() []*TriggerResponse {
 type GetRunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Run id.
-	RunId         string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	RunId string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// Token from a previous response's next_task_page_token: the task runs
+	// from there on. Empty: from the first task.
+	TaskPageToken string `protobuf:"bytes,2,opt,name=task_page_token,json=taskPageToken,proto3" json:"task_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -629,13 +632,23 @@ func (x *GetRunRequest) GetRunId() string {
 	return ""
 }
 
+func (x *GetRunRequest) GetTaskPageToken() string {
+	if x != nil {
+		return x.TaskPageToken
+	}
+	return ""
+}
+
 // GetRunResponse returns a run.
 type GetRunResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The run with every task run.
-	Run           *Run `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The run with its task runs, in definition order, from the page token on.
+	Run *Run `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	// Token for the task runs that did not fit in this answer; empty when it
+	// holds the last task run.
+	NextTaskPageToken string `protobuf:"bytes,2,opt,name=next_task_page_token,json=nextTaskPageToken,proto3" json:"next_task_page_token,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetRunResponse) Reset() {
@@ -675,6 +688,114 @@ func (x *GetRunResponse) GetRun() *Run {
 	return nil
 }
 
+func (x *GetRunResponse) GetNextTaskPageToken() string {
+	if x != nil {
+		return x.NextTaskPageToken
+	}
+	return ""
+}
+
+// GetTaskRunRequest names one task of a run.
+type GetTaskRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Run id.
+	RunId string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// Task id, as in the workflow definition.
+	TaskId        string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTaskRunRequest) Reset() {
+	*x = GetTaskRunRequest{}
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTaskRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTaskRunRequest) ProtoMessage() {}
+
+func (x *GetTaskRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTaskRunRequest.ProtoReflect.Descriptor instead.
+func (*GetTaskRunRequest) Descriptor() ([]byte, []int) {
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetTaskRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *GetTaskRunRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+// GetTaskRunResponse returns one task run.
+type GetTaskRunResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task run with its output, error and progress.
+	Task          *TaskRun `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTaskRunResponse) Reset() {
+	*x = GetTaskRunResponse{}
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTaskRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTaskRunResponse) ProtoMessage() {}
+
+func (x *GetTaskRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTaskRunResponse.ProtoReflect.Descriptor instead.
+func (*GetTaskRunResponse) Descriptor() ([]byte, []int) {
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetTaskRunResponse) GetTask() *TaskRun {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
 // ListRunsRequest filters and pages through runs, newest first.
 type ListRunsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -692,7 +813,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[12]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +825,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[12]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +838,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListRunsRequest) GetWorkflow() string {
@@ -761,7 +882,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[13]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +894,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[13]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +907,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{13}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListRunsResponse) GetRuns() []*Run {
@@ -816,7 +937,7 @@ type WatchRunRequest struct {
 
 func (x *WatchRunRequest) Reset() {
 	*x = WatchRunRequest{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[14]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +949,7 @@ func (x *WatchRunRequest) String() string {
 func (*WatchRunRequest) ProtoMessage() {}
 
 func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[14]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +962,7 @@ func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunRequest.ProtoReflect.Descriptor instead.
 func (*WatchRunRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{14}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchRunRequest) GetRunId() string {
@@ -869,7 +990,7 @@ type WatchRunResponse struct {
 
 func (x *WatchRunResponse) Reset() {
 	*x = WatchRunResponse{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[15]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +1002,7 @@ func (x *WatchRunResponse) String() string {
 func (*WatchRunResponse) ProtoMessage() {}
 
 func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[15]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +1015,7 @@ func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
 func (*WatchRunResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{15}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchRunResponse) GetEvent() *RunEvent {
@@ -917,7 +1038,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[16]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1050,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[16]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1063,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{16}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CancelRequest) GetRunId() string {
@@ -970,7 +1091,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[17]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1103,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_workflow_service_proto_msgTypes[17]
+	mi := &file_weft_v1_workflow_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1116,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{17}
+	return file_weft_v1_workflow_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CancelResponse) GetRun() *Run {
@@ -1043,11 +1164,18 @@ const file_weft_v1_workflow_service_proto_rawDesc = "" +
 	"\x13BatchTriggerRequest\x123\n" +
 	"\brequests\x18\x01 \x03(\v2\x17.weft.v1.TriggerRequestR\brequests\"N\n" +
 	"\x14BatchTriggerResponse\x126\n" +
-	"\tresponses\x18\x01 \x03(\v2\x18.weft.v1.TriggerResponseR\tresponses\"&\n" +
+	"\tresponses\x18\x01 \x03(\v2\x18.weft.v1.TriggerResponseR\tresponses\"N\n" +
 	"\rGetRunRequest\x12\x15\n" +
-	"\x06run_id\x18\x01 \x01(\tR\x05runId\"0\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12&\n" +
+	"\x0ftask_page_token\x18\x02 \x01(\tR\rtaskPageToken\"a\n" +
 	"\x0eGetRunResponse\x12\x1e\n" +
-	"\x03run\x18\x01 \x01(\v2\f.weft.v1.RunR\x03run\"\x99\x01\n" +
+	"\x03run\x18\x01 \x01(\v2\f.weft.v1.RunR\x03run\x12/\n" +
+	"\x14next_task_page_token\x18\x02 \x01(\tR\x11nextTaskPageToken\"C\n" +
+	"\x11GetTaskRunRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\":\n" +
+	"\x12GetTaskRunResponse\x12$\n" +
+	"\x04task\x18\x01 \x01(\v2\x10.weft.v1.TaskRunR\x04task\"\x99\x01\n" +
 	"\x0fListRunsRequest\x12\x1a\n" +
 	"\bworkflow\x18\x01 \x01(\tR\bworkflow\x12.\n" +
 	"\bstatuses\x18\x02 \x03(\x0e2\x12.weft.v1.RunStatusR\bstatuses\x12\x1b\n" +
@@ -1066,14 +1194,16 @@ const file_weft_v1_workflow_service_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"0\n" +
 	"\x0eCancelResponse\x12\x1e\n" +
-	"\x03run\x18\x01 \x01(\v2\f.weft.v1.RunR\x03run2\x83\x05\n" +
+	"\x03run\x18\x01 \x01(\v2\f.weft.v1.RunR\x03run2\xca\x05\n" +
 	"\x0fWorkflowService\x12Q\n" +
 	"\x0eSubmitWorkflow\x12\x1e.weft.v1.SubmitWorkflowRequest\x1a\x1f.weft.v1.SubmitWorkflowResponse\x12H\n" +
 	"\vGetWorkflow\x12\x1b.weft.v1.GetWorkflowRequest\x1a\x1c.weft.v1.GetWorkflowResponse\x12N\n" +
 	"\rListWorkflows\x12\x1d.weft.v1.ListWorkflowsRequest\x1a\x1e.weft.v1.ListWorkflowsResponse\x12<\n" +
 	"\aTrigger\x12\x17.weft.v1.TriggerRequest\x1a\x18.weft.v1.TriggerResponse\x12K\n" +
 	"\fBatchTrigger\x12\x1c.weft.v1.BatchTriggerRequest\x1a\x1d.weft.v1.BatchTriggerResponse\x129\n" +
-	"\x06GetRun\x12\x16.weft.v1.GetRunRequest\x1a\x17.weft.v1.GetRunResponse\x12?\n" +
+	"\x06GetRun\x12\x16.weft.v1.GetRunRequest\x1a\x17.weft.v1.GetRunResponse\x12E\n" +
+	"\n" +
+	"GetTaskRun\x12\x1a.weft.v1.GetTaskRunRequest\x1a\x1b.weft.v1.GetTaskRunResponse\x12?\n" +
 	"\bListRuns\x12\x18.weft.v1.ListRunsRequest\x1a\x19.weft.v1.ListRunsResponse\x12A\n" +
 	"\bWatchRun\x12\x18.weft.v1.WatchRunRequest\x1a\x19.weft.v1.WatchRunResponse0\x01\x129\n" +
 	"\x06Cancel\x12\x16.weft.v1.CancelRequest\x1a\x17.weft.v1.CancelResponseB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3"
@@ -1090,7 +1220,7 @@ func file_weft_v1_workflow_service_proto_rawDescGZIP() []byte {
 	return file_weft_v1_workflow_service_proto_rawDescData
 }
 
-var file_weft_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_weft_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_weft_v1_workflow_service_proto_goTypes = []any{
 	(*SubmitWorkflowRequest)(nil),  // 0: weft.v1.SubmitWorkflowRequest
 	(*SubmitWorkflowResponse)(nil), // 1: weft.v1.SubmitWorkflowResponse
@@ -1104,60 +1234,66 @@ var file_weft_v1_workflow_service_proto_goTypes = []any{
 	(*BatchTriggerResponse)(nil),   // 9: weft.v1.BatchTriggerResponse
 	(*GetRunRequest)(nil),          // 10: weft.v1.GetRunRequest
 	(*GetRunResponse)(nil),         // 11: weft.v1.GetRunResponse
-	(*ListRunsRequest)(nil),        // 12: weft.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),       // 13: weft.v1.ListRunsResponse
-	(*WatchRunRequest)(nil),        // 14: weft.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),       // 15: weft.v1.WatchRunResponse
-	(*CancelRequest)(nil),          // 16: weft.v1.CancelRequest
-	(*CancelResponse)(nil),         // 17: weft.v1.CancelResponse
-	(*WorkflowDefinition)(nil),     // 18: weft.v1.WorkflowDefinition
-	(*Workflow)(nil),               // 19: weft.v1.Workflow
-	(*ExecutionPlan)(nil),          // 20: weft.v1.ExecutionPlan
-	(*WorkflowSummary)(nil),        // 21: weft.v1.WorkflowSummary
-	(*structpb.Value)(nil),         // 22: google.protobuf.Value
-	(*Run)(nil),                    // 23: weft.v1.Run
-	(RunStatus)(0),                 // 24: weft.v1.RunStatus
-	(*RunEvent)(nil),               // 25: weft.v1.RunEvent
+	(*GetTaskRunRequest)(nil),      // 12: weft.v1.GetTaskRunRequest
+	(*GetTaskRunResponse)(nil),     // 13: weft.v1.GetTaskRunResponse
+	(*ListRunsRequest)(nil),        // 14: weft.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),       // 15: weft.v1.ListRunsResponse
+	(*WatchRunRequest)(nil),        // 16: weft.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),       // 17: weft.v1.WatchRunResponse
+	(*CancelRequest)(nil),          // 18: weft.v1.CancelRequest
+	(*CancelResponse)(nil),         // 19: weft.v1.CancelResponse
+	(*WorkflowDefinition)(nil),     // 20: weft.v1.WorkflowDefinition
+	(*Workflow)(nil),               // 21: weft.v1.Workflow
+	(*ExecutionPlan)(nil),          // 22: weft.v1.ExecutionPlan
+	(*WorkflowSummary)(nil),        // 23: weft.v1.WorkflowSummary
+	(*structpb.Value)(nil),         // 24: google.protobuf.Value
+	(*Run)(nil),                    // 25: weft.v1.Run
+	(*TaskRun)(nil),                // 26: weft.v1.TaskRun
+	(RunStatus)(0),                 // 27: weft.v1.RunStatus
+	(*RunEvent)(nil),               // 28: weft.v1.RunEvent
 }
 var file_weft_v1_workflow_service_proto_depIdxs = []int32{
-	18, // 0: weft.v1.SubmitWorkflowRequest.definition:type_name -> weft.v1.WorkflowDefinition
-	19, // 1: weft.v1.SubmitWorkflowResponse.workflow:type_name -> weft.v1.Workflow
-	20, // 2: weft.v1.SubmitWorkflowResponse.plan:type_name -> weft.v1.ExecutionPlan
-	19, // 3: weft.v1.GetWorkflowResponse.workflow:type_name -> weft.v1.Workflow
-	20, // 4: weft.v1.GetWorkflowResponse.plan:type_name -> weft.v1.ExecutionPlan
-	21, // 5: weft.v1.ListWorkflowsResponse.workflows:type_name -> weft.v1.WorkflowSummary
-	22, // 6: weft.v1.TriggerRequest.input:type_name -> google.protobuf.Value
-	23, // 7: weft.v1.TriggerResponse.run:type_name -> weft.v1.Run
+	20, // 0: weft.v1.SubmitWorkflowRequest.definition:type_name -> weft.v1.WorkflowDefinition
+	21, // 1: weft.v1.SubmitWorkflowResponse.workflow:type_name -> weft.v1.Workflow
+	22, // 2: weft.v1.SubmitWorkflowResponse.plan:type_name -> weft.v1.ExecutionPlan
+	21, // 3: weft.v1.GetWorkflowResponse.workflow:type_name -> weft.v1.Workflow
+	22, // 4: weft.v1.GetWorkflowResponse.plan:type_name -> weft.v1.ExecutionPlan
+	23, // 5: weft.v1.ListWorkflowsResponse.workflows:type_name -> weft.v1.WorkflowSummary
+	24, // 6: weft.v1.TriggerRequest.input:type_name -> google.protobuf.Value
+	25, // 7: weft.v1.TriggerResponse.run:type_name -> weft.v1.Run
 	6,  // 8: weft.v1.BatchTriggerRequest.requests:type_name -> weft.v1.TriggerRequest
 	7,  // 9: weft.v1.BatchTriggerResponse.responses:type_name -> weft.v1.TriggerResponse
-	23, // 10: weft.v1.GetRunResponse.run:type_name -> weft.v1.Run
-	24, // 11: weft.v1.ListRunsRequest.statuses:type_name -> weft.v1.RunStatus
-	23, // 12: weft.v1.ListRunsResponse.runs:type_name -> weft.v1.Run
-	25, // 13: weft.v1.WatchRunResponse.event:type_name -> weft.v1.RunEvent
-	23, // 14: weft.v1.CancelResponse.run:type_name -> weft.v1.Run
-	0,  // 15: weft.v1.WorkflowService.SubmitWorkflow:input_type -> weft.v1.SubmitWorkflowRequest
-	2,  // 16: weft.v1.WorkflowService.GetWorkflow:input_type -> weft.v1.GetWorkflowRequest
-	4,  // 17: weft.v1.WorkflowService.ListWorkflows:input_type -> weft.v1.ListWorkflowsRequest
-	6,  // 18: weft.v1.WorkflowService.Trigger:input_type -> weft.v1.TriggerRequest
-	8,  // 19: weft.v1.WorkflowService.BatchTrigger:input_type -> weft.v1.BatchTriggerRequest
-	10, // 20: weft.v1.WorkflowService.GetRun:input_type -> weft.v1.GetRunRequest
-	12, // 21: weft.v1.WorkflowService.ListRuns:input_type -> weft.v1.ListRunsRequest
-	14, // 22: weft.v1.WorkflowService.WatchRun:input_type -> weft.v1.WatchRunRequest
-	16, // 23: weft.v1.WorkflowService.Cancel:input_type -> weft.v1.CancelRequest
-	1,  // 24: weft.v1.WorkflowService.SubmitWorkflow:output_type -> weft.v1.SubmitWorkflowResponse
-	3,  // 25: weft.v1.WorkflowService.GetWorkflow:output_type -> weft.v1.GetWorkflowResponse
-	5,  // 26: weft.v1.WorkflowService.ListWorkflows:output_type -> weft.v1.ListWorkflowsResponse
-	7,  // 27: weft.v1.WorkflowService.Trigger:output_type -> weft.v1.TriggerResponse
-	9,  // 28: weft.v1.WorkflowService.BatchTrigger:output_type -> weft.v1.BatchTriggerResponse
-	11, // 29: weft.v1.WorkflowService.GetRun:output_type -> weft.v1.GetRunResponse
-	13, // 30: weft.v1.WorkflowService.ListRuns:output_type -> weft.v1.ListRunsResponse
-	15, // 31: weft.v1.WorkflowService.WatchRun:output_type -> weft.v1.WatchRunResponse
-	17, // 32: weft.v1.WorkflowService.Cancel:output_type -> weft.v1.CancelResponse
-	24, // [24:33] is the sub-list for method output_type
-	15, // [15:24] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	25, // 10: weft.v1.GetRunResponse.run:type_name -> weft.v1.Run
+	26, // 11: weft.v1.GetTaskRunResponse.task:type_name -> weft.v1.TaskRun
+	27, // 12: weft.v1.ListRunsRequest.statuses:type_name -> weft.v1.RunStatus
+	25, // 13: weft.v1.ListRunsResponse.runs:type_name -> weft.v1.Run
+	28, // 14: weft.v1.WatchRunResponse.event:type_name -> weft.v1.RunEvent
+	25, // 15: weft.v1.CancelResponse.run:type_name -> weft.v1.Run
+	0,  // 16: weft.v1.WorkflowService.SubmitWorkflow:input_type -> weft.v1.SubmitWorkflowRequest
+	2,  // 17: weft.v1.WorkflowService.GetWorkflow:input_type -> weft.v1.GetWorkflowRequest
+	4,  // 18: weft.v1.WorkflowService.ListWorkflows:input_type -> weft.v1.ListWorkflowsRequest
+	6,  // 19: weft.v1.WorkflowService.Trigger:input_type -> weft.v1.TriggerRequest
+	8,  // 20: weft.v1.WorkflowService.BatchTrigger:input_type -> weft.v1.BatchTriggerRequest
+	10, // 21: weft.v1.WorkflowService.GetRun:input_type -> weft.v1.GetRunRequest
+	12, // 22: weft.v1.WorkflowService.GetTaskRun:input_type -> weft.v1.GetTaskRunRequest
+	14, // 23: weft.v1.WorkflowService.ListRuns:input_type -> weft.v1.ListRunsRequest
+	16, // 24: weft.v1.WorkflowService.WatchRun:input_type -> weft.v1.WatchRunRequest
+	18, // 25: weft.v1.WorkflowService.Cancel:input_type -> weft.v1.CancelRequest
+	1,  // 26: weft.v1.WorkflowService.SubmitWorkflow:output_type -> weft.v1.SubmitWorkflowResponse
+	3,  // 27: weft.v1.WorkflowService.GetWorkflow:output_type -> weft.v1.GetWorkflowResponse
+	5,  // 28: weft.v1.WorkflowService.ListWorkflows:output_type -> weft.v1.ListWorkflowsResponse
+	7,  // 29: weft.v1.WorkflowService.Trigger:output_type -> weft.v1.TriggerResponse
+	9,  // 30: weft.v1.WorkflowService.BatchTrigger:output_type -> weft.v1.BatchTriggerResponse
+	11, // 31: weft.v1.WorkflowService.GetRun:output_type -> weft.v1.GetRunResponse
+	13, // 32: weft.v1.WorkflowService.GetTaskRun:output_type -> weft.v1.GetTaskRunResponse
+	15, // 33: weft.v1.WorkflowService.ListRuns:output_type -> weft.v1.ListRunsResponse
+	17, // 34: weft.v1.WorkflowService.WatchRun:output_type -> weft.v1.WatchRunResponse
+	19, // 35: weft.v1.WorkflowService.Cancel:output_type -> weft.v1.CancelResponse
+	26, // [26:36] is the sub-list for method output_type
+	16, // [16:26] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_workflow_service_proto_init() }
@@ -1173,7 +1309,7 @@ func file_weft_v1_workflow_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_workflow_service_proto_rawDesc), len(file_weft_v1_workflow_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

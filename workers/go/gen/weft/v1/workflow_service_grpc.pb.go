@@ -25,6 +25,7 @@ const (
 	WorkflowService_Trigger_FullMethodName        = "/weft.v1.WorkflowService/Trigger"
 	WorkflowService_BatchTrigger_FullMethodName   = "/weft.v1.WorkflowService/BatchTrigger"
 	WorkflowService_GetRun_FullMethodName         = "/weft.v1.WorkflowService/GetRun"
+	WorkflowService_GetTaskRun_FullMethodName     = "/weft.v1.WorkflowService/GetTaskRun"
 	WorkflowService_ListRuns_FullMethodName       = "/weft.v1.WorkflowService/ListRuns"
 	WorkflowService_WatchRun_FullMethodName       = "/weft.v1.WorkflowService/WatchRun"
 	WorkflowService_Cancel_FullMethodName         = "/weft.v1.WorkflowService/Cancel"
@@ -53,9 +54,15 @@ type WorkflowServiceClient interface {
 	// workflow that does not exist, fails the call and starts nothing. The
 	// responses come in the order of the requests.
 	BatchTrigger(ctx context.Context, in *BatchTriggerRequest, opts ...grpc.CallOption) (*BatchTriggerResponse, error)
-	// Returns a run with every task run.
+	// Returns a run with its task runs. An answer stays within the daemon's
+	// answer limit (--max-response-bytes): payloads that do not fit are left out
+	// and named in `omitted_fields`, and task runs that do not fit come in
+	// further pages (next_task_page_token).
 	GetRun(ctx context.Context, in *GetRunRequest, opts ...grpc.CallOption) (*GetRunResponse, error)
-	// Lists runs, newest first.
+	// Returns one task run whole: its output, error and progress.
+	GetTaskRun(ctx context.Context, in *GetTaskRunRequest, opts ...grpc.CallOption) (*GetTaskRunResponse, error)
+	// Lists runs, newest first. A page holds fewer runs than asked for when more
+	// would not fit within the daemon's answer limit.
 	ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error)
 	// Streams a run's events after a sequence number, then follows them live;
 	// the stream ends after the run's final event.
@@ -132,6 +139,16 @@ func (c *workflowServiceClient) GetRun(ctx context.Context, in *GetRunRequest, o
 	return out, nil
 }
 
+func (c *workflowServiceClient) GetTaskRun(ctx context.Context, in *GetTaskRunRequest, opts ...grpc.CallOption) (*GetTaskRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetTaskRunResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_GetTaskRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *workflowServiceClient) ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListRunsResponse)
@@ -194,9 +211,15 @@ type WorkflowServiceServer interface {
 	// workflow that does not exist, fails the call and starts nothing. The
 	// responses come in the order of the requests.
 	BatchTrigger(context.Context, *BatchTriggerRequest) (*BatchTriggerResponse, error)
-	// Returns a run with every task run.
+	// Returns a run with its task runs. An answer stays within the daemon's
+	// answer limit (--max-response-bytes): payloads that do not fit are left out
+	// and named in `omitted_fields`, and task runs that do not fit come in
+	// further pages (next_task_page_token).
 	GetRun(context.Context, *GetRunRequest) (*GetRunResponse, error)
-	// Lists runs, newest first.
+	// Returns one task run whole: its output, error and progress.
+	GetTaskRun(context.Context, *GetTaskRunRequest) (*GetTaskRunResponse, error)
+	// Lists runs, newest first. A page holds fewer runs than asked for when more
+	// would not fit within the daemon's answer limit.
 	ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error)
 	// Streams a run's events after a sequence number, then follows them live;
 	// the stream ends after the run's final event.
@@ -230,6 +253,9 @@ func (UnimplementedWorkflowServiceServer) BatchTrigger(context.Context, *BatchTr
 }
 func (UnimplementedWorkflowServiceServer) GetRun(context.Context, *GetRunRequest) (*GetRunResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRun not implemented")
+}
+func (UnimplementedWorkflowServiceServer) GetTaskRun(context.Context, *GetTaskRunRequest) (*GetTaskRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTaskRun not implemented")
 }
 func (UnimplementedWorkflowServiceServer) ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRuns not implemented")
@@ -369,6 +395,24 @@ func _WorkflowService_GetRun_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkflowService_GetTaskRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTaskRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).GetTaskRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_GetTaskRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).GetTaskRun(ctx, req.(*GetTaskRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _WorkflowService_ListRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListRunsRequest)
 	if err := dec(in); err != nil {
@@ -446,6 +490,10 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetRun",
 			Handler:    _WorkflowService_GetRun_Handler,
+		},
+		{
+			MethodName: "GetTaskRun",
+			Handler:    _WorkflowService_GetTaskRun_Handler,
 		},
 		{
 			MethodName: "ListRuns",

@@ -83,7 +83,7 @@ class TaskError(_message.Message):
     def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., details: _Optional[str] = ...) -> None: ...
 
 class TaskRun(_message.Message):
-    __slots__ = ("task_id", "status", "attempt", "max_attempts", "worker_id", "queue", "handler", "queue_time", "start_time", "finish_time", "output", "error", "next_attempt_time", "waiting_reason", "progress")
+    __slots__ = ("task_id", "status", "attempt", "max_attempts", "worker_id", "queue", "handler", "queue_time", "start_time", "finish_time", "output", "error", "next_attempt_time", "waiting_reason", "progress", "output_bytes", "omitted_fields")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,8 @@ class TaskRun(_message.Message):
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
     WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OMITTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     status: TaskStatus
     attempt: int
@@ -114,10 +116,12 @@ class TaskRun(_message.Message):
     next_attempt_time: _timestamp_pb2.Timestamp
     waiting_reason: str
     progress: _struct_pb2.Value
-    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., queue: _Optional[str] = ..., handler: _Optional[str] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting_reason: _Optional[str] = ..., progress: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+    output_bytes: int
+    omitted_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., queue: _Optional[str] = ..., handler: _Optional[str] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting_reason: _Optional[str] = ..., progress: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., output_bytes: _Optional[int] = ..., omitted_fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("id", "workflow", "workflow_version", "status", "input", "output", "create_time", "finish_time", "tasks", "idempotency_key", "error", "last_sequence")
+    __slots__ = ("id", "workflow", "workflow_version", "status", "input", "output", "create_time", "finish_time", "tasks", "idempotency_key", "error", "last_sequence", "output_bytes", "omitted_fields")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +134,8 @@ class Run(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OMITTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     workflow: str
     workflow_version: int
@@ -142,10 +148,12 @@ class Run(_message.Message):
     idempotency_key: str
     error: str
     last_sequence: int
-    def __init__(self, id: _Optional[str] = ..., workflow: _Optional[str] = ..., workflow_version: _Optional[int] = ..., status: _Optional[_Union[RunStatus, str]] = ..., input: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskRun, _Mapping]]] = ..., idempotency_key: _Optional[str] = ..., error: _Optional[str] = ..., last_sequence: _Optional[int] = ...) -> None: ...
+    output_bytes: int
+    omitted_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., workflow: _Optional[str] = ..., workflow_version: _Optional[int] = ..., status: _Optional[_Union[RunStatus, str]] = ..., input: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskRun, _Mapping]]] = ..., idempotency_key: _Optional[str] = ..., error: _Optional[str] = ..., last_sequence: _Optional[int] = ..., output_bytes: _Optional[int] = ..., omitted_fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunEvent(_message.Message):
-    __slots__ = ("sequence", "run_id", "type", "time", "task_id", "attempt", "run_status", "output", "error", "worker_id", "next_attempt_time", "message")
+    __slots__ = ("sequence", "run_id", "type", "time", "task_id", "attempt", "run_status", "output", "error", "worker_id", "next_attempt_time", "message", "output_bytes", "omitted_fields")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +166,8 @@ class RunEvent(_message.Message):
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OMITTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     run_id: str
     type: EventType
@@ -170,4 +180,6 @@ class RunEvent(_message.Message):
     worker_id: str
     next_attempt_time: _timestamp_pb2.Timestamp
     message: str
-    def __init__(self, sequence: _Optional[int] = ..., run_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., run_status: _Optional[_Union[RunStatus, str]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., worker_id: _Optional[str] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+    output_bytes: int
+    omitted_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sequence: _Optional[int] = ..., run_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., run_status: _Optional[_Union[RunStatus, str]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., worker_id: _Optional[str] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., output_bytes: _Optional[int] = ..., omitted_fields: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -92,16 +92,34 @@ class BatchTriggerResponse(_message.Message):
     def __init__(self, responses: _Optional[_Iterable[_Union[TriggerResponse, _Mapping]]] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "task_page_token")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    task_page_token: str
+    def __init__(self, run_id: _Optional[str] = ..., task_page_token: _Optional[str] = ...) -> None: ...
 
 class GetRunResponse(_message.Message):
-    __slots__ = ("run",)
+    __slots__ = ("run", "next_task_page_token")
     RUN_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TASK_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     run: _run_pb2.Run
-    def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ...) -> None: ...
+    next_task_page_token: str
+    def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ..., next_task_page_token: _Optional[str] = ...) -> None: ...
+
+class GetTaskRunRequest(_message.Message):
+    __slots__ = ("run_id", "task_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    task_id: str
+    def __init__(self, run_id: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+
+class GetTaskRunResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: _run_pb2.TaskRun
+    def __init__(self, task: _Optional[_Union[_run_pb2.TaskRun, _Mapping]] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
     __slots__ = ("workflow", "statuses", "page_size", "page_token")

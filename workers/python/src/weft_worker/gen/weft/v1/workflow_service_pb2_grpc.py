@@ -66,6 +66,11 @@ class WorkflowServiceStub:
                 request_serializer=weft_dot_v1_dot_workflow__service__pb2.GetRunRequest.SerializeToString,
                 response_deserializer=weft_dot_v1_dot_workflow__service__pb2.GetRunResponse.FromString,
                 _registered_method=True)
+        self.GetTaskRun = channel.unary_unary(
+                '/weft.v1.WorkflowService/GetTaskRun',
+                request_serializer=weft_dot_v1_dot_workflow__service__pb2.GetTaskRunRequest.SerializeToString,
+                response_deserializer=weft_dot_v1_dot_workflow__service__pb2.GetTaskRunResponse.FromString,
+                _registered_method=True)
         self.ListRuns = channel.unary_unary(
                 '/weft.v1.WorkflowService/ListRuns',
                 request_serializer=weft_dot_v1_dot_workflow__service__pb2.ListRunsRequest.SerializeToString,
@@ -130,14 +135,25 @@ class WorkflowServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetRun(self, request, context):
-        """Returns a run with every task run.
+        """Returns a run with its task runs. An answer stays within the daemon's
+        answer limit (--max-response-bytes): payloads that do not fit are left out
+        and named in `omitted_fields`, and task runs that do not fit come in
+        further pages (next_task_page_token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTaskRun(self, request, context):
+        """Returns one task run whole: its output, error and progress.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListRuns(self, request, context):
-        """Lists runs, newest first.
+        """Lists runs, newest first. A page holds fewer runs than asked for when more
+        would not fit within the daemon's answer limit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -190,6 +206,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.GetRun,
                     request_deserializer=weft_dot_v1_dot_workflow__service__pb2.GetRunRequest.FromString,
                     response_serializer=weft_dot_v1_dot_workflow__service__pb2.GetRunResponse.SerializeToString,
+            ),
+            'GetTaskRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskRun,
+                    request_deserializer=weft_dot_v1_dot_workflow__service__pb2.GetTaskRunRequest.FromString,
+                    response_serializer=weft_dot_v1_dot_workflow__service__pb2.GetTaskRunResponse.SerializeToString,
             ),
             'ListRuns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRuns,
@@ -371,6 +392,33 @@ class WorkflowService:
             '/weft.v1.WorkflowService/GetRun',
             weft_dot_v1_dot_workflow__service__pb2.GetRunRequest.SerializeToString,
             weft_dot_v1_dot_workflow__service__pb2.GetRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weft.v1.WorkflowService/GetTaskRun',
+            weft_dot_v1_dot_workflow__service__pb2.GetTaskRunRequest.SerializeToString,
+            weft_dot_v1_dot_workflow__service__pb2.GetTaskRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

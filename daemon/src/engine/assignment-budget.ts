@@ -1,0 +1,178 @@
+import { fromJson, type JsonValue } from "@bufbuild/protobuf";
+import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { textSize, valueSize } from "./answer-size.js";
+import type { CompiledTask, CompiledWorkflow } from "./dag.js";
+import { newLeaseNonce } from "./ids.js";
+import type { StartBudget } from "./run-steps.js";
+
+/** Bytes kept in every answer for its own framing (the field of the first assignment, the envelope). */
+const ANSWER_FRAMING = 16;
+
+/**
+ * Bytes an assignment takes besides its task's strings, its input and the run input and parents'
+ * outputs: the run id, lease id parts, numbers, the three timestamps and durations, the fields'
+ * tags and lengths, and the assignment's own field in the answer; generous.
+ */
+const ASSIGNMENT_FIXED = 256;
+/** Bytes a parent's entry takes in `parent_outputs` besides its id and its output. */
+const PARENT_ENTRY = 16;
+
+/** A task failure that says why a task's inputs cannot be handed to a worker. */
+export interface InputsFailure {
+  type: "InputsTooLarge";
+  message: string;
+  details: string;
+}
+
+/** What a started task's inputs come to: the assignment's values, or why it does not go out. */
+export type AdmittedInputs =
+  | { kind: "fits"; runInput: Value | undefined; parentOutputs: Record<string, Value> }
+  | { kind: "too-large"; failure: InputsFailure }
+  | { kind: "full" };
+
+/** Bytes of every task's assignment besides the run input and parents' outputs, by workflow version. */
+const baseCache = new WeakMap<CompiledWorkflow, Float64Array>();
+
+/**
+ * The answer budget of one poll: the assignments it hands out stay within the answer limit, alone
+ * and together. The START step gets {@link startBudget} and checks the stored sizes of the run input
+ * and the parents' outputs before it reads them; once they are read, {@link admit} measures them as
+ * encoded and takes them out of what the poll has left.
+ */
+export class AssignmentBudget {
+  /** Names this poll's assignments in the START step, which shares `left` among them. */
+  private readonly group = newLeaseNonce();
+  private left: number;
+
+  constructor(
+    /** The answer limit (--max-response-bytes). */
+    private readonly maxBytes: number,
+  ) {
+    this.left = maxBytes - ANSWER_FRAMING;
+  }
+
+  /** The most one assignment may take. */
+  get assignmentLimit(): number {
+    return this.maxBytes - ANSWER_FRAMING;
+  }
+
+  /** What the START step of `task` may take. */
+  startBudget(compiled: CompiledWorkflow, task: CompiledTask): StartBudget {
+    const base = baseBytes(compiled, task);
+    return { limit: this.assignmentLimit - base, group: this.group, left: this.left, base };
+  }
+
+  /**
+   * The values of a started task's run input and parents' outputs (as the START step returned them)
+   * when its assignment fits, which takes its size from the poll's budget; otherwise why not.
+   */
+  admit(
+    compiled: CompiledWorkflow,
+    task: CompiledTask,
+    runInputText: string,
+    parentTexts: readonly string[],
+  ): AdmittedInputs {
+    const base = baseBytes(compiled, task);
+    let bytes = base;
+    const parse = (text: string): Value => {
+      const json = JSON.parse(text) as JsonValue;
+      bytes += Math.max(textSize(text), valueSize(json));
+      return fromJson(ValueSchema, json);
+    };
+    const runInput = runInputText === "" ? undefined : parse(runInputText);
+    const runInputBytes = bytes - base;
+    const parentOutputs: Record<string, Value> = {};
+    const parents = task.parents;
+    parents.forEach((parent, i) => {
+      parentOutputs[parent] = parse(parentTexts[i] ?? "null");
+    });
+    if (bytes > this.assignmentLimit) {
+      return {
+        kind: "too-large",
+        failure: inputsTooLarge(
+          compiled,
+          task,
+          bytes,
+          runInputBytes,
+          bytes - base - runInputBytes,
+          this.maxBytes,
+        ),
+      };
+    }
+    if (bytes > this.left) return { kind: "full" };
+    this.left -= bytes;
+    return { kind: "fits", runInput, parentOutputs };
+  }
+
+  /** The failure of a task whose START step found its stored inputs over the limit ('big'). */
+  tooLarge(
+    compiled: CompiledWorkflow,
+    task: CompiledTask,
+    inputsBytes: number,
+    runInputBytes: number,
+  ): AdmittedInputs {
+    const bytes = baseBytes(compiled, task) + inputsBytes;
+    return {
+      kind: "too-large",
+      failure: inputsTooLarge(
+        compiled,
+        task,
+        bytes,
+        runInputBytes,
+        inputsBytes - runInputBytes,
+        this.maxBytes,
+      ),
+    };
+  }
+}
+
+function inputsTooLarge(
+  compiled: CompiledWorkflow,
+  task: CompiledTask,
+  bytes: number,
+  runInputBytes: number,
+  parentBytes: number,
+  maxBytes: number,
+): InputsFailure {
+  const inputBytes = staticInputBytes(task);
+  const parents = task.parents.length;
+  return {
+    type: "InputsTooLarge",
+    message:
+      `the assignment of task "${task.id}" would take ${bytes} bytes, more than the ${maxBytes - ANSWER_FRAMING} ` +
+      `one assignment may (--max-response-bytes ${maxBytes}): the outputs of its ${parents} ` +
+      `parent${parents === 1 ? "" : "s"} take ${parentBytes} bytes, the run input ${runInputBytes}, ` +
+      `its own input ${inputBytes}; it was handed to no worker`,
+    details: `workflow "${compiled.name}"`,
+  };
+}
+
+/** Bytes of a task's static input as a payload (the larger of its JSON text and its encoding). */
+function staticInputBytes(task: CompiledTask): number {
+  if (task.input === undefined) return 0;
+  return Math.max(textSize(JSON.stringify(task.input)), valueSize(task.input));
+}
+
+/**
+ * Bytes of a task's assignment besides the run input and its parents' outputs: an upper bound,
+ * computed once per workflow version and task. Exported for SubmitWorkflow's check.
+ */
+export function baseBytes(compiled: CompiledWorkflow, task: CompiledTask): number {
+  let cache = baseCache.get(compiled);
+  if (cache === undefined) {
+    cache = new Float64Array(compiled.size).fill(-1);
+    baseCache.set(compiled, cache);
+  }
+  const known = cache[task.index] ?? -1;
+  if (known >= 0) return known;
+  let bytes = ASSIGNMENT_FIXED + 2 * textSize(task.id) + textSize(compiled.name);
+  bytes += textSize(task.handler) + textSize(task.queue) + staticInputBytes(task);
+  for (const parent of task.parents) bytes += PARENT_ENTRY + textSize(parent);
+  cache[task.index] = bytes;
+  return bytes;
+}
+
+/** Most bytes one assignment may take under an answer limit (what {@link baseBytes} is checked against). */
+export function assignmentLimitOf(maxBytes: number): number {
+  return maxBytes - ANSWER_FRAMING;
+}

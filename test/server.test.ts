@@ -2,6 +2,8 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "@weft/sdk/gen/health/v1/health_pb.js";
 import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
 import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
@@ -128,6 +130,28 @@ describe("protocols on one port", () => {
     });
     expect(failed.status).toBe(400);
     expect(failed.body).toMatchObject({ code: "invalid_argument", message: badLease });
+  });
+
+  it("answers gRPC over HTTP/1.1 with 505 and a line saying why, and serves gRPC-Web there", async () => {
+    for (const contentType of ["application/grpc", "application/grpc+proto"]) {
+      const res = await fetch(`${weftd.baseUrl}/grpc.health.v1.Health/Check`, {
+        method: "POST",
+        headers: { "content-type": contentType },
+        body: new Uint8Array(5),
+        signal: AbortSignal.timeout(10_000),
+      });
+      expect([res.status, res.headers.get("content-type"), await res.text()], contentType).toEqual([
+        505,
+        "text/plain; charset=utf-8",
+        "gRPC requires HTTP/2: connect with HTTP/2 (with prior knowledge on a cleartext port), " +
+          "or use gRPC-Web or Connect over HTTP/1.1\n",
+      ]);
+    }
+    const grpcWeb = createClient(
+      Health,
+      createGrpcWebTransport({ baseUrl: weftd.baseUrl, httpVersion: "1.1" }),
+    );
+    expect((await grpcWeb.check({ service: "" })).status).toBe(Status.SERVING);
   });
 });
 

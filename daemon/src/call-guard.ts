@@ -1,5 +1,7 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import { AbortFanOut } from "./abort-fanout.js";
+import { callError } from "./call-errors.js";
 import { redisErrorToConnect } from "./redis.js";
 
 /** The error new calls get, and open streams end with, once shutdown has begun. */
@@ -10,20 +12,24 @@ export function shuttingDownError(): ConnectError {
 /**
  * Wraps every call the server runs: refuses new calls once `shuttingDown` is aborted, ends open
  * server streams with UNAVAILABLE at that moment, counts calls in flight so that shutdown can wait
- * for unary ones, and turns handler errors into the right code once (Redis connection errors into
- * UNAVAILABLE, anything unexpected into INTERNAL, logged with its cause).
+ * for unary ones, and turns handler errors into the right code once ({@link callError}: Redis
+ * connection errors into UNAVAILABLE, anything unexpected into INTERNAL, logged with its cause).
  */
 export class CallGuard {
   private unaryCalls = 0;
   private streams = 0;
   private readonly idleWaiters = new Set<() => void>();
+  /** The open streams wait for shutdown here, not with a listener each on the signal. */
+  private readonly shutdownWaiters: AbortFanOut;
 
   constructor(
     private readonly shuttingDown: AbortSignal,
     private readonly logger: Logger,
     /** Procedures still served during shutdown, e.g. "/grpc.health.v1.Health/Check". */
     private readonly servedDuringShutdown: ReadonlySet<string> = new Set(),
-  ) {}
+  ) {
+    this.shutdownWaiters = new AbortFanOut(shuttingDown);
+  }
 
   /** Unary calls in flight. */
   get unaryInFlight(): number {
@@ -127,17 +133,16 @@ export class CallGuard {
    */
   private async nextUnlessShutdown<T>(it: AsyncIterator<T>): Promise<IteratorResult<T>> {
     if (this.shuttingDown.aborted) throw shuttingDownError();
-    let onShutdown: (() => void) | undefined;
+    let stopWaiting = () => {};
     const stopped = new Promise<never>((_, reject) => {
-      onShutdown = () => reject(shuttingDownError());
-      this.shuttingDown.addEventListener("abort", onShutdown, { once: true });
+      stopWaiting = this.shutdownWaiters.onAbort(() => reject(shuttingDownError()));
     });
     // The race may never observe `stopped`; keep its rejection from being "unhandled".
     stopped.catch(() => {});
     try {
       return await Promise.race([it.next(), stopped]);
     } finally {
-      if (onShutdown !== undefined) this.shuttingDown.removeEventListener("abort", onShutdown);
+      stopWaiting();
     }
   }
 
@@ -148,13 +153,11 @@ export class CallGuard {
 
   private normalize(err: unknown, procedure: string, signal: AbortSignal): ConnectError {
     const mapped = redisErrorToConnect(err);
-    if (mapped instanceof ConnectError) return mapped;
-    if (signal.aborted) {
+    if (signal.aborted && !(mapped instanceof ConnectError)) {
       // Cancelled by the client, past its deadline, or cut off at the end of the shutdown grace.
       return signal.reason instanceof ConnectError ? signal.reason : ConnectError.from(err, Code.Canceled);
     }
-    this.logger.error({ err, procedure }, "unexpected error in handler");
-    return ConnectError.from(err, Code.Internal);
+    return callError(mapped, this.logger, { procedure });
   }
 
   private notify(): void {

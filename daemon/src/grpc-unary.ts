@@ -19,6 +19,7 @@ import {
 } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { principalKey, type TokenCheck } from "./auth.js";
+import { REQUEST_RECURSION_LIMIT, requestNotDecoded } from "./call-errors.js";
 import type { CallGuard } from "./call-guard.js";
 import { envelope } from "./response-stream.js";
 
@@ -254,12 +255,9 @@ function parse<I extends DescMessage>(
     );
   }
   try {
-    return fromBinary(schema, body.subarray(5));
+    return fromBinary(schema, body.subarray(5), { recursionLimit: REQUEST_RECURSION_LIMIT });
   } catch (err) {
-    throw new ConnectError(
-      `parse binary: ${err instanceof Error ? err.message : String(err)}`,
-      Code.Internal,
-    );
+    throw requestNotDecoded(err instanceof Error ? err.message : String(err));
   }
 }
 

@@ -35,14 +35,12 @@ describe("isRedisUnavailableError", () => {
 });
 
 describe("redisErrorToConnect", () => {
-  it("turns connection errors into UNAVAILABLE and keeps the cause", () => {
+  it("turns connection errors into UNAVAILABLE with a short message and keeps the cause", () => {
     const cause = new Error("Connection is closed.");
     const mapped = redisErrorToConnect(cause);
     expect(mapped).toBeInstanceOf(ConnectError);
     expect((mapped as ConnectError).code).toBe(Code.Unavailable);
-    expect((mapped as ConnectError).rawMessage).toBe(
-      "Redis is unreachable - try again later (Connection is closed.)",
-    );
+    expect((mapped as ConnectError).rawMessage).toBe("Redis is unreachable - try again later");
     expect((mapped as ConnectError).cause).toBe(cause);
   });
 

@@ -62,13 +62,14 @@ export function isRedisUnavailableError(err: unknown): boolean {
 
 /**
  * Maps an error from Redis to what an RPC should fail with: a connection error becomes
- * ConnectError UNAVAILABLE; anything else is returned unchanged. The server applies it to every
- * call, so handlers may simply let Redis errors through.
+ * ConnectError UNAVAILABLE, with a short message of its own (the client's error is its cause, and
+ * the health log says why Redis is down); anything else is returned unchanged. The server applies
+ * it to every call, so handlers may simply let Redis errors through.
  */
 export function redisErrorToConnect(err: unknown): unknown {
   if (err instanceof ConnectError || !isRedisUnavailableError(err)) return err;
   return new ConnectError(
-    `Redis is unreachable - try again later (${(err as Error).message})`,
+    "Redis is unreachable - try again later",
     Code.Unavailable,
     undefined,
     undefined,

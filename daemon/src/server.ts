@@ -1,6 +1,11 @@
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
-import { createServer as createHttp1Server, type OutgoingHttpHeaders } from "node:http";
+import {
+  createServer as createHttp1Server,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type ServerResponse,
+} from "node:http";
 import {
   createServer as createHttp2Server,
   createSecureServer,
@@ -13,11 +18,11 @@ import { type AddressInfo, createServer as createNetServer, type Socket } from "
 import type { Duplex } from "node:stream";
 import type { SecureContextOptions } from "node:tls";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { encodeGrpcMessage } from "./grpc-unary.js";
 import { formatAddress } from "./metrics.js";
 import { callContextValues } from "./response-stream.js";
+import { createRpcHandler } from "./rpc-handler.js";
 
 /** Options of {@link startApiServer}. */
 export interface ApiServerOptions {
@@ -96,6 +101,30 @@ function decodeGrpcMessage(text: string): string {
   }
 }
 
+/** gRPC's content types (not gRPC-Web's, which HTTP/1.1 carries). */
+const GRPC_CONTENT_TYPE = /^application\/grpc(\+[a-z]+)?(;|$)/i;
+
+/**
+ * Answers a gRPC call that came over HTTP/1.1 and returns true: gRPC needs HTTP/2 (its status
+ * travels in trailers), so instead of an empty 200 the caller reads 505 HTTP Version Not Supported
+ * with a line saying what to use. gRPC-Web and Connect calls return false: they work on HTTP/1.1.
+ */
+function grpcOverHttp1(req: IncomingMessage, res: ServerResponse): boolean {
+  if (!GRPC_CONTENT_TYPE.test(req.headers["content-type"] ?? "")) return false;
+  const text =
+    "gRPC requires HTTP/2: connect with HTTP/2 (with prior knowledge on a cleartext port), " +
+    "or use gRPC-Web or Connect over HTTP/1.1\n";
+  res.writeHead(505, {
+    "content-type": "text/plain; charset=utf-8",
+    "content-length": Buffer.byteLength(text),
+    connection: "close",
+  });
+  res.end(text);
+  // The request body is not read: the connection closes once the answer is out.
+  req.resume();
+  return true;
+}
+
 /** The first bytes an HTTP/2 client with prior knowledge sends. */
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -109,12 +138,13 @@ const FIRST_BYTES_TIMEOUT_MS = 10_000;
  */
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const { logger } = options;
-  const handler = connectNodeAdapter({
+  const handler = createRpcHandler({
     routes: options.routes,
     readMaxBytes: options.readMaxBytes,
     interceptors: options.interceptors,
-    shutdownSignal: options.shutdownSignal,
+    cutOff: options.shutdownSignal,
     contextValues: callContextValues,
+    logger,
   });
   const { direct } = options;
   const h2 = createHttp2Server({}, (req, res) => {
@@ -122,7 +152,10 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     specGrpcMessage(res);
     return handler(req, res);
   });
-  const h1 = createHttp1Server(handler);
+  const h1 = createHttp1Server((req, res) => {
+    if (grpcOverHttp1(req, res)) return;
+    return handler(req, res);
+  });
 
   const sessions = new Set<Http2Session>();
   const http1Sockets = new Set<Socket>();
@@ -157,6 +190,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
         if ("addTrailers" in res && req.httpVersionMajor === 2) {
           if (direct?.(req as Http2ServerRequest, res as Http2ServerResponse) === true) return;
           specGrpcMessage(res as Http2ServerResponse);
+        } else if (grpcOverHttp1(req as unknown as IncomingMessage, res as unknown as ServerResponse)) {
+          return;
         }
         return handler(req, res);
       },

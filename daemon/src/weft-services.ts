@@ -1,4 +1,3 @@
-import { setMaxListeners } from "node:events";
 import type { DescMethodUnary, DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
@@ -6,6 +5,7 @@ import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { AbortFanOut } from "./abort-fanout.js";
 import type { TokenCheck } from "./auth.js";
 import { Engine, type EngineOptions } from "./engine/engine.js";
 import type { Policy } from "./engine/policy.js";
@@ -39,10 +39,10 @@ type UnaryImpl = (req: unknown, ctx: HandlerContext) => unknown;
 /** Opens the engine and returns the Weft services built on it. */
 export async function openWeftServices(deps: WeftServicesDeps): Promise<WeftServicesHandle> {
   const engine = await Engine.open(deps.redisUrl, deps.redis, deps.options, deps.policy, deps.logger);
-  // Every open poll and watch listens for shutdown.
-  setMaxListeners(0, deps.shuttingDown);
-  const workflows = workflowService(engine, deps.shuttingDown);
-  const workers = workerService(engine, deps.shuttingDown);
+  // Every open poll, Work stream and watch waits for shutdown through one listener.
+  const shutdown = new AbortFanOut(deps.shuttingDown);
+  const workflows = workflowService(engine, shutdown);
+  const workers = workerService(engine, shutdown);
   const admin = adminService(engine);
   const services: [DescService, object][] = [
     [WorkflowService, workflows],

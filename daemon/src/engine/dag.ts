@@ -8,6 +8,7 @@ import {
   type WorkflowDefinition,
 } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import { type CompiledTask, CompiledWorkflow, levelsOf, type TaskSettings } from "./compiled-workflow.js";
+import { jsonValueOf } from "./json-values.js";
 import { durationToMs, type ResolvedRetryPolicy, resolveRetryPolicy } from "./retry-policy.js";
 import type { Violation } from "./violations.js";
 
@@ -137,13 +138,10 @@ function adjacency(
   return { start, list };
 }
 
-/** Size in bytes of a Value as JSON, or an error message when it is not valid JSON. */
+/** Size in bytes of a Value as JSON, or what is wrong with it (see jsonValueOf). */
 function jsonSize(v: Value): number | string {
-  try {
-    return Buffer.byteLength(JSON.stringify(toJson(ValueSchema, v)), "utf8");
-  } catch (err) {
-    return `input is not valid JSON: ${err instanceof Error ? err.message : String(err)}`;
-  }
+  const result = jsonValueOf(v);
+  return "json" in result ? Buffer.byteLength(JSON.stringify(result.json), "utf8") : result.problem;
 }
 
 /**

@@ -1,5 +1,6 @@
-import { type JsonValue, toJson } from "@bufbuild/protobuf";
-import { type Duration, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
+import type { JsonValue } from "@bufbuild/protobuf";
+import type { Duration, Value } from "@bufbuild/protobuf/wkt";
+import { jsonValueOf } from "../engine/json-values.js";
 import { invalidArgument, type Violation } from "../engine/violations.js";
 
 /** Collects violations of one request and throws them together. */
@@ -27,15 +28,22 @@ export class RequestCheck {
     return this.require(value >= 0 && value <= 1000, field, "must be between 0 and 1000");
   }
 
+  /**
+   * Checks a google.protobuf.Value (no empty Value, finite numbers, at most MAX_JSON_DEPTH levels)
+   * and returns it as JSON; undefined when unset, or when it is invalid (then it is recorded).
+   */
+  json(value: Value | undefined, field: string): JsonValue | undefined {
+    if (value === undefined) return undefined;
+    const result = jsonValueOf(value);
+    if ("json" in result) return result.json;
+    this.violations.push({ field, description: result.problem });
+    return undefined;
+  }
+
   /** Throws INVALID_ARGUMENT if anything was recorded. */
   done(): void {
     if (this.violations.length > 0) throw invalidArgument(this.violations);
   }
-}
-
-/** A google.protobuf.Value as plain JSON; undefined when unset. */
-export function jsonOf(value: Value | undefined): JsonValue | undefined {
-  return value === undefined ? undefined : toJson(ValueSchema, value);
 }
 
 /** A Duration in milliseconds, or NaN when it is out of range. */

@@ -1,16 +1,18 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { Code, type HandlerContext } from "@connectrpc/connect";
 import {
   type CompleteTaskRequest,
   type TaskAssignment,
   type WorkRequest,
   WorkResponseSchema,
 } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
+import type { AbortFanOut } from "../abort-fanout.js";
 import { checkQueue, type Principal, principalKey } from "../auth.js";
+import { callError } from "../call-errors.js";
 import type { Engine } from "../engine/engine.js";
 import { envelopeSink, writeEnvelopes } from "../response-stream.js";
 import { splitResults } from "./answer-fit.js";
-import { jsonOf, RequestCheck } from "./request-checks.js";
+import { RequestCheck } from "./request-checks.js";
 
 /** Most assignments one poll of the stream takes (PollTask's limit). */
 export const MAX_TASKS_PER_POLL = 256;
@@ -64,8 +66,9 @@ export function checkCompletions(
 }
 
 /**
- * Records completions, each as CompleteTask would, and answers each with its own code. An
- * unexpected error (INTERNAL, UNKNOWN) is thrown when `throwUnexpected`, else answered too.
+ * Records completions, each as CompleteTask would, and answers each with the code CompleteTask would
+ * have answered (see callError: UNAVAILABLE while Redis is unreachable, never a library's text).
+ * An unexpected error (INTERNAL) is thrown when `throwUnexpected`, else answered too.
  */
 export async function completeAll(
   engine: Engine,
@@ -76,11 +79,14 @@ export async function completeAll(
   return Promise.all(
     completions.map(async (c, i) => {
       try {
-        const { cancelRequested } = await engine.leases.complete(c.leaseId, jsonOf(c.output), principal);
+        const check = new RequestCheck();
+        const output = check.json(c.output, "output");
+        check.done();
+        const { cancelRequested } = await engine.leases.complete(c.leaseId, output, principal);
         return { leaseId: c.leaseId, code: 0, message: "", cancelRequested };
       } catch (err) {
-        const error = ConnectError.from(err);
-        if (throwUnexpected && (error.code === Code.Internal || error.code === Code.Unknown)) throw err;
+        const error = callError(err, engine.logger, { procedure: "complete", leaseId: c.leaseId });
+        if (throwUnexpected && error.code === Code.Internal) throw error;
         // Field paths name the completion: "lease_id" becomes "completions[3].lease_id".
         const message = error.rawMessage.replace(/^(lease_id|output)\b/, `completions[${i}].$1`);
         return { leaseId: c.leaseId, code: error.code, message, cancelRequested: false };
@@ -114,11 +120,14 @@ function wakeUp(): { wait: () => Promise<void>; wake: () => void } {
  */
 export async function* workStream(
   engine: Engine,
-  shutdown: AbortSignal,
+  shutdownCalls: AbortFanOut,
   requests: AsyncIterable<WorkRequest>,
   ctx: HandlerContext,
 ): AsyncGenerator<WorkResponseInit> {
   const principal = ctx.values.get(principalKey);
+  // The stream's polls see shutdown through this signal, released when the stream ends.
+  const stopping = shutdownCalls.follow();
+  const shutdown = stopping.signal;
   const outbox: WorkResponseInit[] = [];
   // The sender waits for messages to send, the poller for credits: each has its own wake-up.
   const sender = wakeUp();
@@ -244,5 +253,6 @@ export async function* workStream(
     ctx.signal.removeEventListener("abort", onGone);
     notify();
     await Promise.allSettled([reader, poller]);
+    stopping.release();
   }
 }

@@ -1,9 +1,10 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
+import type { AbortFanOut } from "../abort-fanout.js";
 import { checkQueue, principalKey } from "../auth.js";
 import type { Engine } from "../engine/engine.js";
 import { fitResults } from "./answer-fit.js";
-import { durationMs, jsonOf, RequestCheck } from "./request-checks.js";
+import { durationMs, RequestCheck } from "./request-checks.js";
 import {
   checkCompletions,
   checkIdentity,
@@ -13,7 +14,7 @@ import {
 } from "./work-stream.js";
 
 /** weft.v1.WorkerService on top of the engine. */
-export function workerService(engine: Engine, shutdown: AbortSignal): ServiceImpl<typeof WorkerService> {
+export function workerService(engine: Engine, shutdown: AbortFanOut): ServiceImpl<typeof WorkerService> {
   return {
     async pollTask(req, ctx) {
       const waitMs = durationMs(req.wait);
@@ -24,27 +25,38 @@ export function workerService(engine: Engine, shutdown: AbortSignal): ServiceImp
       if (shutdown.aborted) throw new ConnectError("weftd is shutting down", Code.Unavailable);
       const principal = ctx.values.get(principalKey);
       checkQueue(principal, req.queue);
-      const [assignment, ...moreAssignments] = await engine.leases.poll(
-        {
-          queue: req.queue,
-          workerId: req.workerId || "anonymous",
-          handlers: req.handlers,
-          waitMs,
-          maxTasks: req.maxTasks,
-          owner: principal?.name,
-        },
-        ctx.signal,
-        shutdown,
-      );
-      return { assignment, moreAssignments };
+      const stopping = shutdown.follow();
+      try {
+        const [assignment, ...moreAssignments] = await engine.leases.poll(
+          {
+            queue: req.queue,
+            workerId: req.workerId || "anonymous",
+            handlers: req.handlers,
+            waitMs,
+            maxTasks: req.maxTasks,
+            owner: principal?.name,
+          },
+          ctx.signal,
+          stopping.signal,
+        );
+        return { assignment, moreAssignments };
+      } finally {
+        stopping.release();
+      }
     },
 
     async heartbeat(req, ctx) {
-      return engine.leases.heartbeat(req.leaseId, jsonOf(req.progress), ctx.values.get(principalKey));
+      const check = new RequestCheck();
+      const progress = check.json(req.progress, "progress");
+      check.done();
+      return engine.leases.heartbeat(req.leaseId, progress, ctx.values.get(principalKey));
     },
 
     async completeTask(req, ctx) {
-      return engine.leases.complete(req.leaseId, jsonOf(req.output), ctx.values.get(principalKey));
+      const check = new RequestCheck();
+      const output = check.json(req.output, "output");
+      check.done();
+      return engine.leases.complete(req.leaseId, output, ctx.values.get(principalKey));
     },
 
     async completeTasks(req, ctx) {

@@ -3,16 +3,17 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { WorkflowSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import type { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
+import type { AbortFanOut } from "../abort-fanout.js";
 import type { Engine } from "../engine/engine.js";
 import { checkRunId } from "../engine/run-ops.js";
 import { envelopeSink } from "../response-stream.js";
-import { jsonOf, pageSizeOf, RequestCheck } from "./request-checks.js";
+import { pageSizeOf, RequestCheck } from "./request-checks.js";
 
 /** Most runs one BatchTrigger call starts. */
 export const MAX_TRIGGERS_PER_CALL = 1000;
 
 /** weft.v1.WorkflowService on top of the engine. */
-export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceImpl<typeof WorkflowService> {
+export function workflowService(engine: Engine, shutdown: AbortFanOut): ServiceImpl<typeof WorkflowService> {
   return {
     async submitWorkflow(req) {
       const definition = req.definition;
@@ -44,11 +45,12 @@ export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceI
     },
 
     async trigger(req) {
-      new RequestCheck()
+      const check = new RequestCheck()
         .name(req.workflow, "workflow")
-        .require(req.idempotencyKey.length <= 256, "idempotency_key", "must be at most 256 characters")
-        .done();
-      return engine.runs.trigger(req.workflow, req.version, jsonOf(req.input), req.idempotencyKey);
+        .require(req.idempotencyKey.length <= 256, "idempotency_key", "must be at most 256 characters");
+      const input = check.json(req.input, "input");
+      check.done();
+      return engine.runs.trigger(req.workflow, req.version, input, req.idempotencyKey);
     },
 
     async batchTrigger(req) {
@@ -57,21 +59,22 @@ export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceI
         "requests",
         `must hold 1 to ${MAX_TRIGGERS_PER_CALL} requests`,
       );
-      req.requests.forEach((r, i) => {
+      const inputs = req.requests.map((r, i) =>
         check
           .name(r.workflow, `requests[${i}].workflow`)
           .require(
             r.idempotencyKey.length <= 256,
             `requests[${i}].idempotency_key`,
             "must be at most 256 characters",
-          );
-      });
+          )
+          .json(r.input, `requests[${i}].input`),
+      );
       check.done();
       const responses = await engine.runs.triggerMany(
-        req.requests.map((r) => ({
+        req.requests.map((r, i) => ({
           workflow: r.workflow,
           version: r.version,
-          input: jsonOf(r.input),
+          input: inputs[i],
           idempotencyKey: r.idempotencyKey,
         })),
         (i, field) => `requests[${i}].${field}`,
@@ -116,7 +119,8 @@ export function workflowService(engine: Engine, shutdown: AbortSignal): ServiceI
 
     watchRun(req, ctx) {
       new RequestCheck().require(req.afterSequence >= 0n, "after_sequence", "must not be negative").done();
-      const signal = AbortSignal.any([ctx.signal, shutdown]);
+      // Released when the call's signal aborts, which Connect does once the call is over.
+      const { signal } = shutdown.follow(ctx.signal);
       return engine.watches.watch(
         req.runId,
         Number(req.afterSequence),

@@ -4,7 +4,9 @@
  * accepted can be read back by a standard client (protobuf-es's decoder, as grpc-js clients use it,
  * refuses messages nested past 100 levels); what is refused is INVALID_ARGUMENT naming the field.
  */
+import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { promisify } from "node:util";
 import {
   create,
   type DescMethodUnary,
@@ -26,12 +28,14 @@ import { EventType } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { WorkerService, type WorkRequestSchema } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { pythonExecutable } from "./fixtures/runtimes.js";
 import {
   connectJson,
   type grpc,
   grpcClient,
   grpcServerStream,
   grpcUnary,
+  REPO_ROOT,
   type RedisServer,
   spawnWeftd,
   startTestRedis,
@@ -50,8 +54,10 @@ import {
   weftClients,
 } from "./support/weft.js";
 
+const run = promisify(execFile);
+
 /** The limit weftd documents (daemon/src/engine/json-values.ts). */
-const LIMIT = 32;
+const LIMIT = 30;
 
 let redis: RedisServer;
 let weftd: WeftdProcess;
@@ -417,6 +423,37 @@ describe("a JSON value nested as deep as allowed", () => {
       ["TASK_COMPLETED", deep],
       ["RUN_FINISHED", { b: deep }],
     ]);
+  });
+
+  it("is read back by a Python client (grpcio, upb: three message levels per object) from every answer", async () => {
+    // Objects all the way down: the deepest encoding for decoders that count a map's entries.
+    let deep: JsonValue = "leaf";
+    for (let i = 0; i < LIMIT; i++) deep = { k: deep };
+    const name = `deep-py-${randomUUID().slice(0, 8)}`;
+    await c.workflows.submitWorkflow({
+      definition: {
+        name,
+        tasks: [task("a", [], { queue: name, input: value(deep) }), task("b", ["a"], { queue: name })],
+      },
+    });
+    const runId = (await c.workflows.trigger({ workflow: name, input: value(deep) })).run?.id ?? "";
+    const a = await pollTask(c, name);
+    await c.workers.completeTask({ leaseId: a.leaseId, output: value(deep) });
+    // The script takes task b (its parent's output is the deep value) and completes it with that output.
+    const { stdout } = await run(
+      pythonExecutable(),
+      [`${REPO_ROOT}test/fixtures/deep-reader.py`, weftd.address, name, runId, name],
+      { timeout: 30_000 },
+    );
+    expect(JSON.parse(stdout)).toEqual({
+      parentOutput: LIMIT,
+      runInput: LIMIT,
+      runStatus: RunStatus.SUCCEEDED,
+      runOutput: LIMIT + 1,
+      taskOutputs: [LIMIT, LIMIT],
+      eventOutputs: [LIMIT, LIMIT, LIMIT + 1],
+      taskInput: LIMIT,
+    });
   });
 
   it("is accepted over Connect JSON and read back in binary", async () => {

@@ -4,11 +4,12 @@ import { MAX_JSON_DEPTH } from "./engine/json-values.js";
 import { redisErrorToConnect } from "./redis.js";
 
 /**
- * Deepest message nesting weftd decodes in a request (protobuf-es counts each message, the default
- * is 100). Deeper than any valid request can be (JSON values may nest MAX_JSON_DEPTH levels, two
- * message levels each), so that a value a little too deep is still decoded and refused naming its
- * field ("input: nests 51 levels; at most 32 are allowed"); only one that nests about a hundred
- * levels or more fails to decode, with {@link decodeError}'s message.
+ * Deepest message nesting weftd decodes in a request (protobuf-es counts each message; its default
+ * is 100). Far deeper than any valid request (a JSON value may nest MAX_JSON_DEPTH levels, two
+ * message levels each), so that a value somewhat too deep is still decoded and refused naming its
+ * field ("input: nests 51 levels; at most 30 are allowed"); only one nested past about 125 levels
+ * in binary (256 in JSON, one message level each) fails to decode, with {@link requestNotDecoded}'s
+ * message.
  */
 export const REQUEST_RECURSION_LIMIT = 256;
 

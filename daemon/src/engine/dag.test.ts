@@ -148,8 +148,8 @@ const invalid: [string, ReturnType<typeof wf>, { field: string; description: str
   ],
   [
     "input nested deeper than JSON values may be",
-    wf([t("a"), t("b", [], { input: nested(33) })]),
-    [{ field: "definition.tasks[1].input", description: "nests 33 levels; at most 32 are allowed" }],
+    wf([t("a"), t("b", [], { input: nested(31) })]),
+    [{ field: "definition.tasks[1].input", description: "nests 31 levels; at most 30 are allowed" }],
   ],
   [
     "retry policy out of range",

@@ -28,14 +28,14 @@ describe("jsonValueOf", () => {
     });
     expect(jsonValueOf(fromJson(ValueSchema, nested(MAX_JSON_DEPTH - 1, [])))).toHaveProperty("json");
     expect(jsonValueOf(fromJson(ValueSchema, nested(MAX_JSON_DEPTH + 1)))).toEqual({
-      problem: `nests 33 levels; at most 32 are allowed`,
+      problem: `nests ${MAX_JSON_DEPTH + 1} levels; at most ${MAX_JSON_DEPTH} are allowed`,
     });
     expect(jsonValueOf(fromJson(ValueSchema, nested(51)))).toEqual({
-      problem: "nests 51 levels; at most 32 are allowed",
+      problem: `nests 51 levels; at most ${MAX_JSON_DEPTH} are allowed`,
     });
     // Empty containers count as a level.
     expect(jsonValueOf(fromJson(ValueSchema, nested(MAX_JSON_DEPTH, {})))).toEqual({
-      problem: "nests 33 levels; at most 32 are allowed",
+      problem: `nests ${MAX_JSON_DEPTH + 1} levels; at most ${MAX_JSON_DEPTH} are allowed`,
     });
   });
 

@@ -5,16 +5,16 @@ import type { Value } from "@bufbuild/protobuf/wkt";
  * Deepest nesting of objects and arrays a JSON value (a google.protobuf.Value: run input, task
  * input, output, progress) may have; checked wherever one enters weftd.
  *
- * Why 32: the standard protobuf decoders (protobuf-es, which grpc-js and Connect clients use here,
- * and the C++, Java, Python and C# runtimes) refuse a message nested deeper than 100 message levels,
- * and each level of JSON costs two of them (Value, then Struct or ListValue) plus one for the
- * innermost Value. The answers that carry a value wrap it in up to four messages
- * (GetWorkflowResponse → Workflow → WorkflowDefinition → TaskDefinition), and a run's output nests
- * its leaf tasks' outputs one level down: 32 levels take at most 4 + 2 × 32 + 1 = 69 levels, or
- * 2 + 2 × 33 + 1 = 69 for a run's output, in any answer. Every client can read back what weftd
- * stores, with room to spare for clients that wrap answers further.
+ * Why 30: the standard protobuf decoders refuse a message nested deeper than 100 message levels
+ * (protobuf-es, which grpc-js and Connect clients use here; upb in Python, C++, Java, C#). A level
+ * of JSON costs two message levels (Value, then Struct or ListValue), and three for an object in the
+ * decoders that count a map's entries as messages (upb, C++, Java). The deepest answer is a run's
+ * output (GetRun, WatchRun): GetRunResponse → Run → Value → Struct → entry → a leaf task's output,
+ * 6 levels around the leaf's Value, so an output of 30 object levels takes 6 + 3 × 30 = 96 levels
+ * (measured with Python's upb: 31 is the most it reads there). Every client can read back what
+ * weftd stores, with a few levels to spare for answers that wrap a value further.
  */
-export const MAX_JSON_DEPTH = 32;
+export const MAX_JSON_DEPTH = 30;
 
 /** Why a google.protobuf.Value cannot be taken as JSON, and where in it (".a[2]", "" at the top). */
 class ValueProblem {

@@ -7,6 +7,7 @@ import { CallGuard, shuttingDownError } from "./call-guard.js";
 import { addDefaults, ConfigError, type DaemonConfig, parseHostPort, redactRedisUrl } from "./config.js";
 import { directUnaryHandler } from "./grpc-unary.js";
 import { type HealthReporter, HealthState, registerHealthService } from "./health.js";
+import { logThrottle } from "./log-throttle.js";
 import { createLogger } from "./logger.js";
 import {
   MetricsRegistry,
@@ -15,7 +16,8 @@ import {
   startMetricsServer,
 } from "./metrics.js";
 import { type RedisServer, startRedisServer } from "./private-redis.js";
-import { closeRedis, createRedisClient, RedisMonitor, waitForReady } from "./redis.js";
+import { closeRedis, createRedisClient, waitForReady } from "./redis.js";
+import { RedisMonitor } from "./redis-monitor.js";
 import { ReflectionCatalog, reflectionServices, registerReflectionServices } from "./reflection.js";
 import { type ApiServer, startApiServer, type TlsFiles } from "./server.js";
 import type { ServiceContext, WeftServices, WeftServicesFactory } from "./service-context.js";
@@ -235,6 +237,18 @@ function registerMetrics(
     monitor.reachable ? 1 : 0,
   );
   metrics.register(
+    "weft_event_loop_delay_seconds",
+    "gauge",
+    "How late weftd's event loop ran its callbacks since the previous scrape: median, 99th percentile, largest.",
+    () => monitor.loop.takeDelays(),
+  );
+  metrics.register(
+    "weft_event_loop_blocked_seconds_total",
+    "counter",
+    "Time weftd's event loop was blocked (busy CPU, GC, process stopped); Redis PINGs are judged without it.",
+    () => monitor.loop.blockedMs() / 1000,
+  );
+  metrics.register(
     "weft_rpc_unary_in_flight",
     "gauge",
     "Unary calls being served.",
@@ -301,6 +315,8 @@ async function shutDown(r: Running): Promise<void> {
   await step("closing the metrics server", () => r.metricsServer.close());
   r.monitor.stop();
   await step("closing Redis", () => closeRedis(r.redis));
+  // Counts of errors still repeating, rather than nothing.
+  logThrottle(logger).flush();
   if (r.privateRedis !== undefined)
     await step("stopping the private redis-server", () => (r.privateRedis as RedisServer).stop());
   logger.info({ ms: Math.round(performance.now() - started) }, "weftd stopped");

@@ -29,9 +29,9 @@ export {
   closeRedis,
   createRedisClient,
   isRedisUnavailableError,
-  RedisMonitor,
-  type RedisMonitorOptions,
+  onRedisUnavailable,
   redisErrorToConnect,
 } from "./redis.js";
+export { RedisMonitor, type RedisMonitorOptions } from "./redis-monitor.js";
 export { ReflectionCatalog } from "./reflection.js";
 export type { ServiceContext, WeftServices, WeftServicesFactory } from "./service-context.js";

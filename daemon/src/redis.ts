@@ -1,7 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis, type RedisOptions } from "ioredis";
-import type { Logger } from "pino";
-import type { HealthReporter } from "./health.js";
 
 /** Longest pause between two reconnection attempts. */
 export const MAX_RECONNECT_DELAY_MS = 1000;
@@ -60,6 +58,18 @@ export function isRedisUnavailableError(err: unknown): boolean {
   );
 }
 
+const unavailableListeners = new Set<(err: Error) => void>();
+
+/**
+ * Calls `listener` with each Redis connection error {@link redisErrorToConnect} maps to UNAVAILABLE,
+ * so that health turns NOT_SERVING with the first call that fails (see RedisMonitor); returns the
+ * function that removes it.
+ */
+export function onRedisUnavailable(listener: (err: Error) => void): () => void {
+  unavailableListeners.add(listener);
+  return () => unavailableListeners.delete(listener);
+}
+
 /**
  * Maps an error from Redis to what an RPC should fail with: a connection error becomes
  * ConnectError UNAVAILABLE, with a short message of its own (the client's error is its cause, and
@@ -68,6 +78,7 @@ export function isRedisUnavailableError(err: unknown): boolean {
  */
 export function redisErrorToConnect(err: unknown): unknown {
   if (err instanceof ConnectError || !isRedisUnavailableError(err)) return err;
+  for (const listener of unavailableListeners) listener(err as Error);
   return new ConnectError(
     "Redis is unreachable - try again later",
     Code.Unavailable,
@@ -75,113 +86,6 @@ export function redisErrorToConnect(err: unknown): unknown {
     undefined,
     err,
   );
-}
-
-/** Options of {@link RedisMonitor}. */
-export interface RedisMonitorOptions {
-  /**
-   * How often a PING checks that Redis still answers.
-   * @defaultValue 2000
-   */
-  pingIntervalMs?: number;
-  /**
-   * How long a PING may take before Redis counts as down.
-   * @defaultValue 2000
-   */
-  pingTimeoutMs?: number;
-}
-
-/**
- * Follows whether a client's Redis is reachable (its ready/close/end events and a periodic PING),
- * reports it as the health component "redis", and logs one line per transition, not per retry.
- */
-export class RedisMonitor {
-  private up: boolean | undefined;
-  private lastError: string | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private pinging = false;
-  private readonly pingIntervalMs: number;
-  private readonly pingTimeoutMs: number;
-
-  constructor(
-    private readonly redis: Redis,
-    private readonly target: string,
-    private readonly health: HealthReporter,
-    private readonly logger: Logger,
-    options: RedisMonitorOptions = {},
-  ) {
-    this.pingIntervalMs = options.pingIntervalMs ?? 2000;
-    this.pingTimeoutMs = options.pingTimeoutMs ?? 2000;
-    health.setComponent("redis", redis.status === "ready");
-    redis.on("ready", this.onReady);
-    redis.on("close", this.onClose);
-    redis.on("end", this.onClose);
-    redis.on("error", this.onError);
-    this.timer = setInterval(() => void this.ping(), this.pingIntervalMs);
-    this.timer.unref();
-  }
-
-  /** Whether Redis answered last time we looked. */
-  get reachable(): boolean {
-    return this.up === true;
-  }
-
-  /** Stops watching; the client's events are no longer followed. */
-  stop(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
-    this.redis.off("ready", this.onReady);
-    this.redis.off("close", this.onClose);
-    this.redis.off("end", this.onClose);
-    // The error listener stays: an EventEmitter without one throws.
-  }
-
-  private readonly onReady = () => this.set(true);
-  private readonly onClose = () => this.set(false);
-  private readonly onError = (err: Error) => {
-    this.lastError = err.message;
-    this.logger.debug({ err, redis: this.target }, "redis connection error");
-  };
-
-  private async ping(): Promise<void> {
-    if (this.pinging || this.redis.status !== "ready") return;
-    this.pinging = true;
-    let timeout: NodeJS.Timeout | undefined;
-    try {
-      await Promise.race([
-        this.redis.ping(),
-        new Promise((_, reject) => {
-          timeout = setTimeout(
-            () => reject(new Error(`PING took over ${this.pingTimeoutMs}ms`)),
-            this.pingTimeoutMs,
-          );
-        }),
-      ]);
-      this.set(true);
-    } catch (err) {
-      this.lastError = (err as Error).message;
-      this.set(false);
-    } finally {
-      clearTimeout(timeout);
-      this.pinging = false;
-    }
-  }
-
-  private set(up: boolean): void {
-    if (this.up === up) return;
-    const first = this.up === undefined;
-    this.up = up;
-    this.health.setComponent("redis", up);
-    if (up) {
-      this.logger.info({ redis: this.target }, first ? "redis connected" : "redis reachable again");
-      this.lastError = undefined;
-    } else {
-      this.logger.warn(
-        { redis: this.target, reason: this.lastError ?? "connection closed" },
-        "redis unreachable: calls fail UNAVAILABLE and health is NOT_SERVING until it is back",
-      );
-    }
-  }
 }
 
 /** Waits until `redis` is ready, or `timeoutMs` passes; returns whether it is ready. */

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Job, Worker } from "bullmq";
 import type { Logger } from "pino";
+import { logThrottle } from "../log-throttle.js";
 import type { TaskJobData } from "./task-queues.js";
 
 /** A job fetched and locked for a poll; `token` is its BullMQ lock token. */
@@ -238,7 +239,7 @@ export class QueueDispatcher {
       // A job whose short lock ran out is left to the stalled checker, which puts it back.
       return await this.source.extendLocks(jobs);
     } catch (err) {
-      this.logger.warn({ err, queue: this.queue }, "extending held jobs' locks failed");
+      logThrottle(this.logger).warn({ err, queue: this.queue }, "extending held jobs' locks failed");
       await this.returnHeld(jobs);
       return [];
     }
@@ -273,7 +274,7 @@ export class QueueDispatcher {
       jobs.map(({ job, token }) =>
         job
           .moveToWait(token)
-          .catch((err) => this.logger.warn({ err, jobId: job.id }, "could not requeue job")),
+          .catch((err) => logThrottle(this.logger).warn({ err, jobId: job.id }, "could not requeue job")),
       ),
     );
   }
@@ -310,7 +311,7 @@ export class QueueDispatcher {
           const job = (await worker.getNextJob(token, { block: false })) as Job<TaskJobData> | undefined;
           return job === undefined ? undefined : { job, token };
         } catch (err) {
-          this.logger.warn({ err, queue: this.queue }, "fetching a job failed");
+          logThrottle(this.logger).warn({ err, queue: this.queue }, "fetching a job failed");
           return undefined;
         }
       }),
@@ -340,7 +341,7 @@ export class QueueDispatcher {
           // Closing the queue's Worker ends a blocking fetch with an error.
           if (this.closed) break;
           failures++;
-          this.logger.warn({ err, queue: this.queue }, "fetching a job failed; retrying");
+          logThrottle(this.logger).warn({ err, queue: this.queue }, "fetching a job failed; retrying");
           await pause(Math.min(100 * 2 ** failures, 5000));
           continue;
         }

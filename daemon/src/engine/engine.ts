@@ -1,7 +1,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { logThrottle } from "../log-throttle.js";
 import { ANSWER_OVERHEAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from "./answer-size.js";
+import { BackoffLoop } from "./backoff-loop.js";
 import type { CompiledTask } from "./dag.js";
 import { type DispatchStats, QueueDispatcher } from "./dispatcher.js";
 import { EventHub } from "./event-hub.js";
@@ -95,7 +97,7 @@ export class Engine {
   readonly reconciler: Reconciler;
   private readonly knownQueues = new Set<string>();
   private readonly dispatchers = new Map<string, QueueDispatcher>();
-  private idleSweep: NodeJS.Timeout | undefined;
+  private idleSweep: BackoffLoop | undefined;
   /** {@link EngineOptions.maxResponseBytes}, default applied. */
   readonly maxResponseBytes: number;
   /** {@link EngineOptions.maxOpenQueues} and {@link EngineOptions.queueIdleMs}, defaults applied. */
@@ -178,13 +180,13 @@ export class Engine {
     const engine = new Engine(redis, bullConnection, subscriber, options, policy, logger);
     await engine.admin.apply(policy);
     engine.reconciler.start();
-    engine.idleSweep = setInterval(
-      () => {
-        engine.closeIdleQueues().catch((err) => logger.warn({ err }, "closing idle task queues failed"));
-      },
-      Math.max(1000, Math.min(engine.queueIdleMs, 30_000)),
-    );
-    engine.idleSweep.unref();
+    const log = logThrottle(logger);
+    engine.idleSweep = new BackoffLoop(() => engine.closeIdleQueues(), {
+      everyMs: Math.max(1000, Math.min(engine.queueIdleMs, 30_000)),
+      maxMs: 60_000,
+      onError: (err, retryInMs) => log.warn({ err, retryInMs }, "closing idle task queues failed"),
+    });
+    engine.idleSweep.start();
     return engine;
   }
 
@@ -358,7 +360,7 @@ export class Engine {
 
   /** Stops fetching, releases waiting polls, and closes the engine's connections. */
   async close(): Promise<void> {
-    clearInterval(this.idleSweep);
+    this.idleSweep?.stop();
     this.reconciler.stop();
     await Promise.all([...this.dispatchers.values()].map((dispatcher) => dispatcher.close()));
     await this.timers.close();

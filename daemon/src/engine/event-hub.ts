@@ -2,6 +2,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { type WatchRunResponse, WatchRunResponseSchema } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { logThrottle } from "../log-throttle.js";
 import { envelope } from "../response-stream.js";
 import { eventFromStored, isFinalEvent } from "./run-view.js";
 
@@ -150,7 +151,7 @@ export class EventHub {
       if (current.listeners.size === 0 && this.runs.get(runId) === current) {
         this.runs.delete(runId);
         this.subscriber.unsubscribe(this.logKey(runId)).catch((err: unknown) => {
-          this.logger.warn({ err, runId }, "unsubscribe failed");
+          logThrottle(this.logger).warn({ err, runId }, "unsubscribe failed");
         });
       }
     };
@@ -223,7 +224,7 @@ export class EventHub {
           for (const listener of feed.listeners) listener.offer(events);
         } while (feed.again && this.runs.get(runId) === feed);
       } catch (err) {
-        this.logger.warn({ err, runId }, "reading run events failed");
+        logThrottle(this.logger).warn({ err, runId }, "reading run events failed");
       } finally {
         feed.fetching = false;
       }

@@ -1,4 +1,6 @@
 import { randomUUID } from "node:crypto";
+import { logThrottle } from "../log-throttle.js";
+import { BackoffLoop } from "./backoff-loop.js";
 import type { Engine } from "./engine.js";
 import { jobIdOf } from "./ids.js";
 import type { TaskRecord } from "./run-view.js";
@@ -8,6 +10,15 @@ import type { LoadedWorkflow } from "./workflow-store.js";
 const FORGET = `
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('ZREM', KEYS[1], ARGV[1]) end
 return 0
+`;
+
+// Takes the lock when it is free or already ours: a pass that Redis failed mid-way could not
+// release it, and this replica need not wait for it to expire.
+const TAKE_LOCK = `
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 `;
 
 const RELEASE_LOCK = `
@@ -30,6 +41,15 @@ const PRUNE_EVERY_MS = 60_000;
 /** Workflow names read per round trip when pruning their run indexes. */
 const WORKFLOW_PAGE = 100;
 
+/** How long a pass holds the reconciler's lock, at most; a pass stops after half of it. */
+const LOCK_MS = 30_000;
+
+/**
+ * Longest pause between passes after failures in a row (Redis down): what a run a crash cut
+ * short may wait, beyond `reconcileAfterMs`, once Redis is back.
+ */
+const MAX_PAUSE_MS = 20_000;
+
 /**
  * Finishes run steps that a crash cut short. Every step marks its run in a
  * sorted set before it runs (and a step that finishes a run takes it out
@@ -44,8 +64,8 @@ const WORKFLOW_PAGE = 100;
  * until something removes them.
  */
 export class Reconciler {
-  private timer: NodeJS.Timeout | undefined;
-  private running = false;
+  private loop: BackoffLoop | undefined;
+  private passing = false;
   private prunedAt = 0;
   /** Where the last pruning stopped: the index of every run (-1), or a workflow's, by position. */
   private pruneCursor = -1;
@@ -53,31 +73,39 @@ export class Reconciler {
 
   constructor(private readonly engine: Engine) {}
 
+  /** Runs a pass every half `reconcileAfterMs`; after failures, up to {@link MAX_PAUSE_MS} apart. */
   start(): void {
-    const every = Math.max(200, Math.floor(this.engine.options.reconcileAfterMs / 2));
-    this.timer = setInterval(() => {
-      if (this.running) return;
-      this.running = true;
-      this.pass()
-        .catch((err) => this.engine.logger.warn({ err }, "reconciliation pass failed"))
-        .finally(() => {
-          this.running = false;
-        });
-    }, every);
-    this.timer.unref();
+    const everyMs = Math.max(200, Math.floor(this.engine.options.reconcileAfterMs / 2));
+    const log = logThrottle(this.engine.logger);
+    this.loop ??= new BackoffLoop(() => this.pass(), {
+      everyMs,
+      maxMs: MAX_PAUSE_MS,
+      onError: (err, retryInMs) => log.warn({ err, retryInMs }, "reconciliation pass failed"),
+    });
+    this.loop.start();
   }
 
   stop(): void {
-    if (this.timer !== undefined) clearInterval(this.timer);
+    this.loop?.stop();
   }
 
   /** One pass over the runs that have been quiet for long enough; returns how many it checked. */
   async pass(): Promise<number> {
+    // One pass at a time here too: the lock lets this replica in again.
+    if (this.passing) return 0;
+    this.passing = true;
+    try {
+      const { redis, keys } = this.engine;
+      if ((await redis.eval(TAKE_LOCK, 1, keys.reconcilerLock(), this.owner, LOCK_MS)) !== 1) return 0;
+      return await this.passLocked(Date.now(), LOCK_MS);
+    } finally {
+      this.passing = false;
+    }
+  }
+
+  private async passLocked(started: number, lockMs: number): Promise<number> {
     const { engine } = this;
     const { redis, keys } = engine;
-    const lockMs = 30_000;
-    const started = Date.now();
-    if ((await redis.set(keys.reconcilerLock(), this.owner, "PX", lockMs, "NX")) !== "OK") return 0;
     let checked = 0;
     try {
       const quietSince = started - engine.options.reconcileAfterMs;

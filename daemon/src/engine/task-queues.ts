@@ -9,6 +9,7 @@ import {
 } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { logThrottle } from "../log-throttle.js";
 import type { FetchedJob } from "./dispatcher.js";
 import { jobIdOf } from "./ids.js";
 import type { Keys } from "./keys.js";
@@ -114,7 +115,7 @@ export class TaskQueues {
         streams: { events: { maxLen: QUEUE_EVENTS_KEPT } },
       };
       queue = new Queue(name, options);
-      queue.on("error", (err) => this.logger.warn({ err, queue: name }, "BullMQ queue error"));
+      queue.on("error", (err) => logThrottle(this.logger).warn({ err, queue: name }, "BullMQ queue error"));
       this.queues.set(name, queue);
     }
     return queue;
@@ -137,11 +138,11 @@ export class TaskQueues {
         settings: { backoffStrategy: (_n, _type, err) => (err instanceof RetryError ? err.delayMs : 0) },
       });
       const w = worker;
-      w.on("error", (err) => this.logger.warn({ err, queue: name }, "BullMQ worker error"));
+      w.on("error", (err) => logThrottle(this.logger).warn({ err, queue: name }, "BullMQ worker error"));
       w.on("stalled", (jobId) => this.onStalled(name, jobId));
       this.workers.set(name, w);
       w.startStalledCheckTimer().catch((err) =>
-        this.logger.error({ err, queue: name }, "stalled checker failed"),
+        logThrottle(this.logger).error({ err, queue: name }, "stalled checker failed"),
       );
     }
     return worker;

@@ -1,0 +1,220 @@
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import { afterResponsiveTime, EventLoopWatch } from "./event-loop.js";
+import type { HealthReporter } from "./health.js";
+import { logThrottle, type OutageSink } from "./log-throttle.js";
+import { isRedisUnavailableError, onRedisUnavailable } from "./redis.js";
+
+/** Options of {@link RedisMonitor}. */
+export interface RedisMonitorOptions {
+  /**
+   * How often a PING checks that Redis still answers while it is up.
+   * @defaultValue 2000
+   */
+  pingIntervalMs?: number;
+  /**
+   * How long a PING may go unanswered before Redis counts as down, not counting the time weftd's
+   * own event loop was blocked.
+   * @defaultValue 2000
+   */
+  pingTimeoutMs?: number;
+  /**
+   * How often a PING asks whether Redis is back while it is down and the connection is open.
+   * @defaultValue 250
+   */
+  downPingIntervalMs?: number;
+  /**
+   * While Redis stays down, a line says so this often, with what its outage kept out of the log.
+   * @defaultValue 60000
+   */
+  stillDownLogEveryMs?: number;
+  /**
+   * Measures how long weftd's event loop was blocked.
+   * @defaultValue a watch of its own, stopped with the monitor
+   */
+  loop?: EventLoopWatch;
+}
+
+/**
+ * Follows whether Redis is reachable and reports it as the health component "redis". Redis is down
+ * once the client's connection closes, once a command fails with a connection error (any call
+ * failing UNAVAILABLE through `redisErrorToConnect`, or an error a loop logs through the daemon's
+ * {@link logThrottle}), or once a PING goes unanswered for `pingTimeoutMs` of time in which weftd's
+ * event loop was responsive: a slow loop is not a slow Redis. Redis is back as soon as the client
+ * is ready again or a PING succeeds. One line is logged when Redis goes down and one when it is
+ * back; the errors logged meanwhile through the throttle are counted, and the counts go with the
+ * second line.
+ */
+export class RedisMonitor implements OutageSink {
+  /** The event-loop watch in use (for the metrics). */
+  readonly loop: EventLoopWatch;
+  private up: boolean | undefined;
+  /** Why Redis went down, and the latest connection error since. */
+  private reason: string | undefined;
+  private lastError: string | undefined;
+  private downSince = 0;
+  private lastDownLog = 0;
+  private lastPingAt = 0;
+  private pinging = false;
+  private readonly suppressed = new Map<string, number>();
+  private readonly timer: NodeJS.Timeout;
+  private readonly stopListening: () => void;
+  private readonly ownsLoop: boolean;
+  private readonly pingIntervalMs: number;
+  private readonly pingTimeoutMs: number;
+  private readonly stillDownLogEveryMs: number;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly target: string,
+    private readonly health: HealthReporter,
+    private readonly logger: Logger,
+    options: RedisMonitorOptions = {},
+  ) {
+    this.pingIntervalMs = options.pingIntervalMs ?? 2000;
+    this.pingTimeoutMs = options.pingTimeoutMs ?? 2000;
+    this.stillDownLogEveryMs = options.stillDownLogEveryMs ?? 60_000;
+    this.ownsLoop = options.loop === undefined;
+    this.loop =
+      options.loop ??
+      new EventLoopWatch({
+        onStall: (ms) =>
+          logThrottle(logger).warn(
+            { ms },
+            "event loop blocked: weftd could not run for a while (busy CPU, long GC pause, process stopped)",
+          ),
+      });
+    health.setComponent("redis", redis.status === "ready");
+    redis.on("ready", this.onReady);
+    redis.on("close", this.onClose);
+    redis.on("end", this.onClose);
+    redis.on("error", this.onError);
+    this.stopListening = onRedisUnavailable((err) => this.commandFailed(err));
+    logThrottle(logger).setOutageSink(this);
+    this.timer = setInterval(() => this.tick(), options.downPingIntervalMs ?? 250);
+    this.timer.unref();
+  }
+
+  /** Whether Redis answered last time we looked. */
+  get reachable(): boolean {
+    return this.up === true;
+  }
+
+  /** A command failed: with a connection error Redis counts as down at once. */
+  commandFailed(err: unknown): void {
+    if (!isRedisUnavailableError(err)) return;
+    this.setDown((err as Error).message);
+  }
+
+  absorb(err: unknown, msg: string): boolean {
+    if (!isRedisUnavailableError(err)) return false;
+    this.commandFailed(err);
+    this.suppressed.set(msg, (this.suppressed.get(msg) ?? 0) + 1);
+    return true;
+  }
+
+  /** Stops watching; the client's events are no longer followed. */
+  stop(): void {
+    clearInterval(this.timer);
+    this.stopListening();
+    this.redis.off("ready", this.onReady);
+    this.redis.off("close", this.onClose);
+    this.redis.off("end", this.onClose);
+    // The error listener stays: an EventEmitter without one throws.
+    const throttle = logThrottle(this.logger);
+    throttle.setOutageSink(undefined);
+    if (this.ownsLoop) this.loop.stop();
+  }
+
+  private readonly onReady = () => this.setUp();
+  private readonly onClose = () => this.setDown("connection closed");
+  private readonly onError = (err: Error) => {
+    this.lastError = err.message;
+    this.logger.debug({ err, redis: this.target }, "redis connection error");
+  };
+
+  private tick(): void {
+    const now = Date.now();
+    if (this.up === false) {
+      if (now - this.lastDownLog >= this.stillDownLogEveryMs) {
+        this.lastDownLog = now;
+        this.logger.warn(
+          {
+            redis: this.target,
+            reason: this.reason,
+            lastError: this.lastError,
+            downMs: now - this.downSince,
+            ...this.takeSuppressed(),
+          },
+          "redis still unreachable",
+        );
+      }
+      void this.ping();
+    } else if (now - this.lastPingAt >= this.pingIntervalMs) {
+      void this.ping();
+    }
+  }
+
+  private async ping(): Promise<void> {
+    if (this.pinging || this.redis.status !== "ready") return;
+    this.pinging = true;
+    this.lastPingAt = Date.now();
+    const cancel = afterResponsiveTime(this.loop, this.pingTimeoutMs, (wallMs, blockedMs) =>
+      this.setDown(
+        `PING unanswered for ${wallMs - blockedMs} ms` +
+          (blockedMs > 0 ? ` (plus ${blockedMs} ms in which weftd's event loop was blocked)` : ""),
+      ),
+    );
+    try {
+      // A late answer still counts: Redis is back when it comes.
+      await this.redis.ping();
+      this.setUp();
+    } catch (err) {
+      this.setDown((err as Error).message);
+    } finally {
+      cancel();
+      this.pinging = false;
+    }
+  }
+
+  private setUp(): void {
+    if (this.up === true) return;
+    const first = this.up === undefined;
+    this.up = true;
+    this.health.setComponent("redis", true);
+    if (first) {
+      this.logger.info({ redis: this.target }, "redis connected");
+    } else {
+      this.logger.info(
+        { redis: this.target, downMs: Date.now() - this.downSince, ...this.takeSuppressed() },
+        "redis reachable again",
+      );
+    }
+    this.reason = undefined;
+    this.lastError = undefined;
+  }
+
+  private setDown(reason: string): void {
+    if (this.up === false) return;
+    this.up = false;
+    this.reason = reason;
+    this.downSince = Date.now();
+    this.lastDownLog = this.downSince;
+    this.health.setComponent("redis", false);
+    this.logger.warn(
+      { redis: this.target, reason: this.reason },
+      "redis unreachable: calls fail UNAVAILABLE and health is NOT_SERVING until it is back",
+    );
+    // The connection may still be open (a failed command, a late PING): ask at once whether Redis
+    // answers, rather than at the next tick.
+    void this.ping();
+  }
+
+  /** `{ suppressed: { msg: count } }` for what the outage kept out of the log so far, or nothing. */
+  private takeSuppressed(): { suppressed?: Record<string, number> } {
+    if (this.suppressed.size === 0) return {};
+    const suppressed = Object.fromEntries(this.suppressed);
+    this.suppressed.clear();
+    return { suppressed };
+  }
+}

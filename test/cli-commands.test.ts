@@ -453,6 +453,28 @@ describe("weft trigger, watch, runs, cancel", () => {
     });
   });
 
+  it("says why a queued task waits", async () => {
+    const name = uniqueName("paused");
+    const queue = `${name}-q`;
+    await raw.admin.updateQueue({ name: queue, paused: true });
+    await runWeft(
+      [
+        "workflows",
+        "submit",
+        file(`${name}.yaml`, `name: ${name}\ntasks:\n  - { id: a, handler: echo, queue: ${queue} }\n`),
+      ],
+      env,
+    );
+    const runId = (await runWeft(["trigger", name, "-q"], env)).stdout.trim();
+    await waitFor(async () => (await raw.workflows.getRun({ runId })).run?.tasks[0]?.waitingReason !== "", {
+      message: "the queued task to have a waiting reason",
+    });
+    const get = await runWeft(["runs", "get", runId], env);
+    expect(get.code, get.stderr).toBe(0);
+    expect(get.stdout.split("\n").slice(-2)).toEqual([`a waits: queue "${queue}" is paused`, ""]);
+    await raw.workflows.cancel({ runId });
+  });
+
   it("lists runs newest first, with a limit and as JSON", async () => {
     const name = uniqueName("list");
     await runWeft(["workflows", "submit", file(`${name}.yaml`, diamond(name, `${name}-idle`))], env);

@@ -1,5 +1,5 @@
 import { toJson } from "@bufbuild/protobuf";
-import { formatDuration, fromValue, RunStatus } from "@weft/sdk";
+import { formatDuration, fromValue, RunStatus, TaskStatus } from "@weft/sdk";
 import { RunSchema } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import type { Command } from "../command.js";
 import { UsageError } from "../exit-codes.js";
@@ -78,7 +78,7 @@ export const runsGet: Command = {
   help: `Usage: weft runs get RUN_ID
 
 Shows a run: its workflow, status, times, input, every task (status, attempt, queue, worker,
-duration, error) and its output.`,
+duration, error), why a queued task waits, and the run's output.`,
   options: {},
   async run({ args, options, io, client }) {
     const run = await client().getRun(oneArg(args, "RUN_ID"));
@@ -111,6 +111,11 @@ duration, error) and its output.`,
       t.error === undefined ? "" : `${t.error.type === "" ? "" : `${t.error.type}: `}${t.error.message}`,
     ]);
     io.out(table(["TASK", "STATUS", "ATTEMPT", "QUEUE", "WORKER", "DURATION", "ERROR"], rows));
+    // Why a queued task has not started (a rate limit, a paused queue, …): the table has no room for it.
+    for (const t of run.tasks) {
+      if (t.status === TaskStatus.QUEUED && t.waitingReason !== "")
+        io.out(`${t.taskId} waits: ${t.waitingReason}\n`);
+    }
     if (run.status === RunStatus.SUCCEEDED) io.out(`output: ${compactJson(fromValue(run.output))}\n`);
     return 0;
   },

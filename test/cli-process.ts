@@ -18,9 +18,11 @@ export function weftCommand(args: string[]): [string, string[]] {
   return [process.execPath, ["--import", TSX_LOADER, `${REPO_ROOT}cli/src/main.ts`, ...args]];
 }
 
-/** The test runner's environment without any WEFT_* variable. */
+/** The test runner's environment without any WEFT_* variable or REDIS_URL (weft dev reads it). */
 export function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("WEFT_")));
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.startsWith("WEFT_") && k !== "REDIS_URL"),
+  );
   return { ...env, NO_COLOR: "1", ...extra };
 }
 

@@ -9,7 +9,7 @@ import { toValue } from "@weft/sdk";
 import { afterAll, describe, expect, it } from "vitest";
 import { ensurePythonVenv, venvCommands } from "../cli/src/dev/python-venv.js";
 import { cleanEnv, runWeft, weftCommand } from "./cli-process.js";
-import { REPO_ROOT, waitFor, within } from "./support/index.js";
+import { REPO_ROOT, startTestRedis, waitFor, within } from "./support/index.js";
 import { weftClients } from "./support/weft.js";
 
 interface DevState {
@@ -245,6 +245,37 @@ describe("weft dev", () => {
     expect(await within(dev.exited, 60_000, "weft dev to stop after SIGINT")).toBe(0);
   });
 
+  it("uses the Redis of REDIS_URL instead of starting one", async () => {
+    const redis = await startTestRedis();
+    try {
+      const dir = mkdtempSync(join(tmpdir(), "weft-dev-redis-"));
+      const address = `127.0.0.1:${await freePort()}`;
+      const dev = spawnDev(
+        [
+          ...["--addr", address, "--metrics-addr", `127.0.0.1:${await freePort()}`, "--data-dir", dir],
+          ...["--no-workers", "--no-examples"],
+        ],
+        { REDIS_URL: redis.url },
+      );
+      await waitFor(
+        () => dev.stdout().includes("Press Ctrl-C to stop everything.") || dev.child.exitCode !== null,
+        {
+          message: "weft dev to start on REDIS_URL",
+          timeoutMs: 90_000,
+          intervalMs: 100,
+        },
+      );
+      expect(dev.child.exitCode, `weft dev exited early:\n${dev.stdout()}\n${dev.stderr()}`).toBeNull();
+      expect(dev.stdout()).not.toContain("starting redis-server");
+      expect(dev.stdout()).toContain(`  redis      ${redis.url}\n`);
+      dev.child.kill("SIGINT");
+      expect(await within(dev.exited, 60_000, "weft dev to stop after SIGINT")).toBe(0);
+      expect(existsSync(join(dir, "redis"))).toBe(false);
+    } finally {
+      await redis.close();
+    }
+  });
+
   it("refuses a --config file that does not exist", async () => {
     expect(await runWeft(["dev", "--config", "/nonexistent/weft.yaml"])).toEqual({
       code: 2,
@@ -309,9 +340,9 @@ describe("the Python worker's virtualenv", () => {
 });
 
 /** `weft dev args…` as a child, with what it printed so far. */
-function spawnDev(args: string[]) {
+function spawnDev(args: string[], env: NodeJS.ProcessEnv = {}) {
   const [node, argv] = weftCommand(["dev", ...args]);
-  const child = spawn(node, argv, { cwd: REPO_ROOT, env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(node, argv, { cwd: REPO_ROOT, env: cleanEnv(env), stdio: ["ignore", "pipe", "pipe"] });
   started.push(child);
   let stdout = "";
   let stderr = "";

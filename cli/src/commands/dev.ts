@@ -23,7 +23,7 @@ Options:
   --addr <host:port>          weftd's API address (default 127.0.0.1:7233)
   --metrics-addr <host:port>  weftd's /metrics address (default 127.0.0.1:9233)
   --config <file>             weftd's configuration file (retry defaults, queues, rate-limit keys)
-  --redis-url <url>           use this Redis instead of starting one (env WEFT_REDIS_URL)
+  --redis-url <url>           use this Redis instead of starting one (env WEFT_REDIS_URL, REDIS_URL)
   --data-dir <dir>            where Redis data and logs go (default .weft/dev)
   --python-venv <dir>         the Python worker's virtualenv (default workers/python/.venv)
   --no-examples               do not submit the example workflows
@@ -48,7 +48,10 @@ Options:
       io.err(`weft dev: --config: no such file ${String(options.config)}; see weft dev --help\n`);
       return ExitCode.Usage;
     }
-    const redisUrl = options["redis-url"] ?? io.env.WEFT_REDIS_URL;
+    // As weftd does: --redis-url, else WEFT_REDIS_URL, else REDIS_URL; none: a private redis-server.
+    const redisUrl = [options["redis-url"], io.env.WEFT_REDIS_URL, io.env.REDIS_URL].find(
+      (u) => u !== undefined && u !== "",
+    );
     const session = new DevSession(
       {
         addr: String(options.addr ?? "127.0.0.1:7233"),

@@ -6,6 +6,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python="${WEFT_PYTHON:-.venv/bin/python}"
+# `pnpm install && pnpm test` on a fresh machine: make the venv (or add the test tools to the one
+# `weft dev` made, which has only the runtime's dependencies), as .ci/run does, saying so.
+if [ -z "${WEFT_PYTHON:-}" ] && ! { [ -x "$python" ] && "$python" -c "import pytest, mypy, grpc_tools" 2>/dev/null; }; then
+  echo "making the Python test virtualenv: python3 -m venv workers/python/.venv && workers/python/.venv/bin/pip install -c workers/python/constraints.txt -e 'workers/python[test,dev]'" >&2
+  { [ -x "$python" ] || python3 -m venv .venv; } &&
+    .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,dev]' || exit 1
+fi
 if [ ! -x "$python" ]; then
   echo "$python is missing: python3 -m venv workers/python/.venv && workers/python/.venv/bin/pip install -c workers/python/constraints.txt -e 'workers/python[test,dev]'" >&2
   exit 1

@@ -59,6 +59,26 @@ describe("weft: usage errors in our own words, exit 2", () => {
     expect(await runWeft(args)).toEqual({ code: 2, stdout: "", stderr: `${line}\n` });
   });
 
+  it("takes the global options before the command too, and names an unknown one there", async () => {
+    expect(await runWeft(["--address", "127.0.0.1:1", "runs", "ls"])).toEqual({
+      code: 4,
+      stdout: "",
+      stderr:
+        "weft: no weftd at 127.0.0.1:1: connection refused (is weftd running? `pnpm weft dev` starts one)\n",
+    });
+    expect(
+      await runWeft(["--json", `--address=${plain.address}`, "runs", "ls", "--limit", "1"]),
+    ).toMatchObject({
+      code: 0,
+      stderr: "",
+    });
+    expect(await runWeft(["--bogus", "runs", "ls"])).toEqual({
+      code: 2,
+      stdout: "",
+      stderr: "weft: unknown option --bogus before the command; see weft --help\n",
+    });
+  });
+
   it("still takes a value that starts with a dash where the flag wants one", async () => {
     const res = await runWeft(["trigger", "no-such-workflow", "--input", "-1", "--address", plain.address]);
     expect(res).toEqual({ code: 3, stdout: "", stderr: 'weft: workflow "no-such-workflow" not found\n' });

@@ -134,6 +134,24 @@ export async function runCli(argv: string[], io: Io, signal: AbortSignal): Promi
     io.out(`weft ${VERSION}\n`);
     return ExitCode.Ok;
   }
+  // Global options may come before the command too (`weft --address X runs ls`).
+  const leading: string[] = [];
+  while (argv[0]?.startsWith("-") === true && argv[0] !== "--") {
+    const flag = argv[0];
+    const name = flag.startsWith("--") ? flag.slice(2).split("=")[0] : undefined;
+    const spec = name === undefined ? undefined : GLOBAL_OPTIONS[name as keyof typeof GLOBAL_OPTIONS];
+    if (spec === undefined) {
+      io.err(`weft: unknown option ${flag.split("=")[0]} before the command; see weft --help\n`);
+      return ExitCode.Usage;
+    }
+    const takesValue = spec.type === "string" && !flag.includes("=");
+    leading.push(...argv.slice(0, takesValue ? 2 : 1));
+    argv = argv.slice(takesValue ? 2 : 1);
+  }
+  if (argv.length === 0) {
+    io.err("weft: a command is required after the options; see weft --help\n");
+    return ExitCode.Usage;
+  }
   const found = findCommand(argv);
   if (found === undefined) {
     const group = groupHelp(argv[0] ?? "");
@@ -148,7 +166,8 @@ export async function runCli(argv: string[], io: Io, signal: AbortSignal): Promi
     io.err(`weft: ${what}; see weft --help\n`);
     return ExitCode.Usage;
   }
-  const { command, rest } = found;
+  const { command } = found;
+  const rest = [...found.rest, ...leading];
   const name = `weft ${command.path.join(" ")}`;
   let parsed: ParsedLine;
   try {

@@ -34,6 +34,8 @@ describe("loadConfig", () => {
       runRetentionMs: 7 * 24 * 3600 * 1000,
       defaultHeartbeatTimeoutMs: 30_000,
       stalledIntervalMs: 5_000,
+      keepaliveIntervalMs: 5_000,
+      keepaliveTimeoutMs: 5_000,
       maxWatchersPerReplica: 10_000,
       maxOpenQueues: 1000,
       configFile: undefined,
@@ -75,6 +77,10 @@ describe("loadConfig", () => {
       "1500ms",
       "--stalled-interval",
       "250",
+      "--keepalive-interval",
+      "2s",
+      "--keepalive-timeout",
+      "750ms",
       "--max-watchers-per-replica",
       "7",
       "--max-open-queues",
@@ -108,6 +114,8 @@ describe("loadConfig", () => {
       runRetentionMs: 86_400_000,
       defaultHeartbeatTimeoutMs: 1500,
       stalledIntervalMs: 250,
+      keepaliveIntervalMs: 2000,
+      keepaliveTimeoutMs: 750,
       maxWatchersPerReplica: 7,
       maxOpenQueues: 12,
       configFile: "/etc/weft.yaml",
@@ -159,6 +167,12 @@ describe("loadConfig", () => {
       /--max-open-queues="0": must be greater than zero/,
     );
     expect(() => config([], { WEFT_MAX_OPEN_QUEUES: "many" })).toThrow(/WEFT_MAX_OPEN_QUEUES="many"/);
+    expect(() => config(["--keepalive-interval", "0s"])).toThrow(
+      new ConfigError('--keepalive-interval="0s": must be greater than zero'),
+    );
+    expect(() => config([], { WEFT_KEEPALIVE_TIMEOUT: "often" })).toThrow(
+      new ConfigError('WEFT_KEEPALIVE_TIMEOUT="often": expected a duration such as 500ms, 30s, 5m, 2h or 7d'),
+    );
     expect(() => config(["--max-response-bytes", "lots"])).toThrow(
       new ConfigError('--max-response-bytes="lots": expected a size such as 512B, 64KiB, 4MiB or 1GB'),
     );

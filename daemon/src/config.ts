@@ -77,6 +77,17 @@ export interface DaemonConfig {
    */
   stalledIntervalMs: number;
   /**
+   * A client connection quiet for this long gets an HTTP/2 PING (see `keepaliveTimeoutMs`).
+   * @defaultValue 5 s
+   */
+  keepaliveIntervalMs: number;
+  /**
+   * A client connection that leaves a PING unanswered this long is closed, ending its calls: a
+   * worker cut off or frozen is noticed within interval + timeout, and gets no task meanwhile.
+   * @defaultValue 5 s
+   */
+  keepaliveTimeoutMs: number;
+  /**
    * Most concurrent WatchRun streams one replica serves; more get RESOURCE_EXHAUSTED.
    * @defaultValue 10000
    */
@@ -147,6 +158,8 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = {
   runRetentionMs: 7 * 24 * 60 * 60 * 1000,
   defaultHeartbeatTimeoutMs: 30_000,
   stalledIntervalMs: 5_000,
+  keepaliveIntervalMs: 5_000,
+  keepaliveTimeoutMs: 5_000,
   maxWatchersPerReplica: 10_000,
   maxOpenQueues: 1000,
   configFile: undefined,
@@ -269,6 +282,20 @@ const OPTIONS: readonly OptionSpec[] = [
     env: ["WEFT_STALLED_INTERVAL"],
     kind: "duration",
     help: "how often expired leases are looked for",
+  },
+  {
+    key: "keepaliveIntervalMs",
+    flag: "keepalive-interval",
+    env: ["WEFT_KEEPALIVE_INTERVAL"],
+    kind: "duration",
+    help: "a quiet client connection gets an HTTP/2 PING after this long",
+  },
+  {
+    key: "keepaliveTimeoutMs",
+    flag: "keepalive-timeout",
+    env: ["WEFT_KEEPALIVE_TIMEOUT"],
+    kind: "duration",
+    help: "a client connection that leaves a PING unanswered this long is closed",
   },
   {
     key: "maxWatchersPerReplica",

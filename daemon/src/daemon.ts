@@ -143,6 +143,7 @@ export async function startDaemon(
       shutdownSignal: cutOff.signal,
       logger,
       tls: tlsFilesOf(config),
+      keepalive: { intervalMs: config.keepaliveIntervalMs, timeoutMs: config.keepaliveTimeoutMs },
     });
     cleanup.push(() => api.close(CONNECTION_CLOSE_MS));
     const metricsListen = parseHostPort(config.metricsAddr);

@@ -10,18 +10,12 @@ import {
   type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
-import {
-  Code,
-  ConnectError,
-  type ContextValues,
-  createContextValues,
-  type HandlerContext,
-} from "@connectrpc/connect";
+import { Code, ConnectError, type ContextValues, type HandlerContext } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { principalKey, type TokenCheck } from "./auth.js";
 import { REQUEST_RECURSION_LIMIT, requestNotDecoded } from "./call-errors.js";
 import type { CallGuard } from "./call-guard.js";
-import { envelope } from "./response-stream.js";
+import { callContextValues, envelope } from "./response-stream.js";
 
 /** A unary method answered over gRPC without Connect, its handler, and the token check its calls pass. */
 export interface DirectUnary<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage> {
@@ -164,7 +158,7 @@ async function answer(
 class DirectContext implements HandlerContext {
   readonly protocolName = "grpc";
   readonly requestMethod = "POST";
-  readonly values: ContextValues = createContextValues();
+  readonly values: ContextValues;
   private readonly deadline: number | undefined;
   private requestHeaders: Headers | undefined;
   /** The response headers and trailers, once the handler asked for them. */
@@ -178,6 +172,7 @@ class DirectContext implements HandlerContext {
     timeoutMs: number | undefined,
   ) {
     this.deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    this.values = callContextValues(req);
   }
 
   get service(): DescService {

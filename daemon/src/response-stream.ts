@@ -1,5 +1,5 @@
 import type { IncomingMessage } from "node:http";
-import type { Http2ServerRequest } from "node:http2";
+import type { Http2ServerRequest, Http2Stream } from "node:http2";
 import type { Writable } from "node:stream";
 import { create, type DescMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import {
@@ -8,10 +8,16 @@ import {
   createContextValues,
   type HandlerContext,
 } from "@connectrpc/connect";
+import { type PeerLiveness, peerOf } from "./peer-liveness.js";
 
 const streamKey = createContextKey<Writable | undefined>(undefined, {
   description: "HTTP/2 stream of the call",
 });
+
+/** The liveness of the client a call came from, when it came over HTTP/2 (see peer-liveness.ts). */
+export function peerOfCall(ctx: { values: ContextValues }): PeerLiveness | undefined {
+  return peerOf((ctx.values.get(streamKey) as Http2Stream | undefined)?.session);
+}
 
 /** Response content types whose messages are binary envelopes: 5-byte header, protobuf body. */
 const BINARY_ENVELOPES = /^application\/(grpc|grpc\+proto|grpc-web\+proto|connect\+proto)$/;

@@ -21,6 +21,7 @@ import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { encodeGrpcMessage } from "./grpc-unary.js";
 import { formatAddress } from "./metrics.js";
+import { type KeepaliveOptions, keepAlive } from "./peer-liveness.js";
 import { callContextValues } from "./response-stream.js";
 import { createRpcHandler } from "./rpc-handler.js";
 
@@ -43,6 +44,8 @@ export interface ApiServerOptions {
   logger: Logger;
   /** TLS on the port (HTTP/2 and HTTP/1.1 chosen by ALPN); unset: cleartext. */
   tls?: TlsFiles;
+  /** HTTP/2 keepalive of client connections (see peer-liveness.ts). */
+  keepalive: KeepaliveOptions;
 }
 
 /** Certificate files of the API port. */
@@ -163,6 +166,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   const http2Sockets = new Set<Socket>();
   h2.on("session", (session: Http2Session) => {
     sessions.add(session);
+    keepAlive(session, options.keepalive, logger);
     session.once("close", () => sessions.delete(session));
     // A client that misbehaves or goes away must not take the daemon down.
     session.on("error", (err) => logger.debug({ err }, "http2 session error"));
@@ -198,6 +202,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     );
     secure.on("session", (session: Http2Session) => {
       sessions.add(session);
+      keepAlive(session, options.keepalive, logger);
       session.once("close", () => sessions.delete(session));
       session.on("error", (err) => logger.debug({ err }, "http2 session error"));
     });

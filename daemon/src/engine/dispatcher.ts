@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Job, Worker } from "bullmq";
 import type { Logger } from "pino";
 import { logThrottle } from "../log-throttle.js";
+import { isRedisUnavailableError } from "../redis.js";
 import type { TaskJobData } from "./task-queues.js";
 
 /** A job fetched and locked for a poll; `token` is its BullMQ lock token. */
@@ -19,6 +20,9 @@ const BURST = 16;
  * poll another one) fetches nothing it would have to put back.
  */
 const DEMAND_WINDOW_MS = 1000;
+
+/** How long {@link QueueDispatcher.putBack} keeps trying while Redis is away (a lock outlives it). */
+const PUT_BACK_GIVE_UP_MS = 60_000;
 
 /** Longest a batch poll waits for the jobs completions in flight are fetching before it fetches its own. */
 const OFFERS_WAIT_MS = 20;
@@ -253,6 +257,28 @@ export class QueueDispatcher {
       if (waiter !== undefined) waiter.deliver(fetched);
       else await this.returnHeld([fetched]);
     }
+  }
+
+  /**
+   * Puts a fetched job back in its queue, unused, once Redis takes the call: tried again with a
+   * backoff while Redis is away, until the job's lock is gone (the stalled checker gave it back,
+   * or another replica has it) or {@link PUT_BACK_GIVE_UP_MS} passed. Not awaited by callers.
+   */
+  putBack({ job, token }: FetchedJob): void {
+    const started = Date.now();
+    const attempt = async (n: number): Promise<void> => {
+      try {
+        await job.moveToWait(token);
+      } catch (err) {
+        if (!isRedisUnavailableError(err) || Date.now() - started > PUT_BACK_GIVE_UP_MS) {
+          this.logger.debug({ err, jobId: job.id, queue: this.queue }, "job not put back: its lock is gone");
+          return;
+        }
+        await pause(Math.min(100 * 2 ** n, 2000));
+        await attempt(n + 1);
+      }
+    };
+    void attempt(0);
   }
 
   /** Puts every held job back in its queue. */

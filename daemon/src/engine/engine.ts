@@ -59,7 +59,7 @@ export interface EngineOptions {
 export const LOCK_GRACE_MS = 1000;
 
 /**
- * How long a job a completion fetched stays locked before a poll takes it:
+ * How long a fetched job stays locked before its task starts under a lease:
  * how long it stays out of reach (plus the stalled checker's interval) when
  * the replica holding it dies.
  */
@@ -362,6 +362,7 @@ export class Engine {
   async close(): Promise<void> {
     this.idleSweep?.stop();
     this.reconciler.stop();
+    this.leases.timers.close();
     await Promise.all([...this.dispatchers.values()].map((dispatcher) => dispatcher.close()));
     await this.timers.close();
     this.logger.debug("engine: closing BullMQ queues and workers");

@@ -10,8 +10,9 @@ import type { FetchedJob, PendingOffer } from "./dispatcher.js";
 import { type Engine, LOCK_GRACE_MS } from "./engine.js";
 import { formatLeaseId, jobIdOf, type LeaseRef, newLeaseNonce, parseJobId, parseLeaseId } from "./ids.js";
 import { KeyLimiter } from "./key-limiter.js";
+import { LeaseTimers } from "./lease-timers.js";
 import { backoffDelayMs, backoffSeed } from "./retry-policy.js";
-import type { LeaseArgs } from "./run-steps.js";
+import type { LeaseArgs, LeaseDeadline } from "./run-steps.js";
 import type { TaskRecord } from "./run-view.js";
 import { jsonValue } from "./run-view.js";
 import { invalidArgument } from "./violations.js";
@@ -40,6 +41,16 @@ export interface PollRequest {
   topUp?: boolean;
   /** Name of the token polling; its leases answer only to it. Empty: authentication is off. */
   owner?: string;
+  /** The liveness of the connection the poll came on: a task goes only to a peer that is alive. */
+  peer?: PeerCheck;
+}
+
+/** What a poll can tell of its client's connection (see PeerLiveness in peer-liveness.ts). */
+export interface PeerCheck {
+  /** True while the peer failed a PING and has not shown life since: its polls end empty. */
+  readonly suspect: boolean;
+  /** Whether a task may go to the peer now (it showed life recently, or answers a PING). */
+  usable(): Promise<boolean>;
 }
 
 /** A task failure reported by a worker or detected by the daemon. */
@@ -47,6 +58,19 @@ export interface TaskFailure {
   type: string;
   message: string;
   details: string;
+}
+
+/** What recording a failure led to. */
+interface FailureRecorded {
+  willRetry: boolean;
+  nextAttemptTime: ReturnType<typeof timestampFromMs> | undefined;
+  /** Set when a lease timer found the lease extended: its new deadline. */
+  aliveUntil?: number;
+}
+
+/** The key of a lease in {@link LeaseTimers}. */
+function leaseKey(lease: LeaseRef): string {
+  return `${lease.runId}|${lease.taskId}|${lease.attempt}|${lease.nonce}`;
 }
 
 interface Leased {
@@ -62,6 +86,9 @@ interface Leased {
  * task, so a stale lease can never change anything.
  */
 export class LeaseOps {
+  /** Timers at the deadlines of the leases this replica handed out or extended. */
+  readonly timers = new LeaseTimers();
+
   constructor(private readonly engine: Engine) {}
 
   /**
@@ -81,7 +108,7 @@ export class LeaseOps {
     try {
       const dispatcher = this.engine.dispatcher(req.queue);
       const max = Math.max(1, req.maxTasks ?? 1);
-      while (!wait.signal.aborted) {
+      while (!wait.signal.aborted && req.peer?.suspect !== true) {
         // Each fetched job is handed over at once, while the next ones are still being fetched.
         const handing: Promise<TaskAssignment | undefined>[] = [];
         // The assignments of one answer stay within the answer limit together.
@@ -98,8 +125,16 @@ export class LeaseOps {
           hand([first]);
           if (max > 1 && req.topUp !== false) await dispatcher.grab(max - 1, hand);
         }
-        const assignments = (await Promise.all(handing)).filter((a): a is TaskAssignment => a !== undefined);
+        // One hand-over failing (Redis went away meanwhile) does not lose the others' leases.
+        const settled = await Promise.allSettled(handing);
+        const assignments: TaskAssignment[] = [];
+        let failure: unknown;
+        for (const s of settled) {
+          if (s.status === "rejected") failure ??= s.reason;
+          else if (s.value !== undefined) assignments.push(s.value);
+        }
         if (assignments.length > 0) return assignments;
+        if (failure !== undefined) throw failure;
       }
       return [];
     } finally {
@@ -109,7 +144,26 @@ export class LeaseOps {
     }
   }
 
+  /**
+   * Starts a fetched job's task under a new lease and builds its assignment; undefined when the
+   * job went back or elsewhere. A failure (Redis went away mid-way) puts the job back in its
+   * queue, unused, as soon as Redis takes it, and is thrown.
+   */
   private async handOver(
+    fetched: FetchedJob,
+    req: PollRequest,
+    signal: AbortSignal,
+    budget: AssignmentBudget,
+  ): Promise<TaskAssignment | undefined> {
+    try {
+      return await this.startTask(fetched, req, signal, budget);
+    } catch (err) {
+      this.engine.dispatcher(req.queue).putBack(fetched);
+      throw err;
+    }
+  }
+
+  private async startTask(
     { job, token }: FetchedJob,
     req: PollRequest,
     signal: AbortSignal,
@@ -120,7 +174,11 @@ export class LeaseOps {
     const loaded =
       ids === undefined
         ? undefined
-        : await engine.workflows.get(job.data.w, job.data.v).catch(() => undefined);
+        : await engine.workflows.get(job.data.w, job.data.v).catch((err: unknown) => {
+            // Only a workflow that is not there makes the job foreign; Redis errors go up.
+            if (err instanceof ConnectError && err.code === Code.NotFound) return undefined;
+            throw err;
+          });
     const task = ids === undefined ? undefined : loaded?.compiled.byId.get(ids.taskId);
     if (ids === undefined || loaded === undefined || task === undefined) {
       engine.logger.warn({ jobId: job.id, queue: req.queue }, "dropping a job that is not a Weft task");
@@ -129,7 +187,9 @@ export class LeaseOps {
     }
     const { runId, taskId } = ids;
     const spec = engine.jobSpec(runId, loaded, task);
-    if (signal.aborted) {
+    // A poll whose client went away, or whose connection has gone quiet and does not answer a
+    // PING (a cut link, a frozen host), gets no task: it goes back at once for a live poll.
+    if (signal.aborted || (req.peer !== undefined && !(await req.peer.usable()))) {
       await job.moveToWait(token).catch(() => {});
       return undefined;
     }
@@ -150,6 +210,11 @@ export class LeaseOps {
       if (at === undefined) return undefined;
       startedAt ??= at;
     }
+    // The job came under a short lock (a replica that dies before it starts the task strands it
+    // for that long, not for a lease); the lease's lock outlives the lease by a grace period. Sent
+    // with the step that starts the task, not after it.
+    const locking = engine.queues.extendLock(spec, token, task.heartbeatTimeoutMs + LOCK_GRACE_MS);
+    locking.catch(() => {});
     for (let round = 0; round < 3; round++) {
       const nonce = newLeaseNonce();
       const now = round === 0 && startedAt !== undefined ? startedAt : Date.now();
@@ -181,10 +246,13 @@ export class LeaseOps {
         };
         const leaseDeadline = Number(reply[3]);
         engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);
-        // The BullMQ lock backs the lease and outlives it by a grace period.
-        if (leaseDeadline - now !== engine.options.defaultHeartbeatTimeoutMs) {
-          await engine.queues.extendLock(spec, token, leaseDeadline - now + LOCK_GRACE_MS);
+        if (!(await locking)) {
+          // The short lock ran out first (a very slow moment): the job went back to its queue and
+          // is another poll's now. The attempt goes back unused.
+          await engine.steps.release(runId, lease, Date.now());
+          return undefined;
         }
+        this.watch(lease, leaseDeadline);
         if (signal.aborted) {
           // The poll went away: the task goes straight back, the attempt unused.
           await engine.steps.release(runId, lease, Date.now());
@@ -197,7 +265,7 @@ export class LeaseOps {
             message: `worker "${req.workerId}" polling queue "${req.queue}" has no handler "${task.handler}" (it has: ${req.handlers.join(", ")})`,
             details: "",
           };
-          await this.recordFailure({ lease, loaded, task }, failure, false, true);
+          await this.recordFailure({ lease, loaded, task }, failure, false, "ignore");
           return undefined;
         }
         engine.logger.debug(
@@ -210,7 +278,7 @@ export class LeaseOps {
             : budget.admit(loaded.compiled, task, String(reply[2] ?? ""), reply.slice(4).map(String));
         if (inputs.kind === "too-large") {
           // Undeliverable within the answer limit, on any attempt: fails for good, to no worker.
-          await this.recordFailure({ lease, loaded, task }, inputs.failure, false, true);
+          await this.recordFailure({ lease, loaded, task }, inputs.failure, false, "ignore");
           return undefined;
         }
         if (inputs.kind === "full") {
@@ -286,6 +354,7 @@ export class LeaseOps {
         Code.FailedPrecondition,
       );
     }
+    this.watch(lease, leaseDeadline);
     return { cancelRequested: false, leaseDeadline: timestampFromMs(leaseDeadline) };
   }
 
@@ -302,7 +371,9 @@ export class LeaseOps {
     // a poll arriving meanwhile waits for it rather than fetching its own.
     const offer = engine.backloggedDispatcher(leased.task.queue)?.expectOffer();
     try {
-      return await this.recordCompletion(leaseId, leased, outputText, offer);
+      const completed = await this.recordCompletion(leaseId, leased, outputText, offer);
+      this.timers.disarm(leaseKey(leased.lease));
+      return completed;
     } finally {
       offer?.abandon();
     }
@@ -364,14 +435,18 @@ export class LeaseOps {
         Code.ResourceExhausted,
       );
     }
-    return this.recordFailure(leased, failure, retryable, true);
+    return this.recordFailure(leased, failure, retryable, "check");
   }
 
   /**
    * Ends an attempt whose lease was lost: its start-to-close deadline (when
    * `startToCloseDeadline` has passed) or its heartbeat timeout expired.
    */
-  async expire(leased: Leased, startToCloseDeadline: number): Promise<void> {
+  async expire(
+    leased: Leased,
+    startToCloseDeadline: number,
+    deadline: LeaseDeadline = "ignore",
+  ): Promise<number | undefined> {
     const failure =
       startToCloseDeadline > 0 && Date.now() >= startToCloseDeadline
         ? {
@@ -385,10 +460,35 @@ export class LeaseOps {
             details: "",
           };
     try {
-      await this.recordFailure(leased, failure, true, false);
+      return (await this.recordFailure(leased, failure, true, deadline)).aliveUntil;
     } catch (err) {
       if (!(err instanceof ConnectError)) throw err;
+      return undefined;
     }
+  }
+
+  /**
+   * A lease timer fired (see LeaseTimers): ends the attempt when its lease did expire; else returns
+   * the deadline to wait for (a heartbeat extended it), or undefined when the attempt is over.
+   */
+  private async leaseDue(ref: LeaseRef): Promise<number | undefined> {
+    const { engine } = this;
+    const raw = await engine.redis.hget(engine.keys.run(ref.runId).tasks, ref.taskId);
+    if (raw === null) return undefined;
+    const record = JSON.parse(raw) as TaskRecord;
+    if (record.s !== "R" || record.a !== ref.attempt || record.l !== ref.nonce) return undefined;
+    if (record.le !== undefined && record.le > Date.now()) return record.le;
+    const loaded = await engine.workflowOf(ref.runId);
+    const task = loaded?.compiled.byId.get(ref.taskId);
+    if (loaded === undefined || task === undefined) return undefined;
+    engine.logger.info({ runId: ref.runId, taskId: ref.taskId, attempt: ref.attempt }, "lease expired");
+    return this.expire({ lease: { ...ref, owner: "*" }, loaded, task }, record.sc ?? 0, "expired");
+  }
+
+  /** Watches a lease until its deadline on this replica (see LeaseTimers). */
+  private watch(lease: LeaseRef, deadline: number): void {
+    const ref = { runId: lease.runId, taskId: lease.taskId, attempt: lease.attempt, nonce: lease.nonce };
+    this.timers.arm(leaseKey(ref), deadline, () => this.leaseDue(ref));
   }
 
   /** Called when this replica's stalled checker put back a job whose lock expired. */
@@ -417,8 +517,8 @@ export class LeaseOps {
     { lease, loaded, task }: Leased,
     failure: TaskFailure,
     retryable: boolean,
-    checkDeadline: boolean,
-  ): Promise<{ willRetry: boolean; nextAttemptTime: ReturnType<typeof timestampFromMs> | undefined }> {
+    deadline: LeaseDeadline,
+  ): Promise<FailureRecorded> {
     const { engine } = this;
     const { runId } = lease;
     const policy = task.retry;
@@ -440,10 +540,13 @@ export class LeaseOps {
       now,
       engine.options.runRetentionMs,
       continueOnFailure,
-      checkDeadline,
+      deadline,
       !retry && continueOnFailure ? descendantsOf(loaded, task.id) : [],
     );
+    if (reply[0] === "alive")
+      return { willRetry: false, nextAttemptTime: undefined, aliveUntil: Number(reply[1]) };
     const outcome = this.checkOutcome(reply, formatLeaseId(lease));
+    this.timers.disarm(leaseKey(lease));
     const spec = engine.jobSpec(runId, loaded, task);
     const token = String(reply[1] ?? "");
     const log = {
@@ -483,7 +586,7 @@ export class LeaseOps {
         { lease: { runId, taskId: task.id, attempt: 0, nonce: "*" }, loaded, task },
         failure,
         false,
-        false,
+        "ignore",
       );
     } catch (err) {
       if (!(err instanceof ConnectError)) throw err;

@@ -490,7 +490,8 @@ ${BATCH_LOOP}`;
 /**
  * Records a failed attempt. ARGV: taskId, attempt, nonce, errType, errMessage,
  * errDetails, mode ('retry' | 'final'), nextAttemptMs, now, retentionMs,
- * continueOnFailure ('1' | '0'), checkDeadline ('1' | '0'), descendantCount,
+ * continueOnFailure ('1' | '0'), deadline ('1': refuse an expired lease, '0': any lease, '2': only
+ * an expired lease, else reply {'alive', leaseDeadline}), descendantCount,
  * descendants... With nonce '*' (a timer: schedule-to-start), the task must
  * still be queued and never started (attempt 0); else the call is a no-op.
  * Returns {'retry', token} | {'failed', token, job...} (the task failed for
@@ -513,6 +514,7 @@ else
   if t.s == 'C' or rs ~= 'R' then return {'cancel', t.k or ''} end
   if t.s ~= 'R' then return {'stale', 'the attempt already ended'} end
   if ARGV[12] == '1' and t.le < now then return {'stale', 'the lease expired'} end
+  if ARGV[12] == '2' and t.le > now then return {'alive', t.le} end
 end
 local token = t.k or ''
 t.e = { t = ARGV[4], m = ARGV[5], d = ARGV[6] }

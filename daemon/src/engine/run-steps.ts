@@ -6,6 +6,15 @@ type Reply = (string | number)[];
 type ScriptCaller = (args: (string | number)[]) => Promise<unknown>;
 
 /**
+ * How a failure treats its lease's deadline: a worker's report is refused once the lease
+ * expired ("check"); the daemon's own decisions take any lease ("ignore"); a lease timer ends
+ * only a lease that did expire ("expired"), else the step answers {'alive', deadline}.
+ */
+export type LeaseDeadline = "check" | "ignore" | "expired";
+
+const DEADLINE_ARG: Record<LeaseDeadline, string> = { check: "1", ignore: "0", expired: "2" };
+
+/**
  * The run scripts. Each takes three KEYS per run; the batched ones (TRIGGER, START, COMPLETE) carry
  * the steps of several runs in one call (see run-scripts.ts), the others one run's step.
  */
@@ -368,6 +377,7 @@ export class RunSteps {
     return reply;
   }
 
+  /** Records a failed attempt (see FAIL in run-scripts.ts). */
   fail(
     runId: string,
     lease: LeaseArgs,
@@ -377,7 +387,7 @@ export class RunSteps {
     now: number,
     retentionMs: number,
     continueOnFailure: boolean,
-    checkDeadline: boolean,
+    deadline: LeaseDeadline,
     descendants: string[],
   ): Promise<Reply> {
     return this.call(
@@ -395,7 +405,7 @@ export class RunSteps {
         now,
         retentionMs,
         continueOnFailure ? "1" : "0",
-        checkDeadline ? "1" : "0",
+        DEADLINE_ARG[deadline],
         descendants.length,
       ].concat(descendants),
     );

@@ -44,9 +44,9 @@ export interface TaskQueueSettings {
   /** How long a fetched job stays locked before a heartbeat must extend it. */
   lockDurationMs: number;
   /**
-   * How long a job fetched by a completion stays locked until a poll takes it
-   * (and extends its lock to `lockDurationMs`): how long it stays out of reach
-   * when the replica holding it dies.
+   * How long a fetched job stays locked until its task starts (and its lock is
+   * extended to the lease's): how long it stays out of reach when the replica
+   * holding it dies.
    */
   heldLockMs: number;
   /** How often each replica looks for jobs whose lock expired. */
@@ -130,7 +130,8 @@ export class TaskQueues {
         connection: this.connection,
         prefix: this.keys.queuePrefix(name),
         autorun: false,
-        lockDuration: this.settings.lockDurationMs,
+        // Jobs are fetched under the short held lock; starting a task extends it to the lease's.
+        lockDuration: this.settings.heldLockMs,
         stalledInterval: this.settings.stalledIntervalMs,
         drainDelay: this.settings.drainDelaySeconds,
         // Weft counts attempts itself; a stalled job always comes back to be re-leased.

@@ -1,5 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import {
   type CompleteTaskRequest,
   type TaskAssignment,
@@ -10,7 +10,8 @@ import type { AbortFanOut } from "../abort-fanout.js";
 import { checkQueue, type Principal, principalKey } from "../auth.js";
 import { callError } from "../call-errors.js";
 import type { Engine } from "../engine/engine.js";
-import { envelopeSink, writeEnvelopes } from "../response-stream.js";
+import { redisErrorToConnect } from "../redis.js";
+import { envelopeSink, peerOfCall, writeEnvelopes } from "../response-stream.js";
 import { splitResults } from "./answer-fit.js";
 import { RequestCheck } from "./request-checks.js";
 
@@ -95,6 +96,25 @@ export async function completeAll(
   );
 }
 
+/** Whether a poll failed because Redis could not answer for now (its caller may try again). */
+function isTransient(err: unknown): boolean {
+  const mapped = redisErrorToConnect(err);
+  return mapped instanceof ConnectError && mapped.code === Code.Unavailable;
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
 /** A wake-up for one waiter at a time: `wait()` resolves at the next `wake()`. */
 function wakeUp(): { wait: () => Promise<void>; wake: () => void } {
   let waiting: (() => void) | undefined;
@@ -125,6 +145,7 @@ export async function* workStream(
   ctx: HandlerContext,
 ): AsyncGenerator<WorkResponseInit> {
   const principal = ctx.values.get(principalKey);
+  const peer = peerOfCall(ctx);
   // The stream's polls see shutdown through this signal, released when the stream ends.
   const stopping = shutdownCalls.follow();
   const shutdown = stopping.signal;
@@ -148,6 +169,7 @@ export async function* workStream(
 
   const read = async () => {
     for await (const req of requests) {
+      peer?.touch();
       const check = new RequestCheck();
       if (identity === undefined) {
         checkIdentity(check, req).done();
@@ -182,22 +204,44 @@ export async function* workStream(
   };
 
   const poll = async () => {
+    let pollFailures = 0;
     while (!polls.signal.aborted) {
       if (credits === 0 || identity === undefined) {
         await creditsCame.wait();
         continue;
       }
-      const assignments: TaskAssignment[] = await engine.leases.poll(
-        {
-          ...identity,
-          waitMs: engine.options.pollWaitCapMs,
-          maxTasks: Math.min(credits, MAX_TASKS_PER_POLL),
-          topUp: false,
-          owner: principal?.name,
-        },
-        polls.signal,
-        shutdown,
-      );
+      // A worker that left a PING unanswered gets no task until it shows life again.
+      if (peer?.suspect) {
+        await peer.whenAlive(polls.signal);
+        continue;
+      }
+      let assignments: TaskAssignment[];
+      try {
+        assignments = await engine.leases.poll(
+          {
+            ...identity,
+            waitMs: engine.options.pollWaitCapMs,
+            maxTasks: Math.min(credits, MAX_TASKS_PER_POLL),
+            topUp: false,
+            owner: principal?.name,
+            peer,
+          },
+          polls.signal,
+          shutdown,
+        );
+        pollFailures = 0;
+      } catch (err) {
+        // Redis away (a restart, a failover): the stream stays open and polls again once it may be
+        // back, as a worker's own retry would; anything else ends the stream with its error.
+        if (!isTransient(err)) throw err;
+        pollFailures++;
+        engine.logger.debug(
+          { err, queue: identity.queue, failures: pollFailures },
+          "a Work stream's poll failed; polling again",
+        );
+        await pause(Math.min(50 * 2 ** pollFailures, 1000), polls.signal);
+        continue;
+      }
       credits -= assignments.length;
       if (assignments.length > 0) {
         outbox.push({ assignments });
@@ -244,6 +288,7 @@ export async function* workStream(
         framing = sink !== undefined;
         continue;
       }
+      // A failed stream ends at once: its reader may wait for a message the worker never sends.
       if (failure !== undefined) throw failure;
       if (!reading && !polling && answering.size === 0) break;
       await sender.wait();
@@ -252,7 +297,7 @@ export async function* workStream(
     polls.abort();
     ctx.signal.removeEventListener("abort", onGone);
     notify();
-    await Promise.allSettled([reader, poller]);
+    await (failure === undefined ? Promise.allSettled([reader, poller]) : poller);
     stopping.release();
   }
 }

@@ -3,6 +3,7 @@ import type { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import type { AbortFanOut } from "../abort-fanout.js";
 import { checkQueue, principalKey } from "../auth.js";
 import type { Engine } from "../engine/engine.js";
+import { peerOfCall } from "../response-stream.js";
 import { fitResults } from "./answer-fit.js";
 import { durationMs, RequestCheck } from "./request-checks.js";
 import {
@@ -35,6 +36,7 @@ export function workerService(engine: Engine, shutdown: AbortFanOut): ServiceImp
             waitMs,
             maxTasks: req.maxTasks,
             owner: principal?.name,
+            peer: peerOfCall(ctx),
           },
           ctx.signal,
           stopping.signal,

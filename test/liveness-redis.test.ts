@@ -1,0 +1,93 @@
+import { randomUUID } from "node:crypto";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { type RedisServer, startRedisServer } from "@weft/daemon";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawnWeftd, type WeftdProcess, waitFor } from "./support/index.js";
+import { expectNoRunRunning, runOutcome } from "./support/liveness.js";
+import { type ProtocolWorker, spawnProtocolWorker } from "./support/protocol-worker.js";
+import { task, value, type WeftClients, weftClients } from "./support/weft.js";
+
+const RUNS = Number(process.env.WEFT_TEST_LIVENESS_RUNS ?? 300);
+const RUNS_PER_SECOND = 60;
+
+let redis: RedisServer;
+let weftd: WeftdProcess;
+let c: WeftClients;
+const workers: ProtocolWorker[] = [];
+const triggerErrors: string[] = [];
+
+beforeAll(async () => {
+  redis = await startRedisServer({ persistence: "aof" });
+  weftd = await spawnWeftd({ redisUrl: redis.url, compiled: process.env.WEFT_TEST_COMPILED === "1" });
+  c = weftClients(weftd.address);
+});
+
+afterAll(async () => {
+  if (process.env.WEFT_TEST_DUMP) {
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(process.env.WEFT_TEST_DUMP, weftd.output);
+    writeFileSync(`${process.env.WEFT_TEST_DUMP}.workers`, JSON.stringify(workers.map((w) => w.events)));
+  }
+  await Promise.all(workers.map((w) => w.kill()));
+  await weftd?.stop();
+  await redis?.close();
+});
+
+/** Triggers `n` runs at a steady rate, each retried under its idempotency key until it is accepted. */
+async function triggerSteadily(workflow: string, n: number, perSecond: number): Promise<void> {
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      const due = started + (i * 1000) / perSecond;
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - Date.now())));
+      for (;;) {
+        try {
+          await c.workflows.trigger({ workflow, input: value({ i }), idempotencyKey: `run-${i}` });
+          return;
+        } catch (err) {
+          const code = ConnectError.from(err).code;
+          if (code !== Code.Unavailable)
+            triggerErrors.push(`${Code[code]}: ${ConnectError.from(err).rawMessage}`);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      }
+    }),
+  );
+}
+
+describe("liveness after Redis stops and comes back", () => {
+  it("finishes every run of a load on Work streams and polls after Redis is stopped for 5 s", async () => {
+    const queue = `chain-${randomUUID().slice(0, 8)}`;
+    await c.workflows.submitWorkflow({
+      definition: {
+        name: queue,
+        tasks: [task("a", [], { queue }), task("b", ["a"], { queue }), task("c", ["b"], { queue })],
+      },
+    });
+    for (let i = 0; i < 3; i++)
+      workers.push(await spawnProtocolWorker({ address: weftd.address, queue, mode: "stream" }));
+    workers.push(await spawnProtocolWorker({ address: weftd.address, queue, mode: "poll", credits: 4 }));
+    const load = triggerSteadily(queue, RUNS, RUNS_PER_SECOND);
+    // Redis goes away while a third of the load is in: tasks in flight, completions on their way.
+    await waitFor(
+      () => workers.reduce((n, w) => n + w.events.filter((e) => e.ev === "done").length, 0) >= RUNS,
+      {
+        message: "a third of the load's tasks to complete",
+        timeoutMs: 30_000,
+      },
+    );
+    await redis.stop();
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    await redis.restart();
+    await load;
+    expect(triggerErrors).toEqual([]);
+    await expectNoRunRunning(c, queue, 60_000);
+    const outcome = await runOutcome(c, queue);
+    expect(outcome.byStatus).toEqual({ SUCCEEDED: RUNS });
+    // Every stream kept receiving work after Redis came back.
+    for (const w of workers.slice(0, 3)) {
+      const last = w.events.filter((e) => e.ev === "task").at(-1);
+      expect(last, `worker ${w.workerId} received no task`).toBeDefined();
+    }
+  }, 180_000);
+});

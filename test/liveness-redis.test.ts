@@ -18,7 +18,8 @@ const triggerErrors: string[] = [];
 
 beforeAll(async () => {
   redis = await startRedisServer({ persistence: "aof" });
-  weftd = await spawnWeftd({ redisUrl: redis.url, compiled: process.env.WEFT_TEST_COMPILED === "1" });
+  // Runs whose first tasks a trigger could not queue are checked a second after, not ten.
+  weftd = await spawnWeftd({ redisUrl: redis.url, args: ["--reconcile-after", "1s"] });
   c = weftClients(weftd.address);
 });
 
@@ -55,7 +56,62 @@ async function triggerSteadily(workflow: string, n: number, perSecond: number): 
   );
 }
 
+/** BatchTrigger calls of `size` runs each, one after the other until `stop`; each retried under its keys. */
+async function batchesUntil(
+  workflow: string,
+  size: number,
+  stopped: () => boolean,
+): Promise<{ durations: number[]; codes: string[]; runs: number }> {
+  const durations: number[] = [];
+  const codes: string[] = [];
+  let batch = 0;
+  while (!stopped()) {
+    const requests = Array.from({ length: size }, (_, i) => ({
+      workflow,
+      idempotencyKey: `batch-${batch}-${i}`,
+    }));
+    for (;;) {
+      const started = Date.now();
+      try {
+        await c.workflows.batchTrigger({ requests });
+        durations.push(Date.now() - started);
+        codes.push("OK");
+        break;
+      } catch (err) {
+        durations.push(Date.now() - started);
+        codes.push(Code[ConnectError.from(err).code]);
+        if (ConnectError.from(err).code !== Code.Unavailable) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    batch++;
+  }
+  return { durations, codes, runs: batch * size };
+}
+
 describe("liveness after Redis stops and comes back", () => {
+  it("answers every BatchTrigger within a second or two while Redis goes away, and starts every run once", async () => {
+    const queue = `batch-${randomUUID().slice(0, 8)}`;
+    await c.workflows.submitWorkflow({ definition: { name: queue, tasks: [task("a", [], { queue })] } });
+    workers.push(await spawnProtocolWorker({ address: weftd.address, queue, mode: "stream", credits: 64 }));
+    let stop = false;
+    const load = batchesUntil(queue, 300, () => stop);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    await redis.stop();
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    await redis.restart();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    stop = true;
+    const { durations, codes, runs } = await load;
+    expect(new Set(codes)).toEqual(new Set(["OK", "Unavailable"]));
+    // A call fails within a reconnection attempt or two (at most a second apart), or succeeds:
+    // none waits through the 5 s outage for Redis to come back.
+    expect(Math.max(...durations.filter((_, i) => codes[i] !== "OK"))).toBeLessThan(2500);
+    expect(Math.max(...durations)).toBeLessThan(3000);
+    await expectNoRunRunning(c, queue, 60_000);
+    expect((await runOutcome(c, queue)).byStatus).toEqual({ SUCCEEDED: runs });
+  }, 120_000);
+
   it("finishes every run of a load on Work streams and polls after Redis is stopped for 5 s", async () => {
     const queue = `chain-${randomUUID().slice(0, 8)}`;
     await c.workflows.submitWorkflow({

@@ -25,6 +25,10 @@ describe("isRedisUnavailableError", () => {
     ["reset", errno("read ECONNRESET", "ECONNRESET")],
     ["loading", new Error("LOADING Redis is loading the dataset in memory")],
     ["a failover", new Error("READONLY You can't write against a read only replica.")],
+    [
+      "a pipeline cut by the connection's close",
+      Object.assign(new Error("Command aborted due to connection close"), { name: "AbortError" }),
+    ],
   ])("is true for %s", (_what, err) => expect(isRedisUnavailableError(err)).toBe(true));
 
   it.each([

@@ -53,6 +53,8 @@ export function isRedisUnavailableError(err: unknown): boolean {
     err.message === "Connection is closed." ||
     err.message.startsWith("Stream isn't writeable") ||
     err.message === "Command timed out" ||
+    // A pipeline (auto-pipelining's too) cut by the connection's close.
+    (err.name === "AbortError" && err.message.startsWith("Command aborted due to connection close")) ||
     (code !== undefined && CONNECTION_ERROR_CODES.has(code)) ||
     TRANSIENT_REPLY.test(err.message)
   );

@@ -137,6 +137,7 @@ export class Engine {
     );
     this.queues = new TaskQueues(
       bullConnection,
+      redis,
       this.keys,
       {
         lockDurationMs: options.defaultHeartbeatTimeoutMs + LOCK_GRACE_MS,
@@ -161,7 +162,7 @@ export class Engine {
     this.reconciler = new Reconciler(this);
     this.admin = new QueueAdmin(redis, this.keys, this.queues, logger);
     this.limiter = new KeyLimiter(redis, this.keys, policy);
-    this.timers = new Timers(bullConnection, this.keys, logger, (timer) => this.fire(timer));
+    this.timers = new Timers(bullConnection, redis, this.keys, logger, (timer) => this.fire(timer));
   }
 
   /** Opens the engine's own Redis connections and starts the reconciler. */

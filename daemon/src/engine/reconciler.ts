@@ -193,13 +193,23 @@ export class Reconciler {
   private async check(runId: string): Promise<void> {
     const { engine } = this;
     const k = engine.keys.run(runId);
-    const [status, remaining] = await engine.redis.hmget(k.run, "s", "rem");
+    const [status, remaining, createdAt] = await engine.redis.hmget(k.run, "s", "rem", "ct");
     if (status !== "R") return;
     const loaded = await engine.workflowOf(runId);
     if (loaded === undefined) return;
     if (remaining === "0") {
       await engine.steps.finish(runId, Date.now(), engine.options.runRetentionMs, loaded.compiled.leaves);
       return;
+    }
+    // A trigger cut short may have left the run without its timeout's timer (kept if it is there).
+    const runTimeoutMs = loaded.compiled.runTimeoutMs;
+    if (runTimeoutMs > 0) {
+      await engine.timers.schedule([
+        {
+          data: { kind: "run-timeout", runId },
+          delayMs: Math.max(0, Number(createdAt) + runTimeoutMs - Date.now()),
+        },
+      ]);
     }
     // Parent counters (d:<id>) and outputs (o:<id>) share the hash (task ids hold no colon): the
     // field names first, then the records alone, 1,000 at a time.
@@ -235,6 +245,15 @@ export class Reconciler {
     if (await engine.queues.exists(task.queue, jobIdOf(runId, taskId))) return false;
     const delayMs = record.s === "T" && record.na !== undefined ? Math.max(0, record.na - now) : undefined;
     await engine.queues.add([engine.jobSpec(runId, loaded, task, delayMs)]);
+    // With the job, its schedule-to-start timer may be missing too.
+    if (record.s === "Q" && task.scheduleToStartMs > 0 && record.qt !== undefined) {
+      await engine.timers.schedule([
+        {
+          data: { kind: "schedule-to-start", runId, taskId },
+          delayMs: Math.max(0, record.qt + task.scheduleToStartMs - now),
+        },
+      ]);
+    }
     return true;
   }
 }

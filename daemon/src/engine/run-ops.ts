@@ -3,6 +3,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Run, RunSchema, RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import { logThrottle } from "../log-throttle.js";
+import { isRedisUnavailableError } from "../redis.js";
 import { ANSWER_FRAMING, AnswerRoom, measuredValue } from "./answer-room.js";
 import { payloadBytes, textSize } from "./answer-size.js";
 import type { Engine } from "./engine.js";
@@ -148,17 +150,28 @@ export class RunOps {
       }),
     );
     const started = runs.filter((_, i) => created[i]);
-    await engine.timers.schedule(
-      started
-        .filter(({ loaded }) => loaded.compiled.runTimeoutMs > 0)
-        .map(({ runId, loaded }) => ({
-          data: { kind: "run-timeout" as const, runId },
-          delayMs: loaded.compiled.runTimeoutMs,
-        })),
-    );
-    await engine.enqueueAll(
-      started.map(({ runId, loaded }) => ({ runId, loaded, taskIds: loaded.compiled.roots })),
-    );
+    try {
+      await engine.timers.schedule(
+        started
+          .filter(({ loaded }) => loaded.compiled.runTimeoutMs > 0)
+          .map(({ runId, loaded }) => ({
+            data: { kind: "run-timeout" as const, runId },
+            delayMs: loaded.compiled.runTimeoutMs,
+          })),
+      );
+      await engine.enqueueAll(
+        started.map(({ runId, loaded }) => ({ runId, loaded, taskIds: loaded.compiled.roots })),
+      );
+    } catch (err) {
+      // The runs are recorded: failing the call now would make a caller without an idempotency
+      // key start them twice. The reconciler queues their first tasks (and timers) once Redis
+      // answers again, --reconcile-after after the trigger.
+      if (!isRedisUnavailableError(err)) throw err;
+      logThrottle(engine.logger).warn(
+        { err, runs: started.length },
+        "runs started, their first tasks to be queued once Redis answers",
+      );
+    }
     return this.echo(runs, created, now);
   }
 

@@ -88,8 +88,15 @@ export class TaskQueues {
   /** When each open queue was last used (its Queue or its Worker asked for), epoch ms. */
   private readonly usedAt = new Map<string, number>();
 
+  /**
+   * @param connection the Workers' connection: it waits out an outage (BullMQ's blocking fetch
+   *   needs that), so a job move issued while Redis is away happens once it is back.
+   * @param failFast the Queues' connection (adds, removals, reads): its commands fail within about
+   *   a second while Redis is away, so that no call of a client hangs through an outage.
+   */
   constructor(
     private readonly connection: Redis,
+    private readonly failFast: Redis,
     private readonly keys: Keys,
     private readonly settings: TaskQueueSettings,
     private readonly logger: Logger,
@@ -109,7 +116,7 @@ export class TaskQueues {
       // of the completing job's queue object: jobs completed through this Queue fetch their
       // successor under the short held lock.
       const options: QueueOptions & { lockDuration: number } = {
-        connection: this.connection,
+        connection: this.failFast,
         prefix: this.keys.queuePrefix(name),
         lockDuration: this.settings.heldLockMs,
         streams: { events: { maxLen: QUEUE_EVENTS_KEPT } },

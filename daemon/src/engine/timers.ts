@@ -27,12 +27,23 @@ export class Timers {
   private readonly queue: Queue<TimerData>;
   private readonly worker: Worker<TimerData>;
 
-  constructor(connection: Redis, keys: Keys, logger: Logger, fire: (timer: TimerData) => Promise<void>) {
+  /**
+   * @param connection the timer Worker's connection, which waits out an outage.
+   * @param failFast the timer Queue's connection, whose commands fail while Redis is away (a
+   *   timer a step could not schedule is scheduled again by the reconciler).
+   */
+  constructor(
+    connection: Redis,
+    failFast: Redis,
+    keys: Keys,
+    logger: Logger,
+    fire: (timer: TimerData) => Promise<void>,
+  ) {
     const prefix = keys.queuePrefix("_timers");
     // The Queue and the Worker re-emit every error of their connections (one per reconnection
     // attempt while Redis is down): throttled, and counted by the outage once it is reported.
     const log = logThrottle(logger);
-    this.queue = new Queue<TimerData>("timers", { connection, prefix });
+    this.queue = new Queue<TimerData>("timers", { connection: failFast, prefix });
     this.queue.on("error", (err) => log.warn({ err }, "timer queue error"));
     this.worker = new Worker<TimerData>("timers", (job: Job<TimerData>) => fire(job.data), {
       connection,

@@ -117,7 +117,8 @@ describe("a Redis outage", () => {
       },
       { message: "every run to have completed a task", timeoutMs: 20_000 },
     );
-    expect(health.seen).toEqual([Status.SERVING]);
+    const warnings = () => JSON.stringify(weftd.logs.filter(isWarnOrWorse).map((l) => [l.msg, l.reason]));
+    expect(health.seen, `health before the outage; warnings: ${warnings()}`).toEqual([Status.SERVING]);
     const from = weftd.logs.length;
 
     const stoppedAt = Date.now();
@@ -131,9 +132,9 @@ describe("a Redis outage", () => {
         intervalMs: 5,
       },
     );
-    expect(failed.code).toBe(Code.Unavailable);
+    expect(failed.code, failed.message).toBe(Code.Unavailable);
     expect(failed.rawMessage).toMatch(/^Redis is unreachable - try again later/);
-    expect((await health.client.check({})).status).toBe(Status.NOT_SERVING);
+    expect((await health.client.check({})).status, `after ${failed.message}`).toBe(Status.NOT_SERVING);
     expect((await fetch(`${weftd.metricsUrl}/healthz`)).status).toBe(503);
 
     await pause(OUTAGE_MS - (Date.now() - stoppedAt));
@@ -146,7 +147,11 @@ describe("a Redis outage", () => {
 
     // Liveness: every run that was in flight finishes.
     expect(await finalStatuses(c, runIds, 90_000)).toEqual(Array(runIds.length).fill("SUCCEEDED"));
-    expect(health.seen).toEqual([Status.SERVING, Status.NOT_SERVING, Status.SERVING]);
+    expect(health.seen, `warnings: ${warnings()}`).toEqual([
+      Status.SERVING,
+      Status.NOT_SERVING,
+      Status.SERVING,
+    ]);
 
     // One warn line when Redis went away, one info line when it came back with what the outage kept
     // out of the log; nothing else at warn or above, during the outage or after it.

@@ -29,7 +29,7 @@ export interface OutageSink {
 /** The fields of a throttled line; `err` decides its kind. */
 export type ThrottledFields = { err?: unknown } & Record<string, unknown>;
 
-type Level = "warn" | "error";
+type Level = "info" | "warn" | "error";
 
 interface Repeats {
   level: Level;
@@ -64,6 +64,11 @@ export class LogThrottle {
     this.summaryEveryMs = options.summaryEveryMs ?? 60_000;
     this.quietMs = options.quietMs ?? 30_000;
     this.now = options.now ?? Date.now;
+  }
+
+  /** Logs at info level, throttled (see {@link warn}). */
+  info(fields: ThrottledFields, msg: string, source?: string): void {
+    this.log("info", fields, msg, source);
   }
 
   /** Logs at warn level, throttled; `source` (a queue, a loop) keeps its lines apart from others'. */

@@ -109,6 +109,23 @@ describe("RedisMonitor", () => {
     });
   });
 
+  it("counts the transitions rather than logging each when health flaps", async () => {
+    const { health, msgs } = await monitored();
+    let downs = 0;
+    health.onChange(() => {
+      if (!health.serving) downs++;
+    });
+    // Writes refused while PINGs succeed: each failing call turns health NOT_SERVING, the next PING back.
+    for (let i = 0; i < 10; i++) {
+      redisErrorToConnect(new Error("READONLY You can't write against a read only replica."));
+      await waitFor(() => health.serving, `SERVING again (${i})`);
+    }
+    expect(downs).toBe(10);
+    // Three outages logged one by one, then the first of the rest; the others are counted.
+    expect(msgs().filter((m) => m === UNREACHABLE)).toHaveLength(4);
+    expect(msgs().filter((m) => m === "redis reachable again")).toHaveLength(4);
+  });
+
   it("follows the connection: down when Redis stops, back when it restarts", async () => {
     const own = await startRedisServer({ persistence: "none" });
     cleanup.push(() => own.close());

@@ -5,6 +5,12 @@ import type { HealthReporter } from "./health.js";
 import { logThrottle, type OutageSink } from "./log-throttle.js";
 import { isRedisUnavailableError, onRedisUnavailable } from "./redis.js";
 
+const UNREACHABLE = "redis unreachable: calls fail UNAVAILABLE and health is NOT_SERVING until it is back";
+
+/** Outages within {@link FLAP_WINDOW_MS} logged one by one; more are counted (see LogThrottle). */
+const FLAP_LIMIT = 3;
+const FLAP_WINDOW_MS = 60_000;
+
 /** Options of {@link RedisMonitor}. */
 export interface RedisMonitorOptions {
   /**
@@ -57,6 +63,8 @@ export class RedisMonitor implements OutageSink {
   private lastPingAt = 0;
   private pinging = false;
   private readonly suppressed = new Map<string, number>();
+  /** When Redis went down within the last {@link FLAP_WINDOW_MS}. */
+  private readonly recentDowns: number[] = [];
   private readonly timer: NodeJS.Timeout;
   private readonly stopListening: () => void;
   private readonly ownsLoop: boolean;
@@ -185,10 +193,9 @@ export class RedisMonitor implements OutageSink {
     if (first) {
       this.logger.info({ redis: this.target }, "redis connected");
     } else {
-      this.logger.info(
-        { redis: this.target, downMs: Date.now() - this.downSince, ...this.takeSuppressed() },
-        "redis reachable again",
-      );
+      const fields = { redis: this.target, downMs: Date.now() - this.downSince, ...this.takeSuppressed() };
+      if (this.flapping()) logThrottle(this.logger).info(fields, "redis reachable again");
+      else this.logger.info(fields, "redis reachable again");
     }
     this.reason = undefined;
     this.lastError = undefined;
@@ -201,13 +208,22 @@ export class RedisMonitor implements OutageSink {
     this.downSince = Date.now();
     this.lastDownLog = this.downSince;
     this.health.setComponent("redis", false);
-    this.logger.warn(
-      { redis: this.target, reason: this.reason },
-      "redis unreachable: calls fail UNAVAILABLE and health is NOT_SERVING until it is back",
-    );
+    this.recentDowns.push(this.downSince);
+    const fields = { redis: this.target, reason: this.reason };
+    // Calls that keep failing while PINGs succeed (a replica that refuses writes) make health flap:
+    // past a few times a minute, the transitions are counted rather than logged each.
+    if (this.flapping()) logThrottle(this.logger).warn(fields, UNREACHABLE);
+    else this.logger.warn(fields, UNREACHABLE);
     // The connection may still be open (a failed command, a late PING): ask at once whether Redis
     // answers, rather than at the next tick.
     void this.ping();
+  }
+
+  /** Whether Redis went down more than {@link FLAP_LIMIT} times in the last {@link FLAP_WINDOW_MS}. */
+  private flapping(): boolean {
+    const since = Date.now() - FLAP_WINDOW_MS;
+    while ((this.recentDowns[0] ?? since) < since) this.recentDowns.shift();
+    return this.recentDowns.length > FLAP_LIMIT;
   }
 
   /** `{ suppressed: { msg: count } }` for what the outage kept out of the log so far, or nothing. */

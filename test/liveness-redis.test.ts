@@ -3,7 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { type RedisServer, startRedisServer } from "@weft/daemon";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawnWeftd, type WeftdProcess, waitFor } from "./support/index.js";
-import { expectNoRunRunning, runOutcome } from "./support/liveness.js";
+import { expectNoRunRunning, reportFigure, runOutcome } from "./support/liveness.js";
 import { type ProtocolWorker, spawnProtocolWorker } from "./support/protocol-worker.js";
 import { task, value, type WeftClients, weftClients } from "./support/weft.js";
 
@@ -135,6 +135,13 @@ describe("liveness after Redis stops and comes back", () => {
     await redis.stop();
     await new Promise((resolve) => setTimeout(resolve, 5000));
     await redis.restart();
+    const backAt = Date.now();
+    const doneBefore = workers.reduce((n, w) => n + w.events.filter((e) => e.ev === "done").length, 0);
+    await waitFor(
+      () => workers.reduce((n, w) => n + w.events.filter((e) => e.ev === "done").length, 0) > doneBefore,
+      { message: "a task to complete after Redis is back", timeoutMs: 30_000 },
+    );
+    reportFigure("Redis back after 5 s: first task completed after", Date.now() - backAt);
     await load;
     expect(triggerErrors).toEqual([]);
     await expectNoRunRunning(c, queue, 60_000);

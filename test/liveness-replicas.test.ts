@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, spawnWeftd, startTestRedis, type WeftdProcess, waitFor } from "./support/index.js";
-import { expectNoRunRunning, runOutcome } from "./support/liveness.js";
+import { expectNoRunRunning, reportFigure, runOutcome } from "./support/liveness.js";
 import { type ProtocolWorker, spawnProtocolWorker } from "./support/protocol-worker.js";
 import { startTcpProxy, type TcpProxy } from "./support/tcp-proxy.js";
 import { task, weftClients } from "./support/weft.js";
@@ -68,6 +68,7 @@ describe("a replica killed with a task in hand", () => {
       message: "the task to start on the surviving replica",
       timeoutMs: 45_000,
     });
+    reportFigure("replica killed with a fetched job: job started again after", Date.now() - killedAt);
     expect(Date.now() - killedAt).toBeLessThanOrEqual(STRANDED_BOUND_MS);
     expect(onSurvivor.events.find((e) => e.ev === "task")?.attempt).toBe(1);
     await expectNoRunRunning(c, queue, 10_000);

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { RunEvent } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, spawnWeftd, startTestRedis, type WeftdProcess, waitFor } from "./support/index.js";
-import { expectNoRunRunning, runOutcome } from "./support/liveness.js";
+import { expectNoRunRunning, reportFigure, runOutcome } from "./support/liveness.js";
 import { type ProtocolWorker, spawnProtocolWorker } from "./support/protocol-worker.js";
 import { startTcpProxy, type TcpProxy } from "./support/tcp-proxy.js";
 import { collectEvents, EventType, pollTask, task, type WeftClients, weftClients } from "./support/weft.js";
@@ -67,6 +67,7 @@ describe("timeouts fire at their deadline, not at the next stalled check", () =>
     const failed = eventOf(events, EventType.TASK_FAILED, 1);
     expect(failed.error?.type).toBe("StartToCloseTimeout");
     const late = ms(failed.time) - started - 2000;
+    reportFigure("start-to-close 2 s: lateness", late);
     expect(late).toBeGreaterThanOrEqual(0);
     expect(late).toBeLessThanOrEqual(slackMs(2000));
   });
@@ -96,6 +97,7 @@ describe("timeouts fire at their deadline, not at the next stalled check", () =>
     expect(retried.error?.type).toBe("HeartbeatTimeout");
     // No heartbeat was ever sent: the lease's deadline is the attempt's start plus 3 s.
     const late = ms(retried.time) - started - 3000;
+    reportFigure("heartbeat timeout 3 s after a kill: lateness", late);
     expect(late).toBeGreaterThanOrEqual(0);
     expect(late).toBeLessThanOrEqual(slackMs(3000));
   });
@@ -121,6 +123,7 @@ describe("a dead or frozen worker gets no new attempt", () => {
     await c.workflows.trigger({ workflow: queue });
     await waitFor(() => cut.events.some((e) => e.ev === "task"), { message: "the worker to take the task" });
     proxy.fault("blackhole");
+    const cutAt = Date.now();
     await new Promise((resolve) => setTimeout(resolve, 600));
     const live = await spawnProtocolWorker({
       address: weftd.address,
@@ -138,6 +141,14 @@ describe("a dead or frozen worker gets no new attempt", () => {
       "live",
       "HeartbeatTimeout",
     ]);
+    // Keepalive (5 s interval, 5 s timeout) closes the dead connection, ending its polls.
+    const closed = await weftd.waitForLog(
+      (l) => l.msg.startsWith("a client did not answer keepalive PINGs"),
+      "the cut-off connection to be closed",
+      15_000,
+    );
+    reportFigure("worker link cut: its connection closed after", (closed.time as number) - cutAt);
+    expect((closed.time as number) - cutAt).toBeLessThanOrEqual(5000 + 5000 + 1500);
     proxy.heal();
   });
 });

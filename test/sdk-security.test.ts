@@ -127,6 +127,8 @@ describe("TLS, mTLS and tokens", () => {
       weftd.address,
     ]);
     expect(missing.code).toBe(2);
-    expect(missing.stderr).toMatch(/^weft: ENOENT: no such file or directory, open '.*missing\.pem'\n$/);
+    expect(missing.stderr).toBe(
+      `weft: --ca: cannot read ${join(certs.dir, "missing.pem")}: no such file; see weft runs ls --help\n`,
+    );
   });
 });

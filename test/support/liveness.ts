@@ -1,3 +1,4 @@
+import { appendFileSync } from "node:fs";
 import { RunStatus, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { waitFor } from "./wait-for.js";
 import type { WeftClients } from "./weft.js";
@@ -56,4 +57,14 @@ export async function runOutcome(c: WeftClients, workflow: string): Promise<RunO
     pageToken = page.nextPageToken;
   } while (pageToken !== "");
   return { byStatus, reasons };
+}
+
+/**
+ * Records a figure a fault test measured (a timeout's lateness, a recovery time) as a JSON line in
+ * the file named by WEFT_TEST_REPORT, when set: how the timing guarantees' figures are gathered.
+ */
+export function reportFigure(name: string, ms: number): void {
+  const file = process.env.WEFT_TEST_REPORT;
+  if (file === undefined || file === "") return;
+  appendFileSync(file, `${JSON.stringify({ name, ms })}\n`);
 }

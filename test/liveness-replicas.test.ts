@@ -1,10 +1,17 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type RedisServer, spawnWeftd, startTestRedis, type WeftdProcess, waitFor } from "./support/index.js";
+import {
+  type RedisServer,
+  spawnWeftd,
+  startTestRedis,
+  type WeftdProcess,
+  waitFor,
+  within,
+} from "./support/index.js";
 import { expectNoRunRunning, reportFigure, runOutcome } from "./support/liveness.js";
 import { type ProtocolWorker, spawnProtocolWorker } from "./support/protocol-worker.js";
 import { startTcpProxy, type TcpProxy } from "./support/tcp-proxy.js";
-import { task, weftClients } from "./support/weft.js";
+import { EventType, pollTask, task, weftClients } from "./support/weft.js";
 
 /**
  * What the README promises for a job a dead replica had fetched but not started: free again after
@@ -73,5 +80,42 @@ describe("a replica killed with a task in hand", () => {
     expect(onSurvivor.events.find((e) => e.ev === "task")?.attempt).toBe(1);
     await expectNoRunRunning(c, queue, 10_000);
     expect((await runOutcome(c, queue)).byStatus).toEqual({ SUCCEEDED: 1 });
+  });
+
+  it("gives a watcher the run's last event when the replica serving it could not read it at first", async () => {
+    // The watcher's replica hears of new events (its subscriber passes) but cannot read them: its
+    // own client is reset until the run has ended on the other replica.
+    const watching = await spawnWeftd({
+      redisUrl: `redis://127.0.0.1:${proxy.port}`,
+      prefix: survivor.prefix,
+    });
+    try {
+      const c = weftClients(survivor.address);
+      const queue = `watched-${randomUUID().slice(0, 8)}`;
+      await c.workflows.submitWorkflow({ definition: { name: queue, tasks: [task("a", [], { queue })] } });
+      const runId = (await c.workflows.trigger({ workflow: queue })).run?.id ?? "";
+      const events: string[] = [];
+      const watch = (async () => {
+        for await (const res of weftClients(watching.address).workflows.watchRun({ runId })) {
+          if (res.event !== undefined) events.push(EventType[res.event.type]);
+        }
+      })();
+      await waitFor(() => events.includes("TASK_QUEUED"), { message: "the watcher to see the run start" });
+      proxy.fault("reset", /setname weftd:/i);
+      const t = await pollTask(c, queue);
+      await c.workers.completeTask({ leaseId: t.leaseId });
+      await watching.waitForLog(
+        (l) => l.msg.startsWith("redis unreachable"),
+        "the watcher's replica to lose its client",
+      );
+      // The cut lasts 2 s past the run's end: the read its last event announces fails.
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      proxy.heal();
+      await within(watch, 15_000, "the watch to end with the run's last event");
+      expect(events.slice(-3)).toEqual(["TASK_STARTED", "TASK_COMPLETED", "RUN_FINISHED"]);
+    } finally {
+      proxy.heal();
+      await watching.stop();
+    }
   });
 });

@@ -143,7 +143,11 @@ export async function startDaemon(
       shutdownSignal: cutOff.signal,
       logger,
       tls: tlsFilesOf(config),
-      keepalive: { intervalMs: config.keepaliveIntervalMs, timeoutMs: config.keepaliveTimeoutMs },
+      keepalive: {
+        intervalMs: config.keepaliveIntervalMs,
+        timeoutMs: config.keepaliveTimeoutMs,
+        loop: monitor.loop,
+      },
     });
     cleanup.push(() => api.close(CONNECTION_CLOSE_MS));
     const metricsListen = parseHostPort(config.metricsAddr);

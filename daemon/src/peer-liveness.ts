@@ -1,5 +1,6 @@
 import type { Http2Session } from "node:http2";
 import type { Logger } from "pino";
+import { afterResponsiveTime, type EventLoopWatch } from "./event-loop.js";
 
 /** Settings of the HTTP/2 keepalive weftd runs on every client connection. */
 export interface KeepaliveOptions {
@@ -7,6 +8,11 @@ export interface KeepaliveOptions {
   intervalMs: number;
   /** A PING unanswered for this long closes the connection. */
   timeoutMs: number;
+  /**
+   * weftd's own event loop: the time it was blocked (a busy CPU, a GC pause) does not count
+   * against a peer's answer, which may be sitting unread in the socket.
+   */
+  loop?: EventLoopWatch;
 }
 
 /**
@@ -26,12 +32,15 @@ export const HANDOVER_PING_MS = 1000;
  */
 export class PeerLiveness {
   private lastSeen = Date.now();
-  private outstanding: { sentAt: number; answered: Promise<boolean> } | undefined;
+  private outstanding: { sentAt: number; blockedAtSend: number; answered: Promise<boolean> } | undefined;
   private suspected = false;
   private closed = false;
   private readonly waiters = new Set<() => void>();
 
-  constructor(private readonly session: Http2Session) {
+  constructor(
+    private readonly session: Http2Session,
+    private readonly loop?: EventLoopWatch,
+  ) {
     session.once("close", () => {
       this.closed = true;
       this.wakeAll();
@@ -94,17 +103,29 @@ export class PeerLiveness {
   ping(timeoutMs: number): Promise<boolean> {
     const answer = this.sendPing();
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeoutMs);
+      const cancel = this.after(timeoutMs, () => resolve(false));
       void answer.then((alive) => {
-        clearTimeout(timer);
+        cancel();
         resolve(alive);
       });
     });
   }
 
-  /** How long the PING still unanswered has been out, in ms; undefined when none is. */
+  /**
+   * How long the PING still unanswered has been out, in ms of time weftd's event loop could run;
+   * undefined when none is.
+   */
   get unansweredMs(): number | undefined {
-    return this.outstanding === undefined ? undefined : Date.now() - this.outstanding.sentAt;
+    const out = this.outstanding;
+    if (out === undefined) return undefined;
+    return Date.now() - out.sentAt - ((this.loop?.blockedMs() ?? 0) - out.blockedAtSend);
+  }
+
+  /** Calls `late` after `ms` of time weftd could run; returns the cancel function. */
+  private after(ms: number, late: () => void): () => void {
+    if (this.loop !== undefined) return afterResponsiveTime(this.loop, ms, late);
+    const timer = setTimeout(late, ms);
+    return () => clearTimeout(timer);
   }
 
   /** Sends a PING unless one is out; resolves true once answered, false when the connection fails. */
@@ -120,7 +141,7 @@ export class PeerLiveness {
       });
     });
     if (!sent) return Promise.resolve(false);
-    this.outstanding = { sentAt: Date.now(), answered };
+    this.outstanding = { sentAt: Date.now(), blockedAtSend: this.loop?.blockedMs() ?? 0, answered };
     return answered;
   }
 
@@ -142,7 +163,7 @@ export function peerOf(session: Http2Session | undefined): PeerLiveness | undefi
  * which ends its calls (and gives their work back).
  */
 export function keepAlive(session: Http2Session, options: KeepaliveOptions, logger: Logger): PeerLiveness {
-  const peer = new PeerLiveness(session);
+  const peer = new PeerLiveness(session, options.loop);
   peers.set(session, peer);
   session.on("stream", () => peer.touch());
   const timer = setInterval(
@@ -153,11 +174,15 @@ export function keepAlive(session: Http2Session, options: KeepaliveOptions, logg
         return;
       }
       if (unanswered <= options.timeoutMs || session.destroyed) return;
-      logger.info(
-        { remote: session.socket?.remoteAddress, quietMs: peer.quietMs },
-        "a client did not answer keepalive PINGs: closing its connection",
-      );
-      session.destroy();
+      // The answer may be in the socket, unread while the loop was busy: read first, then judge.
+      setImmediate(() => {
+        if ((peer.unansweredMs ?? 0) <= options.timeoutMs || session.destroyed) return;
+        logger.info(
+          { remote: session.socket?.remoteAddress, quietMs: peer.quietMs },
+          "a client did not answer keepalive PINGs: closing its connection",
+        );
+        session.destroy();
+      });
     },
     Math.max(50, Math.floor(Math.min(options.intervalMs, options.timeoutMs) / 4)),
   );

@@ -298,9 +298,14 @@ export class QueueDispatcher {
   private async requeue(jobs: FetchedJob[]): Promise<void> {
     await Promise.all(
       jobs.map(({ job, token }) =>
-        job
-          .moveToWait(token)
-          .catch((err) => logThrottle(this.logger).warn({ err, jobId: job.id }, "could not requeue job")),
+        job.moveToWait(token).catch((err: Error) => {
+          // Its short lock ran out first (a slow moment): the stalled check has given it back.
+          if (err.message.startsWith("Missing lock")) {
+            this.logger.debug({ err, jobId: job.id }, "job already back in its queue");
+          } else {
+            logThrottle(this.logger).warn({ err, jobId: job.id }, "could not requeue job");
+          }
+        }),
       ),
     );
   }

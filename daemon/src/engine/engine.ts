@@ -1,7 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../log-throttle.js";
+import { createRedisClient } from "../redis.js";
 import { ANSWER_OVERHEAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from "./answer-size.js";
 import { BackoffLoop } from "./backoff-loop.js";
 import type { CompiledTask } from "./dag.js";
@@ -15,6 +16,7 @@ import { LruCache } from "./lru-cache.js";
 import type { Policy } from "./policy.js";
 import { QueueAdmin } from "./queue-admin.js";
 import { Reconciler } from "./reconciler.js";
+import { defineTaskView } from "./run-answer.js";
 import { RunOps } from "./run-ops.js";
 import { RunSteps } from "./run-steps.js";
 import { type TaskJobSpec, TaskQueues } from "./task-queues.js";
@@ -112,6 +114,7 @@ export class Engine {
   private constructor(
     readonly redis: Redis,
     private readonly bullConnection: Redis,
+    private readonly queueConnection: Redis,
     private readonly subscriber: Redis,
     readonly options: EngineOptions,
     readonly policy: Policy,
@@ -122,6 +125,8 @@ export class Engine {
     this.maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     this.queueIdleMs = options.queueIdleMs ?? QUEUE_IDLE_MS;
     // A run's output goes whole into its final event and its answers: it must leave them room.
+    // Every script weftd runs on its client is defined before the client sends anything.
+    defineTaskView(redis);
     this.steps = new RunSteps(redis, this.keys, this.maxResponseBytes - ANSWER_OVERHEAD_BYTES);
     this.workflows = new WorkflowStore(
       redis,
@@ -137,7 +142,7 @@ export class Engine {
     );
     this.queues = new TaskQueues(
       bullConnection,
-      redis,
+      queueConnection,
       this.keys,
       {
         lockDurationMs: options.defaultHeartbeatTimeoutMs + LOCK_GRACE_MS,
@@ -162,7 +167,7 @@ export class Engine {
     this.reconciler = new Reconciler(this);
     this.admin = new QueueAdmin(redis, this.keys, this.queues, logger);
     this.limiter = new KeyLimiter(redis, this.keys, policy);
-    this.timers = new Timers(bullConnection, redis, this.keys, logger, (timer) => this.fire(timer));
+    this.timers = new Timers(bullConnection, queueConnection, this.keys, logger, (timer) => this.fire(timer));
   }
 
   /** Opens the engine's own Redis connections and starts the reconciler. */
@@ -173,12 +178,22 @@ export class Engine {
     policy: Policy,
     logger: Logger,
   ): Promise<Engine> {
-    // BullMQ's workers need connections that retry forever; the subscriber is dedicated to pub/sub.
-    const bullConnection = new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
-    bullConnection.on("error", () => {});
-    const subscriber = new Redis(redisUrl, { maxRetriesPerRequest: null });
-    subscriber.on("error", () => {});
-    const engine = new Engine(redis, bullConnection, subscriber, options, policy, logger);
+    // BullMQ's Workers need a connection whose commands wait out an outage; its Queues one that
+    // fails fast, and without auto-pipelining: BullMQ defines its scripts on a connection when a
+    // queue opens, and ioredis cannot take a script defined while an auto-pipeline is open. The
+    // subscriber is dedicated to pub/sub. All reconnect as the main client does.
+    const waiting = {
+      maxRetriesPerRequest: null,
+      autoResendUnfulfilledCommands: true,
+      enableAutoPipelining: false,
+    };
+    const bullConnection = createRedisClient(redisUrl, `weftd-workers:${options.prefix}`, waiting);
+    const queueConnection = createRedisClient(redisUrl, `weftd-queues:${options.prefix}`, {
+      enableAutoPipelining: false,
+    });
+    const subscriber = createRedisClient(redisUrl, `weftd-events:${options.prefix}`, waiting);
+    for (const connection of [bullConnection, queueConnection, subscriber]) connection.on("error", () => {});
+    const engine = new Engine(redis, bullConnection, queueConnection, subscriber, options, policy, logger);
     await engine.admin.apply(policy);
     engine.reconciler.start();
     const log = logThrottle(logger);
@@ -371,5 +386,6 @@ export class Engine {
     this.logger.debug("engine: BullMQ closed");
     this.subscriber.disconnect();
     this.bullConnection.disconnect();
+    this.queueConnection.disconnect();
   }
 }

@@ -51,6 +51,8 @@ class RunFeed {
   last = 0;
   fetching = true;
   again = false;
+  /** Reads of new events that failed in a row (each retried after a longer pause). */
+  failures = 0;
   /** Settles once the channel is subscribed and the window loaded. */
   ready: Promise<void> = Promise.resolve();
 
@@ -223,8 +225,19 @@ export class EventHub {
           if (events.length === FETCH) feed.again = true;
           for (const listener of feed.listeners) listener.offer(events);
         } while (feed.again && this.runs.get(runId) === feed);
+        feed.failures = 0;
       } catch (err) {
+        // No notification may come again (the run's last event was the one announced): read again,
+        // later and later, for as long as someone watches the run.
+        feed.failures++;
         logThrottle(this.logger).warn({ err, runId }, "reading run events failed");
+        const retry = setTimeout(
+          () => {
+            if (this.runs.get(runId) === feed) this.fetch(runId, feed);
+          },
+          Math.min(100 * 2 ** feed.failures, 5000),
+        );
+        retry.unref();
       } finally {
         feed.fetching = false;
       }

@@ -3,6 +3,7 @@ import { DurationSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type TaskAssignment, TaskAssignmentSchema } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { checkQueue, type Principal } from "../auth.js";
+import { logThrottle } from "../log-throttle.js";
 import { payloadBytes } from "./answer-size.js";
 import { AssignmentBudget } from "./assignment-budget.js";
 import type { CompiledTask } from "./dag.js";
@@ -181,7 +182,10 @@ export class LeaseOps {
           });
     const task = ids === undefined ? undefined : loaded?.compiled.byId.get(ids.taskId);
     if (ids === undefined || loaded === undefined || task === undefined) {
-      engine.logger.warn({ jobId: job.id, queue: req.queue }, "dropping a job that is not a Weft task");
+      logThrottle(engine.logger).warn(
+        { jobId: job.id, queue: req.queue },
+        "dropping a job that is not a Weft task",
+      );
       await job.moveToCompleted(null, token, false).catch(() => {});
       return undefined;
     }
@@ -312,7 +316,7 @@ export class LeaseOps {
       }
       if (outcome === "delay") {
         await job.moveToDelayed(Number(reply[1]), token).catch((err) => {
-          engine.logger.warn({ err, runId, taskId }, "could not delay job");
+          logThrottle(engine.logger).warn({ err, runId, taskId }, "could not delay job");
         });
         return undefined;
       }
@@ -510,7 +514,9 @@ export class LeaseOps {
         { lease: { ...ids, attempt: record.a, nonce: record.l, owner: "*" }, loaded, task },
         record.sc ?? 0,
       );
-    })().catch((err) => this.engine.logger.warn({ err, jobId }, "handling a stalled job failed"));
+    })().catch((err) =>
+      logThrottle(this.engine.logger).warn({ err, jobId }, "handling a stalled job failed"),
+    );
   }
 
   private async recordFailure(
@@ -618,7 +624,7 @@ export class LeaseOps {
     const reason = `rate limit key "${key}" allows ${limit.max} per ${limit.perMs} ms`;
     await engine.steps.wait(runId, task.id, reason, Date.now());
     await job.moveToDelayed(Date.now() + slot.waitMs, token).catch((err) => {
-      engine.logger.warn({ err, runId, taskId: task.id }, "could not delay a rate-limited job");
+      logThrottle(engine.logger).warn({ err, runId, taskId: task.id }, "could not delay a rate-limited job");
     });
     return undefined;
   }

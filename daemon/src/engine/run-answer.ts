@@ -299,10 +299,17 @@ function textPayload(
 
 type ViewCommand = (key: string, cap: number, ...ids: string[]) => Promise<unknown>;
 
+/**
+ * Defines the task view script on a client. Called once when the engine starts, before the client
+ * sends anything: a command defined later is missing from the auto-pipeline ioredis has open in
+ * that tick, and ioredis then fails the whole pipeline with an exception nothing catches.
+ */
+export function defineTaskView(redis: Redis): void {
+  if (!("weftTaskView" in redis)) redis.defineCommand("weftTaskView", { numberOfKeys: 1, lua: TASK_VIEW });
+}
+
 function viewCommand(redis: Redis): ViewCommand {
-  const commands = redis as unknown as { weftTaskView?: ViewCommand };
-  if (commands.weftTaskView === undefined) {
-    redis.defineCommand("weftTaskView", { numberOfKeys: 1, lua: TASK_VIEW });
-  }
-  return (commands as { weftTaskView: ViewCommand }).weftTaskView;
+  const command = (redis as unknown as { weftTaskView?: ViewCommand }).weftTaskView;
+  if (command === undefined) throw new Error("weftTaskView is not defined: call defineTaskView first");
+  return command;
 }

@@ -135,10 +135,18 @@ export async function spawnWeftd(options: SpawnWeftdOptions): Promise<WeftdProce
   const logs: LogLine[] = [];
   let output = "";
   let exit: ExitInfo | undefined;
+  // Set once the test asks weftd to stop: any other exit is a crash, whose output is printed.
+  let stopping = false;
   const exited = new Promise<ExitInfo>((resolve) => {
     child.once("close", (code, signal) => {
       exit = { code, signal };
       running.delete(child);
+      if (!stopping) {
+        process.stderr.write(
+          `weftd (pid ${child.pid}) exited on its own (${JSON.stringify(exit)}); its last output:\n` +
+            `${output.slice(-20_000)}\n`,
+        );
+      }
       resolve(exit);
     });
   });
@@ -217,10 +225,12 @@ export async function spawnWeftd(options: SpawnWeftdOptions): Promise<WeftdProce
     waitForLog,
     waitForExit,
     async stop(signal: NodeJS.Signals = "SIGTERM", timeoutMs?: number) {
+      stopping = true;
       if (exit === undefined) child.kill(signal);
       return waitForExit(timeoutMs);
     },
     async kill() {
+      stopping = true;
       if (exit === undefined) child.kill("SIGKILL");
       return waitForExit(5000);
     },

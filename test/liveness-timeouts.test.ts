@@ -21,7 +21,11 @@ const workers: ProtocolWorker[] = [];
 
 beforeAll(async () => {
   redis = await startTestRedis();
-  weftd = await spawnWeftd({ redisUrl: redis.url });
+  // Keepalive shorter than its defaults (10 s + 20 s), so that closing a dead connection is seen soon.
+  weftd = await spawnWeftd({
+    redisUrl: redis.url,
+    args: ["--keepalive-interval", "2s", "--keepalive-timeout", "3s"],
+  });
   c = weftClients(weftd.address);
 });
 
@@ -141,14 +145,14 @@ describe("a dead or frozen worker gets no new attempt", () => {
       "live",
       "HeartbeatTimeout",
     ]);
-    // Keepalive (5 s interval, 5 s timeout) closes the dead connection, ending its polls.
+    // Keepalive (here 2 s interval, 3 s timeout) closes the dead connection, ending its polls.
     const closed = await weftd.waitForLog(
       (l) => l.msg.startsWith("a client did not answer keepalive PINGs"),
       "the cut-off connection to be closed",
       15_000,
     );
     reportFigure("worker link cut: its connection closed after", (closed.time as number) - cutAt);
-    expect((closed.time as number) - cutAt).toBeLessThanOrEqual(5000 + 5000 + 1500);
+    expect((closed.time as number) - cutAt).toBeLessThanOrEqual(2000 + 3000 + 1500);
     proxy.heal();
   });
 });

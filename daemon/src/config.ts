@@ -78,13 +78,14 @@ export interface DaemonConfig {
   stalledIntervalMs: number;
   /**
    * A client connection quiet for this long gets an HTTP/2 PING (see `keepaliveTimeoutMs`).
-   * @defaultValue 5 s
+   * @defaultValue 10 s
    */
   keepaliveIntervalMs: number;
   /**
    * A client connection that leaves a PING unanswered this long is closed, ending its calls: a
-   * worker cut off or frozen is noticed within interval + timeout, and gets no task meanwhile.
-   * @defaultValue 5 s
+   * worker cut off or frozen is noticed within interval + timeout. (It gets no task meanwhile:
+   * a task goes to a poll on a connection quiet for over a second only after a PING answered.)
+   * @defaultValue 20 s
    */
   keepaliveTimeoutMs: number;
   /**
@@ -158,8 +159,8 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = {
   runRetentionMs: 7 * 24 * 60 * 60 * 1000,
   defaultHeartbeatTimeoutMs: 30_000,
   stalledIntervalMs: 5_000,
-  keepaliveIntervalMs: 5_000,
-  keepaliveTimeoutMs: 5_000,
+  keepaliveIntervalMs: 10_000,
+  keepaliveTimeoutMs: 20_000,
   maxWatchersPerReplica: 10_000,
   maxOpenQueues: 1000,
   configFile: undefined,

@@ -1,21 +1,10 @@
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { textSize, valueSize } from "./answer-size.js";
+import { assignmentLimitOf, baseBytes, staticInputBytes } from "./assignment-size.js";
 import type { CompiledTask, CompiledWorkflow } from "./dag.js";
 import { newLeaseNonce } from "./ids.js";
 import type { StartBudget } from "./run-steps.js";
-
-/** Bytes kept in every answer for its own framing (the field of the first assignment, the envelope). */
-const ANSWER_FRAMING = 16;
-
-/**
- * Bytes an assignment takes besides its task's strings, its input and the run input and parents'
- * outputs: the run id, lease id parts, numbers, the three timestamps and durations, the fields'
- * tags and lengths, and the assignment's own field in the answer; generous.
- */
-const ASSIGNMENT_FIXED = 256;
-/** Bytes a parent's entry takes in `parent_outputs` besides its id and its output. */
-const PARENT_ENTRY = 16;
 
 /** A task failure that says why a task's inputs cannot be handed to a worker. */
 export interface InputsFailure {
@@ -29,9 +18,6 @@ export type AdmittedInputs =
   | { kind: "fits"; runInput: Value | undefined; parentOutputs: Record<string, Value> }
   | { kind: "too-large"; failure: InputsFailure }
   | { kind: "full" };
-
-/** Bytes of every task's assignment besides the run input and parents' outputs, by workflow version. */
-const baseCache = new WeakMap<CompiledWorkflow, Float64Array>();
 
 /**
  * The answer budget of one poll: the assignments it hands out stay within the answer limit, alone
@@ -48,12 +34,12 @@ export class AssignmentBudget {
     /** The answer limit (--max-response-bytes). */
     private readonly maxBytes: number,
   ) {
-    this.left = maxBytes - ANSWER_FRAMING;
+    this.left = assignmentLimitOf(maxBytes);
   }
 
   /** The most one assignment may take. */
   get assignmentLimit(): number {
-    return this.maxBytes - ANSWER_FRAMING;
+    return assignmentLimitOf(this.maxBytes);
   }
 
   /** What the START step of `task` may take. */
@@ -139,40 +125,10 @@ function inputsTooLarge(
   return {
     type: "InputsTooLarge",
     message:
-      `the assignment of task "${task.id}" would take ${bytes} bytes, more than the ${maxBytes - ANSWER_FRAMING} ` +
+      `the assignment of task "${task.id}" would take ${bytes} bytes, more than the ${assignmentLimitOf(maxBytes)} ` +
       `one assignment may (--max-response-bytes ${maxBytes}): the outputs of its ${parents} ` +
       `parent${parents === 1 ? "" : "s"} take ${parentBytes} bytes, the run input ${runInputBytes}, ` +
       `its own input ${inputBytes}; it was handed to no worker`,
     details: `workflow "${compiled.name}"`,
   };
-}
-
-/** Bytes of a task's static input as a payload (the larger of its JSON text and its encoding). */
-function staticInputBytes(task: CompiledTask): number {
-  if (task.input === undefined) return 0;
-  return Math.max(textSize(JSON.stringify(task.input)), valueSize(task.input));
-}
-
-/**
- * Bytes of a task's assignment besides the run input and its parents' outputs: an upper bound,
- * computed once per workflow version and task. Exported for SubmitWorkflow's check.
- */
-export function baseBytes(compiled: CompiledWorkflow, task: CompiledTask): number {
-  let cache = baseCache.get(compiled);
-  if (cache === undefined) {
-    cache = new Float64Array(compiled.size).fill(-1);
-    baseCache.set(compiled, cache);
-  }
-  const known = cache[task.index] ?? -1;
-  if (known >= 0) return known;
-  let bytes = ASSIGNMENT_FIXED + 2 * textSize(task.id) + textSize(compiled.name);
-  bytes += textSize(task.handler) + textSize(task.queue) + staticInputBytes(task);
-  for (const parent of task.parents) bytes += PARENT_ENTRY + textSize(parent);
-  cache[task.index] = bytes;
-  return bytes;
-}
-
-/** Most bytes one assignment may take under an answer limit (what {@link baseBytes} is checked against). */
-export function assignmentLimitOf(maxBytes: number): number {
-  return maxBytes - ANSWER_FRAMING;
 }

@@ -3,13 +3,7 @@ import type { Job, Worker } from "bullmq";
 import type { Logger } from "pino";
 import { logThrottle } from "../log-throttle.js";
 import { isRedisUnavailableError } from "../redis.js";
-import type { TaskJobData } from "./task-queues.js";
-
-/** A job fetched and locked for a poll; `token` is its BullMQ lock token. */
-export interface FetchedJob {
-  job: Job<TaskJobData>;
-  token: string;
-}
+import type { FetchedJob, TaskJobData } from "./jobs.js";
 
 /** Most jobs fetched at once without blocking (one Redis round trip for all of them). */
 const BURST = 16;

@@ -4,13 +4,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../log-throttle.js";
 import { envelope } from "../response-stream.js";
-import { eventFromStored, isFinalEvent } from "./run-view.js";
-
-/** A run event as stored in the run's event list. */
-export interface StoredEvent {
-  sequence: number;
-  fields: Record<string, string>;
-}
+import { eventFromStored, isFinalEvent, type StoredEvent } from "./run-view.js";
 
 /**
  * A run event as watch streams send it, built once per replica and shared by

@@ -14,7 +14,12 @@ import {
 } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { payloadBytes } from "./answer-size.js";
 import type { CompiledWorkflow } from "./dag.js";
-import type { StoredEvent } from "./event-hub.js";
+
+/** A run event as stored in the run's event list. */
+export interface StoredEvent {
+  sequence: number;
+  fields: Record<string, string>;
+}
 
 /** A task record as stored in a run's tasks hash (see run-scripts.ts). */
 export interface TaskRecord {

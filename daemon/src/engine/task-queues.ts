@@ -10,34 +10,9 @@ import {
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../log-throttle.js";
-import type { FetchedJob } from "./dispatcher.js";
 import { jobIdOf } from "./ids.js";
+import type { FetchedJob, TaskJobData, TaskJobSpec } from "./jobs.js";
 import type { Keys } from "./keys.js";
-
-/** What a BullMQ job of Weft carries: just enough to find its run and workflow. */
-export interface TaskJobData {
-  /** Run id. */
-  r: string;
-  /** Task id. */
-  t: string;
-  /** Workflow name. */
-  w: string;
-  /** Workflow version. */
-  v: number;
-}
-
-/** A task to enqueue. */
-export interface TaskJobSpec {
-  runId: string;
-  taskId: string;
-  workflow: string;
-  version: number;
-  queue: string;
-  handler: string;
-  maxAttempts: number;
-  /** Delay before the job may start (a retry's backoff), in ms. */
-  delayMs?: number;
-}
 
 /** Settings of the BullMQ side of the daemon. */
 export interface TaskQueueSettings {

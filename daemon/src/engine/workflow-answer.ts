@@ -7,7 +7,7 @@ import {
   WorkflowDefinitionSchema,
 } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import { ANSWER_FRAMING } from "./answer-room.js";
-import { assignmentLimitOf, baseBytes } from "./assignment-budget.js";
+import { assignmentLimitOf, baseBytes } from "./assignment-size.js";
 import type { CompiledWorkflow } from "./dag.js";
 import type { Violation } from "./violations.js";
 

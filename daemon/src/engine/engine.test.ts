@@ -8,9 +8,10 @@ import { Redis } from "ioredis";
 import pino from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { type RedisServer, startRedisServer } from "../private-redis.js";
-import { ENQUEUE_CHUNK, Engine, type EngineOptions } from "./engine.js";
+import { Engine, type EngineOptions } from "./engine.js";
 import { formatLeaseId, jobIdOf, parseLeaseId } from "./ids.js";
 import { defaultPolicy } from "./policy.js";
+import { ENQUEUE_CHUNK } from "./run-jobs.js";
 import { QUEUE_EVENTS_KEPT } from "./task-queues.js";
 
 /** A START budget that never refuses (the steps are tested here, not the answer limit). */

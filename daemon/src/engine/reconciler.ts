@@ -1,9 +1,16 @@
 import { randomUUID } from "node:crypto";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
 import { logThrottle } from "../log-throttle.js";
 import { BackoffLoop } from "./backoff-loop.js";
-import type { Engine } from "./engine.js";
 import { jobIdOf } from "./ids.js";
+import type { Keys } from "./keys.js";
+import { jobSpec } from "./run-jobs.js";
+import type { RunSteps } from "./run-steps.js";
 import type { TaskRecord } from "./run-view.js";
+import type { RunWorkflows } from "./run-workflows.js";
+import type { TaskQueues } from "./task-queues.js";
+import type { Timers } from "./timers.js";
 import type { LoadedWorkflow } from "./workflow-store.js";
 
 // Removes a run from the dirty set only if no step touched it since it was read.
@@ -50,6 +57,23 @@ const LOCK_MS = 30_000;
  */
 const MAX_PAUSE_MS = 20_000;
 
+/** What the reconciler works with. */
+export interface ReconcilerDeps {
+  redis: Redis;
+  keys: Keys;
+  logger: Logger;
+  runWorkflows: RunWorkflows;
+  steps: RunSteps;
+  queues: TaskQueues;
+  timers: Timers;
+  settings: {
+    /** How long a run must be quiet before it is checked, in ms. */
+    reconcileAfterMs: number;
+    /** How long finished runs are kept, in ms. */
+    runRetentionMs: number;
+  };
+}
+
 /**
  * Finishes run steps that a crash cut short. Every step marks its run in a
  * sorted set before it runs (and a step that finishes a run takes it out
@@ -71,12 +95,12 @@ export class Reconciler {
   private pruneCursor = -1;
   private readonly owner = randomUUID();
 
-  constructor(private readonly engine: Engine) {}
+  constructor(private readonly deps: ReconcilerDeps) {}
 
   /** Runs a pass every half `reconcileAfterMs`; after failures, up to {@link MAX_PAUSE_MS} apart. */
   start(): void {
-    const everyMs = Math.max(200, Math.floor(this.engine.options.reconcileAfterMs / 2));
-    const log = logThrottle(this.engine.logger);
+    const everyMs = Math.max(200, Math.floor(this.deps.settings.reconcileAfterMs / 2));
+    const log = logThrottle(this.deps.logger);
     this.loop ??= new BackoffLoop(() => this.pass(), {
       everyMs,
       maxMs: MAX_PAUSE_MS,
@@ -95,7 +119,7 @@ export class Reconciler {
     if (this.passing) return 0;
     this.passing = true;
     try {
-      const { redis, keys } = this.engine;
+      const { redis, keys } = this.deps;
       if ((await redis.eval(TAKE_LOCK, 1, keys.reconcilerLock(), this.owner, LOCK_MS)) !== 1) return 0;
       return await this.passLocked(Date.now(), LOCK_MS);
     } finally {
@@ -104,11 +128,11 @@ export class Reconciler {
   }
 
   private async passLocked(started: number, lockMs: number): Promise<number> {
-    const { engine } = this;
-    const { redis, keys } = engine;
+    const { deps } = this;
+    const { redis, keys } = deps;
     let checked = 0;
     try {
-      const quietSince = started - engine.options.reconcileAfterMs;
+      const quietSince = started - deps.settings.reconcileAfterMs;
       let entries: string[];
       do {
         // Checked runs leave the set (or get a newer score), so each page starts from the lowest score.
@@ -148,8 +172,8 @@ export class Reconciler {
    * older than that which is still running (or still kept) stays.
    */
   async pruneIndexes(deadline = Number.POSITIVE_INFINITY): Promise<number> {
-    const { redis, keys } = this.engine;
-    const horizon = Date.now() - this.engine.options.runRetentionMs;
+    const { redis, keys } = this.deps;
+    const horizon = Date.now() - this.deps.settings.runRetentionMs;
     let removed = 0;
     if (this.pruneCursor === -1) {
       removed += await this.pruneIndex(keys.runIndex(), horizon, deadline);
@@ -172,7 +196,7 @@ export class Reconciler {
   }
 
   private async pruneIndex(index: string, horizon: number, deadline: number): Promise<number> {
-    const { redis, keys } = this.engine;
+    const { redis, keys } = this.deps;
     let removed = 0;
     // Entries still kept stay ahead of the next page; removed ones leave it.
     let kept = 0;
@@ -191,20 +215,20 @@ export class Reconciler {
   }
 
   private async check(runId: string): Promise<void> {
-    const { engine } = this;
-    const k = engine.keys.run(runId);
-    const [status, remaining, createdAt] = await engine.redis.hmget(k.run, "s", "rem", "ct");
+    const { deps } = this;
+    const k = deps.keys.run(runId);
+    const [status, remaining, createdAt] = await deps.redis.hmget(k.run, "s", "rem", "ct");
     if (status !== "R") return;
-    const loaded = await engine.workflowOf(runId);
+    const loaded = await deps.runWorkflows.of(runId);
     if (loaded === undefined) return;
     if (remaining === "0") {
-      await engine.steps.finish(runId, Date.now(), engine.options.runRetentionMs, loaded.compiled.leaves);
+      await deps.steps.finish(runId, Date.now(), deps.settings.runRetentionMs, loaded.compiled.leaves);
       return;
     }
     // A trigger cut short may have left the run without its timeout's timer (kept if it is there).
     const runTimeoutMs = loaded.compiled.runTimeoutMs;
     if (runTimeoutMs > 0) {
-      await engine.timers.schedule([
+      await deps.timers.schedule([
         {
           data: { kind: "run-timeout", runId },
           delayMs: Math.max(0, Number(createdAt) + runTimeoutMs - Date.now()),
@@ -213,12 +237,12 @@ export class Reconciler {
     }
     // Parent counters (d:<id>) and outputs (o:<id>) share the hash (task ids hold no colon): the
     // field names first, then the records alone, 1,000 at a time.
-    const taskIds = (await engine.redis.hkeys(k.tasks)).filter((field) => !field.includes(":"));
+    const taskIds = (await deps.redis.hkeys(k.tasks)).filter((field) => !field.includes(":"));
     const missing: string[] = [];
     const now = Date.now();
     for (let i = 0; i < taskIds.length; i += RECORDS_PAGE) {
       const page = taskIds.slice(i, i + RECORDS_PAGE);
-      const records = await engine.redis.hmget(k.tasks, ...page);
+      const records = await deps.redis.hmget(k.tasks, ...page);
       for (const [j, taskId] of page.entries()) {
         const raw = records[j];
         if (raw === null || raw === undefined) continue;
@@ -227,7 +251,7 @@ export class Reconciler {
       }
     }
     if (missing.length > 0)
-      engine.logger.warn({ runId, tasks: missing }, "re-enqueued tasks a crash left without a job");
+      deps.logger.warn({ runId, tasks: missing }, "re-enqueued tasks a crash left without a job");
   }
 
   /** Re-adds the job of a queued or retrying task that has none; true when it did. */
@@ -238,16 +262,16 @@ export class Reconciler {
     record: TaskRecord,
     now: number,
   ): Promise<boolean> {
-    const { engine } = this;
+    const { deps } = this;
     if (record.s !== "Q" && record.s !== "T") return false;
     const task = loaded.compiled.byId.get(taskId);
     if (task === undefined) return false;
-    if (await engine.queues.exists(task.queue, jobIdOf(runId, taskId))) return false;
+    if (await deps.queues.exists(task.queue, jobIdOf(runId, taskId))) return false;
     const delayMs = record.s === "T" && record.na !== undefined ? Math.max(0, record.na - now) : undefined;
-    await engine.queues.add([engine.jobSpec(runId, loaded, task, delayMs)]);
+    await deps.queues.add([jobSpec(runId, loaded, task, delayMs)]);
     // With the job, its schedule-to-start timer may be missing too.
     if (record.s === "Q" && task.scheduleToStartMs > 0 && record.qt !== undefined) {
-      await engine.timers.schedule([
+      await deps.timers.schedule([
         {
           data: { kind: "schedule-to-start", runId, taskId },
           delayMs: Math.max(0, record.qt + task.scheduleToStartMs - now),

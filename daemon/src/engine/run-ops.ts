@@ -1,20 +1,21 @@
-import type { JsonValue } from "@bufbuild/protobuf";
-import { create } from "@bufbuild/protobuf";
+import { create, type JsonValue } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Run, RunSchema, RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import type { Logger } from "pino";
 import { logThrottle } from "../log-throttle.js";
 import { isRedisUnavailableError } from "../redis.js";
 import { ANSWER_FRAMING, AnswerRoom, measuredValue } from "./answer-room.js";
 import { payloadBytes, textSize } from "./answer-size.js";
-import type { Engine } from "./engine.js";
 import { idempotentRunId, isRunId, newRunId } from "./ids.js";
-import { type ListRunsQuery, notFound, RunReads } from "./run-reads.js";
-
-export { notFound };
-
+import type { Keys } from "./keys.js";
+import type { RunJobs } from "./run-jobs.js";
+import { type ListRunsQuery, notFound, type RunReads } from "./run-reads.js";
+import type { RunSteps } from "./run-steps.js";
+import type { RunWorkflows } from "./run-workflows.js";
+import type { Timers } from "./timers.js";
 import { invalidArgument } from "./violations.js";
-import type { LoadedWorkflow } from "./workflow-store.js";
+import type { LoadedWorkflow, WorkflowStore } from "./workflow-store.js";
 
 /** One run to start: what a TriggerRequest holds. */
 export interface TriggerItem {
@@ -33,13 +34,34 @@ interface PreparedRun {
   runId: string;
 }
 
+/** What the run operations work with. */
+export interface RunOpsDeps {
+  keys: Keys;
+  logger: Logger;
+  workflows: WorkflowStore;
+  runWorkflows: RunWorkflows;
+  steps: RunSteps;
+  jobs: RunJobs;
+  timers: Timers;
+  /** GetRun, GetTaskRun, ListRuns and the runs other answers echo, within the answer limit. */
+  reads: RunReads;
+  limits: {
+    /** Largest JSON payload (a run's input), in bytes. */
+    maxPayloadBytes: number;
+    /** Largest answer, in bytes (--max-response-bytes). */
+    maxResponseBytes: number;
+    /** How long finished runs are kept, in ms. */
+    runRetentionMs: number;
+  };
+}
+
 /** Starting, reading, listing and cancelling runs. */
 export class RunOps {
   /** GetRun, GetTaskRun, ListRuns and the runs other answers echo, within the answer limit. */
   readonly reads: RunReads;
 
-  constructor(private readonly engine: Engine) {
-    this.reads = new RunReads(engine);
+  constructor(private readonly deps: RunOpsDeps) {
+    this.reads = deps.reads;
   }
 
   /** Starts a run, or returns the run of the same idempotency key. */
@@ -68,15 +90,15 @@ export class RunOps {
     fieldOf: (index: number, field: string) => string,
     maxTasks = Number.POSITIVE_INFINITY,
   ): Promise<{ run: Run; created: boolean }[]> {
-    const { engine } = this;
-    const max = engine.options.maxPayloadBytes;
+    const { deps } = this;
+    const max = deps.limits.maxPayloadBytes;
     const loads = new Map<string, Promise<LoadedWorkflow>>();
     const checked = await Promise.allSettled(
       items.map(async (item, i) => {
         const key = `${item.workflow}@${item.version}`;
         let load = loads.get(key);
         if (load === undefined) {
-          load = engine.workflows.get(item.workflow, item.version);
+          load = deps.workflows.get(item.workflow, item.version);
           loads.set(key, load);
         }
         const loaded = await load.catch((err: unknown) => {
@@ -111,12 +133,12 @@ export class RunOps {
 
     // The answer holds every run's small fields: a call whose answer could not is refused up front.
     const bounds = runs.reduce((n, r) => n + echoBound(r), 0);
-    if (bounds > engine.maxResponseBytes - ANSWER_FRAMING) {
+    if (bounds > deps.limits.maxResponseBytes - ANSWER_FRAMING) {
       const each = Math.ceil(bounds / runs.length);
       throw new ConnectError(
         `requests: the answer to these ${runs.length} runs would take about ${bounds} bytes before their inputs, ` +
-          `more than --max-response-bytes (${engine.maxResponseBytes}) allows; send at most ` +
-          `${Math.max(1, Math.floor((engine.maxResponseBytes - ANSWER_FRAMING) / each))} per call`,
+          `more than --max-response-bytes (${deps.limits.maxResponseBytes}) allows; send at most ` +
+          `${Math.max(1, Math.floor((deps.limits.maxResponseBytes - ANSWER_FRAMING) / each))} per call`,
         Code.ResourceExhausted,
       );
     }
@@ -135,7 +157,7 @@ export class RunOps {
           table = tableOf(loaded);
           tables.set(loaded, table);
         }
-        const [fresh] = await engine.steps.trigger(
+        const [fresh] = await deps.steps.trigger(
           runId,
           loaded.workflow.name,
           loaded.workflow.version,
@@ -143,15 +165,15 @@ export class RunOps {
           now,
           item.idempotencyKey,
           table,
-          [engine.keys.runIndex(), engine.keys.runIndex(loaded.workflow.name)],
+          [deps.keys.runIndex(), deps.keys.runIndex(loaded.workflow.name)],
         );
-        engine.rememberRun(runId, loaded.workflow.name, loaded.workflow.version);
+        deps.runWorkflows.remember(runId, loaded.workflow.name, loaded.workflow.version);
         return fresh === 1;
       }),
     );
     const started = runs.filter((_, i) => created[i]);
     try {
-      await engine.timers.schedule(
+      await deps.timers.schedule(
         started
           .filter(({ loaded }) => loaded.compiled.runTimeoutMs > 0)
           .map(({ runId, loaded }) => ({
@@ -159,7 +181,7 @@ export class RunOps {
             delayMs: loaded.compiled.runTimeoutMs,
           })),
       );
-      await engine.enqueueAll(
+      await deps.jobs.enqueueAll(
         started.map(({ runId, loaded }) => ({ runId, loaded, taskIds: loaded.compiled.roots })),
       );
     } catch (err) {
@@ -167,7 +189,7 @@ export class RunOps {
       // key start them twice. The reconciler queues their first tasks (and timers) once Redis
       // answers again, --reconcile-after after the trigger.
       if (!isRedisUnavailableError(err)) throw err;
-      logThrottle(engine.logger).warn(
+      logThrottle(deps.logger).warn(
         { err, runs: started.length },
         "runs started, their first tasks to be queued once Redis answers",
       );
@@ -185,8 +207,8 @@ export class RunOps {
     created: readonly boolean[],
     now: number,
   ): Promise<{ run: Run; created: boolean }[]> {
-    const { engine } = this;
-    const room = new AnswerRoom(engine.maxResponseBytes);
+    const { deps } = this;
+    const room = new AnswerRoom(deps.limits.maxResponseBytes);
     // Every run's small fields fit (checked before they started), then the payloads as they fit.
     for (const [i, r] of runs.entries()) if (created[i]) room.take(echoBound(r));
     const existing = await this.reads.summaries(
@@ -196,10 +218,7 @@ export class RunOps {
     let next = 0;
     return runs.map(({ item, loaded, inputText, runId }, i) => {
       if (!created[i]) return { run: existing[next++] as Run, created: false };
-      engine.logger.debug(
-        { runId, workflow: item.workflow, version: loaded.workflow.version },
-        "run started",
-      );
+      deps.logger.debug({ runId, workflow: item.workflow, version: loaded.workflow.version }, "run started");
       const run = create(RunSchema, {
         id: runId,
         workflow: loaded.workflow.name,
@@ -246,21 +265,21 @@ export class RunOps {
 
   /** Ends a running run as cancelled (C) or timed out (X), dropping its jobs; false when it was over. */
   async terminate(runId: string, reason: string, status: "C" | "X"): Promise<boolean> {
-    const { engine } = this;
-    const loaded = await engine.workflowOf(runId);
+    const { deps } = this;
+    const loaded = await deps.runWorkflows.of(runId);
     if (loaded === undefined) throw notFound(runId);
     const now = Date.now();
-    const [outcome, ...jobs] = await engine.steps.cancel(
+    const [outcome, ...jobs] = await deps.steps.cancel(
       runId,
       reason,
       now,
-      engine.options.runRetentionMs,
+      deps.limits.runRetentionMs,
       status,
     );
     if (outcome === "notfound") throw notFound(runId);
     if (outcome !== "cancelled") return false;
-    await engine.dropJobs(runId, loaded, jobs);
-    engine.logger.info({ runId, reason }, status === "C" ? "run cancelled" : "run timed out");
+    await deps.jobs.drop(runId, loaded, jobs);
+    deps.logger.info({ runId, reason }, status === "C" ? "run cancelled" : "run timed out");
     return true;
   }
 }

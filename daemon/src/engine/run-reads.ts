@@ -1,10 +1,13 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Run, type RunStatus, type TaskRun, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import type { Redis } from "ioredis";
 import { AnswerRoom } from "./answer-room.js";
-import type { Engine } from "./engine.js";
+import type { Keys } from "./keys.js";
+import type { QueueAdmin } from "./queue-admin.js";
 import { type RunHead, readHeads, runInRoom, runWholeBytes, taskRunsInRoom } from "./run-answer.js";
 import { RUN_STATUS_CODE } from "./run-view.js";
 import { invalidArgument } from "./violations.js";
+import type { WorkflowStore } from "./workflow-store.js";
 
 /** A ListRuns filter and page. */
 export interface ListRunsQuery {
@@ -14,6 +17,17 @@ export interface ListRunsQuery {
   pageToken: string;
 }
 
+/** What the run reads need. */
+export interface RunReadsDeps {
+  redis: Redis;
+  keys: Keys;
+  workflows: WorkflowStore;
+  /** Says why a queued task waits (its queue paused, rate limited or at its concurrency). */
+  admin: QueueAdmin;
+  /** Largest answer, in bytes (--max-response-bytes). */
+  maxResponseBytes: number;
+}
+
 /**
  * The answers that read runs: GetRun, GetTaskRun, ListRuns, and the runs that Trigger and Cancel
  * echo. Each stays within the answer limit (--max-response-bytes): it reads the small fields and
@@ -21,27 +35,27 @@ export interface ListRunsQuery {
  * in omitted_fields, or comes in a later page.
  */
 export class RunReads {
-  constructor(private readonly engine: Engine) {}
+  constructor(private readonly deps: RunReadsDeps) {}
 
   /** A run with its task runs from the page token on, as many as fit; `next` is the token of the rest. */
   async get(runId: string, pageToken = ""): Promise<{ run: Run; next: string }> {
-    const { engine } = this;
-    const [head] = await readHeads(engine.redis, engine.keys, [runId]);
+    const { deps } = this;
+    const [head] = await readHeads(deps.redis, deps.keys, [runId]);
     if (head === undefined) throw notFound(runId);
-    const loaded = await engine.workflows.get(head.h.wf ?? "", Number(head.h.v));
+    const loaded = await deps.workflows.get(head.h.wf ?? "", Number(head.h.v));
     const from = decodeTaskToken(pageToken, loaded.compiled.size);
-    const room = new AnswerRoom(engine.maxResponseBytes);
-    const run = runInRoom(head, engine.keys, room) as Run;
+    const room = new AnswerRoom(deps.maxResponseBytes);
+    const run = runInRoom(head, deps.keys, room) as Run;
     const next = await taskRunsInRoom(
-      engine.redis,
-      engine.keys,
+      deps.redis,
+      deps.keys,
       run,
       loaded.compiled,
       from,
       loaded.compiled.size,
       room,
     );
-    await room.read(engine.redis);
+    await room.read(deps.redis);
     await this.holdReasons(run.tasks);
     if (next !== undefined) run.omittedFields.push("tasks");
     return { run, next: next === undefined ? "" : encodeTaskToken(next) };
@@ -49,10 +63,10 @@ export class RunReads {
 
   /** One task run whole: its output, error and progress (as far as the answer limit allows). */
   async getTask(runId: string, taskId: string): Promise<TaskRun> {
-    const { engine } = this;
-    const [head] = await readHeads(engine.redis, engine.keys, [runId]);
+    const { deps } = this;
+    const [head] = await readHeads(deps.redis, deps.keys, [runId]);
     if (head === undefined) throw notFound(runId);
-    const loaded = await engine.workflows.get(head.h.wf ?? "", Number(head.h.v));
+    const loaded = await deps.workflows.get(head.h.wf ?? "", Number(head.h.v));
     const task = loaded.compiled.byId.get(taskId);
     if (task === undefined) {
       throw new ConnectError(
@@ -60,10 +74,10 @@ export class RunReads {
         Code.NotFound,
       );
     }
-    const room = new AnswerRoom(engine.maxResponseBytes);
-    const holder = runInRoom({ ...head, inBytes: 0, outBytes: 0, errBytes: 0 }, engine.keys, room) as Run;
-    await taskRunsInRoom(engine.redis, engine.keys, holder, loaded.compiled, task.index, 1, room);
-    await room.read(engine.redis);
+    const room = new AnswerRoom(deps.maxResponseBytes);
+    const holder = runInRoom({ ...head, inBytes: 0, outBytes: 0, errBytes: 0 }, deps.keys, room) as Run;
+    await taskRunsInRoom(deps.redis, deps.keys, holder, loaded.compiled, task.index, 1, room);
+    await room.read(deps.redis);
     await this.holdReasons(holder.tasks);
     return holder.tasks[0] as TaskRun;
   }
@@ -71,32 +85,32 @@ export class RunReads {
   /** Runs without their task runs, each with the payloads that fit in `room` (one answer) together. */
   async summaries(
     runIds: readonly string[],
-    room = new AnswerRoom(this.engine.maxResponseBytes),
+    room = new AnswerRoom(this.deps.maxResponseBytes),
   ): Promise<Run[]> {
-    const { engine } = this;
-    const heads = await readHeads(engine.redis, engine.keys, runIds);
+    const { deps } = this;
+    const heads = await readHeads(deps.redis, deps.keys, runIds);
     const runs = heads.map((head, i) => {
       if (head === undefined) throw notFound(runIds[i] as string);
-      const run = runInRoom(head, engine.keys, room);
+      const run = runInRoom(head, deps.keys, room);
       if (run === undefined) {
         throw new ConnectError(
-          `the answer would exceed --max-response-bytes (${engine.maxResponseBytes}): ask for fewer runs`,
+          `the answer would exceed --max-response-bytes (${deps.maxResponseBytes}): ask for fewer runs`,
           Code.ResourceExhausted,
         );
       }
       return run;
     });
-    await room.read(engine.redis);
+    await room.read(deps.redis);
     return runs;
   }
 
   /** One page of runs, newest first: at most `pageSize`, and fewer when more would not fit. */
   async list(query: ListRunsQuery): Promise<{ runs: Run[]; next: string }> {
-    const { redis, keys } = this.engine;
+    const { redis, keys } = this.deps;
     const index = keys.runIndex(query.workflow === "" ? undefined : query.workflow);
     const wanted = new Set(query.statuses.map((s) => RUN_STATUS_CODE.get(s)));
     let cursor = decodeToken(query.pageToken);
-    const room = new AnswerRoom(this.engine.maxResponseBytes);
+    const room = new AnswerRoom(this.deps.maxResponseBytes);
     const runs: Run[] = [];
     const fetch = Math.max(query.pageSize, 50);
     let scanned = 0;
@@ -163,7 +177,7 @@ export class RunReads {
       if (t.status !== TaskStatus.QUEUED || t.waitingReason !== "") continue;
       let reason = held.get(t.queue);
       if (reason === undefined) {
-        reason = this.engine.admin.holdReason(t.queue);
+        reason = this.deps.admin.holdReason(t.queue);
         held.set(t.queue, reason);
       }
       t.waitingReason = await reason;

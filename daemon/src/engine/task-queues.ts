@@ -14,6 +14,9 @@ import { jobIdOf } from "./ids.js";
 import type { FetchedJob, TaskJobData, TaskJobSpec } from "./jobs.js";
 import type { Keys } from "./keys.js";
 
+/** Extra time a BullMQ lock outlives the lease it backs, so that Weft's own deadline decides first. */
+export const LOCK_GRACE_MS = 1000;
+
 /** Settings of the BullMQ side of the daemon. */
 export interface TaskQueueSettings {
   /** How long a fetched job stays locked before a heartbeat must extend it. */

@@ -1,9 +1,11 @@
 import type { Writable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { WatchRunResponse } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
-import type { Engine } from "./engine.js";
-import type { FeedEvent, FeedListener } from "./event-hub.js";
-import { checkRunId, notFound } from "./run-ops.js";
+import type { Redis } from "ioredis";
+import type { EventHub, FeedEvent, FeedListener } from "./event-hub.js";
+import type { Keys } from "./keys.js";
+import { checkRunId } from "./run-ops.js";
+import { notFound } from "./run-reads.js";
 import { isFinalRunStatus } from "./run-view.js";
 
 /** Events read from the run's history at a time. */
@@ -16,11 +18,22 @@ const MAX_QUEUED = 1000;
 
 const END: IteratorReturnResult<undefined> = { done: true, value: undefined };
 
+/** What watch streams read from: the run's hash, and its events through the replica's hub. */
+export interface WatchDeps {
+  redis: Redis;
+  keys: Keys;
+  hub: EventHub;
+}
+
 /** WatchRun streams: history first, then live events, until the run's final event. */
 export class Watches {
   private active = 0;
 
-  constructor(private readonly engine: Engine) {}
+  constructor(
+    private readonly deps: WatchDeps,
+    /** Most concurrent streams on this replica; one more is refused with RESOURCE_EXHAUSTED. */
+    private readonly maxWatchers: number,
+  ) {}
 
   /** Number of open watch streams on this replica. */
   get count(): number {
@@ -48,9 +61,9 @@ export class Watches {
     mapError: (err: unknown) => unknown = (err) => err,
     sink?: Writable,
   ): AsyncIterableIterator<WatchRunResponse> {
-    return new RunWatch(this.engine, runId, afterSequence, signal, mapError, sink, {
+    return new RunWatch(this.deps, runId, afterSequence, signal, mapError, sink, {
       acquire: () => {
-        const limit = this.engine.options.maxWatchersPerReplica;
+        const limit = this.maxWatchers;
         if (this.active >= limit) {
           throw new ConnectError(
             `this replica already serves ${this.active} watchers (limit ${limit})`,
@@ -106,7 +119,7 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
   private readonly onFinalWritten = () => this.finish();
 
   constructor(
-    private readonly engine: Engine,
+    private readonly deps: WatchDeps,
     private readonly runId: string,
     afterSequence: number,
     private readonly signal: AbortSignal,
@@ -173,24 +186,24 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
   }
 
   private async start(): Promise<void> {
-    const { engine, runId } = this;
+    const { deps, runId } = this;
     checkRunId(runId);
-    if ((await engine.redis.exists(engine.keys.run(runId).run)) === 0) throw notFound(runId);
+    if ((await deps.redis.exists(deps.keys.run(runId).run)) === 0) throw notFound(runId);
     if (this.closed) return;
     this.slot.acquire();
     this.counted = true;
     // Live events wait in `held` until the history is read.
     this.reading = true;
-    const leave = await engine.hub.join(runId, this);
+    const leave = await deps.hub.join(runId, this);
     if (this.closed) {
       leave();
       return;
     }
     this.leave = leave;
-    if (!(await this.readHistory((after) => engine.hub.history(runId, after, PAGE)))) return;
+    if (!(await this.readHistory((after) => deps.hub.history(runId, after, PAGE)))) return;
     // A finished run resumed at or after its final event has nothing more to send.
-    if (isFinalRunStatus(await engine.redis.hget(engine.keys.run(runId).run, "s"))) {
-      if (await this.readHistory((after) => engine.hub.read(runId, after, PAGE))) this.end();
+    if (isFinalRunStatus(await deps.redis.hget(deps.keys.run(runId).run, "s"))) {
+      if (await this.readHistory((after) => deps.hub.read(runId, after, PAGE))) this.end();
       return;
     }
     this.live();
@@ -200,7 +213,7 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
   private read(): void {
     this.reading = true;
     this.stale = false;
-    this.readHistory((after) => this.engine.hub.history(this.runId, after, PAGE))
+    this.readHistory((after) => this.deps.hub.history(this.runId, after, PAGE))
       .then((more) => {
         if (more) this.live();
       })

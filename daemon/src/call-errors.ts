@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { MAX_JSON_DEPTH } from "./engine/json-values.js";
+import { MAX_JSON_DEPTH } from "./engine/shared/index.js";
 import { redisErrorToConnect } from "./redis.js";
 
 /**

@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { ANSWER_OVERHEAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from "./engine/answer-size.js";
+import { ANSWER_OVERHEAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from "./engine/shared/index.js";
 
 /** Everything weftd can be configured with; every field has a flag and a `WEFT_*` variable. */
 export interface DaemonConfig {

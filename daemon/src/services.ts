@@ -1,6 +1,6 @@
 import { authInterceptor, streamLimitInterceptor, tokenCheck } from "./auth.js";
 import { ConfigError } from "./config.js";
-import { loadPolicy } from "./engine/policy.js";
+import { loadPolicy } from "./policy.js";
 import type { ServiceContext, WeftServices } from "./service-context.js";
 import { openWeftServices } from "./weft-services.js";
 

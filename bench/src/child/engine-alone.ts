@@ -8,7 +8,7 @@ import { closeRedis, createLogger, createRedisClient, DEFAULT_CONFIG } from "@we
 import { WorkflowDefinitionSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 // The engine is not part of @weft/daemon's API; the bench reaches into the package for this figure.
 import { Engine } from "../../../daemon/src/engine/engine.js";
-import { defaultPolicy } from "../../../daemon/src/engine/policy.js";
+import { defaultPolicy } from "../../../daemon/src/policy.js";
 import { onParentMessage, send } from "./completion-counter.js";
 import type { EngineAloneChildConfig } from "./protocol.js";
 

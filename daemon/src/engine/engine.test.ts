@@ -7,12 +7,12 @@ import { type TaskDefinitionSchema, WorkflowDefinitionSchema } from "@weft/sdk/g
 import { Redis } from "ioredis";
 import pino from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { defaultPolicy } from "../policy.js";
 import { type RedisServer, startRedisServer } from "../private-redis.js";
+import { QUEUE_EVENTS_KEPT } from "./dispatch/index.js";
 import { Engine, type EngineOptions } from "./engine.js";
-import { formatLeaseId, jobIdOf, parseLeaseId } from "./ids.js";
-import { defaultPolicy } from "./policy.js";
-import { ENQUEUE_CHUNK } from "./run-jobs.js";
-import { QUEUE_EVENTS_KEPT } from "./task-queues.js";
+import { ENQUEUE_CHUNK } from "./runs/index.js";
+import { formatLeaseId, jobIdOf, parseLeaseId } from "./shared/index.js";
 
 /** A START budget that never refuses (the steps are tested here, not the answer limit). */
 const UNBOUNDED = { limit: 1e15, group: "g", left: 1e15, base: 0 };

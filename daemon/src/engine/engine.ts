@@ -1,26 +1,31 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import type { Policy } from "../policy.js";
 import { createRedisClient } from "../redis.js";
-import { ANSWER_OVERHEAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from "./answer-size.js";
-import type { DispatchStats, QueueDispatcher } from "./dispatcher.js";
-import { Dispatchers } from "./dispatchers.js";
-import { EventHub } from "./event-hub.js";
-import { KeyLimiter } from "./key-limiter.js";
-import { Keys } from "./keys.js";
-import { LeaseOps } from "./lease-ops.js";
-import type { Policy } from "./policy.js";
-import { QueueAdmin } from "./queue-admin.js";
-import { Reconciler } from "./reconciler.js";
-import { defineTaskView } from "./run-answer.js";
-import { RunJobs } from "./run-jobs.js";
-import { RunOps } from "./run-ops.js";
-import { RunReads } from "./run-reads.js";
-import { RunSteps } from "./run-steps.js";
-import { RunWorkflows } from "./run-workflows.js";
-import { LOCK_GRACE_MS, TaskQueues } from "./task-queues.js";
-import { type TimerData, Timers } from "./timers.js";
-import { Watches } from "./watch.js";
-import { type LoadedWorkflow, WorkflowStore } from "./workflow-store.js";
+import { type LoadedWorkflow, WorkflowStore } from "./definitions/index.js";
+import {
+  Dispatchers,
+  type DispatchStats,
+  KeyLimiter,
+  LOCK_GRACE_MS,
+  QueueAdmin,
+  type QueueDispatcher,
+  TaskQueues,
+  type TimerData,
+  Timers,
+} from "./dispatch/index.js";
+import { LeaseOps } from "./leases/index.js";
+import {
+  defineTaskView,
+  Reconciler,
+  RunJobs,
+  RunOps,
+  RunReads,
+  RunSteps,
+  RunWorkflows,
+} from "./runs/index.js";
+import { ANSWER_OVERHEAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES, Keys } from "./shared/index.js";
+import { EventHub, Watches } from "./watch/index.js";
 
 /** Settings of the engine. */
 export interface EngineOptions {

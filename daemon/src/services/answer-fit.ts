@@ -1,6 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { CompleteTaskResultSchema } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
-import { ANSWER_FRAMING } from "../engine/answer-room.js";
+import { ANSWER_FRAMING } from "../engine/shared/index.js";
 
 type Result = MessageInitShape<typeof CompleteTaskResultSchema>;
 

@@ -1,7 +1,6 @@
 import type { JsonValue } from "@bufbuild/protobuf";
 import type { Duration, Value } from "@bufbuild/protobuf/wkt";
-import { jsonValueOf } from "../engine/json-values.js";
-import { invalidArgument, type Violation } from "../engine/violations.js";
+import { invalidArgument, jsonValueOf, type Violation } from "../engine/shared/index.js";
 
 /** Collects violations of one request and throws them together. */
 export class RequestCheck {

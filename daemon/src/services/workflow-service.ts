@@ -5,7 +5,7 @@ import { WorkflowSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import type { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { AbortFanOut } from "../abort-fanout.js";
 import type { Engine } from "../engine/engine.js";
-import { checkRunId } from "../engine/run-ops.js";
+import { checkRunId } from "../engine/runs/index.js";
 import { envelopeSink } from "../response-stream.js";
 import { pageSizeOf, RequestCheck } from "./request-checks.js";
 

@@ -1,0 +1,94 @@
+import { type Job, Queue, Worker } from "bullmq";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import { logThrottle } from "../../log-throttle.js";
+import type { Keys } from "../shared/index.js";
+
+/** Attempts of a timer's handler before it is given up. */
+const TIMER_ATTEMPTS = 10;
+
+/** Pause of the timer worker's fetch loop after a connection error. */
+const RUN_RETRY_DELAY_MS = 1000;
+
+/** A timer: what fires, for which run (and task). */
+export interface TimerData {
+  kind: "schedule-to-start" | "run-timeout";
+  runId: string;
+  taskId?: string;
+}
+
+/**
+ * Timeouts that must fire even if every replica restarts: each is a delayed
+ * BullMQ job with a deterministic id in one queue, handled by whichever
+ * replica's timer worker gets it. Handlers are idempotent steps that do
+ * nothing when the run moved on (the task started, the run finished).
+ */
+export class Timers {
+  private readonly queue: Queue<TimerData>;
+  private readonly worker: Worker<TimerData>;
+
+  /**
+   * @param connection the timer Worker's connection, which waits out an outage.
+   * @param failFast the timer Queue's connection, whose commands fail while Redis is away (a
+   *   timer a step could not schedule is scheduled again by the reconciler).
+   */
+  constructor(
+    connection: Redis,
+    failFast: Redis,
+    keys: Keys,
+    logger: Logger,
+    fire: (timer: TimerData) => Promise<void>,
+  ) {
+    const prefix = keys.queuePrefix("_timers");
+    // The Queue and the Worker re-emit every error of their connections (one per reconnection
+    // attempt while Redis is down): throttled, and counted by the outage once it is reported.
+    const log = logThrottle(logger);
+    this.queue = new Queue<TimerData>("timers", { connection: failFast, prefix });
+    this.queue.on("error", (err) => log.warn({ err }, "timer queue error"));
+    this.worker = new Worker<TimerData>("timers", (job: Job<TimerData>) => fire(job.data), {
+      connection,
+      prefix,
+      concurrency: 16,
+      drainDelay: 5,
+      // BullMQ waits this long before fetching again after a connection error (15 s by default):
+      // timers would fire that late once Redis is back. Its commands wait for the reconnection.
+      runRetryDelay: RUN_RETRY_DELAY_MS,
+      // A timer whose lock expired during an outage comes back rather than failing for good;
+      // handlers are idempotent.
+      maxStalledCount: 100,
+    });
+    this.worker.on("error", (err) => log.warn({ err }, "timer worker error"));
+    this.worker.on("failed", (job, err) => {
+      if (job !== undefined && job.attemptsMade < (job.opts.attempts ?? 1)) {
+        log.warn({ err, timer: job.data, attempt: job.attemptsMade }, "timer failed; retrying");
+      } else {
+        log.error({ err, timer: job?.data }, "timer failed for good: it will not fire");
+      }
+    });
+  }
+
+  /** Schedules timers; one already scheduled under the same id is kept. */
+  async schedule(timers: { data: TimerData; delayMs: number }[]): Promise<void> {
+    if (timers.length === 0) return;
+    await this.queue.addBulk(
+      timers.map(({ data, delayMs }) => ({
+        name: data.kind,
+        data,
+        opts: {
+          jobId: [data.kind, data.runId, data.taskId].filter((p) => p !== undefined).join("."),
+          delay: delayMs,
+          // 0.5 s doubling: nine retries span about four minutes, a Redis outage included.
+          attempts: TIMER_ATTEMPTS,
+          backoff: { type: "exponential", delay: 500 },
+          removeOnComplete: true,
+          removeOnFail: { age: 24 * 3600 },
+        },
+      })),
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.worker.close(true);
+    await this.queue.close();
+  }
+}

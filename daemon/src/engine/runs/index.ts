@@ -1,0 +1,17 @@
+// Run state: the Lua steps on a run's keys, run records and their API views, run operations, the jobs of runs, the reconciler.
+// What this folder offers the rest of the engine, which imports it only through this file.
+export { Reconciler } from "./reconciler.js";
+export { defineTaskView } from "./run-answer.js";
+export { ENQUEUE_CHUNK, jobSpec, RunJobs } from "./run-jobs.js";
+export { checkRunId, RunOps } from "./run-ops.js";
+export { notFound, RunReads } from "./run-reads.js";
+export { type LeaseArgs, type LeaseDeadline, RunSteps, type StartBudget } from "./run-steps.js";
+export {
+  eventFromStored,
+  isFinalEvent,
+  isFinalRunStatus,
+  jsonValue,
+  type StoredEvent,
+  type TaskRecord,
+} from "./run-view.js";
+export { RunWorkflows } from "./run-workflows.js";

@@ -1,0 +1,444 @@
+import type { Redis } from "ioredis";
+import type { Keys, RunKeys } from "../shared/index.js";
+import { CANCEL, COMPLETE, FAIL, FINISH, HEARTBEAT, RELEASE, START, TRIGGER, WAIT } from "./run-scripts.js";
+
+type Reply = (string | number)[];
+type ScriptCaller = (args: (string | number)[]) => Promise<unknown>;
+
+/**
+ * How a failure treats its lease's deadline: a worker's report is refused once the lease
+ * expired ("check"); the daemon's own decisions take any lease ("ignore"); a lease timer ends
+ * only a lease that did expire ("expired"), else the step answers {'alive', deadline}.
+ */
+export type LeaseDeadline = "check" | "ignore" | "expired";
+
+const DEADLINE_ARG: Record<LeaseDeadline, string> = { check: "1", ignore: "0", expired: "2" };
+
+/**
+ * The run scripts. Each takes three KEYS per run; the batched ones (TRIGGER, START, COMPLETE) carry
+ * the steps of several runs in one call (see run-scripts.ts), the others one run's step.
+ */
+const SCRIPTS = {
+  weftTrigger: TRIGGER,
+  weftStart: START,
+  weftComplete: COMPLETE,
+  weftRelease: RELEASE,
+  weftHeartbeat: HEARTBEAT,
+  weftFail: FAIL,
+  weftCancel: CANCEL,
+  weftFinish: FINISH,
+  weftWait: WAIT,
+} as const;
+
+type ScriptName = keyof typeof SCRIPTS;
+
+/** A step waiting to be sent with the others of its tick. */
+interface PendingStep {
+  args: (string | number)[];
+  resolve: (reply: Reply) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Most steps in one batched script call, and most bytes of arguments: bounds how long it holds Redis. */
+const BATCH_STEPS = 256;
+const BATCH_BYTES = 1 << 20;
+
+/** The steps of one script call, by run (a Map keeps the runs in the order they came). */
+interface Batch {
+  runs: Map<string, PendingStep[]>;
+  /** The runs that one of their steps marks as recently touched (see {@link RunSteps}). */
+  marked: Set<string>;
+  steps: number;
+  bytes: number;
+}
+
+function emptyBatch(): Batch {
+  return { runs: new Map(), marked: new Set(), steps: 0, bytes: 0 };
+}
+
+/**
+ * The calls of one batched step script asked for in the same tick go to Redis as
+ * one script call at the end of the tick, once every microtask of the tick has
+ * run: the steps of one batch RPC (the handovers of a poll, the completions of a
+ * CompleteTasks call, the runs of a BatchTrigger) and those of concurrent calls
+ * share it, grouped by run (ARGV: number of runs, then for each run the number
+ * of its steps and their arguments). A batch that reaches {@link BATCH_STEPS}
+ * steps or {@link BATCH_BYTES} bytes goes at once.
+ */
+class TickBatches {
+  private batch = emptyBatch();
+  private scheduled = false;
+
+  constructor(
+    private readonly send: (
+      runIds: string[],
+      args: (string | number)[],
+      marked: string[],
+    ) => Promise<readonly unknown[]>,
+    /** One reply per step of a run, in order, from the run's entry of the script's reply. */
+    private readonly split: (reply: Reply) => Reply[],
+  ) {}
+
+  /** Adds a step of `runId`; `mark`: the step may leave a follow-up, so its run is marked. */
+  add(runId: string, args: (string | number)[], mark: boolean): Promise<Reply> {
+    return new Promise((resolve, reject) => {
+      let bytes = 0;
+      for (const arg of args) bytes += typeof arg === "string" ? arg.length : 8;
+      let { batch } = this;
+      if (batch.steps >= BATCH_STEPS || (batch.steps > 0 && batch.bytes + bytes > BATCH_BYTES)) {
+        this.sendBatch(batch);
+        batch = emptyBatch();
+        this.batch = batch;
+      }
+      let steps = batch.runs.get(runId);
+      if (steps === undefined) {
+        steps = [];
+        batch.runs.set(runId, steps);
+      }
+      steps.push({ args, resolve, reject });
+      if (mark) batch.marked.add(runId);
+      batch.steps++;
+      batch.bytes += bytes;
+      if (!this.scheduled) {
+        this.scheduled = true;
+        process.nextTick(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const { batch } = this;
+    this.batch = emptyBatch();
+    if (batch.steps > 0) this.sendBatch(batch);
+  }
+
+  private sendBatch({ runs, marked }: Batch): void {
+    const args: (string | number)[] = [runs.size];
+    for (const steps of runs.values()) {
+      args.push(steps.length);
+      for (const step of steps) for (const arg of step.args) args.push(arg);
+    }
+    this.send([...runs.keys()], args, [...marked]).then(
+      (reply) => {
+        let r = 0;
+        for (const steps of runs.values()) {
+          const replies = this.split(normalize(reply[r++]));
+          steps.forEach((step, i) => {
+            step.resolve(replies[i] ?? []);
+          });
+        }
+      },
+      (err: unknown) => {
+        for (const steps of runs.values()) for (const step of steps) step.reject(err);
+      },
+    );
+  }
+}
+
+/** Lease coordinates passed to every leased step. */
+export interface LeaseArgs {
+  taskId: string;
+  attempt: number;
+  nonce: string;
+  /** Name of the token presenting the lease; a lease taken by another token is refused. */
+  owner?: string;
+}
+
+/** What an assignment may take, as the START step checks it (see run-scripts.ts). */
+export interface StartBudget {
+  /** Most bytes the run input and the parents' outputs may hold together (as stored, JSON). */
+  limit: number;
+  /** The poll the assignment belongs to: its assignments share `left`. */
+  group: string;
+  /** Bytes the poll's answer has left. */
+  left: number;
+  /** Bytes of the assignment besides the run input and the parents' outputs. */
+  base: number;
+}
+
+/** The lease argument of the scripts: "nonce" or "nonce|owner". */
+function leaseArg(lease: LeaseArgs): string {
+  return lease.owner ? `${lease.nonce}|${lease.owner}` : lease.nonce;
+}
+
+/**
+ * Typed calls of the run scripts. A step that may leave a follow-up (enqueueing
+ * jobs, finishing the run) is sent in one write with a ZADD that marks its run
+ * as recently touched, so that the reconciler can finish that follow-up when a
+ * crash cuts it short; starts, heartbeats, waits and the completions of
+ * childless tasks of small workflows (whose step finishes the run when it
+ * completes the last task) leave none.
+ * A run leaves that set as soon as a completion, FINISH or CANCEL ends it: a
+ * finished run needs no follow-up (a job left behind is dropped when a poll
+ * fetches it). A run that ends in a failure stays until the reconciler finds it
+ * quiet and finished, and forgets it.
+ */
+export class RunSteps {
+  /** Runs finished in this tick, to leave the recently-touched set in one ZREM. */
+  private finished: string[] = [];
+  /** Run id → the indexes a run being triggered enters, and its creation time (see {@link trigger}). */
+  private readonly indexing = new Map<string, { indexes: string[]; now: number }>();
+  private readonly triggers = new TickBatches(
+    (runIds, args, marked) =>
+      this.call("weftTrigger", runIds, args, marked, (redis) => this.enterIndexes(redis, runIds)),
+    (reply) => reply.slice(1).map(normalize),
+  );
+  private readonly starts = new TickBatches(
+    (runIds, args) => this.call("weftStart", runIds, args, []),
+    // The run's input comes once; each started task's reply carries it, as the step's callers expect.
+    (reply) =>
+      reply.slice(1).map((one) => {
+        const r = normalize(one);
+        if (r[0] === "ok") r[2] = reply[0] ?? "";
+        return r;
+      }),
+  );
+  private readonly completions = new TickBatches(
+    (runIds, args, marked) => this.call("weftComplete", runIds, args, marked),
+    (reply) => reply.slice(1).map(normalize),
+  );
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    /** Largest run output (JSON bytes) the steps build; a larger one is left unbuilt, its size kept. */
+    private readonly outputLimit = Number.MAX_SAFE_INTEGER,
+  ) {
+    // The number of keys (three per run) is each call's first argument.
+    for (const [name, lua] of Object.entries(SCRIPTS)) {
+      if (!(name in redis)) redis.defineCommand(name, { lua });
+    }
+  }
+
+  /**
+   * Calls a step script with the keys of `runIds` (one run, or the runs of a batch, in order), and
+   * marks the runs of `marked` as recently touched in the same round trip.
+   */
+  private async call(
+    name: ScriptName,
+    runIds: string[],
+    args: (string | number)[],
+    marked: readonly string[] = runIds,
+    before?: (redis: Redis) => Promise<unknown>[],
+  ): Promise<Reply> {
+    // One array argument: ioredis flattens it, and huge runs would overflow a spread.
+    const keyArgs: (string | number)[] = [runIds.length * 3];
+    for (const id of runIds) {
+      const k = this.keys.run(id);
+      keyArgs.push(k.run, k.tasks, k.events);
+    }
+    const fn = (this.redis as unknown as Record<ScriptName, ScriptCaller>)[name];
+    if (marked.length === 0 && before === undefined)
+      return normalize(await fn.call(this.redis, keyArgs.concat(args)));
+    // Issued in the same tick, so auto-pipelining sends them in one write with every other step of the
+    // tick, and Redis runs them in this order: what `before` adds, the mark, then the step.
+    const now = Date.now();
+    const marks: (string | number)[] = [];
+    for (const id of marked) marks.push(now, id);
+    const first = before?.(this.redis) ?? [];
+    if (marks.length > 0) first.push(this.redis.zadd(this.keys.dirtyRuns(), ...marks));
+    const step = fn.call(this.redis, keyArgs.concat(args));
+    const [, reply] = await Promise.all([Promise.all(first), step]);
+    return normalize(reply);
+  }
+
+  /** The ZADDs that enter the runs of a trigger batch in their list indexes: one per index. */
+  private enterIndexes(redis: Redis, runIds: string[]): Promise<unknown>[] {
+    const members = new Map<string, (string | number)[]>();
+    for (const id of runIds) {
+      const entry = this.indexing.get(id);
+      if (entry === undefined) continue;
+      this.indexing.delete(id);
+      for (const index of entry.indexes) {
+        let list = members.get(index);
+        if (list === undefined) {
+          list = [];
+          members.set(index, list);
+        }
+        list.push(entry.now, id);
+      }
+    }
+    return [...members].map(([index, list]) => redis.zadd(index, "NX", ...list));
+  }
+
+  /** Takes a run that a step just finished out of the recently-touched set (with the others of the tick). */
+  private settled(runId: string): void {
+    if (this.finished.length === 0) {
+      process.nextTick(() => {
+        const runIds = this.finished;
+        this.finished = [];
+        // Should the ZREM fail, the reconciler checks these runs once they are quiet, and forgets them.
+        this.redis.zrem(this.keys.dirtyRuns(), ...runIds).catch(() => {});
+      });
+    }
+    this.finished.push(runId);
+  }
+
+  runKeys(runId: string): RunKeys {
+    return this.keys.run(runId);
+  }
+
+  trigger(
+    runId: string,
+    workflow: string,
+    version: number,
+    input: string,
+    now: number,
+    idempotencyKey: string,
+    tasks: { id: string; parents: number }[],
+    indexes: string[],
+  ): Promise<Reply> {
+    const args: (string | number)[] = [runId, workflow, version, input, now, idempotencyKey, tasks.length];
+    for (const t of tasks) args.push(t.id, t.parents);
+    // The run enters its list indexes in the same round trip, before it exists (ListRuns skips ids without a run).
+    this.indexing.set(runId, { indexes, now });
+    return this.triggers.add(runId, args, true);
+  }
+
+  /**
+   * Starts a task. The starts of one run asked for in the same tick (a batch
+   * poll's handovers) go to Redis in one script call.
+   */
+  start(
+    runId: string,
+    taskId: string,
+    nonce: string,
+    token: string,
+    workerId: string,
+    now: number,
+    leaseMs: number,
+    startToCloseMs: number,
+    parents: string[],
+    budget: StartBudget,
+  ): Promise<Reply> {
+    // A start leaves no follow-up: a job whose task start was lost stalls and comes back.
+    return this.starts.add(
+      runId,
+      [
+        taskId,
+        nonce,
+        token,
+        workerId,
+        now,
+        leaseMs,
+        startToCloseMs,
+        parents.length,
+        ...parents,
+        budget.limit,
+        budget.group,
+        budget.left,
+        budget.base,
+      ],
+      false,
+    );
+  }
+
+  release(runId: string, lease: LeaseArgs, now: number): Promise<Reply> {
+    return this.call("weftRelease", [runId], [lease.taskId, lease.attempt, lease.nonce, now]);
+  }
+
+  heartbeat(runId: string, lease: LeaseArgs, now: number, leaseMs: number, progress: string): Promise<Reply> {
+    return this.call(
+      "weftHeartbeat",
+      [runId],
+      [lease.taskId, lease.attempt, leaseArg(lease), now, leaseMs, progress],
+      [],
+    );
+  }
+
+  async complete(
+    runId: string,
+    lease: LeaseArgs,
+    output: string,
+    now: number,
+    retentionMs: number,
+    children: string[],
+    leaves: string[] | undefined,
+  ): Promise<Reply> {
+    const args: (string | number)[] = [
+      lease.taskId,
+      lease.attempt,
+      leaseArg(lease),
+      output,
+      now,
+      retentionMs,
+      children.length,
+    ];
+    // A completion whose task has children, or that may leave the run's end to FINISH (no leaves
+    // passed), has a follow-up a crash could cut short; one of a childless task of a small
+    // workflow has none (its step finishes the run when it makes it complete).
+    const reply = await this.completions.add(
+      runId,
+      args.concat(children, leaves === undefined ? ["-"] : [leaves.length, ...leaves, this.outputLimit]),
+      children.length > 0 || leaves === undefined,
+    );
+    if (reply[0] === "done") this.settled(runId);
+    return reply;
+  }
+
+  /** Records a failed attempt (see FAIL in run-scripts.ts). */
+  fail(
+    runId: string,
+    lease: LeaseArgs,
+    error: { type: string; message: string; details: string },
+    mode: "retry" | "final",
+    nextAttemptMs: number,
+    now: number,
+    retentionMs: number,
+    continueOnFailure: boolean,
+    deadline: LeaseDeadline,
+    descendants: string[],
+  ): Promise<Reply> {
+    return this.call(
+      "weftFail",
+      [runId],
+      [
+        lease.taskId,
+        lease.attempt,
+        leaseArg(lease),
+        error.type,
+        error.message,
+        error.details,
+        mode,
+        nextAttemptMs,
+        now,
+        retentionMs,
+        continueOnFailure ? "1" : "0",
+        DEADLINE_ARG[deadline],
+        descendants.length,
+      ].concat(descendants),
+    );
+  }
+
+  wait(runId: string, taskId: string, reason: string, now: number): Promise<Reply> {
+    return this.call("weftWait", [runId], [taskId, reason, now], []);
+  }
+
+  async finish(runId: string, now: number, retentionMs: number, leaves: string[]): Promise<Reply> {
+    const reply = await this.call(
+      "weftFinish",
+      [runId],
+      ([now, retentionMs, leaves.length] as (string | number)[]).concat(leaves, this.outputLimit),
+    );
+    if (reply[0] === 1) this.settled(runId);
+    return reply;
+  }
+
+  async cancel(
+    runId: string,
+    reason: string,
+    now: number,
+    retentionMs: number,
+    status: "C" | "X",
+  ): Promise<Reply> {
+    const reply = await this.call("weftCancel", [runId], [reason, now, retentionMs, status]);
+    if (reply[0] === "cancelled") this.settled(runId);
+    return reply;
+  }
+}
+
+function normalize(value: unknown): Reply {
+  if (Array.isArray(value)) return value as Reply;
+  return [value as number];
+}

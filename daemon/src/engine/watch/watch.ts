@@ -1,0 +1,352 @@
+import type { Writable } from "node:stream";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { WatchRunResponse } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
+import type { Redis } from "ioredis";
+import { checkRunId, isFinalRunStatus, notFound } from "../runs/index.js";
+import type { Keys } from "../shared/index.js";
+import type { EventHub, FeedEvent, FeedListener } from "./event-hub.js";
+
+/** Events read from the run's history at a time. */
+const PAGE = 500;
+/**
+ * Events a stream holds for a client that reads slower than the run moves; past it the stream
+ * stops taking live events and reads the rest from the run's history once the client catches up.
+ */
+const MAX_QUEUED = 1000;
+
+const END: IteratorReturnResult<undefined> = { done: true, value: undefined };
+
+/** What watch streams read from: the run's hash, and its events through the replica's hub. */
+export interface WatchDeps {
+  redis: Redis;
+  keys: Keys;
+  hub: EventHub;
+}
+
+/** WatchRun streams: history first, then live events, until the run's final event. */
+export class Watches {
+  private active = 0;
+
+  constructor(
+    private readonly deps: WatchDeps,
+    /** Most concurrent streams on this replica; one more is refused with RESOURCE_EXHAUSTED. */
+    private readonly maxWatchers: number,
+  ) {}
+
+  /** Number of open watch streams on this replica. */
+  get count(): number {
+    return this.active;
+  }
+
+  /**
+   * The run's events with a sequence above `afterSequence`, in order, without
+   * gaps or duplicates, ending after the final event. Aborting `signal` ends
+   * the stream with the signal's reason and frees everything it holds; any
+   * error the stream ends with goes through `mapError` first.
+   *
+   * With a `sink` (the call's HTTP/2 stream, when the response is binary), the
+   * iterator returns the first event only: once its caller asks for the next
+   * one, the response headers and that first message are on the stream, and
+   * every later event is written there as a ready-made envelope, shared by all
+   * of the run's watchers, instead of passing through the RPC framework's
+   * per-message pipeline. The pending next() then settles when the stream ends,
+   * so that the framework writes the status and trailers as usual.
+   */
+  watch(
+    runId: string,
+    afterSequence: number,
+    signal: AbortSignal,
+    mapError: (err: unknown) => unknown = (err) => err,
+    sink?: Writable,
+  ): AsyncIterableIterator<WatchRunResponse> {
+    return new RunWatch(this.deps, runId, afterSequence, signal, mapError, sink, {
+      acquire: () => {
+        const limit = this.maxWatchers;
+        if (this.active >= limit) {
+          throw new ConnectError(
+            `this replica already serves ${this.active} watchers (limit ${limit})`,
+            Code.ResourceExhausted,
+          );
+        }
+        this.active++;
+      },
+      release: () => {
+        this.active--;
+      },
+    });
+  }
+}
+
+/**
+ * One watch stream, as an iterator rather than an async generator: a live
+ * event costs a push or a resolved promise per stream, and the event itself
+ * is the hub's shared message.
+ */
+class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener {
+  /** Events taken but not yet returned by next(). */
+  private readonly queue: FeedEvent[] = [];
+  private waiter:
+    | { resolve: (r: IteratorResult<WatchRunResponse>) => void; reject: (e: unknown) => void }
+    | undefined;
+  /** Sequence of the last event queued. */
+  private cursor: number;
+  private started = false;
+  /** A history read is under way: live events wait in `held`. */
+  private reading = false;
+  private held: FeedEvent[] = [];
+  /** Live events were dropped: read the history before taking live events again. */
+  private stale = false;
+  /** The final event is queued, or the run is over. */
+  private ended = false;
+  private failure: unknown;
+  private closed = false;
+  private counted = false;
+  private leave: (() => void) | undefined;
+  /** next() has returned an event while a sink is given: the response has begun. */
+  private handed = false;
+  /** Events go to the sink as envelopes. */
+  private frames = false;
+  /** The sink's buffer is full: events wait in `queue` until it drains. */
+  private blocked = false;
+  private readonly onAbort = () =>
+    this.fail(this.signal.reason ?? new ConnectError("watch cancelled", Code.Canceled));
+  private readonly onDrain = () => {
+    this.blocked = false;
+    this.flush();
+  };
+  private readonly onFinalWritten = () => this.finish();
+
+  constructor(
+    private readonly deps: WatchDeps,
+    private readonly runId: string,
+    afterSequence: number,
+    private readonly signal: AbortSignal,
+    private readonly mapError: (err: unknown) => unknown,
+    private readonly sink: Writable | undefined,
+    private readonly slot: { acquire(): void; release(): void },
+  ) {
+    this.cursor = afterSequence;
+    if (signal.aborted) this.onAbort();
+    else signal.addEventListener("abort", this.onAbort, { once: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<WatchRunResponse>> {
+    if (this.handed && !this.frames && !this.ended && !this.closed && this.failure === undefined) {
+      // The framework has written the headers and the first event: write the rest ourselves.
+      this.frames = true;
+      const settled = new Promise<IteratorResult<WatchRunResponse>>((resolve, reject) => {
+        this.waiter = { resolve, reject };
+      });
+      this.flush();
+      return settled;
+    }
+    const e = this.queue.shift();
+    if (e !== undefined) {
+      this.handed = this.sink !== undefined;
+      if (this.stale && !this.reading && this.queue.length === 0) this.read();
+      return Promise.resolve(e.result);
+    }
+    if (this.failure !== undefined) {
+      this.close();
+      return Promise.reject(this.failure);
+    }
+    if (this.ended || this.closed) {
+      this.close();
+      return Promise.resolve(END);
+    }
+    if (!this.started) {
+      this.started = true;
+      this.start().catch((err: unknown) => this.fail(err));
+    }
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  /** The call is over (finished, cancelled or failed downstream): free everything. */
+  return(): Promise<IteratorResult<WatchRunResponse>> {
+    this.close();
+    return Promise.resolve(END);
+  }
+
+  offer(events: readonly FeedEvent[]): void {
+    if (this.closed || this.ended) return;
+    if (this.reading) {
+      if (this.held.length + events.length > MAX_QUEUED) this.stale = true;
+      else for (const e of events) this.held.push(e);
+      return;
+    }
+    if (!this.stale) this.accept(events);
+  }
+
+  private async start(): Promise<void> {
+    const { deps, runId } = this;
+    checkRunId(runId);
+    if ((await deps.redis.exists(deps.keys.run(runId).run)) === 0) throw notFound(runId);
+    if (this.closed) return;
+    this.slot.acquire();
+    this.counted = true;
+    // Live events wait in `held` until the history is read.
+    this.reading = true;
+    const leave = await deps.hub.join(runId, this);
+    if (this.closed) {
+      leave();
+      return;
+    }
+    this.leave = leave;
+    if (!(await this.readHistory((after) => deps.hub.history(runId, after, PAGE)))) return;
+    // A finished run resumed at or after its final event has nothing more to send.
+    if (isFinalRunStatus(await deps.redis.hget(deps.keys.run(runId).run, "s"))) {
+      if (await this.readHistory((after) => deps.hub.read(runId, after, PAGE))) this.end();
+      return;
+    }
+    this.live();
+  }
+
+  /** Reads the history after the cursor, then takes live events again. */
+  private read(): void {
+    this.reading = true;
+    this.stale = false;
+    this.readHistory((after) => this.deps.hub.history(this.runId, after, PAGE))
+      .then((more) => {
+        if (more) this.live();
+      })
+      .catch((err: unknown) => this.fail(err));
+  }
+
+  /**
+   * Queues history pages until one comes short; true when that happened and
+   * the stream should go on, false when it ended, closed or its queue is full
+   * (it reads again once the client has taken the queue).
+   */
+  private async readHistory(page: (after: number) => Promise<readonly FeedEvent[]>): Promise<boolean> {
+    for (;;) {
+      const events = await page(this.cursor);
+      if (this.closed) return false;
+      for (const e of events) {
+        if (e.sequence <= this.cursor) continue;
+        this.push(e);
+        if (this.ended) return false;
+      }
+      if (this.queue.length >= MAX_QUEUED) {
+        this.reading = false;
+        this.held = [];
+        this.stale = true;
+        return false;
+      }
+      if (events.length < PAGE) return true;
+    }
+  }
+
+  /** Back to live events: the ones held during the read first. */
+  private live(): void {
+    if (this.stale) {
+      // Live events were dropped while reading: read again.
+      this.read();
+      return;
+    }
+    this.reading = false;
+    const held = this.held;
+    this.held = [];
+    this.accept(held);
+  }
+
+  private accept(events: readonly FeedEvent[]): void {
+    for (const e of events) {
+      if (e.sequence <= this.cursor) continue;
+      if (e.sequence !== this.cursor + 1 || this.queue.length >= MAX_QUEUED) {
+        // A gap (this stream joined a fetch mid-way), or a client behind: read what is missing.
+        this.stale = true;
+        if (this.queue.length < MAX_QUEUED) this.read();
+        return;
+      }
+      this.push(e);
+      if (this.ended) return;
+    }
+  }
+
+  private push(e: FeedEvent): void {
+    this.cursor = e.sequence;
+    if (this.frames) {
+      if (this.blocked || this.queue.length > 0) this.queue.push(e);
+      else this.write(e);
+    } else {
+      const waiter = this.waiter;
+      if (waiter === undefined) this.queue.push(e);
+      else {
+        this.waiter = undefined;
+        this.handed = this.sink !== undefined;
+        waiter.resolve(e.result);
+      }
+    }
+    if (e.final) this.end();
+  }
+
+  private write(e: FeedEvent): void {
+    const sink = this.sink as Writable;
+    // A stream closed under us ends the call, and its signal this watch.
+    if (sink.destroyed || sink.writableEnded) return;
+    // The call ends once its final event has left: ending a call costs the framework far more than a
+    // write, and ending a thousand of them first would hold that event back from every watcher.
+    if (!sink.write(e.frame, e.final ? this.onFinalWritten : undefined)) {
+      this.blocked = true;
+      sink.once("drain", this.onDrain);
+    }
+  }
+
+  /** Writes the queue while the sink takes it; once it is empty, reads what the queue's limit dropped. */
+  private flush(): void {
+    while (!this.blocked && !this.closed) {
+      const e = this.queue.shift();
+      if (e === undefined) break;
+      this.write(e);
+    }
+    if (this.queue.length === 0 && !this.closed && !this.ended && this.stale && !this.reading) this.read();
+  }
+
+  /**
+   * No event will follow: stop listening, and end the stream once the queue is taken (writing
+   * frames: once the final event is written).
+   */
+  private end(): void {
+    this.ended = true;
+    this.leave?.();
+    this.leave = undefined;
+    if (this.queue.length === 0 && !this.frames) this.finish();
+  }
+
+  /** Ends a call waiting on next(). */
+  private finish(): void {
+    const waiter = this.waiter;
+    if (waiter === undefined) return;
+    this.waiter = undefined;
+    waiter.resolve(END);
+    this.close();
+  }
+
+  private fail(err: unknown): void {
+    if (this.closed) return;
+    this.failure ??= this.mapError(err);
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    this.close();
+    waiter?.reject(this.failure);
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue.length = 0;
+    this.held = [];
+    this.leave?.();
+    this.leave = undefined;
+    this.signal.removeEventListener("abort", this.onAbort);
+    this.sink?.removeListener("drain", this.onDrain);
+    if (this.counted) this.slot.release();
+    this.counted = false;
+  }
+}

@@ -20,8 +20,8 @@ import { closeRedis, createRedisClient, waitForReady } from "./redis.js";
 import { RedisMonitor } from "./redis-monitor.js";
 import { ReflectionCatalog, reflectionServices, registerReflectionServices } from "./reflection.js";
 import { type ApiServer, startApiServer, type TlsFiles } from "./server.js";
-import type { ServiceContext, WeftServices, WeftServicesFactory } from "./service-context.js";
-import { createWeftServices } from "./services.js";
+import type { ServiceContext, WeftServices, WeftServicesFactory } from "./services/context.js";
+import { createWeftServices } from "./services/index.js";
 
 /** Where weftd keeps the data of the redis-server it starts when no Redis URL is given. */
 export const PRIVATE_REDIS_DIR = ".weft/redis";
@@ -41,7 +41,7 @@ export interface StartDaemonOptions {
   logger?: Logger;
   /**
    * Builds the Weft services.
-   * @defaultValue `createWeftServices` from services.ts
+   * @defaultValue `createWeftServices` from services/index.ts
    */
   services?: WeftServicesFactory;
 }

@@ -34,4 +34,4 @@ export {
 } from "./redis.js";
 export { RedisMonitor, type RedisMonitorOptions } from "./redis-monitor.js";
 export { ReflectionCatalog } from "./reflection.js";
-export type { ServiceContext, WeftServices, WeftServicesFactory } from "./service-context.js";
+export type { ServiceContext, WeftServices, WeftServicesFactory } from "./services/context.js";

@@ -1,10 +1,10 @@
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import type { DaemonConfig } from "./config.js";
-import type { DirectUnary } from "./grpc-unary.js";
-import type { HealthReporter } from "./health.js";
-import type { MetricsRegistry } from "./metrics.js";
+import type { DaemonConfig } from "../config.js";
+import type { DirectUnary } from "../grpc-unary.js";
+import type { HealthReporter } from "../health.js";
+import type { MetricsRegistry } from "../metrics.js";
 
 /** What the daemon hands to the Weft services when it starts them. */
 export interface ServiceContext {
@@ -42,5 +42,5 @@ export interface WeftServices {
   direct?: DirectUnary[];
 }
 
-/** Builds the Weft services; `createWeftServices` in services.ts is the production one. */
+/** Builds the Weft services; `createWeftServices` in services/index.ts is the production one. */
 export type WeftServicesFactory = (ctx: ServiceContext) => Promise<WeftServices>;

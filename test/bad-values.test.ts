@@ -56,7 +56,7 @@ import {
 
 const run = promisify(execFile);
 
-/** The limit weftd documents (daemon/src/engine/json-values.ts). */
+/** The limit weftd documents (daemon/src/engine/shared/json-values.ts). */
 const LIMIT = 30;
 
 let redis: RedisServer;

@@ -101,7 +101,7 @@ export interface DaemonConfig {
   maxOpenQueues: number;
   /**
    * YAML or JSON file with the policy settings: default retry policy, per-queue limits, rate-limit
-   * keys (see daemon/src/engine/policy.ts). Unset: none.
+   * keys (see daemon/src/policy.ts). Unset: none.
    * @defaultValue undefined
    */
   configFile: string | undefined;

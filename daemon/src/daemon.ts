@@ -3,23 +3,23 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import { CallGuard, shuttingDownError } from "./call-guard.js";
 import { addDefaults, ConfigError, type DaemonConfig, parseHostPort, redactRedisUrl } from "./config.js";
-import { directUnaryHandler } from "./grpc-unary.js";
-import { type HealthReporter, HealthState, registerHealthService } from "./health.js";
-import { logThrottle } from "./log-throttle.js";
-import { createLogger } from "./logger.js";
+import { logThrottle } from "./observability/log-throttle.js";
+import { createLogger } from "./observability/logger.js";
 import {
   MetricsRegistry,
   type MetricsServer,
   registerProcessMetrics,
   startMetricsServer,
-} from "./metrics.js";
-import { type RedisServer, startRedisServer } from "./private-redis.js";
-import { closeRedis, createRedisClient, waitForReady } from "./redis.js";
-import { RedisMonitor } from "./redis-monitor.js";
-import { ReflectionCatalog, reflectionServices, registerReflectionServices } from "./reflection.js";
-import { type ApiServer, startApiServer, type TlsFiles } from "./server.js";
+} from "./observability/metrics.js";
+import { type RedisServer, startRedisServer } from "./redis/private-redis.js";
+import { closeRedis, createRedisClient, waitForReady } from "./redis/redis.js";
+import { RedisMonitor } from "./redis/redis-monitor.js";
+import { CallGuard, shuttingDownError } from "./server/call-guard.js";
+import { directUnaryHandler } from "./server/grpc-unary.js";
+import { type HealthReporter, HealthState, registerHealthService } from "./server/health.js";
+import { ReflectionCatalog, reflectionServices, registerReflectionServices } from "./server/reflection.js";
+import { type ApiServer, startApiServer, type TlsFiles } from "./server/server.js";
 import type { ServiceContext, WeftServices, WeftServicesFactory } from "./services/context.js";
 import { createWeftServices } from "./services/index.js";
 

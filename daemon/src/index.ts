@@ -1,5 +1,4 @@
 export { hashToken, type Scope, type TokenConfig } from "./auth.js";
-export { CallGuard, shuttingDownError } from "./call-guard.js";
 export {
   addDefaults,
   ConfigError,
@@ -15,23 +14,24 @@ export {
   redactRedisUrl,
 } from "./config.js";
 export { type DaemonHandle, PRIVATE_REDIS_DIR, type StartDaemonOptions, startDaemon } from "./daemon.js";
-export { type HealthReporter, HealthState, ServingStatus } from "./health.js";
-export { createLogger, type LoggerOptions } from "./logger.js";
-export { MetricsRegistry } from "./metrics.js";
+export { createLogger, type LoggerOptions } from "./observability/logger.js";
+export { MetricsRegistry } from "./observability/metrics.js";
 export {
   freePort,
   type RedisServer,
   RedisServerMissingError,
   type RedisServerOptions,
   startRedisServer,
-} from "./private-redis.js";
+} from "./redis/private-redis.js";
 export {
   closeRedis,
   createRedisClient,
   isRedisUnavailableError,
   onRedisUnavailable,
   redisErrorToConnect,
-} from "./redis.js";
-export { RedisMonitor, type RedisMonitorOptions } from "./redis-monitor.js";
-export { ReflectionCatalog } from "./reflection.js";
+} from "./redis/redis.js";
+export { RedisMonitor, type RedisMonitorOptions } from "./redis/redis-monitor.js";
+export { CallGuard, shuttingDownError } from "./server/call-guard.js";
+export { type HealthReporter, HealthState, ServingStatus } from "./server/health.js";
+export { ReflectionCatalog } from "./server/reflection.js";
 export type { ServiceContext, WeftServices, WeftServicesFactory } from "./services/context.js";

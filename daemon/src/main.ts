@@ -1,10 +1,10 @@
 // weftd's command line: parse flags and variables, start the daemon, shut down on SIGTERM/SIGINT.
 import { setFlagsFromString } from "node:v8";
-import { shareDefaultAbortReason } from "./abort-reason.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { type DaemonHandle, startDaemon } from "./daemon.js";
-import { createLogger } from "./logger.js";
-import { RedisServerMissingError } from "./private-redis.js";
+import { createLogger } from "./observability/logger.js";
+import { RedisServerMissingError } from "./redis/private-redis.js";
+import { shareDefaultAbortReason } from "./server/abort-reason.js";
 
 let parsed: ReturnType<typeof loadConfig>;
 try {

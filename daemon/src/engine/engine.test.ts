@@ -8,7 +8,7 @@ import { Redis } from "ioredis";
 import pino from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { defaultPolicy } from "../policy.js";
-import { type RedisServer, startRedisServer } from "../private-redis.js";
+import { type RedisServer, startRedisServer } from "../redis/private-redis.js";
 import { QUEUE_EVENTS_KEPT } from "./dispatch/index.js";
 import { Engine, type EngineOptions } from "./engine.js";
 import { ENQUEUE_CHUNK } from "./runs/index.js";

@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Policy } from "../policy.js";
-import { createRedisClient } from "../redis.js";
+import { createRedisClient } from "../redis/redis.js";
 import { type LoadedWorkflow, WorkflowStore } from "./definitions/index.js";
 import {
   Dispatchers,

@@ -2,9 +2,9 @@ import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { DaemonConfig } from "../config.js";
-import type { DirectUnary } from "../grpc-unary.js";
-import type { HealthReporter } from "../health.js";
-import type { MetricsRegistry } from "../metrics.js";
+import type { MetricsRegistry } from "../observability/metrics.js";
+import type { DirectUnary } from "../server/grpc-unary.js";
+import type { HealthReporter } from "../server/health.js";
 
 /** What the daemon hands to the Weft services when it starts them. */
 export interface ServiceContext {

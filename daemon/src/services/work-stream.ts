@@ -6,12 +6,12 @@ import {
   type WorkRequest,
   WorkResponseSchema,
 } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
-import type { AbortFanOut } from "../abort-fanout.js";
 import { checkQueue, type Principal, principalKey } from "../auth.js";
-import { callError } from "../call-errors.js";
 import type { Engine } from "../engine/engine.js";
-import { redisErrorToConnect } from "../redis.js";
-import { envelopeSink, peerOfCall, writeEnvelopes } from "../response-stream.js";
+import { redisErrorToConnect } from "../redis/redis.js";
+import type { AbortFanOut } from "../server/abort-fanout.js";
+import { callError } from "../server/call-errors.js";
+import { envelopeSink, peerOfCall, writeEnvelopes } from "../server/response-stream.js";
 import { splitResults } from "./answer-fit.js";
 import { RequestCheck } from "./request-checks.js";
 

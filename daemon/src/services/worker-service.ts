@@ -1,9 +1,9 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
-import type { AbortFanOut } from "../abort-fanout.js";
 import { checkQueue, principalKey } from "../auth.js";
 import type { Engine } from "../engine/engine.js";
-import { peerOfCall } from "../response-stream.js";
+import type { AbortFanOut } from "../server/abort-fanout.js";
+import { peerOfCall } from "../server/response-stream.js";
 import { fitResults } from "./answer-fit.js";
 import { durationMs, RequestCheck } from "./request-checks.js";
 import {

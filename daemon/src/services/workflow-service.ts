@@ -3,10 +3,10 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { WorkflowSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import type { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
-import type { AbortFanOut } from "../abort-fanout.js";
 import type { Engine } from "../engine/engine.js";
 import { checkRunId } from "../engine/runs/index.js";
-import { envelopeSink } from "../response-stream.js";
+import type { AbortFanOut } from "../server/abort-fanout.js";
+import { envelopeSink } from "../server/response-stream.js";
 import { pageSizeOf, RequestCheck } from "./request-checks.js";
 
 /** Most runs one BatchTrigger call starts. */

@@ -3,7 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { WorkflowDefinitionSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type RedisServer, startRedisServer } from "../../private-redis.js";
+import { type RedisServer, startRedisServer } from "../../redis/private-redis.js";
 import { Keys } from "../shared/index.js";
 import { DEFAULT_RETRY_POLICY } from "./retry-policy.js";
 import { WorkflowStore } from "./workflow-store.js";

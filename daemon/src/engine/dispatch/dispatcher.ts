@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { Job, Worker } from "bullmq";
 import type { Logger } from "pino";
-import { logThrottle } from "../../log-throttle.js";
-import { isRedisUnavailableError } from "../../redis.js";
+import { logThrottle } from "../../observability/log-throttle.js";
+import { isRedisUnavailableError } from "../../redis/redis.js";
 import type { FetchedJob, TaskJobData } from "./jobs.js";
 
 /** Most jobs fetched at once without blocking (one Redis round trip for all of them). */

@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { logThrottle } from "../../log-throttle.js";
+import { logThrottle } from "../../observability/log-throttle.js";
 import { BackoffLoop } from "../shared/index.js";
 import { type DispatchStats, QueueDispatcher } from "./dispatcher.js";
 import type { TaskQueues } from "./task-queues.js";

@@ -9,7 +9,7 @@ import {
 } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import { logThrottle } from "../../log-throttle.js";
+import { logThrottle } from "../../observability/log-throttle.js";
 import { jobIdOf, type Keys } from "../shared/index.js";
 import type { FetchedJob, TaskJobData, TaskJobSpec } from "./jobs.js";
 

@@ -1,7 +1,7 @@
 import { type Job, Queue, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import { logThrottle } from "../../log-throttle.js";
+import { logThrottle } from "../../observability/log-throttle.js";
 import type { Keys } from "../shared/index.js";
 
 /** Attempts of a timer's handler before it is given up. */

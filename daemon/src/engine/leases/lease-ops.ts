@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { TaskAssignment } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { checkQueue, type Principal } from "../../auth.js";
-import { logThrottle } from "../../log-throttle.js";
+import { logThrottle } from "../../observability/log-throttle.js";
 import { backoffDelayMs, backoffSeed, type CompiledTask, type LoadedWorkflow } from "../definitions/index.js";
 import { LOCK_GRACE_MS, type PendingOffer } from "../dispatch/index.js";
 import { jobSpec, type LeaseDeadline, type TaskRecord } from "../runs/index.js";

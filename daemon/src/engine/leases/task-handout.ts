@@ -2,7 +2,7 @@ import { create, type JsonValue } from "@bufbuild/protobuf";
 import { DurationSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type TaskAssignment, TaskAssignmentSchema } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
-import { logThrottle } from "../../log-throttle.js";
+import { logThrottle } from "../../observability/log-throttle.js";
 import type { CompiledTask, LoadedWorkflow } from "../definitions/index.js";
 import { type FetchedJob, KeyLimiter, LOCK_GRACE_MS } from "../dispatch/index.js";
 import { jobSpec, jsonValue, type LeaseArgs, type TaskRecord } from "../runs/index.js";

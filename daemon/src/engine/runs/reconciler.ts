@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import { logThrottle } from "../../log-throttle.js";
+import { logThrottle } from "../../observability/log-throttle.js";
 import type { LoadedWorkflow } from "../definitions/index.js";
 import type { TaskQueues, Timers } from "../dispatch/index.js";
 import { BackoffLoop, jobIdOf, type Keys } from "../shared/index.js";

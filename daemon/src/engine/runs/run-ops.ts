@@ -3,8 +3,8 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Run, RunSchema, RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import type { Logger } from "pino";
-import { logThrottle } from "../../log-throttle.js";
-import { isRedisUnavailableError } from "../../redis.js";
+import { logThrottle } from "../../observability/log-throttle.js";
+import { isRedisUnavailableError } from "../../redis/redis.js";
 import type { LoadedWorkflow, WorkflowStore } from "../definitions/index.js";
 import type { Timers } from "../dispatch/index.js";
 import {

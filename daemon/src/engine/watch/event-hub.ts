@@ -2,8 +2,8 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { type WatchRunResponse, WatchRunResponseSchema } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import { logThrottle } from "../../log-throttle.js";
-import { envelope } from "../../response-stream.js";
+import { logThrottle } from "../../observability/log-throttle.js";
+import { envelope } from "../../server/response-stream.js";
 import { eventFromStored, isFinalEvent, type StoredEvent } from "../runs/index.js";
 
 /**

@@ -14,7 +14,7 @@ import pino from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startDaemon } from "../../daemon.js";
 import { defaultPolicy } from "../../policy.js";
-import { type RedisServer, startRedisServer } from "../../private-redis.js";
+import { type RedisServer, startRedisServer } from "../../redis/private-redis.js";
 import { Engine, type EngineOptions } from "../engine.js";
 import { newRunId } from "../shared/index.js";
 

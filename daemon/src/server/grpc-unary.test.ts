@@ -10,7 +10,7 @@ import {
 } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Principal, principalKey } from "./auth.js";
+import { type Principal, principalKey } from "../auth.js";
 import { CallGuard } from "./call-guard.js";
 import { directUnary, directUnaryHandler } from "./grpc-unary.js";
 

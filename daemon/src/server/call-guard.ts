@@ -1,8 +1,8 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import { redisErrorToConnect } from "../redis/redis.js";
 import { AbortFanOut } from "./abort-fanout.js";
 import { callError } from "./call-errors.js";
-import { redisErrorToConnect } from "./redis.js";
 
 /** The error new calls get, and open streams end with, once shutdown has begun. */
 export function shuttingDownError(): ConnectError {

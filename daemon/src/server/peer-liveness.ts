@@ -1,6 +1,6 @@
 import type { Http2Session } from "node:http2";
 import type { Logger } from "pino";
-import { afterResponsiveTime, type EventLoopWatch } from "./event-loop.js";
+import { afterResponsiveTime, type EventLoopWatch } from "../observability/event-loop.js";
 
 /** Settings of the HTTP/2 keepalive weftd runs on every client connection. */
 export interface KeepaliveOptions {

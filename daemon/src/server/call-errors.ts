@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { MAX_JSON_DEPTH } from "./engine/shared/index.js";
-import { redisErrorToConnect } from "./redis.js";
+import { MAX_JSON_DEPTH } from "../engine/shared/index.js";
+import { redisErrorToConnect } from "../redis/redis.js";
 
 /**
  * Deepest message nesting weftd decodes in a request (protobuf-es counts each message; its default

@@ -12,7 +12,7 @@ import {
 } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type HandlerContext } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { principalKey, type TokenCheck } from "./auth.js";
+import { principalKey, type TokenCheck } from "../auth.js";
 import { REQUEST_RECURSION_LIMIT, requestNotDecoded } from "./call-errors.js";
 import type { CallGuard } from "./call-guard.js";
 import { callContextValues, envelope } from "./response-stream.js";

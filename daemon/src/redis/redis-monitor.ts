@@ -1,8 +1,8 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import { afterResponsiveTime, EventLoopWatch } from "./event-loop.js";
-import type { HealthReporter } from "./health.js";
-import { logThrottle, type OutageSink } from "./log-throttle.js";
+import { afterResponsiveTime, EventLoopWatch } from "../observability/event-loop.js";
+import { logThrottle, type OutageSink } from "../observability/log-throttle.js";
+import type { HealthReporter } from "../server/health.js";
 import { isRedisUnavailableError, onRedisUnavailable } from "./redis.js";
 
 const UNREACHABLE = "redis unreachable: calls fail UNAVAILABLE and health is NOT_SERVING until it is back";

@@ -540,7 +540,7 @@ function checkPositiveInteger(value: number): number {
 }
 
 /** Formats a duration in the largest unit that divides it, e.g. 604800000 → "7d". */
-export function formatDuration(ms: number): string {
+function formatDuration(ms: number): string {
   for (const unit of ["d", "h", "m", "s"]) {
     const size = DURATION_UNITS[unit] ?? 1;
     if (ms % size === 0) return `${ms / size}${unit}`;
@@ -571,7 +571,7 @@ export function parseHostPort(addr: string): { host: string; port: number } {
 }
 
 /** Parses a redis:// or rediss:// URL. */
-export function parseRedisUrl(text: string): URL {
+function parseRedisUrl(text: string): URL {
   let url: URL;
   try {
     url = new URL(text);

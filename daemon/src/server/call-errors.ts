@@ -14,7 +14,7 @@ import { redisErrorToConnect } from "../redis/redis.js";
 export const REQUEST_RECURSION_LIMIT = 256;
 
 /** What a caller reads for an error weftd did not expect; the log has the details. */
-export const INTERNAL_ERROR_MESSAGE = "internal error in weftd (logged with its cause)";
+const INTERNAL_ERROR_MESSAGE = "internal error in weftd (logged with its cause)";
 
 /**
  * The error a caller gets for `err`, the same on every path (unary, streams, each result of a batch

@@ -19,10 +19,10 @@ export interface KeepaliveOptions {
  * How recently a connection must have shown life for a task to be handed to a poll on it without
  * a PING first.
  */
-export const FRESH_MS = 1000;
+const FRESH_MS = 1000;
 
 /** How long the PING before a hand-over may take; a peer slower than that gets no task this time. */
-export const HANDOVER_PING_MS = 1000;
+const HANDOVER_PING_MS = 1000;
 
 /**
  * Whether the client at the other end of an HTTP/2 connection is alive: it opened a call, sent a

@@ -18,9 +18,9 @@ import { RequestCheck } from "./request-checks.js";
 /** Most assignments one poll of the stream takes (PollTask's limit). */
 export const MAX_TASKS_PER_POLL = 256;
 /** Most credits a Work stream may hold unused. */
-export const MAX_WORK_CREDITS = 1000;
+const MAX_WORK_CREDITS = 1000;
 /** Most completions in one message (CompleteTasks' limit). */
-export const MAX_COMPLETIONS_PER_CALL = 1000;
+const MAX_COMPLETIONS_PER_CALL = 1000;
 
 type WorkResponseInit = MessageInitShape<typeof WorkResponseSchema>;
 type CompleteTaskResultInit = NonNullable<WorkResponseInit["results"]>[number];

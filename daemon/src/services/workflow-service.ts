@@ -10,7 +10,7 @@ import { envelopeSink } from "../server/response-stream.js";
 import { pageSizeOf, RequestCheck } from "./request-checks.js";
 
 /** Most runs one BatchTrigger call starts. */
-export const MAX_TRIGGERS_PER_CALL = 1000;
+const MAX_TRIGGERS_PER_CALL = 1000;
 
 /** weft.v1.WorkflowService on top of the engine. */
 export function workflowService(engine: Engine, shutdown: AbortFanOut): ServiceImpl<typeof WorkflowService> {

@@ -24,7 +24,7 @@ export interface CompileDefaults {
 }
 
 /** Queue used when a task names none. */
-export const DEFAULT_QUEUE = "default";
+const DEFAULT_QUEUE = "default";
 
 const IDENT_MAX = 128;
 const IDENT_CHAR = /[^A-Za-z0-9_.-]/;

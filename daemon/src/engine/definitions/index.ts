@@ -6,6 +6,7 @@ export {
   backoffDelayMs,
   backoffSeed,
   DEFAULT_RETRY_POLICY,
+  isRetryable,
   type ResolvedRetryPolicy,
 } from "./retry-policy.js";
 export { type LoadedWorkflow, WorkflowStore } from "./workflow-store.js";

@@ -264,7 +264,7 @@ function header(def: WorkflowDefinition, version: number, createTime: number, co
 }
 
 /** Unwraps an ioredis pipeline or transaction result, throwing its first error. */
-export function checkExec(results: [Error | null, unknown][] | null): unknown[] {
+function checkExec(results: [Error | null, unknown][] | null): unknown[] {
   if (results === null) throw new Error("Redis transaction was aborted");
   return results.map(([err, value]) => {
     if (err !== null) throw err;

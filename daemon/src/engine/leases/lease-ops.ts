@@ -4,7 +4,13 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { TaskAssignment } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { checkQueue, type Principal } from "../../auth.js";
 import { logThrottle } from "../../observability/log-throttle.js";
-import { backoffDelayMs, backoffSeed, type CompiledTask, type LoadedWorkflow } from "../definitions/index.js";
+import {
+  backoffDelayMs,
+  backoffSeed,
+  type CompiledTask,
+  isRetryable,
+  type LoadedWorkflow,
+} from "../definitions/index.js";
 import { LOCK_GRACE_MS, type PendingOffer } from "../dispatch/index.js";
 import { jobSpec, type LeaseDeadline, type TaskRecord } from "../runs/index.js";
 import {
@@ -255,10 +261,7 @@ export class LeaseOps {
     const { deps } = this;
     const { runId } = lease;
     const policy = task.retry;
-    const retry =
-      retryable &&
-      !policy.nonRetryableErrorTypes.includes(failure.type) &&
-      lease.attempt < policy.maxAttempts;
+    const retry = isRetryable(policy, failure.type, retryable, lease.attempt);
     const now = Date.now();
     const delayMs = retry
       ? backoffDelayMs(policy, lease.attempt, backoffSeed(runId, task.id, lease.attempt))

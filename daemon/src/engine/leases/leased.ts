@@ -6,18 +6,6 @@ import type { Dispatchers, KeyLimiter, QueueAdmin, TaskQueues } from "../dispatc
 import type { LeaseArgs, LeaseDeadline, RunJobs, RunSteps, RunWorkflows } from "../runs/index.js";
 import type { Keys, LeaseRef } from "../shared/index.js";
 
-/** The limits the worker protocol applies. */
-export interface LeaseLimits {
-  /** Longest long-poll wait granted, in ms. */
-  pollWaitCapMs: number;
-  /** Largest answer or assignment message, in bytes. */
-  maxResponseBytes: number;
-  /** Largest JSON payload (output, progress, error), in bytes. */
-  maxPayloadBytes: number;
-  /** How long finished runs are kept, in ms. */
-  runRetentionMs: number;
-}
-
 /** What the worker protocol works with: the run steps, the task queues, and the limits it applies. */
 export interface LeaseDeps {
   redis: Redis;
@@ -31,7 +19,17 @@ export interface LeaseDeps {
   dispatchers: Dispatchers;
   admin: QueueAdmin;
   limiter: KeyLimiter;
-  limits: LeaseLimits;
+  /** The limits the worker protocol applies. */
+  limits: {
+    /** Longest long-poll wait granted, in ms. */
+    pollWaitCapMs: number;
+    /** Largest answer or assignment message, in bytes. */
+    maxResponseBytes: number;
+    /** Largest JSON payload (output, progress, error), in bytes. */
+    maxPayloadBytes: number;
+    /** How long finished runs are kept, in ms. */
+    runRetentionMs: number;
+  };
 }
 
 /** A task failure reported by a worker or detected by the daemon. */

@@ -85,7 +85,7 @@ export async function readHeads(
 }
 
 /** Bytes a run takes in an answer besides its payloads and task runs: an upper bound. */
-export function runBound(head: RunHead): number {
+function runBound(head: RunHead): number {
   return 200 + textSize(head.h.wf ?? "") + textSize(head.h.idem ?? "");
 }
 

@@ -23,7 +23,7 @@ export function varintSize(n: number): number {
 }
 
 /** Bytes a length-delimited field with `bytes` of content takes in its message (field number below 16). */
-export function fieldSize(bytes: number): number {
+function fieldSize(bytes: number): number {
   return 1 + varintSize(bytes) + bytes;
 }
 

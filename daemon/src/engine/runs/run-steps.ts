@@ -1,5 +1,5 @@
 import type { Redis } from "ioredis";
-import type { Keys, RunKeys } from "../shared/index.js";
+import type { Keys } from "../shared/index.js";
 import { CANCEL, COMPLETE, FAIL, FINISH, HEARTBEAT, RELEASE, START, TRIGGER, WAIT } from "./run-scripts.js";
 
 type Reply = (string | number)[];
@@ -273,10 +273,6 @@ export class RunSteps {
       });
     }
     this.finished.push(runId);
-  }
-
-  runKeys(runId: string): RunKeys {
-    return this.keys.run(runId);
   }
 
   trigger(

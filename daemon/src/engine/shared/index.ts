@@ -21,6 +21,6 @@ export {
   parseLeaseId,
 } from "./ids.js";
 export { jsonValueOf, MAX_JSON_DEPTH } from "./json-values.js";
-export { Keys, type RunKeys } from "./keys.js";
+export { Keys } from "./keys.js";
 export { LruCache } from "./lru-cache.js";
 export { invalidArgument, type Violation } from "./violations.js";

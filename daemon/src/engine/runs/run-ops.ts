@@ -292,10 +292,10 @@ export class RunOps {
 }
 
 /** Throws INVALID_ARGUMENT unless the id has the shape of a run id. */
-export function checkRunId(runId: string, field = "run_id"): void {
-  if (runId === "") throw invalidArgument([{ field, description: "is required" }]);
+export function checkRunId(runId: string): void {
+  if (runId === "") throw invalidArgument([{ field: "run_id", description: "is required" }]);
   if (!isRunId(runId))
-    throw invalidArgument([{ field, description: `"${runId.slice(0, 64)}" is not a run id` }]);
+    throw invalidArgument([{ field: "run_id", description: `"${runId.slice(0, 64)}" is not a run id` }]);
 }
 
 /** Bytes a run a trigger echoes takes besides its input: an upper bound. */

@@ -36,7 +36,7 @@ export class RunReads {
   constructor(private readonly deps: RunReadsDeps) {}
 
   /** A run with its task runs from the page token on, as many as fit; `next` is the token of the rest. */
-  async get(runId: string, pageToken = ""): Promise<{ run: Run; next: string }> {
+  async get(runId: string, pageToken: string): Promise<{ run: Run; next: string }> {
     const { deps } = this;
     const [head] = await readHeads(deps.redis, deps.keys, [runId]);
     if (head === undefined) throw notFound(runId);

@@ -154,11 +154,7 @@ export function taskRunOf(
  * Builds a RunEvent from a stream entry. An output that would take more than `maxOutputBytes` in
  * the event (as JSON or encoded) is left out and named in omitted_fields.
  */
-export function eventFromStored(
-  runId: string,
-  e: StoredEvent,
-  maxOutputBytes = Number.POSITIVE_INFINITY,
-): RunEvent {
+export function eventFromStored(runId: string, e: StoredEvent, maxOutputBytes: number): RunEvent {
   const f = e.fields;
   let output: RunEvent["output"];
   let outputBytes = 0;

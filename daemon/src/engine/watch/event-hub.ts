@@ -105,7 +105,7 @@ export class EventHub {
     private readonly runOfChannel: (channel: string) => string | undefined,
     private readonly logger: Logger,
     /** Largest output an event carries; a larger one is left out of it and marked. */
-    private readonly maxOutputBytes = Number.POSITIVE_INFINITY,
+    private readonly maxOutputBytes: number,
   ) {
     subscriber.on("message", (channel: string, message: string) => {
       const runId = this.runOfChannel(channel);

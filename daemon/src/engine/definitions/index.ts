@@ -1,5 +1,6 @@
-// Workflow definitions: validation, compilation into a DAG, the execution plan, content hashes, the versioned store.
-// What this folder offers the rest of the engine, which imports it only through this file.
+// definitions/: validation, compilation into a DAG, the execution plan, content hashes, the versioned
+// workflow store.
+// Code outside this folder imports only this file (checked by pnpm check:imports).
 export { assignmentLimitOf, baseBytes, staticInputBytes } from "./assignment-size.js";
 export type { CompiledTask, CompiledWorkflow } from "./compiled-workflow.js";
 export {

@@ -1,5 +1,6 @@
-// The BullMQ side: task queues, the dispatchers that hand their jobs to polls, queue and key limits, durable timers.
-// What this folder offers the rest of the engine, which imports it only through this file.
+// dispatch/: the BullMQ side: task queues, the dispatchers that hand their jobs to polls, queue and
+// key limits, durable timers.
+// Code outside this folder imports only this file (checked by pnpm check:imports).
 export type { DispatchStats, PendingOffer, QueueDispatcher } from "./dispatcher.js";
 export { Dispatchers } from "./dispatchers.js";
 export type { FetchedJob, TaskJobSpec } from "./jobs.js";

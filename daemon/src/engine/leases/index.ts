@@ -1,3 +1,4 @@
-// The worker protocol: handing tasks to polls under leases, heartbeats, completions, failures and lease expiry.
-// What this folder offers the rest of the engine, which imports it only through this file.
+// leases/: the worker protocol: tasks handed to polls under leases, heartbeats, completions,
+// failures, lease expiry.
+// Code outside this folder imports only this file (checked by pnpm check:imports).
 export { LeaseOps } from "./lease-ops.js";

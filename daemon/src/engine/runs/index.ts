@@ -1,5 +1,6 @@
-// Run state: the Lua steps on a run's keys, run records and their API views, run operations, the jobs of runs, the reconciler.
-// What this folder offers the rest of the engine, which imports it only through this file.
+// runs/: run state: the Lua steps on a run's keys, run records and their API views, run operations,
+// the jobs of runs, the reconciler.
+// Code outside this folder imports only this file (checked by pnpm check:imports).
 export { Reconciler } from "./reconciler.js";
 export { defineTaskView } from "./run-answer.js";
 export { ENQUEUE_CHUNK, jobSpec, RunJobs } from "./run-jobs.js";

@@ -1,5 +1,5 @@
-// The engine's building blocks that every part uses: Redis key names, ids, answer sizes, small utilities.
-// What this folder offers the rest of the engine, which imports it only through this file.
+// shared/: what every part of the engine uses: Redis key names, ids, answer sizes, small utilities.
+// Code outside this folder imports only this file (checked by pnpm check:imports).
 export { ANSWER_FRAMING, AnswerRoom, measuredValue, type WantedPayload } from "./answer-room.js";
 export {
   ANSWER_OVERHEAD_BYTES,

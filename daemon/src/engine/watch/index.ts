@@ -1,4 +1,4 @@
-// WatchRun streams, fed by one event hub per replica.
-// What this folder offers the rest of the engine, which imports it only through this file.
+// watch/: WatchRun streams, fed by one event hub per replica.
+// Code outside this folder imports only this file (checked by pnpm check:imports).
 export { EventHub } from "./event-hub.js";
 export { Watches } from "./watch.js";

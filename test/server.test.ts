@@ -187,6 +187,8 @@ describe("server reflection", () => {
     ["a method", "weft.v1.WorkerService.PollTask", "weft/v1/worker_service.proto"],
     ["a message", "grpc.health.v1.HealthCheckRequest", "health/v1/health.proto"],
     ["a nested enum", "grpc.health.v1.HealthCheckResponse.ServingStatus", "health/v1/health.proto"],
+    // The detail of an INVALID_ARGUMENT: grpcurl asks for it to print the error.
+    ["an error detail", "google.rpc.BadRequest", "google/rpc/error_details.proto"],
   ])("finds the file containing %s", async (_kind, symbol, file) => {
     const [response] = await reflect(weftd.address, "v1alpha", [{ file_containing_symbol: symbol }]);
     const first = response?.file_descriptor_response?.file_descriptor_proto[0];

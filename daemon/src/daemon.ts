@@ -1,6 +1,7 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
+import { file_google_rpc_error_details } from "@weft/sdk/gen/google/rpc/error_details_pb.js";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { addDefaults, ConfigError, type DaemonConfig, parseHostPort, redactRedisUrl } from "./config.js";
@@ -225,7 +226,8 @@ function registerRoutes(router: ConnectRouter, health: HealthState, services: We
   for (const handler of router.handlers.slice(before)) health.addService(handler.service.typeName);
   const served = new Set<DescService>(router.handlers.map((h) => h.service));
   for (const service of reflectionServices) served.add(service);
-  registerReflectionServices(router, new ReflectionCatalog([...served]));
+  // The details of weftd's errors (google.rpc.BadRequest), so that grpcurl can print them.
+  registerReflectionServices(router, new ReflectionCatalog([...served], [file_google_rpc_error_details]));
 }
 
 function registerMetrics(

@@ -26,7 +26,9 @@ type Answer =
 
 /**
  * Answers server-reflection requests (grpc.reflection.v1 and v1alpha) about a fixed set of
- * services: their files and every file those import, as serialized FileDescriptorProtos.
+ * services: their files and every file those import, as serialized FileDescriptorProtos, and
+ * `extraFiles` (the types of error details, which no service's file imports: a client such as
+ * grpcurl asks for them to print an error's details).
  */
 export class ReflectionCatalog {
   private readonly files = new Map<string, DescFile>();
@@ -34,9 +36,9 @@ export class ReflectionCatalog {
   private readonly registry: Registry;
   readonly serviceNames: string[];
 
-  constructor(services: readonly DescService[]) {
+  constructor(services: readonly DescService[], extraFiles: readonly DescFile[] = []) {
     this.serviceNames = [...new Set(services.map((s) => s.typeName))].sort();
-    const queue = services.map((s) => s.file);
+    const queue = [...services.map((s) => s.file), ...extraFiles];
     for (let file = queue.shift(); file !== undefined; file = queue.shift()) {
       if (this.files.has(file.proto.name)) continue;
       this.files.set(file.proto.name, file);

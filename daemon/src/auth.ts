@@ -2,8 +2,19 @@ import { createHash } from "node:crypto";
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 
-/** What a token may do. `worker` is limited to the token's queues. */
-export type Scope = "workflows:write" | "runs:trigger" | "runs:read" | "runs:cancel" | "admin" | "worker";
+/**
+ * What a token may do. `worker` is limited to the token's queues. `runs:resume` resumes finished
+ * runs; `failures` reads, retries and discards dead letters (operators' scopes, as `admin` is).
+ */
+export type Scope =
+  | "workflows:write"
+  | "runs:trigger"
+  | "runs:read"
+  | "runs:cancel"
+  | "runs:resume"
+  | "failures"
+  | "admin"
+  | "worker";
 
 /** All scopes, for validation. */
 export const SCOPES: readonly Scope[] = [
@@ -11,6 +22,8 @@ export const SCOPES: readonly Scope[] = [
   "runs:trigger",
   "runs:read",
   "runs:cancel",
+  "runs:resume",
+  "failures",
   "admin",
   "worker",
 ];
@@ -57,6 +70,14 @@ const REQUIRED: Record<string, Scope> = {
   "/weft.v1.AdminService/GetQueue": "admin",
   "/weft.v1.AdminService/ListQueues": "admin",
   "/weft.v1.AdminService/UpdateQueue": "admin",
+  "/weft.v1.AdminService/SetCircuitState": "admin",
+  "/weft.v1.FailureService/ListDeadLetters": "failures",
+  "/weft.v1.FailureService/GetDeadLetter": "failures",
+  "/weft.v1.FailureService/RetryDeadLetter": "failures",
+  "/weft.v1.FailureService/DiscardDeadLetter": "failures",
+  "/weft.v1.FailureService/RetryDeadLetters": "failures",
+  "/weft.v1.FailureService/DiscardDeadLetters": "failures",
+  "/weft.v1.FailureService/ResumeRun": "runs:resume",
 };
 
 /** Services that can be left open to callers without a token. */

@@ -24,6 +24,52 @@ describe("parsePolicy", () => {
     expect(keyPolicyOf(parsePolicy({}), "tenant-acme")).toBeUndefined();
   });
 
+  it("reads a queue's circuit breaker, defaults filled in", () => {
+    const policy = parsePolicy({
+      queues: {
+        payments: {
+          circuitBreaker: { perHandler: true, failureThreshold: 3, window: "10s", openDuration: "5s" },
+        },
+        emails: { circuitBreaker: {} },
+      },
+    });
+    expect(policy.queues.get("payments")?.circuitBreaker).toEqual({
+      perHandler: true,
+      failureThreshold: 3,
+      windowMs: 10_000,
+      openMs: 5000,
+      halfOpenProbes: 1,
+    });
+    expect(policy.queues.get("emails")?.circuitBreaker).toEqual({
+      perHandler: false,
+      failureThreshold: 5,
+      windowMs: 60_000,
+      openMs: 30_000,
+      halfOpenProbes: 1,
+    });
+  });
+
+  it.each([
+    [
+      { queues: { q: { circuitBreaker: { threshold: 3 } } } },
+      "config: queues.q.circuitBreaker.threshold: is not a setting (perHandler, failureThreshold, window, openDuration, halfOpenProbes)",
+    ],
+    [
+      { queues: { q: { circuitBreaker: { failureThreshold: 0 } } } },
+      "config: queues.q.circuitBreaker.failureThreshold: must be an integer of at least 1",
+    ],
+    [
+      { queues: { q: { circuitBreaker: { openDuration: 0 } } } },
+      "config: queues.q.circuitBreaker.openDuration: must be at least 1ms",
+    ],
+    [
+      { queues: { q: { circuitBreaker: { perHandler: "yes" } } } },
+      "config: queues.q.circuitBreaker.perHandler: must be true or false",
+    ],
+  ])("rejects circuit breaker %j naming the setting", (doc, message) => {
+    expect(() => parsePolicy(doc)).toThrow(message);
+  });
+
   it.each([
     [{ retrys: {} }, "config: retrys: is not a setting (retry, queues, rateLimitKeys, auth)"],
     [{ retry: { maxAttempts: 0 } }, "config: retry.maxAttempts: must be an integer of at least 1"],
@@ -49,7 +95,7 @@ describe("parsePolicy", () => {
     ],
     [
       { auth: { tokens: [{ name: "x", sha256: "a".repeat(64), scopes: ["root"] }] } },
-      'config: auth.tokens[0].scopes: "root" is not one of workflows:write, runs:trigger, runs:read, runs:cancel, admin, worker',
+      'config: auth.tokens[0].scopes: "root" is not one of workflows:write, runs:trigger, runs:read, runs:cancel, runs:resume, failures, admin, worker',
     ],
   ])("rejects %j naming the setting", (doc, message) => {
     expect(() => parsePolicy(doc)).toThrow(message);

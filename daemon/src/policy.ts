@@ -2,7 +2,12 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { type PublicService, SCOPES, type Scope, type TokenConfig } from "./auth.js";
 import { ConfigError, parseDuration } from "./config.js";
-import { DEFAULT_RETRY_POLICY, type ResolvedRetryPolicy } from "./engine/definitions/index.js";
+import {
+  CIRCUIT_DEFAULTS,
+  type CircuitSettings,
+  DEFAULT_RETRY_POLICY,
+  type ResolvedRetryPolicy,
+} from "./engine/definitions/index.js";
 
 /** A rate limit: at most `max` starts per `perMs`. */
 export interface Limit {
@@ -15,6 +20,8 @@ export interface QueuePolicy {
   rateLimit?: Limit;
   concurrency?: number;
   paused?: boolean;
+  /** The queue's circuit breaker (see weft.v1.CircuitBreaker). */
+  circuitBreaker?: CircuitSettings;
 }
 
 /** A rate limit shared by every task whose rate-limit key matches `pattern` (`*` matches anything). */
@@ -92,6 +99,38 @@ export function parsePolicy(doc: unknown, source = "config"): Policy {
     return { max: integer(o.max, `${at}.max`, 1), perMs };
   };
 
+  const circuit = (v: unknown, at: string): CircuitSettings => {
+    const o = object(v, at);
+    for (const key of Object.keys(o)) {
+      if (!["perHandler", "failureThreshold", "window", "openDuration", "halfOpenProbes"].includes(key)) {
+        fail(
+          `${at}.${key}`,
+          "is not a setting (perHandler, failureThreshold, window, openDuration, halfOpenProbes)",
+        );
+      }
+    }
+    const positiveMs = (value: unknown, field: string, fallback: number) => {
+      if (value === undefined) return fallback;
+      const ms = duration(value, `${at}.${field}`);
+      return ms >= 1 ? ms : fail(`${at}.${field}`, "must be at least 1ms");
+    };
+    if (o.perHandler !== undefined && typeof o.perHandler !== "boolean")
+      fail(`${at}.perHandler`, "must be true or false");
+    return {
+      perHandler: o.perHandler === true,
+      failureThreshold:
+        o.failureThreshold === undefined
+          ? CIRCUIT_DEFAULTS.failureThreshold
+          : integer(o.failureThreshold, `${at}.failureThreshold`, 1),
+      windowMs: positiveMs(o.window, "window", CIRCUIT_DEFAULTS.windowMs),
+      openMs: positiveMs(o.openDuration, "openDuration", CIRCUIT_DEFAULTS.openMs),
+      halfOpenProbes:
+        o.halfOpenProbes === undefined
+          ? CIRCUIT_DEFAULTS.halfOpenProbes
+          : integer(o.halfOpenProbes, `${at}.halfOpenProbes`, 1),
+    };
+  };
+
   const root = object(doc, "the file");
   for (const key of Object.keys(root)) {
     if (!["retry", "queues", "rateLimitKeys", "auth"].includes(key)) {
@@ -134,6 +173,8 @@ export function parsePolicy(doc: unknown, source = "config"): Policy {
       if (q.rateLimit !== undefined) queue.rateLimit = limit(q.rateLimit, `${at}.rateLimit`);
       if (q.concurrency !== undefined) queue.concurrency = integer(q.concurrency, `${at}.concurrency`, 1);
       if (q.paused !== undefined) queue.paused = q.paused === true;
+      if (q.circuitBreaker !== undefined)
+        queue.circuitBreaker = circuit(q.circuitBreaker, `${at}.circuitBreaker`);
       policy.queues.set(name, queue);
     }
   }

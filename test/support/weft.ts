@@ -5,6 +5,7 @@ import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { type Client, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
+import { FailureService } from "@weft/sdk/gen/weft/v1/failure_service_pb.js";
 import { EventType, type RunEvent, RunStatus, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { type TaskAssignment, WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import type { TaskDefinition, TaskDefinitionSchema } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
@@ -15,6 +16,7 @@ export interface WeftClients {
   workflows: Client<typeof WorkflowService>;
   workers: Client<typeof WorkerService>;
   admin: Client<typeof AdminService>;
+  failures: Client<typeof FailureService>;
 }
 
 /** Clients for a daemon at `address` ("127.0.0.1:port"). */
@@ -24,6 +26,7 @@ export function weftClients(address: string, interceptors: Interceptor[] = []): 
     workflows: createClient(WorkflowService, transport),
     workers: createClient(WorkerService, transport),
     admin: createClient(AdminService, transport),
+    failures: createClient(FailureService, transport),
   };
 }
 
@@ -76,7 +79,7 @@ export async function collectEvents(c: WeftClients, runId: string, afterSequence
 /** Short, readable form of an event: "TASK_STARTED a#1". */
 export function describeEvent(e: RunEvent): string {
   const type = EventType[e.type];
-  if (e.type === EventType.RUN_STARTED) return type;
+  if (e.type === EventType.RUN_STARTED || e.type === EventType.RUN_RESUMED) return type;
   if (e.type === EventType.RUN_FINISHED) return `${type} ${RunStatus[e.runStatus]}`;
   return `${type} ${e.taskId}#${e.attempt}`;
 }

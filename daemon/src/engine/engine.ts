@@ -14,6 +14,14 @@ import {
   type TimerData,
   Timers,
 } from "./dispatch/index.js";
+import {
+  Circuits,
+  DeadLetterIndex,
+  DeadLetterReads,
+  DeadLetters,
+  FailureStats,
+  ResumeOps,
+} from "./failures/index.js";
 import { LeaseOps } from "./leases/index.js";
 import {
   defineTaskView,
@@ -91,6 +99,14 @@ export class Engine {
   readonly leases: LeaseOps;
   readonly watches: Watches;
   readonly reconciler: Reconciler;
+  /** Circuit breakers per task queue or handler. */
+  readonly circuits: Circuits;
+  /** The dead-letter view and what operators do with it. */
+  readonly deadLetters: DeadLetters;
+  /** Resuming finished runs. */
+  readonly resumes: ResumeOps;
+  /** Failures' figures for /metrics. */
+  readonly failureStats: FailureStats;
   /** {@link EngineOptions.maxResponseBytes}, default applied. */
   readonly maxResponseBytes: number;
   /** How this replica's dispatchers came by their jobs. */
@@ -167,7 +183,45 @@ export class Engine {
     this.runWorkflows = runWorkflows;
     const jobs = new RunJobs(queues, timers, admin, logger);
     this.jobs = jobs;
+    // Failures: circuit breakers, dead letters, resumes.
+    const circuits = new Circuits(redis, keys, queues, logger);
+    this.circuits = circuits;
+    const deadLetterIndex = new DeadLetterIndex(redis, keys);
+    const reads = new RunReads({
+      redis,
+      keys,
+      workflows,
+      // A queued task says why it waits: its queue's limits, or a circuit breaker.
+      admin: {
+        holdReason: async (queue, handler) =>
+          (await admin.holdReason(queue)) || (await circuits.holdReason(queue, handler)),
+      },
+      maxResponseBytes,
+    });
+    this.resumes = new ResumeOps({
+      redis,
+      keys,
+      logger,
+      runWorkflows,
+      steps,
+      jobs,
+      timers,
+      reads,
+      index: deadLetterIndex,
+      limits: { runRetentionMs: options.runRetentionMs },
+    });
+    this.deadLetters = new DeadLetters({
+      redis,
+      keys,
+      logger,
+      index: deadLetterIndex,
+      reads: new DeadLetterReads(redis, keys, workflows, maxResponseBytes),
+      resume: this.resumes,
+      runReads: reads,
+    });
+    this.failureStats = new FailureStats(redis, keys, deadLetterIndex, circuits);
     this.runs = new RunOps({
+      redis,
       keys,
       logger,
       workflows,
@@ -175,7 +229,7 @@ export class Engine {
       steps,
       jobs,
       timers,
-      reads: new RunReads({ redis, keys, workflows, admin, maxResponseBytes }),
+      reads,
       limits: {
         maxPayloadBytes: options.maxPayloadBytes,
         maxResponseBytes,
@@ -191,6 +245,10 @@ export class Engine {
       queues,
       timers,
       settings: { reconcileAfterMs: options.reconcileAfterMs, runRetentionMs: options.runRetentionMs },
+      extras: {
+        checked: (runId) => deadLetterIndex.repairRun(runId),
+        prune: (deadline) => deadLetterIndex.prune(options.runRetentionMs, deadline),
+      },
     });
 
     // Leases: the worker protocol.
@@ -206,6 +264,9 @@ export class Engine {
       dispatchers,
       admin,
       limiter,
+      circuits,
+      deadLetters: deadLetterIndex,
+      failureStats: this.failureStats,
       limits: {
         pollWaitCapMs: options.pollWaitCapMs,
         maxResponseBytes,
@@ -251,6 +312,7 @@ export class Engine {
     for (const connection of [bullConnection, queueConnection, subscriber]) connection.on("error", () => {});
     const engine = new Engine(redis, bullConnection, queueConnection, subscriber, options, policy, logger);
     await engine.admin.apply(policy);
+    await engine.circuits.apply(policy);
     engine.reconciler.start();
     engine.dispatchers.start();
     return engine;
@@ -274,17 +336,14 @@ export class Engine {
     return this.dispatchers.closeIdle();
   }
 
-  /** Handles a timer that fired. */
-  private async fire(timer: TimerData): Promise<void> {
+  /** Handles a timer that fired; returns a later time when its deadline moved (a resumed run). */
+  private async fire(timer: TimerData): Promise<number | undefined> {
     const loaded = await this.runWorkflows.of(timer.runId);
-    if (loaded === undefined) return;
-    if (timer.kind === "run-timeout") {
-      const ms = loaded.compiled.runTimeoutMs;
-      await this.runs.terminate(timer.runId, `the run timeout of ${ms} ms expired`, "X");
-      return;
-    }
+    if (loaded === undefined) return undefined;
+    if (timer.kind === "run-timeout") return this.runs.runTimeoutDue(timer.runId, loaded);
     const task = timer.taskId === undefined ? undefined : loaded.compiled.byId.get(timer.taskId);
-    if (task !== undefined) await this.leases.scheduleToStartExpired(timer.runId, loaded, task);
+    if (task === undefined) return undefined;
+    return this.leases.scheduleToStartExpired(timer.runId, loaded, task);
   }
 
   /** Stops fetching, releases waiting polls, and closes the engine's connections. */

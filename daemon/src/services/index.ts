@@ -1,6 +1,7 @@
 import type { DescMethodUnary, DescService } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
 import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
+import { FailureService } from "@weft/sdk/gen/weft/v1/failure_service_pb.js";
 import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { authInterceptor, streamLimitInterceptor, type TokenCheck, tokenCheck } from "../auth.js";
@@ -12,6 +13,8 @@ import { AbortFanOut } from "../server/abort-fanout.js";
 import { type DirectUnary, directUnary } from "../server/grpc-unary.js";
 import { adminService } from "./admin-service.js";
 import type { ServiceContext, WeftServices } from "./context.js";
+import { registerFailureMetrics } from "./failure-metrics.js";
+import { failureService } from "./failure-service.js";
 import { workerService } from "./worker-service.js";
 import { workflowService } from "./workflow-service.js";
 
@@ -34,7 +37,9 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
   const workflows = workflowService(engine, shutdown);
   const workers = workerService(engine, shutdown);
   const admin = adminService(engine);
+  const failures = failureService(engine);
   registerEngineMetrics(ctx.metrics, engine);
+  registerFailureMetrics(ctx.metrics, engine);
   const checkToken =
     policy.tokens.length > 0 && !config.insecure
       ? tokenCheck(policy.tokens, ctx.logger, policy.publicServices)
@@ -44,6 +49,7 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
       router.service(WorkflowService, workflows);
       router.service(WorkerService, workers);
       router.service(AdminService, admin);
+      router.service(FailureService, failures);
     },
     close: () => engine.close(),
     interceptors:
@@ -56,6 +62,7 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
         [WorkflowService, workflows],
         [WorkerService, workers],
         [AdminService, admin],
+        [FailureService, failures],
       ],
       checkToken,
     ),

@@ -127,6 +127,18 @@ export class CompiledWorkflow {
     return this.idsOf(childList, childStart[index]!, childStart[index + 1]!);
   }
 
+  /** Positions of the parents of the task at a position (a view on the graph: do not modify). */
+  parentIndexes(index: number): Uint32Array {
+    const { parentStart, parentList } = this.graph;
+    return parentList.subarray(parentStart[index]!, parentStart[index + 1]!);
+  }
+
+  /** Positions of the children of the task at a position (a view on the graph: do not modify). */
+  childIndexes(index: number): Uint32Array {
+    const { childStart, childList } = this.graph;
+    return childList.subarray(childStart[index]!, childStart[index + 1]!);
+  }
+
   /** Kahn layers: every task of layer k depends only on earlier layers; each in definition order. */
   layers(): string[][] {
     const { ids } = this.graph;

@@ -8,6 +8,7 @@ import {
   type WorkflowDefinition,
 } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
 import { jsonValueOf, type Violation } from "../shared/index.js";
+import { circuitBreakerProblems } from "./circuit-breaker.js";
 import { CompiledWorkflow, levelsOf, type TaskSettings } from "./compiled-workflow.js";
 import { durationToMs, type ResolvedRetryPolicy, resolveRetryPolicy } from "./retry-policy.js";
 
@@ -197,6 +198,8 @@ export function validateWorkflow(def: WorkflowDefinition, limits: ValidationLimi
   if (def.defaultRetry !== undefined) checkRetry("definition.default_retry", def.defaultRetry, out);
   if (def.defaultTimeouts !== undefined)
     checkTimeouts("definition.default_timeouts", def.defaultTimeouts, out);
+  if (def.defaultCircuitBreaker !== undefined)
+    out.push(...circuitBreakerProblems("definition.default_circuit_breaker", def.defaultCircuitBreaker));
   if (def.runTimeout !== undefined) {
     const problem = durationProblem("run_timeout", def.runTimeout);
     if (problem !== undefined) out.push({ field: "definition.run_timeout", description: problem });

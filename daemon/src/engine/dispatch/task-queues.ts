@@ -233,9 +233,17 @@ export class TaskQueues {
     return failed.length === 0;
   }
 
-  /** Removes a job that is not locked (waiting or delayed); ignores one that is gone. */
-  async remove(queue: string, jobId: string): Promise<void> {
-    await this.queue(queue).remove(jobId);
+  /**
+   * Removes a job that is not locked (waiting, delayed, or finished); ignores one that is gone.
+   * False when the job is locked, and stays.
+   */
+  async remove(queue: string, jobId: string): Promise<boolean> {
+    return (await this.queue(queue).remove(jobId)) === 1;
+  }
+
+  /** A job's BullMQ state ("unknown" when there is no such job). */
+  async state(queue: string, jobId: string): Promise<string> {
+    return this.queue(queue).getJobState(jobId);
   }
 
   /** Whether a job exists in any state. */

@@ -1,4 +1,4 @@
-import { type Job, Queue, Worker } from "bullmq";
+import { DelayedError, type Job, Queue, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../../observability/log-throttle.js";
@@ -21,7 +21,10 @@ export interface TimerData {
  * Timeouts that must fire even if every replica restarts: each is a delayed
  * BullMQ job with a deterministic id in one queue, handled by whichever
  * replica's timer worker gets it. Handlers are idempotent steps that do
- * nothing when the run moved on (the task started, the run finished).
+ * nothing when the run moved on (the task started, the run finished), and
+ * return a later time when the deadline moved (a resumed run's tasks are
+ * queued again, its run timeout starts again): the timer then waits again
+ * until that time, under the same id.
  */
 export class Timers {
   private readonly queue: Queue<TimerData>;
@@ -37,7 +40,7 @@ export class Timers {
     failFast: Redis,
     keys: Keys,
     logger: Logger,
-    fire: (timer: TimerData) => Promise<void>,
+    fire: (timer: TimerData) => Promise<number | undefined>,
   ) {
     const prefix = keys.queuePrefix("_timers");
     // The Queue and the Worker re-emit every error of their connections (one per reconnection
@@ -45,7 +48,13 @@ export class Timers {
     const log = logThrottle(logger);
     this.queue = new Queue<TimerData>("timers", { connection: failFast, prefix });
     this.queue.on("error", (err) => log.warn({ err }, "timer queue error"));
-    this.worker = new Worker<TimerData>("timers", (job: Job<TimerData>) => fire(job.data), {
+    const processor = async (job: Job<TimerData>, token?: string) => {
+      const later = await fire(job.data);
+      if (later === undefined || later <= Date.now()) return;
+      await job.moveToDelayed(later, token);
+      throw new DelayedError();
+    };
+    this.worker = new Worker<TimerData>("timers", processor, {
       connection,
       prefix,
       concurrency: 16,
@@ -75,7 +84,7 @@ export class Timers {
         name: data.kind,
         data,
         opts: {
-          jobId: [data.kind, data.runId, data.taskId].filter((p) => p !== undefined).join("."),
+          jobId: timerJobId(data),
           delay: delayMs,
           // 0.5 s doubling: nine retries span about four minutes, a Redis outage included.
           attempts: TIMER_ATTEMPTS,
@@ -87,8 +96,21 @@ export class Timers {
     );
   }
 
+  /**
+   * Removes timers that have not fired (a resumed run arms them again); one firing at that moment
+   * stays, and its handler finds that its deadline moved.
+   */
+  async remove(timers: TimerData[]): Promise<void> {
+    await Promise.all(timers.map((data) => this.queue.remove(timerJobId(data))));
+  }
+
   async close(): Promise<void> {
     await this.worker.close(true);
     await this.queue.close();
   }
+}
+
+/** The deterministic job id of a timer: one per run timeout, one per task's schedule-to-start. */
+function timerJobId(data: TimerData): string {
+  return [data.kind, data.runId, data.taskId].filter((p) => p !== undefined).join(".");
 }

@@ -29,6 +29,14 @@ import { type PollRequest, TaskHandout } from "./task-handout.js";
 /** Up to this many leaves, the step that completes a run's last task also builds the run's output. */
 const SMALL_RUN_LEAVES = 64;
 
+/** How much of an attempt's error message and details its history keeps (the last error stays whole on the task). */
+const HISTORY_TEXT = 8192;
+
+/** An error text as an attempt's history keeps it. */
+function cut(text: string): string {
+  return text.length <= HISTORY_TEXT ? text : `${text.slice(0, HISTORY_TEXT)}…`;
+}
+
 /** The key of a lease in {@link LeaseTimers}. */
 function leaseKey(lease: LeaseRef): string {
   return `${lease.runId}|${lease.taskId}|${lease.attempt}|${lease.nonce}`;
@@ -152,7 +160,15 @@ export class LeaseOps {
       offer === undefined
         ? deps.queues.complete(spec, token)
         : deps.queues.completeAndFetch(spec, token).then(offer.fetched);
+    // A success closes a half-open circuit of the task's queue or handler.
+    const circuit = deps.circuits.succeeded(task, loaded).catch((err: unknown) => {
+      logThrottle(deps.logger).warn(
+        { err, queue: task.queue },
+        "could not tell the circuit breaker of a success",
+      );
+    });
     await Promise.all([
+      circuit,
       followUps(),
       end.catch((err) => {
         deps.logger.debug({ err, runId, taskId: task.id }, "job already completed");
@@ -267,6 +283,13 @@ export class LeaseOps {
       ? backoffDelayMs(policy, lease.attempt, backoffSeed(runId, task.id, lease.attempt))
       : 0;
     const continueOnFailure = loaded.workflow.definition?.continueOnFailure === true;
+    const place = {
+      runId,
+      taskId: task.id,
+      queue: task.queue,
+      workflow: loaded.workflow.name,
+      errorType: failure.type,
+    };
     const reply = await deps.steps.fail(
       runId,
       lease,
@@ -278,9 +301,20 @@ export class LeaseOps {
       continueOnFailure,
       deadline,
       !retry && continueOnFailure ? descendantsOf(loaded, task.id) : [],
+      {
+        queue: task.queue,
+        handler: task.handler,
+        historyMessage: cut(failure.message),
+        historyDetails: cut(failure.details),
+        // A final failure's dead-letter entry enters its indexes in the same write, before the step.
+        index: retry ? undefined : deps.deadLetters.enter(place, now),
+      },
+      task.scheduleToStartMs,
     );
     if (reply[0] === "alive")
       return { willRetry: false, nextAttemptTime: undefined, aliveUntil: Number(reply[1]) };
+    if (reply[0] === "early" || reply[0] === "noop")
+      return { willRetry: false, nextAttemptTime: undefined, notBefore: Number(reply[1] ?? 0) || undefined };
     const outcome = this.checkOutcome(reply, formatLeaseId(lease));
     this.timers.disarm(leaseKey(lease));
     const spec = jobSpec(runId, loaded, task);
@@ -292,6 +326,16 @@ export class LeaseOps {
       queue: task.queue,
       errorType: failure.type,
     };
+    if (outcome === "retry" || outcome === "failed") {
+      await deps.circuits
+        .failed(task, loaded, leaseKey(lease), failure.type, retryable)
+        .catch((err: unknown) =>
+          logThrottle(deps.logger).warn(
+            { err, queue: task.queue },
+            "could not count a failure for the circuit breaker",
+          ),
+        );
+    }
     if (outcome === "retry") {
       deps.logger.info({ ...log, delayMs }, "task attempt failed; retrying");
       await deps.queues.fail(spec, token, failure.message, true, delayMs).catch((err) => {
@@ -301,6 +345,7 @@ export class LeaseOps {
     }
     if (outcome === "failed") {
       deps.logger.info(log, "task failed");
+      deps.failureStats.countFailure(task.queue);
       if (token === "") await deps.queues.remove(task.queue, jobIdOf(runId, task.id)).catch(() => {});
       else await deps.queues.fail(spec, token, failure.message, false, 0).catch(() => {});
       await deps.jobs.drop(runId, loaded, reply.slice(2));
@@ -310,22 +355,31 @@ export class LeaseOps {
     return { willRetry: false, nextAttemptTime: undefined };
   }
 
-  /** Fails a task no worker started within its schedule-to-start timeout (final). */
-  async scheduleToStartExpired(runId: string, loaded: LoadedWorkflow, task: CompiledTask): Promise<void> {
+  /**
+   * Fails a task no worker started within its schedule-to-start timeout (final). Returns the task's
+   * deadline when the timer fired before it (it was armed for an earlier queueing of the task).
+   */
+  async scheduleToStartExpired(
+    runId: string,
+    loaded: LoadedWorkflow,
+    task: CompiledTask,
+  ): Promise<number | undefined> {
     const failure = {
       type: "ScheduleToStartTimeout",
       message: `no worker started the task within its schedule-to-start timeout of ${task.scheduleToStartMs} ms`,
       details: "",
     };
     try {
-      await this.recordFailure(
+      const recorded = await this.recordFailure(
         { lease: { runId, taskId: task.id, attempt: 0, nonce: "*" }, loaded, task },
         failure,
         false,
         "ignore",
       );
+      return recorded.notBefore;
     } catch (err) {
       if (!(err instanceof ConnectError)) throw err;
+      return undefined;
     }
   }
 

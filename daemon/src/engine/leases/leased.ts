@@ -3,6 +3,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { CompiledTask, LoadedWorkflow, WorkflowStore } from "../definitions/index.js";
 import type { Dispatchers, KeyLimiter, QueueAdmin, TaskQueues } from "../dispatch/index.js";
+import type { Circuits, DeadLetterIndex, FailureStats } from "../failures/index.js";
 import type { LeaseArgs, LeaseDeadline, RunJobs, RunSteps, RunWorkflows } from "../runs/index.js";
 import type { Keys, LeaseRef } from "../shared/index.js";
 
@@ -19,6 +20,12 @@ export interface LeaseDeps {
   dispatchers: Dispatchers;
   admin: QueueAdmin;
   limiter: KeyLimiter;
+  /** Circuit breakers: checked at hand-over, told of failures and successes. */
+  circuits: Circuits;
+  /** The dead-letter indexes a task that fails for good enters. */
+  deadLetters: DeadLetterIndex;
+  /** Failures' counters for /metrics. */
+  failureStats: FailureStats;
   /** The limits the worker protocol applies. */
   limits: {
     /** Longest long-poll wait granted, in ms. */
@@ -52,6 +59,8 @@ export interface FailureRecorded {
   nextAttemptTime: Timestamp | undefined;
   /** Set when a lease timer found the lease extended: its new deadline. */
   aliveUntil?: number;
+  /** Set when a schedule-to-start timer fired before its task's deadline (the task was queued again): that deadline. */
+  notBefore?: number;
 }
 
 /** The steps that end or watch a lease, which handing a task over may take (see LeaseOps). */

@@ -10,6 +10,9 @@ import { formatLeaseId, type LeaseRef, newLeaseNonce, parseJobId } from "../shar
 import { AssignmentBudget } from "./assignment-budget.js";
 import type { LeaseDeps, LeaseEnds } from "./leased.js";
 
+/** How long a job held by a handler's circuit opened by hand (with no end) waits before it looks again. */
+const CIRCUIT_RECHECK_MS = 30_000;
+
 /** The reason a poll's wait ends (made once: an abort without a reason allocates a DOMException). */
 const WAIT_OVER = new Error("poll wait over");
 
@@ -157,6 +160,8 @@ export class TaskHandout {
       await job.moveToWait(token).catch(() => {});
       return undefined;
     }
+    // An open circuit breaker holds the task back (no attempt used) before it takes any rate-limit slot.
+    if (!(await this.circuitAdmits(runId, loaded, task, job, token))) return undefined;
     // Rate limits: the queue's, then the task's key. The slot's time is the attempt's start time.
     let startedAt: number | undefined;
     const queueLimit = await deps.admin.rateLimitOf(task.queue);
@@ -318,6 +323,42 @@ export class TaskHandout {
       logThrottle(deps.logger).warn({ err, runId, taskId: task.id }, "could not delay a rate-limited job");
     });
     return undefined;
+  }
+
+  /**
+   * Whether the task's circuit breaker lets it start (a half-open one takes it as a probe). If not,
+   * its run shows why (TASK_WAITING) and the job goes back: held by the whole queue's circuit, to
+   * the queue's wait list while this replica's dispatcher pauses (a second at most, then it looks
+   * again); held by its handler's, to the delayed set until the circuit may let a probe through
+   * (a circuit that closes brings the queue's delayed jobs back at once).
+   */
+  private async circuitAdmits(
+    runId: string,
+    loaded: LoadedWorkflow,
+    task: CompiledTask,
+    job: FetchedJob["job"],
+    token: string,
+  ): Promise<boolean> {
+    const { deps } = this;
+    const verdict = await deps.circuits.admit(task, loaded, job.id ?? "");
+    if (!verdict.held) return true;
+    const now = Date.now();
+    await deps.steps.wait(runId, task.id, verdict.reason, now);
+    if (verdict.queueWide) {
+      deps.dispatchers
+        .get(task.queue)
+        .holdFor(Math.max(1, Math.min((verdict.until ?? now + 1000) - now, 1000)));
+      await job.moveToWait(token).catch(() => {});
+    } else {
+      const until = Math.max(verdict.until ?? now + CIRCUIT_RECHECK_MS, now + 1);
+      await job.moveToDelayed(until, token).catch((err) => {
+        logThrottle(deps.logger).warn(
+          { err, runId, taskId: task.id },
+          "could not delay a job its circuit holds",
+        );
+      });
+    }
+    return false;
   }
 
   private async repairCompleted(runId: string, loaded: LoadedWorkflow, task: CompiledTask): Promise<void> {

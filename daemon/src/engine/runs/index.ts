@@ -1,12 +1,19 @@
 // runs/: run state: the Lua steps on a run's keys, run records and their API views, run operations,
 // the jobs of runs, the reconciler.
 // Code outside this folder imports only this file (checked by pnpm check:imports).
-export { Reconciler } from "./reconciler.js";
+export { Reconciler, type ReconcilerExtras } from "./reconciler.js";
 export { defineTaskView } from "./run-answer.js";
 export { ENQUEUE_CHUNK, jobSpec, RunJobs } from "./run-jobs.js";
 export { checkRunId, RunOps } from "./run-ops.js";
-export { notFound, RunReads } from "./run-reads.js";
-export { type LeaseArgs, type LeaseDeadline, RunSteps, type StartBudget } from "./run-steps.js";
+export { type HoldReasons, notFound, RunReads } from "./run-reads.js";
+export {
+  type DeadLetterNote,
+  type LeaseArgs,
+  type LeaseDeadline,
+  type ResumedTask,
+  RunSteps,
+  type StartBudget,
+} from "./run-steps.js";
 export {
   eventFromStored,
   isFinalEvent,

@@ -69,6 +69,16 @@ export interface ReconcilerDeps {
     /** How long finished runs are kept, in ms. */
     runRetentionMs: number;
   };
+  /** What the parts built on runs add to a pass (dead letters: their indexes' repair and pruning). */
+  extras?: ReconcilerExtras;
+}
+
+/** What other parts check in a pass, through the reconciler's lock. */
+export interface ReconcilerExtras {
+  /** Called for each run checked, after the run's own checks. */
+  checked(runId: string): Promise<void>;
+  /** Called with the index pruning (at most once a minute), until `deadline` (epoch ms); returns entries removed. */
+  prune(deadline: number): Promise<number>;
 }
 
 /**
@@ -146,6 +156,7 @@ export class Reconciler {
           const runId = entries[i] as string;
           const score = entries[i + 1] as string;
           await this.check(runId);
+          await deps.extras?.checked(runId);
           await redis.eval(FORGET, 1, keys.dirtyRuns(), runId, score);
           checked++;
         }
@@ -153,6 +164,7 @@ export class Reconciler {
       if (started - this.prunedAt >= PRUNE_EVERY_MS) {
         this.prunedAt = started;
         await this.pruneIndexes(started + lockMs / 2);
+        await deps.extras?.prune(started + lockMs / 2);
       }
     } finally {
       await redis.eval(RELEASE_LOCK, 1, keys.reconcilerLock(), this.owner);
@@ -214,7 +226,7 @@ export class Reconciler {
   private async check(runId: string): Promise<void> {
     const { deps } = this;
     const k = deps.keys.run(runId);
-    const [status, remaining, createdAt] = await deps.redis.hmget(k.run, "s", "rem", "ct");
+    const [status, remaining, createdAt, resumedAt] = await deps.redis.hmget(k.run, "s", "rem", "ct", "rt");
     if (status !== "R") return;
     const loaded = await deps.runWorkflows.of(runId);
     if (loaded === undefined) return;
@@ -222,13 +234,14 @@ export class Reconciler {
       await deps.steps.finish(runId, Date.now(), deps.settings.runRetentionMs, loaded.compiled.leaves);
       return;
     }
-    // A trigger cut short may have left the run without its timeout's timer (kept if it is there).
+    // A trigger (or resume) cut short may have left the run without its timeout's timer (kept if it
+    // is there). A resumed run's timeout runs from its resume.
     const runTimeoutMs = loaded.compiled.runTimeoutMs;
     if (runTimeoutMs > 0) {
       await deps.timers.schedule([
         {
           data: { kind: "run-timeout", runId },
-          delayMs: Math.max(0, Number(createdAt) + runTimeoutMs - Date.now()),
+          delayMs: Math.max(0, Number(resumedAt ?? createdAt) + runTimeoutMs - Date.now()),
         },
       ]);
     }
@@ -263,7 +276,12 @@ export class Reconciler {
     if (record.s !== "Q" && record.s !== "T") return false;
     const task = loaded.compiled.byId.get(taskId);
     if (task === undefined) return false;
-    if (await deps.queues.exists(task.queue, jobIdOf(runId, taskId))) return false;
+    const jobId = jobIdOf(runId, taskId);
+    const state = await deps.queues.state(task.queue, jobId);
+    if (state !== "unknown" && state !== "completed" && state !== "failed") return false;
+    // A finished job of a queued task is one an earlier round of a resumed run left: it goes, or
+    // the deterministic id would keep the new one out.
+    if (state !== "unknown" && !(await deps.queues.remove(task.queue, jobId))) return false;
     const delayMs = record.s === "T" && record.na !== undefined ? Math.max(0, record.na - now) : undefined;
     await deps.queues.add([jobSpec(runId, loaded, task, delayMs)]);
     // With the job, its schedule-to-start timer may be missing too.

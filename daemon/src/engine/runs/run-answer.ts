@@ -6,7 +6,7 @@ import { type AnswerRoom, type Keys, measuredValue, textSize, type WantedPayload
 import { runFromHash, type TaskRecord, taskRunOf } from "./run-view.js";
 
 /** The fields of a run's hash every answer reads; its payloads (in, out, err) are read only when they fit. */
-const HEAD_FIELDS = ["id", "wf", "v", "s", "ct", "ft", "idem", "seq", "oz"] as const;
+const HEAD_FIELDS = ["id", "wf", "v", "s", "ct", "ft", "idem", "seq", "oz", "gen"] as const;
 
 /** A run's small fields, and the stored sizes of its input, output and error. */
 export interface RunHead {

@@ -91,6 +91,31 @@ export class RunJobs {
   }
 
   /**
+   * Removes the jobs an earlier round of a run left for tasks a resume runs again (completed or
+   * failed jobs keep their deterministic ids for a while, and a job id in use is never added
+   * again). A job locked at that moment stays: it is in a hand-over that the task's record now
+   * decides, and the reconciler replaces it should it end without starting the task. Returns how
+   * many could not be removed.
+   */
+  async removeJobs(runId: string, loaded: LoadedWorkflow, taskIds: readonly string[]): Promise<number> {
+    let locked = 0;
+    for (let i = 0; i < taskIds.length; i += ENQUEUE_CHUNK) {
+      const removed = await Promise.all(
+        taskIds.slice(i, i + ENQUEUE_CHUNK).map(async (id) => {
+          const task = loaded.compiled.byId.get(id);
+          if (task === undefined) return 1;
+          return this.queues.remove(task.queue, jobIdOf(runId, id)).then(
+            (removed) => (removed ? 1 : 0),
+            () => 0,
+          );
+        }),
+      );
+      for (const r of removed) locked += 1 - r;
+    }
+    return locked;
+  }
+
+  /**
    * Drops the BullMQ jobs a run step released ("taskId|token" entries: a
    * token means the job is locked by a lease, none that it waits or is
    * delayed). Failures are logged: a job that is already gone needs nothing.

@@ -2,6 +2,7 @@ import { create, type JsonValue } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Run, RunSchema, RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
+import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../../observability/log-throttle.js";
 import { isRedisUnavailableError } from "../../redis/redis.js";
@@ -43,6 +44,7 @@ interface PreparedRun {
 
 /** What the run operations work with. */
 export interface RunOpsDeps {
+  redis: Redis;
   keys: Keys;
   logger: Logger;
   workflows: WorkflowStore;
@@ -270,8 +272,31 @@ export class RunOps {
     return this.get(runId);
   }
 
-  /** Ends a running run as cancelled (C) or timed out (X), dropping its jobs; false when it was over. */
-  async terminate(runId: string, reason: string, status: "C" | "X"): Promise<boolean> {
+  /**
+   * A run's timeout timer fired: ends the run TIMED_OUT if its deadline has come (from its creation,
+   * or its last resume), else returns that deadline (the run was resumed since the timer was armed).
+   */
+  async runTimeoutDue(runId: string, loaded: LoadedWorkflow): Promise<number | undefined> {
+    const ms = loaded.compiled.runTimeoutMs;
+    const [status, gen, createdAt, resumedAt] = await this.deps.redis.hmget(
+      this.deps.keys.run(runId).run,
+      "s",
+      "gen",
+      "ct",
+      "rt",
+    );
+    if (status !== "R") return undefined;
+    const deadline = Number(resumedAt ?? createdAt) + ms;
+    if (deadline > Date.now() + 5) return deadline;
+    await this.terminate(runId, `the run timeout of ${ms} ms expired`, "X", Number(gen ?? 0));
+    return undefined;
+  }
+
+  /**
+   * Ends a running run as cancelled (C) or timed out (X), dropping its jobs; false when it was over
+   * (or, with `resumeCount`, was resumed since).
+   */
+  async terminate(runId: string, reason: string, status: "C" | "X", resumeCount?: number): Promise<boolean> {
     const { deps } = this;
     const loaded = await deps.runWorkflows.of(runId);
     if (loaded === undefined) throw notFound(runId);
@@ -282,6 +307,7 @@ export class RunOps {
       now,
       deps.limits.runRetentionMs,
       status,
+      resumeCount,
     );
     if (outcome === "notfound") throw notFound(runId);
     if (outcome !== "cancelled") return false;

@@ -2,7 +2,6 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { type Run, type RunStatus, type TaskRun, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import type { Redis } from "ioredis";
 import type { WorkflowStore } from "../definitions/index.js";
-import type { QueueAdmin } from "../dispatch/index.js";
 import { AnswerRoom, invalidArgument, type Keys } from "../shared/index.js";
 import { type RunHead, readHeads, runInRoom, runWholeBytes, taskRunsInRoom } from "./run-answer.js";
 import { RUN_STATUS_CODE } from "./run-view.js";
@@ -15,13 +14,18 @@ export interface ListRunsQuery {
   pageToken: string;
 }
 
+/** Why tasks of a queue and handler may not start now ("" when nothing holds them back). */
+export interface HoldReasons {
+  holdReason(queue: string, handler: string): Promise<string>;
+}
+
 /** What the run reads need. */
 export interface RunReadsDeps {
   redis: Redis;
   keys: Keys;
   workflows: WorkflowStore;
-  /** Says why a queued task waits (its queue paused, rate limited or at its concurrency). */
-  admin: QueueAdmin;
+  /** Says why a queued task waits (its queue paused, rate limited or at its concurrency, a circuit breaker). */
+  admin: HoldReasons;
   /** Largest answer, in bytes (--max-response-bytes). */
   maxResponseBytes: number;
 }
@@ -168,15 +172,16 @@ export class RunReads {
     return inPage === 0 || runWholeBytes(head) <= room.bytesLeft;
   }
 
-  /** A queued task held back by its queue (paused, rate limited, at its concurrency) says so. */
+  /** A queued task held back by its queue (paused, rate limited, at its concurrency, a circuit) says so. */
   private async holdReasons(tasks: TaskRun[]): Promise<void> {
     const held = new Map<string, Promise<string>>();
     for (const t of tasks) {
       if (t.status !== TaskStatus.QUEUED || t.waitingReason !== "") continue;
-      let reason = held.get(t.queue);
+      const key = `${t.queue}|${t.handler}`;
+      let reason = held.get(key);
       if (reason === undefined) {
-        reason = this.deps.admin.holdReason(t.queue);
-        held.set(t.queue, reason);
+        reason = this.deps.admin.holdReason(t.queue, t.handler);
+        held.set(key, reason);
       }
       t.waitingReason = await reason;
     }

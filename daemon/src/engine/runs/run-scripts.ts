@@ -24,6 +24,14 @@
  *   d:X  how many of its parents have not succeeded yet (tasks with parents)
  *   o:X  its output once it succeeded, JSON text Lua never parses (cjson would
  *        round large numbers)
+ *   h:N:X the error of its attempt N (0: it never started), {t, m, d, at, w},
+ *        message and details cut short (see FAIL); cleared when a resume runs
+ *        the task again
+ * The run's hash holds, besides its own fields, `gen` (how many times it was
+ * resumed), `rt` (when it was last resumed), `ri:K` (the resume count a resume
+ * with idempotency key K made) and, for each task that failed for good,
+ * `x:X`, its dead-letter entry {g, t, q, h, a, et}: the resume count then,
+ * when, queue, handler, attempts and error type (see FAIL and RESUME).
  * One hash instead of three keys: a run's keys are created, given their
  * retention and dropped one by one (a one-task run's five PEXPIREs alone took
  * about 7 of its scripts' 53 µs of Redis time).
@@ -108,7 +116,7 @@ local function settleAll(now, waitStatus, runStatus, msg)
     local kind = string.sub(f, 1, 2)
     if kind == 'd:' then
       counted[#counted + 1] = string.sub(f, 3)
-    elseif kind ~= 'o:' then
+    elseif kind ~= 'o:' and kind ~= 'h:' then
       ids[#ids + 1] = f
       recorded[f] = true
     end
@@ -253,13 +261,16 @@ ${BATCH_LOOP}`;
 
 /**
  * Cancels a run. ARGV: reason, now, retentionMs, finalStatus ('C' cancelled
- * or 'X' timed out). Returns {'cancelled', job...} | {'final'} (already over)
+ * or 'X' timed out), resume count ('' any; else only that round of the run:
+ * a run timeout armed before a resume must not end the round after it).
+ * Returns {'cancelled', job...} | {'final'} (already over, or another round)
  * | {'notfound'}.
  */
 export const CANCEL = `${PRELUDE}
 rs = redis.call('HGET', RUN, 's')
 if not rs then return {'notfound'} end
 if rs ~= 'R' then return {'final'} end
+if ARGV[5] ~= '' and (redis.call('HGET', RUN, 'gen') or '0') ~= ARGV[5] then return {'final'} end
 local now = tonumber(ARGV[2])
 local jobs = settleAll(now, 'C', ARGV[4], ARGV[1])
 finishRun(now, ARGV[4], nil, ARGV[1], tonumber(ARGV[3]))

@@ -1,5 +1,6 @@
 import type { Redis } from "ioredis";
 import type { Keys } from "../shared/index.js";
+import { RESUME } from "./resume-script.js";
 import { CANCEL, FINISH, TRIGGER, WAIT } from "./run-scripts.js";
 import { COMPLETE, FAIL, HEARTBEAT, RELEASE, START } from "./task-scripts.js";
 import { normalize, type Reply, TickBatches } from "./tick-batches.js";
@@ -29,6 +30,7 @@ const SCRIPTS = {
   weftCancel: CANCEL,
   weftFinish: FINISH,
   weftWait: WAIT,
+  weftResume: RESUME,
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -52,6 +54,23 @@ export interface StartBudget {
   left: number;
   /** Bytes of the assignment besides the run input and the parents' outputs. */
   base: number;
+}
+
+/** A task that failed for good, as its dead-letter entry records it (see FAIL in task-scripts.ts). */
+export interface DeadLetterNote {
+  queue: string;
+  handler: string;
+  /** The message and details kept in the attempt's history (cut short). */
+  historyMessage: string;
+  historyDetails: string;
+  /** Sent before the step, in the same write: the ZADDs that enter the entry in its indexes. */
+  index?: (redis: Redis) => Promise<unknown>[];
+}
+
+/** One task a resume runs again: its parents not succeeded (0: queued at once), or "-" for a root. */
+export interface ResumedTask {
+  id: string;
+  parents: number | "-";
 }
 
 /** The lease argument of the scripts: "nonce" or "nonce|owner". */
@@ -270,7 +289,10 @@ export class RunSteps {
     return reply;
   }
 
-  /** Records a failed attempt (see FAIL in task-scripts.ts). */
+  /**
+   * Records a failed attempt (see FAIL in task-scripts.ts). `note` says what the task's dead-letter
+   * entry holds should the step fail it for good; its index ZADDs go first, in the same write.
+   */
   fail(
     runId: string,
     lease: LeaseArgs,
@@ -282,6 +304,8 @@ export class RunSteps {
     continueOnFailure: boolean,
     deadline: LeaseDeadline,
     descendants: string[],
+    note: DeadLetterNote,
+    scheduleToStartMs = 0,
   ): Promise<Reply> {
     return this.call(
       "weftFail",
@@ -299,9 +323,34 @@ export class RunSteps {
         retentionMs,
         continueOnFailure ? "1" : "0",
         DEADLINE_ARG[deadline],
+        note.historyMessage,
+        note.historyDetails,
+        note.queue,
+        note.handler,
+        scheduleToStartMs,
         descendants.length,
       ].concat(descendants),
+      [runId],
+      note.index,
     );
+  }
+
+  /**
+   * Resumes a finished run (see RESUME in resume-script.ts). `resumeCount`: the finish to resume
+   * (undefined: whichever). Marks the run as recently touched: the reconciler queues what a crash
+   * left unqueued.
+   */
+  resume(
+    runId: string,
+    resumeCount: number | undefined,
+    idempotencyKey: string,
+    now: number,
+    message: string,
+    tasks: readonly ResumedTask[],
+  ): Promise<Reply> {
+    const args: (string | number)[] = [resumeCount ?? "", idempotencyKey, now, message, tasks.length];
+    for (const t of tasks) args.push(t.id, t.parents);
+    return this.call("weftResume", [runId], args);
   }
 
   wait(runId: string, taskId: string, reason: string, now: number): Promise<Reply> {
@@ -318,14 +367,20 @@ export class RunSteps {
     return reply;
   }
 
+  /** Cancels a run (see CANCEL); with `resumeCount`, only while it is in that round. */
   async cancel(
     runId: string,
     reason: string,
     now: number,
     retentionMs: number,
     status: "C" | "X",
+    resumeCount?: number,
   ): Promise<Reply> {
-    const reply = await this.call("weftCancel", [runId], [reason, now, retentionMs, status]);
+    const reply = await this.call(
+      "weftCancel",
+      [runId],
+      [reason, now, retentionMs, status, resumeCount ?? ""],
+    );
     if (reply[0] === "cancelled") this.settled(runId);
     return reply;
   }

@@ -101,6 +101,7 @@ export function runFromHash(
     idempotencyKey: h.idem ?? "",
     error: h.err ?? "",
     lastSequence: BigInt(h.seq ?? 0),
+    resumeCount: Number(h.gen ?? 0),
     tasks:
       tasks === undefined
         ? []

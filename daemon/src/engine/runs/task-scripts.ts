@@ -246,12 +246,18 @@ ${BATCH_LOOP}`;
  * Records a failed attempt. ARGV: taskId, attempt, nonce, errType, errMessage,
  * errDetails, mode ('retry' | 'final'), nextAttemptMs, now, retentionMs,
  * continueOnFailure ('1' | '0'), deadline ('1': refuse an expired lease, '0': any lease, '2': only
- * an expired lease, else reply {'alive', leaseDeadline}), descendantCount,
+ * an expired lease, else reply {'alive', leaseDeadline}), the message and details as kept in the
+ * attempt's history (cut short), queue, handler, scheduleToStartMs, descendantCount,
  * descendants... With nonce '*' (a timer: schedule-to-start), the task must
- * still be queued and never started (attempt 0); else the call is a no-op.
+ * still be queued and never started (attempt 0), else the call is a no-op; a
+ * timer armed for an earlier queueing (before a resume) answers {'early', due}
+ * while the task's own deadline has not come.
+ * Every attempt's error is kept under h:<attempt>:<taskId>; a task that fails
+ * for good gets its dead-letter entry x:<taskId> in the run's hash, in the
+ * same step (so never a failure without its entry, nor an entry twice).
  * Returns {'retry', token} | {'failed', token, job...} (the task failed for
  * good; job entries "id|token" name the BullMQ jobs to drop) | {'cancel',
- * token} | {'stale', why} | {'notfound'}.
+ * token} | {'stale', why} | {'notfound'} | {'noop'} | {'early', due}.
  */
 export const FAIL = `${PRELUDE}${LEASE_CHECK}
 local id = ARGV[1]
@@ -261,6 +267,8 @@ local t = getTask(id)
 local now = tonumber(ARGV[9])
 if ARGV[3] == '*' then
   if not t or t.s ~= 'Q' or t.a ~= 0 or rs ~= 'R' then return {'noop'} end
+  local due = (t.qt or 0) + tonumber(ARGV[17])
+  if due > now + 5 then return {'early', due} end
 else
   local bad = checkLease(t, tonumber(ARGV[2]), ARGV[3])
   if bad then return bad end
@@ -274,6 +282,8 @@ end
 local token = t.k or ''
 t.e = { t = ARGV[4], m = ARGV[5], d = ARGV[6] }
 t.pg = nil
+redis.call('HSET', TASKS, 'h:' .. t.a .. ':' .. id,
+  cjson.encode({ t = ARGV[4], m = ARGV[13], d = ARGV[14], at = now, w = t.w or '' }))
 if ARGV[7] == 'retry' then
   t.s = 'T'; t.na = tonumber(ARGV[8])
   putTask(id, t)
@@ -283,6 +293,8 @@ if ARGV[7] == 'retry' then
 end
 t.s = 'F'; t.ft = now
 putTask(id, t)
+redis.call('HSET', RUN, 'x:' .. id, cjson.encode({ g = tonumber(redis.call('HGET', RUN, 'gen') or '0'),
+  t = now, q = ARGV[15], h = ARGV[16], a = t.a, et = ARGV[4] }))
 emit(now, 'ty', 6, 'tk', id, 'a', t.a, 'rs', 'R', 'e', errJson(t))
 local reason = 'task "' .. id .. '" failed: ' .. ARGV[4] .. ': ' .. ARGV[5]
 local result = {'failed', token}
@@ -290,9 +302,9 @@ if ARGV[11] == '1' then
   redis.call('HINCRBY', RUN, 'nf', 1)
   if redis.call('HEXISTS', RUN, 'err') == 0 then redis.call('HSET', RUN, 'err', reason) end
   local rem = redis.call('HINCRBY', RUN, 'rem', -1)
-  local nd = tonumber(ARGV[13])
+  local nd = tonumber(ARGV[18])
   for i = 1, nd do
-    local d = ARGV[13 + i]
+    local d = ARGV[18 + i]
     if redis.call('HEXISTS', TASKS, d) == 0 then
       putTask(d, { s = 'K', a = 0, ft = now })
       emit(now, 'ty', 8, 'tk', d, 'a', 0, 'rs', 'R', 'm', 'parent task "' .. id .. '" failed')

@@ -65,6 +65,47 @@ export class Keys {
     return `${this.prefix}:reconciler`;
   }
 
+  /**
+   * Sorted set of dead letters ("<runId>/<taskId>") scored by the time the task failed for good:
+   * every one, or those of one queue, workflow or error type. Plain keys: each entry lives with its
+   * run (`x:<taskId>` in the run's hash); these only list them.
+   */
+  deadLetterIndex(by?: { queue: string } | { workflow: string } | { errorType: string }): string {
+    const base = `${this.prefix}:dlq`;
+    if (by === undefined) return base;
+    if ("queue" in by) return `${base}:q:${by.queue}`;
+    if ("workflow" in by) return `${base}:wf:${by.workflow}`;
+    return `${base}:et:${by.errorType}`;
+  }
+
+  /** Sorted set of the error types of dead letters (all scores 0, ordered by name), for pruning. */
+  deadLetterTypes(): string {
+    return `${this.prefix}:dlq:types`;
+  }
+
+  /**
+   * Hash of a task queue's circuit breakers: circuit ("*" for the whole queue, else a handler) →
+   * its state as JSON. Hash-tagged by the queue, with the keys below, so that one script sees all.
+   */
+  circuits(queue: string): string {
+    return `${this.prefix}:cb:{${queue}}`;
+  }
+
+  /** Sorted set of a circuit's recent failures, scored by time. */
+  circuitFailures(queue: string, circuit: string): string {
+    return `${this.prefix}:cb:{${queue}}:f:${circuit}`;
+  }
+
+  /** Sorted set of a half-open circuit's probes (job ids), scored by when they started. */
+  circuitProbes(queue: string, circuit: string): string {
+    return `${this.prefix}:cb:{${queue}}:p:${circuit}`;
+  }
+
+  /** Hash of task queues' circuit breaker settings: queue name → JSON (UpdateQueue, the config file). */
+  circuitSettings(): string {
+    return `${this.prefix}:cbset`;
+  }
+
   /** BullMQ prefix for one task queue: hash-tagged so each queue lives in one slot. */
   queuePrefix(queue: string): string {
     return `${this.prefix}:q:{${queue}}`;

@@ -23,7 +23,10 @@ export interface WatchDeps {
   hub: EventHub;
 }
 
-/** WatchRun streams: history first, then live events, until the run's final event. */
+/**
+ * WatchRun streams: history first, then live events, until the run is final and the last event
+ * sent is its RUN_FINISHED (a run resumed after it finished carries on past that event).
+ */
 export class Watches {
   private active = 0;
 
@@ -40,7 +43,7 @@ export class Watches {
 
   /**
    * The run's events with a sequence above `afterSequence`, in order, without
-   * gaps or duplicates, ending after the final event. Aborting `signal` ends
+   * gaps or duplicates, ending after a RUN_FINISHED that is the run's last event. Aborting `signal` ends
    * the stream with the signal's reason and frees everything it holds; any
    * error the stream ends with goes through `mapError` first.
    *
@@ -98,6 +101,10 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
   private stale = false;
   /** The final event is queued, or the run is over. */
   private ended = false;
+  /** Sequence of a RUN_FINISHED that is the last event queued, while it is checked to be the run's last. */
+  private finalAt: number | undefined;
+  /** Sequence of the last RUN_FINISHED whose frame the sink has written. */
+  private writtenFinal = 0;
   private failure: unknown;
   private closed = false;
   private counted = false;
@@ -114,7 +121,6 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
     this.blocked = false;
     this.flush();
   };
-  private readonly onFinalWritten = () => this.finish();
 
   constructor(
     private readonly deps: WatchDeps,
@@ -199,9 +205,11 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
     }
     this.leave = leave;
     if (!(await this.readHistory((after) => deps.hub.history(runId, after, PAGE)))) return;
-    // A finished run resumed at or after its final event has nothing more to send.
-    if (isFinalRunStatus(await deps.redis.hget(deps.keys.run(runId).run, "s"))) {
-      if (await this.readHistory((after) => deps.hub.read(runId, after, PAGE))) this.end();
+    // A finished run watched from at or after its final event has nothing more to send.
+    const [status, seq] = await deps.redis.hmget(deps.keys.run(runId).run, "s", "seq");
+    if (this.closed) return;
+    if (isFinalRunStatus(status) && Number(seq) <= this.cursor && this.finalAt === undefined) {
+      this.end();
       return;
     }
     this.live();
@@ -283,7 +291,32 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
         waiter.resolve(e.result);
       }
     }
-    if (e.final) this.end();
+    if (e.final) this.checkEnd(e.sequence);
+    else this.finalAt = undefined;
+  }
+
+  /**
+   * A RUN_FINISHED was queued: the stream ends after it if it is the run's last event (the run's
+   * `seq`, written with each event). Otherwise the run was resumed since, and its next events come
+   * as any others (an event queued meanwhile clears `finalAt`, and this check does nothing).
+   */
+  private checkEnd(sequence: number): void {
+    this.finalAt = sequence;
+    const { deps, runId } = this;
+    deps.redis
+      .hget(deps.keys.run(runId).run, "seq")
+      .then((seq) => {
+        if (this.finalAt !== sequence || this.closed) return;
+        this.finalAt = undefined;
+        if (seq === null || Number(seq) <= sequence) this.end();
+      })
+      .catch((err: unknown) => this.fail(err));
+  }
+
+  /** The sink has written the frame of a RUN_FINISHED: the call ends there if the stream is over. */
+  private finalWritten(sequence: number): void {
+    this.writtenFinal = sequence;
+    if (this.ended && this.queue.length === 0) this.finish();
   }
 
   private write(e: FeedEvent): void {
@@ -292,7 +325,7 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
     if (sink.destroyed || sink.writableEnded) return;
     // The call ends once its final event has left: ending a call costs the framework far more than a
     // write, and ending a thousand of them first would hold that event back from every watcher.
-    if (!sink.write(e.frame, e.final ? this.onFinalWritten : undefined)) {
+    if (!sink.write(e.frame, e.final ? () => this.finalWritten(e.sequence) : undefined)) {
       this.blocked = true;
       sink.once("drain", this.onDrain);
     }
@@ -316,7 +349,7 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
     this.ended = true;
     this.leave?.();
     this.leave = undefined;
-    if (this.queue.length === 0 && !this.frames) this.finish();
+    if (this.queue.length === 0 && (!this.frames || this.writtenFinal === this.cursor)) this.finish();
   }
 
   /** Ends a call waiting on next(). */

@@ -6,13 +6,15 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
+import type { Circuit, CircuitBreaker, CircuitState } from "./circuit_breaker_pb.js";
+import { file_weft_v1_circuit_breaker } from "./circuit_breaker_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file weft/v1/admin_service.proto.
  */
 export const file_weft_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Cht3ZWZ0L3YxL2FkbWluX3NlcnZpY2UucHJvdG8SB3dlZnQudjEiRQoJUmF0ZUxpbWl0EgsKA21heBgBIAEoBRIrCghkdXJhdGlvbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiK3AQoFUXVldWUSDAoEbmFtZRgBIAEoCRIPCgd3YWl0aW5nGAIgASgDEg4KBmFjdGl2ZRgDIAEoAxIPCgdkZWxheWVkGAQgASgDEg4KBmZhaWxlZBgFIAEoAxIRCgljb21wbGV0ZWQYBiABKAMSDgoGcGF1c2VkGAcgASgIEiYKCnJhdGVfbGltaXQYCCABKAsyEi53ZWZ0LnYxLlJhdGVMaW1pdBITCgtjb25jdXJyZW5jeRgJIAEoBSIfCg9HZXRRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIxChBHZXRRdWV1ZVJlc3BvbnNlEh0KBXF1ZXVlGAEgASgLMg4ud2VmdC52MS5RdWV1ZSI6ChFMaXN0UXVldWVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJNChJMaXN0UXVldWVzUmVzcG9uc2USHgoGcXVldWVzGAEgAygLMg4ud2VmdC52MS5RdWV1ZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkirgEKElVwZGF0ZVF1ZXVlUmVxdWVzdBIMCgRuYW1lGAEgASgJEiYKCnJhdGVfbGltaXQYAiABKAsyEi53ZWZ0LnYxLlJhdGVMaW1pdBIYChBjbGVhcl9yYXRlX2xpbWl0GAMgASgIEhgKC2NvbmN1cnJlbmN5GAQgASgFSACIAQESEwoGcGF1c2VkGAUgASgISAGIAQFCDgoMX2NvbmN1cnJlbmN5QgkKB19wYXVzZWQiNAoTVXBkYXRlUXVldWVSZXNwb25zZRIdCgVxdWV1ZRgBIAEoCzIOLndlZnQudjEuUXVldWUy4AEKDEFkbWluU2VydmljZRI/CghHZXRRdWV1ZRIYLndlZnQudjEuR2V0UXVldWVSZXF1ZXN0Ghkud2VmdC52MS5HZXRRdWV1ZVJlc3BvbnNlEkUKCkxpc3RRdWV1ZXMSGi53ZWZ0LnYxLkxpc3RRdWV1ZXNSZXF1ZXN0Ghsud2VmdC52MS5MaXN0UXVldWVzUmVzcG9uc2USSAoLVXBkYXRlUXVldWUSGy53ZWZ0LnYxLlVwZGF0ZVF1ZXVlUmVxdWVzdBocLndlZnQudjEuVXBkYXRlUXVldWVSZXNwb25zZUI0WjJnaXRodWIuY29tL3dlZnQvd2VmdC93b3JrZXJzL2dvL2dlbi93ZWZ0L3YxO3dlZnR2MWIGcHJvdG8z", [file_google_protobuf_duration]);
+  fileDesc("Cht3ZWZ0L3YxL2FkbWluX3NlcnZpY2UucHJvdG8SB3dlZnQudjEiRQoJUmF0ZUxpbWl0EgsKA21heBgBIAEoBRIrCghkdXJhdGlvbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKNAgoFUXVldWUSDAoEbmFtZRgBIAEoCRIPCgd3YWl0aW5nGAIgASgDEg4KBmFjdGl2ZRgDIAEoAxIPCgdkZWxheWVkGAQgASgDEg4KBmZhaWxlZBgFIAEoAxIRCgljb21wbGV0ZWQYBiABKAMSDgoGcGF1c2VkGAcgASgIEiYKCnJhdGVfbGltaXQYCCABKAsyEi53ZWZ0LnYxLlJhdGVMaW1pdBITCgtjb25jdXJyZW5jeRgJIAEoBRIwCg9jaXJjdWl0X2JyZWFrZXIYCiABKAsyFy53ZWZ0LnYxLkNpcmN1aXRCcmVha2VyEiIKCGNpcmN1aXRzGAsgAygLMhAud2VmdC52MS5DaXJjdWl0Ih8KD0dldFF1ZXVlUmVxdWVzdBIMCgRuYW1lGAEgASgJIjEKEEdldFF1ZXVlUmVzcG9uc2USHQoFcXVldWUYASABKAsyDi53ZWZ0LnYxLlF1ZXVlIjoKEUxpc3RRdWV1ZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIk0KEkxpc3RRdWV1ZXNSZXNwb25zZRIeCgZxdWV1ZXMYASADKAsyDi53ZWZ0LnYxLlF1ZXVlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSL/AQoSVXBkYXRlUXVldWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSJgoKcmF0ZV9saW1pdBgCIAEoCzISLndlZnQudjEuUmF0ZUxpbWl0EhgKEGNsZWFyX3JhdGVfbGltaXQYAyABKAgSGAoLY29uY3VycmVuY3kYBCABKAVIAIgBARITCgZwYXVzZWQYBSABKAhIAYgBARIwCg9jaXJjdWl0X2JyZWFrZXIYBiABKAsyFy53ZWZ0LnYxLkNpcmN1aXRCcmVha2VyEh0KFWNsZWFyX2NpcmN1aXRfYnJlYWtlchgHIAEoCEIOCgxfY29uY3VycmVuY3lCCQoHX3BhdXNlZCI0ChNVcGRhdGVRdWV1ZVJlc3BvbnNlEh0KBXF1ZXVlGAEgASgLMg4ud2VmdC52MS5RdWV1ZSKLAQoWU2V0Q2lyY3VpdFN0YXRlUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIPCgdoYW5kbGVyGAIgASgJEiQKBXN0YXRlGAMgASgOMhUud2VmdC52MS5DaXJjdWl0U3RhdGUSKwoIb3Blbl9mb3IYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iOAoXU2V0Q2lyY3VpdFN0YXRlUmVzcG9uc2USHQoFcXVldWUYASABKAsyDi53ZWZ0LnYxLlF1ZXVlMrYCCgxBZG1pblNlcnZpY2USPwoIR2V0UXVldWUSGC53ZWZ0LnYxLkdldFF1ZXVlUmVxdWVzdBoZLndlZnQudjEuR2V0UXVldWVSZXNwb25zZRJFCgpMaXN0UXVldWVzEhoud2VmdC52MS5MaXN0UXVldWVzUmVxdWVzdBobLndlZnQudjEuTGlzdFF1ZXVlc1Jlc3BvbnNlEkgKC1VwZGF0ZVF1ZXVlEhsud2VmdC52MS5VcGRhdGVRdWV1ZVJlcXVlc3QaHC53ZWZ0LnYxLlVwZGF0ZVF1ZXVlUmVzcG9uc2USVAoPU2V0Q2lyY3VpdFN0YXRlEh8ud2VmdC52MS5TZXRDaXJjdWl0U3RhdGVSZXF1ZXN0GiAud2VmdC52MS5TZXRDaXJjdWl0U3RhdGVSZXNwb25zZUI0WjJnaXRodWIuY29tL3dlZnQvd2VmdC93b3JrZXJzL2dvL2dlbi93ZWZ0L3YxO3dlZnR2MWIGcHJvdG8z", [file_google_protobuf_duration, file_weft_v1_circuit_breaker]);
 
 /**
  * RateLimit allows at most `max` task starts per `duration`.
@@ -110,6 +112,24 @@ export type Queue = Message<"weft.v1.Queue"> & {
    * @generated from field: int32 concurrency = 9;
    */
   concurrency: number;
+
+  /**
+   * The queue's own circuit breaker settings (UpdateQueue or the
+   * configuration file); unset when it has none (its tasks' workflows may
+   * still set one in their definition).
+   *
+   * @generated from field: weft.v1.CircuitBreaker circuit_breaker = 10;
+   */
+  circuitBreaker?: CircuitBreaker | undefined;
+
+  /**
+   * The queue's circuits that are not plainly closed (open, half-open,
+   * counting failures, or changed by hand), ordered by handler; the circuit
+   * of the whole queue has an empty handler.
+   *
+   * @generated from field: repeated weft.v1.Circuit circuits = 11;
+   */
+  circuits: Circuit[];
 };
 
 /**
@@ -257,6 +277,21 @@ export type UpdateQueueRequest = Message<"weft.v1.UpdateQueueRequest"> & {
    * @generated from field: optional bool paused = 5;
    */
   paused?: boolean | undefined;
+
+  /**
+   * New circuit breaker settings of the queue; they take precedence over the
+   * defaults of workflow definitions.
+   *
+   * @generated from field: weft.v1.CircuitBreaker circuit_breaker = 6;
+   */
+  circuitBreaker?: CircuitBreaker | undefined;
+
+  /**
+   * Removes the queue's circuit breaker settings.
+   *
+   * @generated from field: bool clear_circuit_breaker = 7;
+   */
+  clearCircuitBreaker: boolean;
 };
 
 /**
@@ -286,6 +321,71 @@ export type UpdateQueueResponse = Message<"weft.v1.UpdateQueueResponse"> & {
  */
 export const UpdateQueueResponseSchema: GenMessage<UpdateQueueResponse> = /*@__PURE__*/
   messageDesc(file_weft_v1_admin_service, 7);
+
+/**
+ * SetCircuitStateRequest opens or closes one circuit.
+ *
+ * @generated from message weft.v1.SetCircuitStateRequest
+ */
+export type SetCircuitStateRequest = Message<"weft.v1.SetCircuitStateRequest"> & {
+  /**
+   * Queue name.
+   *
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+
+  /**
+   * Handler whose circuit to change; empty for the circuit of the whole
+   * queue.
+   *
+   * @generated from field: string handler = 2;
+   */
+  handler: string;
+
+  /**
+   * CIRCUIT_STATE_OPEN or CIRCUIT_STATE_CLOSED.
+   *
+   * @generated from field: weft.v1.CircuitState state = 3;
+   */
+  state: CircuitState;
+
+  /**
+   * With OPEN: how long it stays open before it lets probes through. Unset:
+   * until it is closed by hand.
+   *
+   * @generated from field: google.protobuf.Duration open_for = 4;
+   */
+  openFor?: Duration | undefined;
+};
+
+/**
+ * Describes the message weft.v1.SetCircuitStateRequest.
+ * Use `create(SetCircuitStateRequestSchema)` to create a new message.
+ */
+export const SetCircuitStateRequestSchema: GenMessage<SetCircuitStateRequest> = /*@__PURE__*/
+  messageDesc(file_weft_v1_admin_service, 8);
+
+/**
+ * SetCircuitStateResponse returns the queue after the change.
+ *
+ * @generated from message weft.v1.SetCircuitStateResponse
+ */
+export type SetCircuitStateResponse = Message<"weft.v1.SetCircuitStateResponse"> & {
+  /**
+   * The queue, with its circuits.
+   *
+   * @generated from field: weft.v1.Queue queue = 1;
+   */
+  queue?: Queue | undefined;
+};
+
+/**
+ * Describes the message weft.v1.SetCircuitStateResponse.
+ * Use `create(SetCircuitStateResponseSchema)` to create a new message.
+ */
+export const SetCircuitStateResponseSchema: GenMessage<SetCircuitStateResponse> = /*@__PURE__*/
+  messageDesc(file_weft_v1_admin_service, 9);
 
 /**
  * AdminService lets operators see task queues and change their limits at
@@ -323,6 +423,18 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof UpdateQueueRequestSchema;
     output: typeof UpdateQueueResponseSchema;
+  },
+  /**
+   * Opens or closes a circuit breaker of a task queue by hand, whether or not
+   * the queue has circuit breaker settings. Every replica follows the change
+   * within a second.
+   *
+   * @generated from rpc weft.v1.AdminService.SetCircuitState
+   */
+  setCircuitState: {
+    methodKind: "unary";
+    input: typeof SetCircuitStateRequestSchema;
+    output: typeof SetCircuitStateResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_weft_v1_admin_service, 0);

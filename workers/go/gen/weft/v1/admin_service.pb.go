@@ -97,7 +97,15 @@ type Queue struct {
 	// The rate limit in force; unset when none.
 	RateLimit *RateLimit `protobuf:"bytes,8,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
 	// Most tasks running at once across all replicas; 0 when unlimited.
-	Concurrency   int32 `protobuf:"varint,9,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	Concurrency int32 `protobuf:"varint,9,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// The queue's own circuit breaker settings (UpdateQueue or the
+	// configuration file); unset when it has none (its tasks' workflows may
+	// still set one in their definition).
+	CircuitBreaker *CircuitBreaker `protobuf:"bytes,10,opt,name=circuit_breaker,json=circuitBreaker,proto3" json:"circuit_breaker,omitempty"`
+	// The queue's circuits that are not plainly closed (open, half-open,
+	// counting failures, or changed by hand), ordered by handler; the circuit
+	// of the whole queue has an empty handler.
+	Circuits      []*Circuit `protobuf:"bytes,11,rep,name=circuits,proto3" json:"circuits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -193,6 +201,20 @@ func (x *Queue) GetConcurrency() int32 {
 		return x.Concurrency
 	}
 	return 0
+}
+
+func (x *Queue) GetCircuitBreaker() *CircuitBreaker {
+	if x != nil {
+		return x.CircuitBreaker
+	}
+	return nil
+}
+
+func (x *Queue) GetCircuits() []*Circuit {
+	if x != nil {
+		return x.Circuits
+	}
+	return nil
 }
 
 // GetQueueRequest names a queue.
@@ -409,9 +431,14 @@ type UpdateQueueRequest struct {
 	// New concurrency limit; 0 removes it.
 	Concurrency *int32 `protobuf:"varint,4,opt,name=concurrency,proto3,oneof" json:"concurrency,omitempty"`
 	// Pauses (true) or resumes (false) the queue.
-	Paused        *bool `protobuf:"varint,5,opt,name=paused,proto3,oneof" json:"paused,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Paused *bool `protobuf:"varint,5,opt,name=paused,proto3,oneof" json:"paused,omitempty"`
+	// New circuit breaker settings of the queue; they take precedence over the
+	// defaults of workflow definitions.
+	CircuitBreaker *CircuitBreaker `protobuf:"bytes,6,opt,name=circuit_breaker,json=circuitBreaker,proto3" json:"circuit_breaker,omitempty"`
+	// Removes the queue's circuit breaker settings.
+	ClearCircuitBreaker bool `protobuf:"varint,7,opt,name=clear_circuit_breaker,json=clearCircuitBreaker,proto3" json:"clear_circuit_breaker,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *UpdateQueueRequest) Reset() {
@@ -479,6 +506,20 @@ func (x *UpdateQueueRequest) GetPaused() bool {
 	return false
 }
 
+func (x *UpdateQueueRequest) GetCircuitBreaker() *CircuitBreaker {
+	if x != nil {
+		return x.CircuitBreaker
+	}
+	return nil
+}
+
+func (x *UpdateQueueRequest) GetClearCircuitBreaker() bool {
+	if x != nil {
+		return x.ClearCircuitBreaker
+	}
+	return false
+}
+
 // UpdateQueueResponse returns the queue after the change.
 type UpdateQueueResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -525,14 +566,135 @@ func (x *UpdateQueueResponse) GetQueue() *Queue {
 	return nil
 }
 
+// SetCircuitStateRequest opens or closes one circuit.
+type SetCircuitStateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Handler whose circuit to change; empty for the circuit of the whole
+	// queue.
+	Handler string `protobuf:"bytes,2,opt,name=handler,proto3" json:"handler,omitempty"`
+	// CIRCUIT_STATE_OPEN or CIRCUIT_STATE_CLOSED.
+	State CircuitState `protobuf:"varint,3,opt,name=state,proto3,enum=weft.v1.CircuitState" json:"state,omitempty"`
+	// With OPEN: how long it stays open before it lets probes through. Unset:
+	// until it is closed by hand.
+	OpenFor       *durationpb.Duration `protobuf:"bytes,4,opt,name=open_for,json=openFor,proto3" json:"open_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetCircuitStateRequest) Reset() {
+	*x = SetCircuitStateRequest{}
+	mi := &file_weft_v1_admin_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetCircuitStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetCircuitStateRequest) ProtoMessage() {}
+
+func (x *SetCircuitStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_admin_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetCircuitStateRequest.ProtoReflect.Descriptor instead.
+func (*SetCircuitStateRequest) Descriptor() ([]byte, []int) {
+	return file_weft_v1_admin_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SetCircuitStateRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *SetCircuitStateRequest) GetHandler() string {
+	if x != nil {
+		return x.Handler
+	}
+	return ""
+}
+
+func (x *SetCircuitStateRequest) GetState() CircuitState {
+	if x != nil {
+		return x.State
+	}
+	return CircuitState_CIRCUIT_STATE_UNSPECIFIED
+}
+
+func (x *SetCircuitStateRequest) GetOpenFor() *durationpb.Duration {
+	if x != nil {
+		return x.OpenFor
+	}
+	return nil
+}
+
+// SetCircuitStateResponse returns the queue after the change.
+type SetCircuitStateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The queue, with its circuits.
+	Queue         *Queue `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetCircuitStateResponse) Reset() {
+	*x = SetCircuitStateResponse{}
+	mi := &file_weft_v1_admin_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetCircuitStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetCircuitStateResponse) ProtoMessage() {}
+
+func (x *SetCircuitStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_admin_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetCircuitStateResponse.ProtoReflect.Descriptor instead.
+func (*SetCircuitStateResponse) Descriptor() ([]byte, []int) {
+	return file_weft_v1_admin_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SetCircuitStateResponse) GetQueue() *Queue {
+	if x != nil {
+		return x.Queue
+	}
+	return nil
+}
+
 var File_weft_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_weft_v1_admin_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1bweft/v1/admin_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\"T\n" +
+	"\x1bweft/v1/admin_service.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1dweft/v1/circuit_breaker.proto\"T\n" +
 	"\tRateLimit\x12\x10\n" +
 	"\x03max\x18\x01 \x01(\x05R\x03max\x125\n" +
-	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\x8a\x02\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xfa\x02\n" +
 	"\x05Queue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x03R\awaiting\x12\x16\n" +
@@ -543,7 +705,10 @@ const file_weft_v1_admin_service_proto_rawDesc = "" +
 	"\x06paused\x18\a \x01(\bR\x06paused\x121\n" +
 	"\n" +
 	"rate_limit\x18\b \x01(\v2\x12.weft.v1.RateLimitR\trateLimit\x12 \n" +
-	"\vconcurrency\x18\t \x01(\x05R\vconcurrency\"%\n" +
+	"\vconcurrency\x18\t \x01(\x05R\vconcurrency\x12@\n" +
+	"\x0fcircuit_breaker\x18\n" +
+	" \x01(\v2\x17.weft.v1.CircuitBreakerR\x0ecircuitBreaker\x12,\n" +
+	"\bcircuits\x18\v \x03(\v2\x10.weft.v1.CircuitR\bcircuits\"%\n" +
 	"\x0fGetQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"8\n" +
 	"\x10GetQueueResponse\x12$\n" +
@@ -554,23 +719,33 @@ const file_weft_v1_admin_service_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"d\n" +
 	"\x12ListQueuesResponse\x12&\n" +
 	"\x06queues\x18\x01 \x03(\v2\x0e.weft.v1.QueueR\x06queues\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe4\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xda\x02\n" +
 	"\x12UpdateQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
 	"\n" +
 	"rate_limit\x18\x02 \x01(\v2\x12.weft.v1.RateLimitR\trateLimit\x12(\n" +
 	"\x10clear_rate_limit\x18\x03 \x01(\bR\x0eclearRateLimit\x12%\n" +
 	"\vconcurrency\x18\x04 \x01(\x05H\x00R\vconcurrency\x88\x01\x01\x12\x1b\n" +
-	"\x06paused\x18\x05 \x01(\bH\x01R\x06paused\x88\x01\x01B\x0e\n" +
+	"\x06paused\x18\x05 \x01(\bH\x01R\x06paused\x88\x01\x01\x12@\n" +
+	"\x0fcircuit_breaker\x18\x06 \x01(\v2\x17.weft.v1.CircuitBreakerR\x0ecircuitBreaker\x122\n" +
+	"\x15clear_circuit_breaker\x18\a \x01(\bR\x13clearCircuitBreakerB\x0e\n" +
 	"\f_concurrencyB\t\n" +
 	"\a_paused\";\n" +
 	"\x13UpdateQueueResponse\x12$\n" +
-	"\x05queue\x18\x01 \x01(\v2\x0e.weft.v1.QueueR\x05queue2\xe0\x01\n" +
+	"\x05queue\x18\x01 \x01(\v2\x0e.weft.v1.QueueR\x05queue\"\xab\x01\n" +
+	"\x16SetCircuitStateRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x18\n" +
+	"\ahandler\x18\x02 \x01(\tR\ahandler\x12+\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x15.weft.v1.CircuitStateR\x05state\x124\n" +
+	"\bopen_for\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\aopenFor\"?\n" +
+	"\x17SetCircuitStateResponse\x12$\n" +
+	"\x05queue\x18\x01 \x01(\v2\x0e.weft.v1.QueueR\x05queue2\xb6\x02\n" +
 	"\fAdminService\x12?\n" +
 	"\bGetQueue\x12\x18.weft.v1.GetQueueRequest\x1a\x19.weft.v1.GetQueueResponse\x12E\n" +
 	"\n" +
 	"ListQueues\x12\x1a.weft.v1.ListQueuesRequest\x1a\x1b.weft.v1.ListQueuesResponse\x12H\n" +
-	"\vUpdateQueue\x12\x1b.weft.v1.UpdateQueueRequest\x1a\x1c.weft.v1.UpdateQueueResponseB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3"
+	"\vUpdateQueue\x12\x1b.weft.v1.UpdateQueueRequest\x1a\x1c.weft.v1.UpdateQueueResponse\x12T\n" +
+	"\x0fSetCircuitState\x12\x1f.weft.v1.SetCircuitStateRequest\x1a .weft.v1.SetCircuitStateResponseB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3"
 
 var (
 	file_weft_v1_admin_service_proto_rawDescOnce sync.Once
@@ -584,36 +759,49 @@ func file_weft_v1_admin_service_proto_rawDescGZIP() []byte {
 	return file_weft_v1_admin_service_proto_rawDescData
 }
 
-var file_weft_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_weft_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_weft_v1_admin_service_proto_goTypes = []any{
-	(*RateLimit)(nil),           // 0: weft.v1.RateLimit
-	(*Queue)(nil),               // 1: weft.v1.Queue
-	(*GetQueueRequest)(nil),     // 2: weft.v1.GetQueueRequest
-	(*GetQueueResponse)(nil),    // 3: weft.v1.GetQueueResponse
-	(*ListQueuesRequest)(nil),   // 4: weft.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),  // 5: weft.v1.ListQueuesResponse
-	(*UpdateQueueRequest)(nil),  // 6: weft.v1.UpdateQueueRequest
-	(*UpdateQueueResponse)(nil), // 7: weft.v1.UpdateQueueResponse
-	(*durationpb.Duration)(nil), // 8: google.protobuf.Duration
+	(*RateLimit)(nil),               // 0: weft.v1.RateLimit
+	(*Queue)(nil),                   // 1: weft.v1.Queue
+	(*GetQueueRequest)(nil),         // 2: weft.v1.GetQueueRequest
+	(*GetQueueResponse)(nil),        // 3: weft.v1.GetQueueResponse
+	(*ListQueuesRequest)(nil),       // 4: weft.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),      // 5: weft.v1.ListQueuesResponse
+	(*UpdateQueueRequest)(nil),      // 6: weft.v1.UpdateQueueRequest
+	(*UpdateQueueResponse)(nil),     // 7: weft.v1.UpdateQueueResponse
+	(*SetCircuitStateRequest)(nil),  // 8: weft.v1.SetCircuitStateRequest
+	(*SetCircuitStateResponse)(nil), // 9: weft.v1.SetCircuitStateResponse
+	(*durationpb.Duration)(nil),     // 10: google.protobuf.Duration
+	(*CircuitBreaker)(nil),          // 11: weft.v1.CircuitBreaker
+	(*Circuit)(nil),                 // 12: weft.v1.Circuit
+	(CircuitState)(0),               // 13: weft.v1.CircuitState
 }
 var file_weft_v1_admin_service_proto_depIdxs = []int32{
-	8, // 0: weft.v1.RateLimit.duration:type_name -> google.protobuf.Duration
-	0, // 1: weft.v1.Queue.rate_limit:type_name -> weft.v1.RateLimit
-	1, // 2: weft.v1.GetQueueResponse.queue:type_name -> weft.v1.Queue
-	1, // 3: weft.v1.ListQueuesResponse.queues:type_name -> weft.v1.Queue
-	0, // 4: weft.v1.UpdateQueueRequest.rate_limit:type_name -> weft.v1.RateLimit
-	1, // 5: weft.v1.UpdateQueueResponse.queue:type_name -> weft.v1.Queue
-	2, // 6: weft.v1.AdminService.GetQueue:input_type -> weft.v1.GetQueueRequest
-	4, // 7: weft.v1.AdminService.ListQueues:input_type -> weft.v1.ListQueuesRequest
-	6, // 8: weft.v1.AdminService.UpdateQueue:input_type -> weft.v1.UpdateQueueRequest
-	3, // 9: weft.v1.AdminService.GetQueue:output_type -> weft.v1.GetQueueResponse
-	5, // 10: weft.v1.AdminService.ListQueues:output_type -> weft.v1.ListQueuesResponse
-	7, // 11: weft.v1.AdminService.UpdateQueue:output_type -> weft.v1.UpdateQueueResponse
-	9, // [9:12] is the sub-list for method output_type
-	6, // [6:9] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	10, // 0: weft.v1.RateLimit.duration:type_name -> google.protobuf.Duration
+	0,  // 1: weft.v1.Queue.rate_limit:type_name -> weft.v1.RateLimit
+	11, // 2: weft.v1.Queue.circuit_breaker:type_name -> weft.v1.CircuitBreaker
+	12, // 3: weft.v1.Queue.circuits:type_name -> weft.v1.Circuit
+	1,  // 4: weft.v1.GetQueueResponse.queue:type_name -> weft.v1.Queue
+	1,  // 5: weft.v1.ListQueuesResponse.queues:type_name -> weft.v1.Queue
+	0,  // 6: weft.v1.UpdateQueueRequest.rate_limit:type_name -> weft.v1.RateLimit
+	11, // 7: weft.v1.UpdateQueueRequest.circuit_breaker:type_name -> weft.v1.CircuitBreaker
+	1,  // 8: weft.v1.UpdateQueueResponse.queue:type_name -> weft.v1.Queue
+	13, // 9: weft.v1.SetCircuitStateRequest.state:type_name -> weft.v1.CircuitState
+	10, // 10: weft.v1.SetCircuitStateRequest.open_for:type_name -> google.protobuf.Duration
+	1,  // 11: weft.v1.SetCircuitStateResponse.queue:type_name -> weft.v1.Queue
+	2,  // 12: weft.v1.AdminService.GetQueue:input_type -> weft.v1.GetQueueRequest
+	4,  // 13: weft.v1.AdminService.ListQueues:input_type -> weft.v1.ListQueuesRequest
+	6,  // 14: weft.v1.AdminService.UpdateQueue:input_type -> weft.v1.UpdateQueueRequest
+	8,  // 15: weft.v1.AdminService.SetCircuitState:input_type -> weft.v1.SetCircuitStateRequest
+	3,  // 16: weft.v1.AdminService.GetQueue:output_type -> weft.v1.GetQueueResponse
+	5,  // 17: weft.v1.AdminService.ListQueues:output_type -> weft.v1.ListQueuesResponse
+	7,  // 18: weft.v1.AdminService.UpdateQueue:output_type -> weft.v1.UpdateQueueResponse
+	9,  // 19: weft.v1.AdminService.SetCircuitState:output_type -> weft.v1.SetCircuitStateResponse
+	16, // [16:20] is the sub-list for method output_type
+	12, // [12:16] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_admin_service_proto_init() }
@@ -621,6 +809,7 @@ func file_weft_v1_admin_service_proto_init() {
 	if File_weft_v1_admin_service_proto != nil {
 		return
 	}
+	file_weft_v1_circuit_breaker_proto_init()
 	file_weft_v1_admin_service_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -628,7 +817,7 @@ func file_weft_v1_admin_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_admin_service_proto_rawDesc), len(file_weft_v1_admin_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

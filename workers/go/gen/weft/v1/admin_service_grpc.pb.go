@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_GetQueue_FullMethodName    = "/weft.v1.AdminService/GetQueue"
-	AdminService_ListQueues_FullMethodName  = "/weft.v1.AdminService/ListQueues"
-	AdminService_UpdateQueue_FullMethodName = "/weft.v1.AdminService/UpdateQueue"
+	AdminService_GetQueue_FullMethodName        = "/weft.v1.AdminService/GetQueue"
+	AdminService_ListQueues_FullMethodName      = "/weft.v1.AdminService/ListQueues"
+	AdminService_UpdateQueue_FullMethodName     = "/weft.v1.AdminService/UpdateQueue"
+	AdminService_SetCircuitState_FullMethodName = "/weft.v1.AdminService/SetCircuitState"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -37,6 +38,10 @@ type AdminServiceClient interface {
 	ListQueues(ctx context.Context, in *ListQueuesRequest, opts ...grpc.CallOption) (*ListQueuesResponse, error)
 	// Changes a task queue's limits, or pauses or resumes it.
 	UpdateQueue(ctx context.Context, in *UpdateQueueRequest, opts ...grpc.CallOption) (*UpdateQueueResponse, error)
+	// Opens or closes a circuit breaker of a task queue by hand, whether or not
+	// the queue has circuit breaker settings. Every replica follows the change
+	// within a second.
+	SetCircuitState(ctx context.Context, in *SetCircuitStateRequest, opts ...grpc.CallOption) (*SetCircuitStateResponse, error)
 }
 
 type adminServiceClient struct {
@@ -77,6 +82,16 @@ func (c *adminServiceClient) UpdateQueue(ctx context.Context, in *UpdateQueueReq
 	return out, nil
 }
 
+func (c *adminServiceClient) SetCircuitState(ctx context.Context, in *SetCircuitStateRequest, opts ...grpc.CallOption) (*SetCircuitStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetCircuitStateResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetCircuitState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -90,6 +105,10 @@ type AdminServiceServer interface {
 	ListQueues(context.Context, *ListQueuesRequest) (*ListQueuesResponse, error)
 	// Changes a task queue's limits, or pauses or resumes it.
 	UpdateQueue(context.Context, *UpdateQueueRequest) (*UpdateQueueResponse, error)
+	// Opens or closes a circuit breaker of a task queue by hand, whether or not
+	// the queue has circuit breaker settings. Every replica follows the change
+	// within a second.
+	SetCircuitState(context.Context, *SetCircuitStateRequest) (*SetCircuitStateResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -108,6 +127,9 @@ func (UnimplementedAdminServiceServer) ListQueues(context.Context, *ListQueuesRe
 }
 func (UnimplementedAdminServiceServer) UpdateQueue(context.Context, *UpdateQueueRequest) (*UpdateQueueResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateQueue not implemented")
+}
+func (UnimplementedAdminServiceServer) SetCircuitState(context.Context, *SetCircuitStateRequest) (*SetCircuitStateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetCircuitState not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -184,6 +206,24 @@ func _AdminService_UpdateQueue_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_SetCircuitState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetCircuitStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetCircuitState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetCircuitState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetCircuitState(ctx, req.(*SetCircuitStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -202,6 +242,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateQueue",
 			Handler:    _AdminService_UpdateQueue_Handler,
+		},
+		{
+			MethodName: "SetCircuitState",
+			Handler:    _AdminService_SetCircuitState_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

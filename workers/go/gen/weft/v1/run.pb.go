@@ -189,8 +189,12 @@ const (
 	EventType_EVENT_TYPE_TASK_SKIPPED EventType = 8
 	// A queued task is held back (for example by a rate limit).
 	EventType_EVENT_TYPE_TASK_WAITING EventType = 9
-	// The run reached a final status; always the last event of a run.
+	// The run reached a final status. It is the last event of a run unless the
+	// run is resumed (RUN_RESUMED follows it then).
 	EventType_EVENT_TYPE_RUN_FINISHED EventType = 10
+	// A finished run was resumed (ResumeRun): it is RUNNING again under the same
+	// id, and the tasks that run again follow as TASK_QUEUED.
+	EventType_EVENT_TYPE_RUN_RESUMED EventType = 11
 )
 
 // Enum value maps for EventType.
@@ -207,6 +211,7 @@ var (
 		8:  "EVENT_TYPE_TASK_SKIPPED",
 		9:  "EVENT_TYPE_TASK_WAITING",
 		10: "EVENT_TYPE_RUN_FINISHED",
+		11: "EVENT_TYPE_RUN_RESUMED",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":    0,
@@ -220,6 +225,7 @@ var (
 		"EVENT_TYPE_TASK_SKIPPED":   8,
 		"EVENT_TYPE_TASK_WAITING":   9,
 		"EVENT_TYPE_RUN_FINISHED":   10,
+		"EVENT_TYPE_RUN_RESUMED":    11,
 	}
 )
 
@@ -543,6 +549,9 @@ type Run struct {
 	// outputs together exceed the limit has no stored output: read the leaves'
 	// outputs from their task runs (GetTaskRun).
 	OmittedFields []string `protobuf:"bytes,14,rep,name=omitted_fields,json=omittedFields,proto3" json:"omitted_fields,omitempty"`
+	// How many times the run was resumed (ResumeRun); 0 for a run never
+	// resumed. ResumeRun names the finish it resumes by this number.
+	ResumeCount   uint32 `protobuf:"varint,15,opt,name=resume_count,json=resumeCount,proto3" json:"resume_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,6 +682,13 @@ func (x *Run) GetOmittedFields() []string {
 		return x.OmittedFields
 	}
 	return nil
+}
+
+func (x *Run) GetResumeCount() uint32 {
+	if x != nil {
+		return x.ResumeCount
+	}
+	return 0
 }
 
 // RunEvent is one entry of a run's event log.
@@ -869,7 +885,7 @@ const file_weft_v1_run_proto_rawDesc = "" +
 	"\x0ewaiting_reason\x18\x0e \x01(\tR\rwaitingReason\x122\n" +
 	"\bprogress\x18\x0f \x01(\v2\x16.google.protobuf.ValueR\bprogress\x12!\n" +
 	"\foutput_bytes\x18\x10 \x01(\x03R\voutputBytes\x12%\n" +
-	"\x0eomitted_fields\x18\x11 \x03(\tR\romittedFields\"\xb6\x04\n" +
+	"\x0eomitted_fields\x18\x11 \x03(\tR\romittedFields\"\xd9\x04\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12)\n" +
@@ -887,7 +903,8 @@ const file_weft_v1_run_proto_rawDesc = "" +
 	"\x05error\x18\v \x01(\tR\x05error\x12#\n" +
 	"\rlast_sequence\x18\f \x01(\x03R\flastSequence\x12!\n" +
 	"\foutput_bytes\x18\r \x01(\x03R\voutputBytes\x12%\n" +
-	"\x0eomitted_fields\x18\x0e \x03(\tR\romittedFields\"\x9e\x04\n" +
+	"\x0eomitted_fields\x18\x0e \x03(\tR\romittedFields\x12!\n" +
+	"\fresume_count\x18\x0f \x01(\rR\vresumeCount\"\x9e\x04\n" +
 	"\bRunEvent\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12&\n" +
@@ -922,7 +939,7 @@ const file_weft_v1_run_proto_rawDesc = "" +
 	"\x15TASK_STATUS_SUCCEEDED\x10\x05\x12\x16\n" +
 	"\x12TASK_STATUS_FAILED\x10\x06\x12\x19\n" +
 	"\x15TASK_STATUS_CANCELLED\x10\a\x12\x17\n" +
-	"\x13TASK_STATUS_SKIPPED\x10\b*\xcb\x02\n" +
+	"\x13TASK_STATUS_SKIPPED\x10\b*\xe7\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16EVENT_TYPE_RUN_STARTED\x10\x01\x12\x1a\n" +
@@ -935,7 +952,8 @@ const file_weft_v1_run_proto_rawDesc = "" +
 	"\x17EVENT_TYPE_TASK_SKIPPED\x10\b\x12\x1b\n" +
 	"\x17EVENT_TYPE_TASK_WAITING\x10\t\x12\x1b\n" +
 	"\x17EVENT_TYPE_RUN_FINISHED\x10\n" +
-	"B4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3"
+	"\x12\x1a\n" +
+	"\x16EVENT_TYPE_RUN_RESUMED\x10\vB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3"
 
 var (
 	file_weft_v1_run_proto_rawDescOnce sync.Once

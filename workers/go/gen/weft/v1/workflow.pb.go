@@ -46,8 +46,12 @@ type WorkflowDefinition struct {
 	// independent branches keep running; the run still ends FAILED. When false
 	// (the default), the first final failure fails the run at once.
 	ContinueOnFailure bool `protobuf:"varint,7,opt,name=continue_on_failure,json=continueOnFailure,proto3" json:"continue_on_failure,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Circuit breaker of the task queues (or handlers) this workflow's tasks
+	// run on, unless their queue has its own (set through AdminService or the
+	// configuration file). Unset: none.
+	DefaultCircuitBreaker *CircuitBreaker `protobuf:"bytes,8,opt,name=default_circuit_breaker,json=defaultCircuitBreaker,proto3" json:"default_circuit_breaker,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *WorkflowDefinition) Reset() {
@@ -127,6 +131,13 @@ func (x *WorkflowDefinition) GetContinueOnFailure() bool {
 		return x.ContinueOnFailure
 	}
 	return false
+}
+
+func (x *WorkflowDefinition) GetDefaultCircuitBreaker() *CircuitBreaker {
+	if x != nil {
+		return x.DefaultCircuitBreaker
+	}
+	return nil
 }
 
 // TaskDefinition is one node of a workflow's DAG.
@@ -652,7 +663,7 @@ var File_weft_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_weft_v1_workflow_proto_rawDesc = "" +
 	"\n" +
-	"\x16weft/v1/workflow.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x02\n" +
+	"\x16weft/v1/workflow.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dweft/v1/circuit_breaker.proto\"\xb3\x03\n" +
 	"\x12WorkflowDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12-\n" +
@@ -661,7 +672,8 @@ const file_weft_v1_workflow_proto_rawDesc = "" +
 	"\x10default_timeouts\x18\x05 \x01(\v2\x15.weft.v1.TaskTimeoutsR\x0fdefaultTimeouts\x12:\n" +
 	"\vrun_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"runTimeout\x12.\n" +
-	"\x13continue_on_failure\x18\a \x01(\bR\x11continueOnFailure\"\xa2\x02\n" +
+	"\x13continue_on_failure\x18\a \x01(\bR\x11continueOnFailure\x12O\n" +
+	"\x17default_circuit_breaker\x18\b \x01(\v2\x17.weft.v1.CircuitBreakerR\x15defaultCircuitBreaker\"\xa2\x02\n" +
 	"\x0eTaskDefinition\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12\x14\n" +
@@ -729,31 +741,33 @@ var file_weft_v1_workflow_proto_goTypes = []any{
 	(*ExecutionPlan)(nil),         // 6: weft.v1.ExecutionPlan
 	(*PlanLayer)(nil),             // 7: weft.v1.PlanLayer
 	(*durationpb.Duration)(nil),   // 8: google.protobuf.Duration
-	(*structpb.Value)(nil),        // 9: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*CircuitBreaker)(nil),        // 9: weft.v1.CircuitBreaker
+	(*structpb.Value)(nil),        // 10: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_weft_v1_workflow_proto_depIdxs = []int32{
 	1,  // 0: weft.v1.WorkflowDefinition.tasks:type_name -> weft.v1.TaskDefinition
 	2,  // 1: weft.v1.WorkflowDefinition.default_retry:type_name -> weft.v1.RetryPolicy
 	3,  // 2: weft.v1.WorkflowDefinition.default_timeouts:type_name -> weft.v1.TaskTimeouts
 	8,  // 3: weft.v1.WorkflowDefinition.run_timeout:type_name -> google.protobuf.Duration
-	9,  // 4: weft.v1.TaskDefinition.input:type_name -> google.protobuf.Value
-	2,  // 5: weft.v1.TaskDefinition.retry:type_name -> weft.v1.RetryPolicy
-	3,  // 6: weft.v1.TaskDefinition.timeouts:type_name -> weft.v1.TaskTimeouts
-	8,  // 7: weft.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	8,  // 8: weft.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
-	8,  // 9: weft.v1.TaskTimeouts.start_to_close:type_name -> google.protobuf.Duration
-	8,  // 10: weft.v1.TaskTimeouts.heartbeat:type_name -> google.protobuf.Duration
-	8,  // 11: weft.v1.TaskTimeouts.schedule_to_start:type_name -> google.protobuf.Duration
-	0,  // 12: weft.v1.Workflow.definition:type_name -> weft.v1.WorkflowDefinition
-	10, // 13: weft.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
-	10, // 14: weft.v1.WorkflowSummary.update_time:type_name -> google.protobuf.Timestamp
-	7,  // 15: weft.v1.ExecutionPlan.layers:type_name -> weft.v1.PlanLayer
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	9,  // 4: weft.v1.WorkflowDefinition.default_circuit_breaker:type_name -> weft.v1.CircuitBreaker
+	10, // 5: weft.v1.TaskDefinition.input:type_name -> google.protobuf.Value
+	2,  // 6: weft.v1.TaskDefinition.retry:type_name -> weft.v1.RetryPolicy
+	3,  // 7: weft.v1.TaskDefinition.timeouts:type_name -> weft.v1.TaskTimeouts
+	8,  // 8: weft.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	8,  // 9: weft.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	8,  // 10: weft.v1.TaskTimeouts.start_to_close:type_name -> google.protobuf.Duration
+	8,  // 11: weft.v1.TaskTimeouts.heartbeat:type_name -> google.protobuf.Duration
+	8,  // 12: weft.v1.TaskTimeouts.schedule_to_start:type_name -> google.protobuf.Duration
+	0,  // 13: weft.v1.Workflow.definition:type_name -> weft.v1.WorkflowDefinition
+	11, // 14: weft.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
+	11, // 15: weft.v1.WorkflowSummary.update_time:type_name -> google.protobuf.Timestamp
+	7,  // 16: weft.v1.ExecutionPlan.layers:type_name -> weft.v1.PlanLayer
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_workflow_proto_init() }
@@ -761,6 +775,7 @@ func file_weft_v1_workflow_proto_init() {
 	if File_weft_v1_workflow_proto != nil {
 		return
 	}
+	file_weft_v1_circuit_breaker_proto_init()
 	file_weft_v1_workflow_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from . import circuit_breaker_pb2 as weft_dot_v1_dot_circuit__breaker__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bweft/v1/admin_service.proto\x12\x07weft.v1\x1a\x1egoogle/protobuf/duration.proto\"T\n\tRateLimit\x12\x10\n\x03max\x18\x01 \x01(\x05R\x03max\x12\x35\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x64uration\"\x8a\x02\n\x05Queue\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07waiting\x18\x02 \x01(\x03R\x07waiting\x12\x16\n\x06\x61\x63tive\x18\x03 \x01(\x03R\x06\x61\x63tive\x12\x18\n\x07\x64\x65layed\x18\x04 \x01(\x03R\x07\x64\x65layed\x12\x16\n\x06\x66\x61iled\x18\x05 \x01(\x03R\x06\x66\x61iled\x12\x1c\n\tcompleted\x18\x06 \x01(\x03R\tcompleted\x12\x16\n\x06paused\x18\x07 \x01(\x08R\x06paused\x12\x31\n\nrate_limit\x18\x08 \x01(\x0b\x32\x12.weft.v1.RateLimitR\trateLimit\x12 \n\x0b\x63oncurrency\x18\t \x01(\x05R\x0b\x63oncurrency\"%\n\x0fGetQueueRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"8\n\x10GetQueueResponse\x12$\n\x05queue\x18\x01 \x01(\x0b\x32\x0e.weft.v1.QueueR\x05queue\"O\n\x11ListQueuesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"d\n\x12ListQueuesResponse\x12&\n\x06queues\x18\x01 \x03(\x0b\x32\x0e.weft.v1.QueueR\x06queues\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe4\x01\n\x12UpdateQueueRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x31\n\nrate_limit\x18\x02 \x01(\x0b\x32\x12.weft.v1.RateLimitR\trateLimit\x12(\n\x10\x63lear_rate_limit\x18\x03 \x01(\x08R\x0e\x63learRateLimit\x12%\n\x0b\x63oncurrency\x18\x04 \x01(\x05H\x00R\x0b\x63oncurrency\x88\x01\x01\x12\x1b\n\x06paused\x18\x05 \x01(\x08H\x01R\x06paused\x88\x01\x01\x42\x0e\n\x0c_concurrencyB\t\n\x07_paused\";\n\x13UpdateQueueResponse\x12$\n\x05queue\x18\x01 \x01(\x0b\x32\x0e.weft.v1.QueueR\x05queue2\xe0\x01\n\x0c\x41\x64minService\x12?\n\x08GetQueue\x12\x18.weft.v1.GetQueueRequest\x1a\x19.weft.v1.GetQueueResponse\x12\x45\n\nListQueues\x12\x1a.weft.v1.ListQueuesRequest\x1a\x1b.weft.v1.ListQueuesResponse\x12H\n\x0bUpdateQueue\x12\x1b.weft.v1.UpdateQueueRequest\x1a\x1c.weft.v1.UpdateQueueResponseB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bweft/v1/admin_service.proto\x12\x07weft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1dweft/v1/circuit_breaker.proto\"T\n\tRateLimit\x12\x10\n\x03max\x18\x01 \x01(\x05R\x03max\x12\x35\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x64uration\"\xfa\x02\n\x05Queue\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07waiting\x18\x02 \x01(\x03R\x07waiting\x12\x16\n\x06\x61\x63tive\x18\x03 \x01(\x03R\x06\x61\x63tive\x12\x18\n\x07\x64\x65layed\x18\x04 \x01(\x03R\x07\x64\x65layed\x12\x16\n\x06\x66\x61iled\x18\x05 \x01(\x03R\x06\x66\x61iled\x12\x1c\n\tcompleted\x18\x06 \x01(\x03R\tcompleted\x12\x16\n\x06paused\x18\x07 \x01(\x08R\x06paused\x12\x31\n\nrate_limit\x18\x08 \x01(\x0b\x32\x12.weft.v1.RateLimitR\trateLimit\x12 \n\x0b\x63oncurrency\x18\t \x01(\x05R\x0b\x63oncurrency\x12@\n\x0f\x63ircuit_breaker\x18\n \x01(\x0b\x32\x17.weft.v1.CircuitBreakerR\x0e\x63ircuitBreaker\x12,\n\x08\x63ircuits\x18\x0b \x03(\x0b\x32\x10.weft.v1.CircuitR\x08\x63ircuits\"%\n\x0fGetQueueRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"8\n\x10GetQueueResponse\x12$\n\x05queue\x18\x01 \x01(\x0b\x32\x0e.weft.v1.QueueR\x05queue\"O\n\x11ListQueuesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"d\n\x12ListQueuesResponse\x12&\n\x06queues\x18\x01 \x03(\x0b\x32\x0e.weft.v1.QueueR\x06queues\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xda\x02\n\x12UpdateQueueRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x31\n\nrate_limit\x18\x02 \x01(\x0b\x32\x12.weft.v1.RateLimitR\trateLimit\x12(\n\x10\x63lear_rate_limit\x18\x03 \x01(\x08R\x0e\x63learRateLimit\x12%\n\x0b\x63oncurrency\x18\x04 \x01(\x05H\x00R\x0b\x63oncurrency\x88\x01\x01\x12\x1b\n\x06paused\x18\x05 \x01(\x08H\x01R\x06paused\x88\x01\x01\x12@\n\x0f\x63ircuit_breaker\x18\x06 \x01(\x0b\x32\x17.weft.v1.CircuitBreakerR\x0e\x63ircuitBreaker\x12\x32\n\x15\x63lear_circuit_breaker\x18\x07 \x01(\x08R\x13\x63learCircuitBreakerB\x0e\n\x0c_concurrencyB\t\n\x07_paused\";\n\x13UpdateQueueResponse\x12$\n\x05queue\x18\x01 \x01(\x0b\x32\x0e.weft.v1.QueueR\x05queue\"\xab\x01\n\x16SetCircuitStateRequest\x12\x14\n\x05queue\x18\x01 \x01(\tR\x05queue\x12\x18\n\x07handler\x18\x02 \x01(\tR\x07handler\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x15.weft.v1.CircuitStateR\x05state\x12\x34\n\x08open_for\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07openFor\"?\n\x17SetCircuitStateResponse\x12$\n\x05queue\x18\x01 \x01(\x0b\x32\x0e.weft.v1.QueueR\x05queue2\xb6\x02\n\x0c\x41\x64minService\x12?\n\x08GetQueue\x12\x18.weft.v1.GetQueueRequest\x1a\x19.weft.v1.GetQueueResponse\x12\x45\n\nListQueues\x12\x1a.weft.v1.ListQueuesRequest\x1a\x1b.weft.v1.ListQueuesResponse\x12H\n\x0bUpdateQueue\x12\x1b.weft.v1.UpdateQueueRequest\x1a\x1c.weft.v1.UpdateQueueResponse\x12T\n\x0fSetCircuitState\x12\x1f.weft.v1.SetCircuitStateRequest\x1a .weft.v1.SetCircuitStateResponseB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,22 +34,26 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'weft.v1.admin_service_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1'
-  _globals['_RATELIMIT']._serialized_start=72
-  _globals['_RATELIMIT']._serialized_end=156
-  _globals['_QUEUE']._serialized_start=159
-  _globals['_QUEUE']._serialized_end=425
-  _globals['_GETQUEUEREQUEST']._serialized_start=427
-  _globals['_GETQUEUEREQUEST']._serialized_end=464
-  _globals['_GETQUEUERESPONSE']._serialized_start=466
-  _globals['_GETQUEUERESPONSE']._serialized_end=522
-  _globals['_LISTQUEUESREQUEST']._serialized_start=524
-  _globals['_LISTQUEUESREQUEST']._serialized_end=603
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=605
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=705
-  _globals['_UPDATEQUEUEREQUEST']._serialized_start=708
-  _globals['_UPDATEQUEUEREQUEST']._serialized_end=936
-  _globals['_UPDATEQUEUERESPONSE']._serialized_start=938
-  _globals['_UPDATEQUEUERESPONSE']._serialized_end=997
-  _globals['_ADMINSERVICE']._serialized_start=1000
-  _globals['_ADMINSERVICE']._serialized_end=1224
+  _globals['_RATELIMIT']._serialized_start=103
+  _globals['_RATELIMIT']._serialized_end=187
+  _globals['_QUEUE']._serialized_start=190
+  _globals['_QUEUE']._serialized_end=568
+  _globals['_GETQUEUEREQUEST']._serialized_start=570
+  _globals['_GETQUEUEREQUEST']._serialized_end=607
+  _globals['_GETQUEUERESPONSE']._serialized_start=609
+  _globals['_GETQUEUERESPONSE']._serialized_end=665
+  _globals['_LISTQUEUESREQUEST']._serialized_start=667
+  _globals['_LISTQUEUESREQUEST']._serialized_end=746
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=748
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=848
+  _globals['_UPDATEQUEUEREQUEST']._serialized_start=851
+  _globals['_UPDATEQUEUEREQUEST']._serialized_end=1197
+  _globals['_UPDATEQUEUERESPONSE']._serialized_start=1199
+  _globals['_UPDATEQUEUERESPONSE']._serialized_end=1258
+  _globals['_SETCIRCUITSTATEREQUEST']._serialized_start=1261
+  _globals['_SETCIRCUITSTATEREQUEST']._serialized_end=1432
+  _globals['_SETCIRCUITSTATERESPONSE']._serialized_start=1434
+  _globals['_SETCIRCUITSTATERESPONSE']._serialized_end=1497
+  _globals['_ADMINSERVICE']._serialized_start=1500
+  _globals['_ADMINSERVICE']._serialized_end=1810
 # @@protoc_insertion_point(module_scope)

@@ -51,6 +51,11 @@ class AdminServiceStub:
                 request_serializer=weft_dot_v1_dot_admin__service__pb2.UpdateQueueRequest.SerializeToString,
                 response_deserializer=weft_dot_v1_dot_admin__service__pb2.UpdateQueueResponse.FromString,
                 _registered_method=True)
+        self.SetCircuitState = channel.unary_unary(
+                '/weft.v1.AdminService/SetCircuitState',
+                request_serializer=weft_dot_v1_dot_admin__service__pb2.SetCircuitStateRequest.SerializeToString,
+                response_deserializer=weft_dot_v1_dot_admin__service__pb2.SetCircuitStateResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -79,6 +84,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetCircuitState(self, request, context):
+        """Opens or closes a circuit breaker of a task queue by hand, whether or not
+        the queue has circuit breaker settings. Every replica follows the change
+        within a second.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +110,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.UpdateQueue,
                     request_deserializer=weft_dot_v1_dot_admin__service__pb2.UpdateQueueRequest.FromString,
                     response_serializer=weft_dot_v1_dot_admin__service__pb2.UpdateQueueResponse.SerializeToString,
+            ),
+            'SetCircuitState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCircuitState,
+                    request_deserializer=weft_dot_v1_dot_admin__service__pb2.SetCircuitStateRequest.FromString,
+                    response_serializer=weft_dot_v1_dot_admin__service__pb2.SetCircuitStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +200,33 @@ class AdminService:
             '/weft.v1.AdminService/UpdateQueue',
             weft_dot_v1_dot_admin__service__pb2.UpdateQueueRequest.SerializeToString,
             weft_dot_v1_dot_admin__service__pb2.UpdateQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCircuitState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weft.v1.AdminService/SetCircuitState',
+            weft_dot_v1_dot_admin__service__pb2.SetCircuitStateRequest.SerializeToString,
+            weft_dot_v1_dot_admin__service__pb2.SetCircuitStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from . import circuit_breaker_pb2 as weft_dot_v1_dot_circuit__breaker__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16weft/v1/workflow.proto\x12\x07weft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x02\n\x12WorkflowDefinition\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12-\n\x05tasks\x18\x03 \x03(\x0b\x32\x17.weft.v1.TaskDefinitionR\x05tasks\x12\x39\n\rdefault_retry\x18\x04 \x01(\x0b\x32\x14.weft.v1.RetryPolicyR\x0c\x64\x65\x66\x61ultRetry\x12@\n\x10\x64\x65\x66\x61ult_timeouts\x18\x05 \x01(\x0b\x32\x15.weft.v1.TaskTimeoutsR\x0f\x64\x65\x66\x61ultTimeouts\x12:\n\x0brun_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationR\nrunTimeout\x12.\n\x13\x63ontinue_on_failure\x18\x07 \x01(\x08R\x11\x63ontinueOnFailure\"\xa2\x02\n\x0eTaskDefinition\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07handler\x18\x02 \x01(\tR\x07handler\x12\x14\n\x05queue\x18\x03 \x01(\tR\x05queue\x12\x1d\n\ndepends_on\x18\x04 \x03(\tR\tdependsOn\x12,\n\x05input\x18\x05 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05input\x12*\n\x05retry\x18\x06 \x01(\x0b\x32\x14.weft.v1.RetryPolicyR\x05retry\x12\x31\n\x08timeouts\x18\x07 \x01(\x0b\x32\x15.weft.v1.TaskTimeoutsR\x08timeouts\x12$\n\x0erate_limit_key\x18\x08 \x01(\tR\x0crateLimitKey\"\xc4\x02\n\x0bRetryPolicy\x12!\n\x0cmax_attempts\x18\x01 \x01(\x05R\x0bmaxAttempts\x12\x42\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0einitialBackoff\x12/\n\x13\x62\x61\x63koff_coefficient\x18\x03 \x01(\x01R\x12\x62\x61\x63koffCoefficient\x12:\n\x0bmax_backoff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\nmaxBackoff\x12\x1b\n\x06jitter\x18\x05 \x01(\x01H\x00R\x06jitter\x88\x01\x01\x12\x39\n\x19non_retryable_error_types\x18\x06 \x03(\tR\x16nonRetryableErrorTypesB\t\n\x07_jitter\"\xcf\x01\n\x0cTaskTimeouts\x12?\n\x0estart_to_close\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cstartToClose\x12\x37\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\theartbeat\x12\x45\n\x11schedule_to_start\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0fscheduleToStart\"\xd5\x01\n\x08Workflow\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07version\x18\x02 \x01(\rR\x07version\x12;\n\ndefinition\x18\x03 \x01(\x0b\x32\x1b.weft.v1.WorkflowDefinitionR\ndefinition\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12!\n\x0c\x63ontent_hash\x18\x05 \x01(\tR\x0b\x63ontentHash\"\xa8\x01\n\x0fWorkflowSummary\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12%\n\x0elatest_version\x18\x02 \x01(\rR\rlatestVersion\x12\x1d\n\ntask_count\x18\x03 \x01(\rR\ttaskCount\x12;\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\";\n\rExecutionPlan\x12*\n\x06layers\x18\x01 \x03(\x0b\x32\x12.weft.v1.PlanLayerR\x06layers\"&\n\tPlanLayer\x12\x19\n\x08task_ids\x18\x01 \x03(\tR\x07taskIdsB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16weft/v1/workflow.proto\x12\x07weft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dweft/v1/circuit_breaker.proto\"\xb3\x03\n\x12WorkflowDefinition\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12-\n\x05tasks\x18\x03 \x03(\x0b\x32\x17.weft.v1.TaskDefinitionR\x05tasks\x12\x39\n\rdefault_retry\x18\x04 \x01(\x0b\x32\x14.weft.v1.RetryPolicyR\x0c\x64\x65\x66\x61ultRetry\x12@\n\x10\x64\x65\x66\x61ult_timeouts\x18\x05 \x01(\x0b\x32\x15.weft.v1.TaskTimeoutsR\x0f\x64\x65\x66\x61ultTimeouts\x12:\n\x0brun_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationR\nrunTimeout\x12.\n\x13\x63ontinue_on_failure\x18\x07 \x01(\x08R\x11\x63ontinueOnFailure\x12O\n\x17\x64\x65\x66\x61ult_circuit_breaker\x18\x08 \x01(\x0b\x32\x17.weft.v1.CircuitBreakerR\x15\x64\x65\x66\x61ultCircuitBreaker\"\xa2\x02\n\x0eTaskDefinition\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07handler\x18\x02 \x01(\tR\x07handler\x12\x14\n\x05queue\x18\x03 \x01(\tR\x05queue\x12\x1d\n\ndepends_on\x18\x04 \x03(\tR\tdependsOn\x12,\n\x05input\x18\x05 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05input\x12*\n\x05retry\x18\x06 \x01(\x0b\x32\x14.weft.v1.RetryPolicyR\x05retry\x12\x31\n\x08timeouts\x18\x07 \x01(\x0b\x32\x15.weft.v1.TaskTimeoutsR\x08timeouts\x12$\n\x0erate_limit_key\x18\x08 \x01(\tR\x0crateLimitKey\"\xc4\x02\n\x0bRetryPolicy\x12!\n\x0cmax_attempts\x18\x01 \x01(\x05R\x0bmaxAttempts\x12\x42\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0einitialBackoff\x12/\n\x13\x62\x61\x63koff_coefficient\x18\x03 \x01(\x01R\x12\x62\x61\x63koffCoefficient\x12:\n\x0bmax_backoff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\nmaxBackoff\x12\x1b\n\x06jitter\x18\x05 \x01(\x01H\x00R\x06jitter\x88\x01\x01\x12\x39\n\x19non_retryable_error_types\x18\x06 \x03(\tR\x16nonRetryableErrorTypesB\t\n\x07_jitter\"\xcf\x01\n\x0cTaskTimeouts\x12?\n\x0estart_to_close\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cstartToClose\x12\x37\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\theartbeat\x12\x45\n\x11schedule_to_start\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0fscheduleToStart\"\xd5\x01\n\x08Workflow\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07version\x18\x02 \x01(\rR\x07version\x12;\n\ndefinition\x18\x03 \x01(\x0b\x32\x1b.weft.v1.WorkflowDefinitionR\ndefinition\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12!\n\x0c\x63ontent_hash\x18\x05 \x01(\tR\x0b\x63ontentHash\"\xa8\x01\n\x0fWorkflowSummary\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12%\n\x0elatest_version\x18\x02 \x01(\rR\rlatestVersion\x12\x1d\n\ntask_count\x18\x03 \x01(\rR\ttaskCount\x12;\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\";\n\rExecutionPlan\x12*\n\x06layers\x18\x01 \x03(\x0b\x32\x12.weft.v1.PlanLayerR\x06layers\"&\n\tPlanLayer\x12\x19\n\x08task_ids\x18\x01 \x03(\tR\x07taskIdsB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,20 +36,20 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'weft.v1.workflow_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1'
-  _globals['_WORKFLOWDEFINITION']._serialized_start=131
-  _globals['_WORKFLOWDEFINITION']._serialized_end=485
-  _globals['_TASKDEFINITION']._serialized_start=488
-  _globals['_TASKDEFINITION']._serialized_end=778
-  _globals['_RETRYPOLICY']._serialized_start=781
-  _globals['_RETRYPOLICY']._serialized_end=1105
-  _globals['_TASKTIMEOUTS']._serialized_start=1108
-  _globals['_TASKTIMEOUTS']._serialized_end=1315
-  _globals['_WORKFLOW']._serialized_start=1318
-  _globals['_WORKFLOW']._serialized_end=1531
-  _globals['_WORKFLOWSUMMARY']._serialized_start=1534
-  _globals['_WORKFLOWSUMMARY']._serialized_end=1702
-  _globals['_EXECUTIONPLAN']._serialized_start=1704
-  _globals['_EXECUTIONPLAN']._serialized_end=1763
-  _globals['_PLANLAYER']._serialized_start=1765
-  _globals['_PLANLAYER']._serialized_end=1803
+  _globals['_WORKFLOWDEFINITION']._serialized_start=162
+  _globals['_WORKFLOWDEFINITION']._serialized_end=597
+  _globals['_TASKDEFINITION']._serialized_start=600
+  _globals['_TASKDEFINITION']._serialized_end=890
+  _globals['_RETRYPOLICY']._serialized_start=893
+  _globals['_RETRYPOLICY']._serialized_end=1217
+  _globals['_TASKTIMEOUTS']._serialized_start=1220
+  _globals['_TASKTIMEOUTS']._serialized_end=1427
+  _globals['_WORKFLOW']._serialized_start=1430
+  _globals['_WORKFLOW']._serialized_end=1643
+  _globals['_WORKFLOWSUMMARY']._serialized_start=1646
+  _globals['_WORKFLOWSUMMARY']._serialized_end=1814
+  _globals['_EXECUTIONPLAN']._serialized_start=1816
+  _globals['_EXECUTIONPLAN']._serialized_end=1875
+  _globals['_PLANLAYER']._serialized_start=1877
+  _globals['_PLANLAYER']._serialized_end=1915
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from . import circuit_breaker_pb2 as _circuit_breaker_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -12,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class WorkflowDefinition(_message.Message):
-    __slots__ = ("name", "description", "tasks", "default_retry", "default_timeouts", "run_timeout", "continue_on_failure")
+    __slots__ = ("name", "description", "tasks", "default_retry", "default_timeouts", "run_timeout", "continue_on_failure", "default_circuit_breaker")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +21,7 @@ class WorkflowDefinition(_message.Message):
     DEFAULT_TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
     RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     CONTINUE_ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_CIRCUIT_BREAKER_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     tasks: _containers.RepeatedCompositeFieldContainer[TaskDefinition]
@@ -27,7 +29,8 @@ class WorkflowDefinition(_message.Message):
     default_timeouts: TaskTimeouts
     run_timeout: _duration_pb2.Duration
     continue_on_failure: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskDefinition, _Mapping]]] = ..., default_retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., default_timeouts: _Optional[_Union[TaskTimeouts, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., continue_on_failure: _Optional[bool] = ...) -> None: ...
+    default_circuit_breaker: _circuit_breaker_pb2.CircuitBreaker
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskDefinition, _Mapping]]] = ..., default_retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., default_timeouts: _Optional[_Union[TaskTimeouts, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., continue_on_failure: _Optional[bool] = ..., default_circuit_breaker: _Optional[_Union[_circuit_breaker_pb2.CircuitBreaker, _Mapping]] = ...) -> None: ...
 
 class TaskDefinition(_message.Message):
     __slots__ = ("id", "handler", "queue", "depends_on", "input", "retry", "timeouts", "rate_limit_key")

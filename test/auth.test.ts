@@ -7,6 +7,8 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { hashToken } from "@weft/daemon";
 import { Health } from "@weft/sdk/gen/health/v1/health_pb.js";
 import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
+import { CircuitState } from "@weft/sdk/gen/weft/v1/circuit_breaker_pb.js";
+import { FailureService } from "@weft/sdk/gen/weft/v1/failure_service_pb.js";
 import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,6 +19,7 @@ const TOKENS = {
   client: `client-${randomUUID()}`,
   reader: `reader-${randomUUID()}`,
   admin: `admin-${randomUUID()}`,
+  operator: `operator-${randomUUID()}`,
   workerA: `worker-a-${randomUUID()}`,
   workerA2: `worker-a2-${randomUUID()}`,
   workerB: `worker-b-${randomUUID()}`,
@@ -50,6 +53,7 @@ beforeAll(async () => {
       entry("client", TOKENS.client, ["workflows:write", "runs:trigger", "runs:read", "runs:cancel"]) +
       entry("reader", TOKENS.reader, ["runs:read"]) +
       entry("admin", TOKENS.admin, ["admin"]) +
+      entry("operator", TOKENS.operator, ["failures", "runs:resume"]) +
       entry("worker-a", TOKENS.workerA, ["worker"], ["qa"]) +
       entry("worker-a2", TOKENS.workerA2, ["worker"], ["qa"]) +
       entry("worker-b", TOKENS.workerB, ["worker"], ["qb"]),
@@ -134,6 +138,39 @@ const TABLE: [string, Call, keyof typeof TOKENS, keyof typeof TOKENS, Code | "ok
   ["GetQueue", (c) => c.admin.getQueue({ name: "never-seen" }), "admin", "client", Code.NotFound],
   ["ListQueues", (c) => c.admin.listQueues({}), "admin", "workerA", "ok"],
   ["UpdateQueue", (c) => c.admin.updateQueue({ name: "qa", concurrency: 0 }), "admin", "reader", "ok"],
+  [
+    "SetCircuitState",
+    (c) => c.admin.setCircuitState({ queue: "never-seen", state: CircuitState.CLOSED }),
+    "admin",
+    "workerA",
+    Code.NotFound,
+  ],
+  // The failure RPCs are an operator's: a worker token is refused.
+  ["ListDeadLetters", (c) => c.failures.listDeadLetters({}), "operator", "workerA", "ok"],
+  [
+    "GetDeadLetter",
+    (c) => c.failures.getDeadLetter({ id: `${runId}/a/0` }),
+    "operator",
+    "workerA",
+    Code.NotFound,
+  ],
+  [
+    "RetryDeadLetter",
+    (c) => c.failures.retryDeadLetter({ id: `${runId}/a/0` }),
+    "operator",
+    "workerA",
+    Code.NotFound,
+  ],
+  [
+    "DiscardDeadLetter",
+    (c) => c.failures.discardDeadLetter({ id: `${runId}/a/0` }),
+    "operator",
+    "workerA",
+    Code.NotFound,
+  ],
+  ["RetryDeadLetters", (c) => c.failures.retryDeadLetters({ limit: 1 }), "operator", "workerB", "ok"],
+  ["DiscardDeadLetters", (c) => c.failures.discardDeadLetters({ limit: 1 }), "operator", "workerB", "ok"],
+  ["ResumeRun", (c) => c.failures.resumeRun({ runId }), "operator", "workerA", Code.NotFound],
 ];
 
 describe("every RPC × {no token, wrong scope, right scope}", () => {
@@ -153,7 +190,9 @@ describe("every RPC × {no token, wrong scope, right scope}", () => {
   });
 
   it("covers every RPC of the Weft services", () => {
-    const rpcs = [WorkflowService, WorkerService, AdminService].flatMap((s) => s.methods.map((m) => m.name));
+    const rpcs = [WorkflowService, WorkerService, AdminService, FailureService].flatMap((s) =>
+      s.methods.map((m) => m.name),
+    );
     expect(TABLE.map(([name]) => name).sort()).toEqual(rpcs.sort());
   });
 

@@ -2,8 +2,11 @@ import { readFileSync } from "node:fs";
 import { createWeftClient, type TlsOptions, type WeftClient, type WeftClientOptions } from "@weft/sdk";
 import { type Command, type CommandContext, GLOBAL_HELP, GLOBAL_OPTIONS } from "./command.js";
 import { cancel } from "./commands/cancel.js";
+import { queuesCircuit } from "./commands/circuit.js";
 import { dev } from "./commands/dev.js";
+import { failedDiscard, failedGet, failedList, failedRetry } from "./commands/failed.js";
 import { queuesList } from "./commands/queues.js";
+import { runsResume } from "./commands/resume.js";
 import { runsGet, runsList } from "./commands/runs.js";
 import { trigger } from "./commands/trigger.js";
 import { watch } from "./commands/watch.js";
@@ -23,8 +26,14 @@ export const COMMANDS: Command[] = [
   watch,
   runsList,
   runsGet,
+  runsResume,
   cancel,
+  failedList,
+  failedGet,
+  failedRetry,
+  failedDiscard,
   queuesList,
+  queuesCircuit,
 ];
 
 /** The default weftd address. */

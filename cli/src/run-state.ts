@@ -49,6 +49,20 @@ export class RunState {
     this.reconnecting = undefined;
     this.run.lastSequence = e.sequence;
     if (e.runStatus !== RunStatus.UNSPECIFIED) this.run.status = e.runStatus;
+    if (e.type === EventType.RUN_RESUMED) {
+      // The tasks that did not succeed run again; their TASK_QUEUED events come as they are queued.
+      this.run.finishTime = undefined;
+      this.run.error = "";
+      for (const t of this.run.tasks) {
+        if (t.status === TaskStatus.SUCCEEDED || t.status === TaskStatus.PENDING) continue;
+        t.status = TaskStatus.PENDING;
+        t.attempt = 0;
+        t.error = undefined;
+        t.startTime = undefined;
+        t.finishTime = undefined;
+      }
+      return;
+    }
     if (e.type === EventType.RUN_FINISHED) {
       this.run.finishTime = e.time;
       if (e.output !== undefined) this.run.output = e.output;
@@ -61,6 +75,7 @@ export class RunState {
     switch (e.type) {
       case EventType.TASK_QUEUED:
         t.status = TaskStatus.QUEUED;
+        t.attempt = e.attempt;
         t.queueTime = e.time;
         t.waitingReason = "";
         break;

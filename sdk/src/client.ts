@@ -3,7 +3,9 @@ import { type CallOptions, createClient } from "@connectrpc/connect";
 import { addDefaults, type WeftClientOptions } from "./client-options.js";
 import { type CallContext, toWeftError } from "./error-mapping.js";
 import { runOutcomeError } from "./errors.js";
+import { type FailureMethods, failureMethods } from "./failures.js";
 import { AdminService, type Queue } from "./gen/weft/v1/admin_service_pb.js";
+import { FailureService } from "./gen/weft/v1/failure_service_pb.js";
 import { EventType, type Run, type RunEvent, RunStatus, type TaskRun } from "./gen/weft/v1/run_pb.js";
 import {
   type ExecutionPlan,
@@ -93,8 +95,8 @@ export interface ResultOptions {
   signal?: AbortSignal;
 }
 
-/** A client of weftd's WorkflowService, from {@link createWeftClient}. */
-export interface WeftClient {
+/** A client of weftd's WorkflowService (and its failure-handling calls), from {@link createWeftClient}. */
+export interface WeftClient extends FailureMethods {
   /** Validates and stores a workflow, versioned by content; `validateOnly` only plans it. */
   submitWorkflow(definition: WorkflowInput, options?: SubmitOptions): Promise<SubmitResult>;
   /** One version of a workflow (the latest by default). @throws WorkflowNotFoundError */
@@ -124,12 +126,15 @@ export interface WeftClient {
   listRuns(filter?: ListRunsFilter): AsyncIterable<Run>;
   /**
    * The run's events in order, reconnecting by itself after a dropped stream and resuming after
-   * the last event it delivered; ends after RUN_FINISHED. @throws RunNotFoundError
+   * the last event it delivered; ends after the run's last RUN_FINISHED (a run resumed after it
+   * finished carries on past the first). @throws RunNotFoundError
    */
   watch(runId: string, options?: WatchOptions): AsyncIterable<RunEvent>;
   /**
    * Waits for the run to finish and resolves with its output (an object of the leaf tasks'
-   * outputs keyed by task id). @throws RunFailedError, RunTimedOutError, RunCancelledError, RunNotFoundError
+   * outputs keyed by task id); a run resumed while it waits is waited for again. Rejects as soon
+   * as the run is found finished without success.
+   * @throws RunFailedError, RunTimedOutError, RunCancelledError, RunNotFoundError
    */
   result(runId: string, options?: ResultOptions): Promise<JsonValue>;
   /** Cancels a run (idempotent) and returns it. @throws RunNotFoundError */
@@ -146,6 +151,7 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
   const { transport, close } = createClientTransport(resolved);
   const rpc = createClient(WorkflowService, transport);
   const admin = createClient(AdminService, transport);
+  const failures = createClient(FailureService, transport);
   const unary: CallOptions = { timeoutMs: resolved.timeoutMs };
 
   async function call<T>(context: CallContext, fn: () => Promise<T>): Promise<T> {
@@ -248,8 +254,11 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
     },
 
     async result(runId, wait = {}) {
-      let run = await getRunPatiently(runId, wait.signal);
-      if (run.status === RunStatus.RUNNING || run.status === RunStatus.UNSPECIFIED) {
+      for (;;) {
+        const run = await getRunPatiently(runId, wait.signal);
+        if (run.status === RunStatus.SUCCEEDED) return outputOf(run);
+        if (run.status !== RunStatus.RUNNING && run.status !== RunStatus.UNSPECIFIED)
+          throw runOutcomeError(run);
         let finished: RunEvent | undefined;
         const events = watchRun(rpc, runId, resolved.reconnect, {
           afterSequence: run.lastSequence,
@@ -257,12 +266,11 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
         });
         for await (const event of events) {
           if (event.type === EventType.RUN_FINISHED) finished = event;
+          else if (event.type === EventType.RUN_RESUMED) finished = undefined;
         }
         if (finished?.runStatus === RunStatus.SUCCEEDED) return outputOf(run, finished);
-        run = await getRunPatiently(runId, wait.signal);
+        // Failed, or resumed since it finished: the run as it is now decides.
       }
-      if (run.status === RunStatus.SUCCEEDED) return outputOf(run);
-      throw runOutcomeError(run);
     },
 
     getTaskRun(runId, taskId) {
@@ -289,6 +297,8 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
         pageToken = page.nextPageToken;
       } while (pageToken !== "");
     },
+
+    ...failureMethods(failures, admin, unary, call),
 
     close,
   };

@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  DeadLetterNotFoundError,
   type FieldViolation,
   InvalidArgumentError,
   InvalidWorkflowError,
@@ -25,6 +26,7 @@ export interface CallContext {
 /** "workflow "x" …", or with the field of a batch in front: "requests[3].workflow: workflow "x" …". */
 const WORKFLOW_MESSAGE = /^(?:[\w.[\]]+: )?workflow "([^"]*)"/;
 const RUN_MESSAGE = /^run "([^"]*)"/;
+const DEAD_LETTER_MESSAGE = /^dead letter "([^"]*)"/;
 
 /**
  * Turns anything a Connect call threw into the matching {@link WeftError} subclass, from the gRPC
@@ -37,6 +39,8 @@ export function toWeftError(err: unknown, context: CallContext = {}): WeftError 
   const options = { cause: ce };
   switch (ce.code) {
     case Code.NotFound: {
+      const deadLetter = DEAD_LETTER_MESSAGE.exec(message)?.[1];
+      if (deadLetter !== undefined) return new DeadLetterNotFoundError(message, deadLetter, options);
       const workflow = WORKFLOW_MESSAGE.exec(message)?.[1] ?? context.workflow;
       const runId = RUN_MESSAGE.exec(message)?.[1] ?? context.runId;
       if (RUN_MESSAGE.test(message) || (runId !== undefined && !WORKFLOW_MESSAGE.test(message))) {

@@ -48,6 +48,18 @@ export class RunNotFoundError extends WeftError {
   }
 }
 
+/** The dead letter does not exist (retried, discarded, or its run is past its retention). */
+export class DeadLetterNotFoundError extends WeftError {
+  override readonly name: string = "DeadLetterNotFoundError";
+  /** Id of the entry asked for. */
+  readonly id: string;
+
+  constructor(message: string, id: string, options?: { cause?: unknown }) {
+    super(message, Code.NotFound, options);
+    this.id = id;
+  }
+}
+
 /** One invalid field of a request, from the google.rpc.BadRequest detail of the error. */
 export interface FieldViolation {
   /** Path of the field, e.g. `definition.tasks[1].depends_on[0]`. */

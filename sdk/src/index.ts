@@ -19,6 +19,7 @@ export type { ReconnectOptions, TlsOptions, WeftClientOptions, WeftProtocol } fr
 export { type DurationInput, durationMs, formatDuration, fromDuration, toDuration } from "./duration.js";
 export { type CallContext, toWeftError } from "./error-mapping.js";
 export {
+  DeadLetterNotFoundError,
   type FailedTask,
   type FieldViolation,
   InvalidArgumentError,
@@ -32,7 +33,18 @@ export {
   WeftUnavailableError,
   WorkflowNotFoundError,
 } from "./errors.js";
+export type {
+  BulkOptions,
+  BulkRetryResult,
+  CircuitBreakerSpec,
+  DeadLetterQuery,
+  FailureMethods,
+  ResumeOptions,
+  ResumeResult,
+} from "./failures.js";
 export type { Queue, RateLimit } from "./gen/weft/v1/admin_service_pb.js";
+export { type Circuit, type CircuitBreaker, CircuitState } from "./gen/weft/v1/circuit_breaker_pb.js";
+export type { AttemptError, DeadLetter, GetDeadLetterResponse } from "./gen/weft/v1/failure_service_pb.js";
 export {
   EventType,
   type Run,

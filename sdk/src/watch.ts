@@ -34,7 +34,8 @@ export interface WatchOptions {
 /**
  * Streams the events of run `runId` in order, reconnecting after a dropped stream with capped
  * exponential backoff and resuming after the last delivered sequence: no gap, no duplicate. Ends
- * after the run's RUN_FINISHED event. @throws WeftError (e.g. RunNotFoundError), or the error that
+ * when weftd ends the stream after the run's RUN_FINISHED event, the run's last (a run resumed
+ * after it finished carries on past its first RUN_FINISHED). @throws WeftError (e.g. RunNotFoundError), or the error that
  * made it give up after `reconnect.maxAttempts` consecutive failures.
  */
 export async function* watchRun(
@@ -46,6 +47,8 @@ export async function* watchRun(
   const { signal } = options;
   let last = BigInt(options.afterSequence ?? 0);
   let failures = 0;
+  // Whether the last event delivered was a RUN_FINISHED: a stream that ends cleanly then is over.
+  let atFinish = false;
   // weftd holds a stream open when nothing comes after `afterSequence`, even for a finished run:
   // a resume past the final event would wait forever, so it is checked first.
   if (last > 0n && (await finishedBefore(client, runId, last, signal))) return;
@@ -59,9 +62,10 @@ export async function* watchRun(
         if (event === undefined || event.sequence <= last) continue;
         last = event.sequence;
         failures = 0;
+        atFinish = event.type === EventType.RUN_FINISHED;
         yield event;
-        if (event.type === EventType.RUN_FINISHED) return;
       }
+      if (atFinish) return;
       // A stream that ends cleanly without RUN_FINISHED: either the run had already finished
       // before `afterSequence` (nothing more will come), or the stream was cut short.
       if (await finishedBefore(client, runId, last, signal)) return;

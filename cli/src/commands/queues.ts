@@ -4,6 +4,7 @@ import { QueueSchema } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
 import type { Command } from "../command.js";
 import { UsageError } from "../exit-codes.js";
 import { table } from "../format.js";
+import { circuitsSummary } from "./circuit.js";
 
 /** `weft queues ls`. */
 export const queuesList: Command = {
@@ -12,7 +13,8 @@ export const queuesList: Command = {
   help: `Usage: weft queues ls
 
 Lists the task queues weftd has seen: tasks waiting, active, delayed, failed and completed,
-whether the queue is paused, and its concurrency and rate limits.`,
+whether the queue is paused, its concurrency and rate limits, and its circuit breakers (open or
+half-open ones named; weft queues circuit QUEUE shows them).`,
   options: {},
   async run({ args, options, io, client }) {
     if (args.length > 0) throw new UsageError(`unexpected argument "${args[0]}"`);
@@ -35,6 +37,7 @@ whether the queue is paused, and its concurrency and rate limits.`,
           q.paused ? "yes" : "no",
           q.concurrency === 0 ? "-" : String(q.concurrency),
           rate,
+          circuitsSummary(q),
         ]);
       }
     } catch (err) {
@@ -51,7 +54,18 @@ whether the queue is paused, and its concurrency and rate limits.`,
       rows.length === 0
         ? "no queues\n"
         : table(
-            ["QUEUE", "WAITING", "ACTIVE", "DELAYED", "FAILED", "COMPLETED", "PAUSED", "CONCURRENCY", "RATE"],
+            [
+              "QUEUE",
+              "WAITING",
+              "ACTIVE",
+              "DELAYED",
+              "FAILED",
+              "COMPLETED",
+              "PAUSED",
+              "CONCURRENCY",
+              "RATE",
+              "CIRCUIT",
+            ],
             rows,
           ),
     );

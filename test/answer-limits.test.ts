@@ -125,6 +125,12 @@ describe("fan-in over the assignment budget", () => {
       /^the assignment of task "child" would take \d+ bytes, more than the 262128 one assignment may \(--max-response-bytes 262144\): the outputs of its 8 parents take 320016 bytes, the run input 9, its own input 0; it was handed to no worker$/,
     );
     expect(done.error).toContain('task "child" failed: InputsTooLarge: the assignment of task "child"');
+    // Its dead-letter entry, read whole within the answer limit: the parents' outputs do not all fit.
+    const entry = await c.failures.getDeadLetter({ id: `${runId}/child/0` });
+    expect([entry.deadLetter?.error?.type, entry.deadLetter?.attempts]).toEqual(["InputsTooLarge", 1]);
+    expect(entry.omittedFields).toEqual(["parent_outputs"]);
+    expect(Object.keys(entry.parentOutputs).length).toBeLessThan(8);
+    expect(Object.keys(entry.parentOutputs).length).toBeGreaterThan(0);
 
     // GetRun stays under the limit: the outputs that did not fit are left out, with their sizes.
     const omitted = done.tasks.filter((t) => t.omittedFields.includes("output"));

@@ -13,16 +13,23 @@ export interface JournalLine {
 
 /**
  * The files a test's worker processes share with it: the journal their handlers append a line to at
- * each start (WEFT_TEST_JOURNAL), and the flag whose presence makes `flaky` succeed (WEFT_TEST_FLAG).
+ * each start (WEFT_TEST_JOURNAL), the flag whose presence makes `flaky` succeed (WEFT_TEST_FLAG) and
+ * the gate that `gated` tasks wait for (WEFT_TEST_GATE).
  */
 export class TestFiles {
   readonly dir = mkdtempSync(join(tmpdir(), "weft-journal-"));
   readonly journal = join(this.dir, "journal.jsonl");
   readonly flag = join(this.dir, "flag");
+  readonly gate = join(this.dir, "gate");
 
   /** The environment of a worker process using these files. */
   get env(): NodeJS.ProcessEnv {
-    return { WEFT_TEST_JOURNAL: this.journal, WEFT_TEST_FLAG: this.flag };
+    return { WEFT_TEST_JOURNAL: this.journal, WEFT_TEST_FLAG: this.flag, WEFT_TEST_GATE: this.gate };
+  }
+
+  /** `gated` tasks return from now on. */
+  openGate(): void {
+    writeFileSync(this.gate, "open");
   }
 
   /** The downstream comes back: `flaky` succeeds from now on. */

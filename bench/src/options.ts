@@ -86,6 +86,7 @@ export const FULL_SIZES: Sizes = {
   definitionSizes: [1_000, 10_000, 100_000],
   footprintRuns: 2_000,
   runtimeTasks: 10_000,
+  resumeRuns: 1_000,
   budgetS: { throughput: 260, fanout: 60, watchers: 90, replicas: 150 },
 };
 
@@ -105,5 +106,6 @@ export const QUICK_SIZES: Sizes = {
   definitionSizes: [1_000, 10_000],
   footprintRuns: 300,
   runtimeTasks: 1_000,
+  resumeRuns: 200,
   budgetS: { throughput: 6, fanout: 3, watchers: 6, replicas: 4 },
 };

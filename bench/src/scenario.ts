@@ -61,6 +61,8 @@ export interface Sizes {
   footprintRuns: number;
   /** Scenario 8: tasks of the run each worker runtime is measured on. */
   runtimeTasks: number;
+  /** Scenario 9: failed runs resumed per repetition. */
+  resumeRuns: number;
   /** Time budgets (seconds) of the scenarios whose length depends on the engine's speed. */
   budgetS: { throughput: number; fanout: number; watchers: number; replicas: number };
 }

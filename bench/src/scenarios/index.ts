@@ -4,11 +4,12 @@ import { fanout } from "./fanout.js";
 import { footprint } from "./footprint.js";
 import { latency } from "./latency.js";
 import { replicas } from "./replicas.js";
+import { resume } from "./resume.js";
 import { runtimes } from "./runtimes.js";
 import { throughput } from "./throughput.js";
 import { watchers } from "./watchers.js";
 
-/** Every scenario, in the order of issue 4, then the worker runtimes (a diagnostic). */
+/** Every scenario, in the order of issue 4, then the worker runtimes (a diagnostic), then resume (issue 24). */
 export const SCENARIOS: Scenario[] = [
   throughput,
   latency,
@@ -18,4 +19,5 @@ export const SCENARIOS: Scenario[] = [
   footprint,
   replicas,
   runtimes,
+  resume,
 ];

@@ -10,6 +10,7 @@ export {
   resolveCircuitBreaker,
 } from "./circuit-breaker.js";
 export type { CompiledTask, CompiledWorkflow } from "./compiled-workflow.js";
+export { compileWorkflow } from "./dag.js";
 export {
   backoffDelayMs,
   backoffSeed,

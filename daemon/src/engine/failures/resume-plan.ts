@@ -7,13 +7,13 @@ export interface ResumePlan {
   tasks: ResumedTask[];
   /** Those queued at once (no parent runs again). */
   queued: string[];
-  /** Those that had a record (they may have a BullMQ job or timer left from before). */
+  /** Those that were queued once (they may have a BullMQ job or timer left from before). */
   recorded: string[];
 }
 
 /**
  * Plans a resume from the tasks' statuses (one letter each, in definition order: S succeeded, P
- * pending with no record, or another status): every task that did not succeed runs again and, with
+ * pending with no record, k skipped without ever being queued, or another status): every task that did not succeed runs again and, with
  * `fromTask`, that task and its descendants too, even if they succeeded. A task succeeds only once
  * all its parents did, so whatever depends on a task that runs again runs again too: a task's
  * parents that run again are the ones it waits for.
@@ -46,7 +46,8 @@ export function planResume(
     for (const p of parents) if (again[p] !== 0) waiting++;
     plan.tasks.push({ id, parents: parents.length === 0 ? "-" : waiting });
     if (waiting === 0) plan.queued.push(id);
-    if (statusAt(i) !== "P") plan.recorded.push(id);
+    const status = statusAt(i);
+    if (status !== "P" && status !== "k") plan.recorded.push(id);
   }
   return plan;
 }

@@ -93,13 +93,12 @@ export class ResumeOps {
       ]);
     }
     const k = deps.keys.run(runId);
-    const [status, genText, resumedAt, done] = await deps.redis.hmget(
-      k.run,
-      "s",
-      "gen",
-      "rt",
-      key === "" ? "s" : `ri:${key}`,
-    );
+    // The tasks' records are read with the run's head (in one write): a finished run's records do not
+    // change, and the step checks that the run is still in the finish read here.
+    const [[status, genText, resumedAt, done], statuses] = await Promise.all([
+      deps.redis.hmget(k.run, "s", "gen", "rt", key === "" ? "s" : `ri:${key}`),
+      this.statuses(runId, loaded),
+    ]);
     if (status === null || status === undefined) throw notFound(runId);
     const gen = Number(genText ?? 0);
     if (key !== "" && done !== null) return this.unchanged(runId);
@@ -122,7 +121,6 @@ export class ResumeOps {
     if (status === "S") {
       throw new ConnectError(`run "${runId}" succeeded: there is nothing to resume`, Code.FailedPrecondition);
     }
-    const statuses = await this.statuses(runId, loaded);
     const plan = planResume(loaded.compiled, (i) => statuses[i] ?? "P", fromTask);
     const reason = req.reason ?? "";
     const message =
@@ -146,16 +144,21 @@ export class ResumeOps {
       { runId, resumeCount: Number(reply[1]), reset: plan.tasks.length, queued: queued.length, fromTask },
       "run resumed",
     );
+    // The follow-ups, the index updates and the answer's read go together.
+    const summary = this.summary(runId);
+    summary.catch(() => {});
     try {
-      await this.followUp(runId, loaded, plan.recorded, queued, plan.tasks.length);
-      await deps.index.remove(entries);
+      await Promise.all([
+        this.followUp(runId, loaded, plan.recorded, queued, plan.tasks.length),
+        deps.index.remove(entries),
+      ]);
     } catch (err) {
       // The run is resumed: failing the call now would have its caller resume it again. The
       // reconciler queues what is missing once Redis answers (--reconcile-after).
       if (!isRedisUnavailableError(err)) throw err;
       logThrottle(deps.logger).warn({ err, runId }, "run resumed, its tasks to be queued once Redis answers");
     }
-    return { run: await this.summary(runId), resumed: true, queued, reset: plan.tasks.length };
+    return { run: await summary, resumed: true, queued, reset: plan.tasks.length };
   }
 
   /** What a resume leaves to do after its step: old jobs and timers out, new ones in. */
@@ -187,7 +190,10 @@ export class ResumeOps {
     }
   }
 
-  /** The tasks' statuses in definition order, one letter each ("P": no record). */
+  /**
+   * The tasks' statuses in definition order, one letter each: "P" for no record, "k" for a task
+   * skipped before it was ever queued (it never had a job to remove).
+   */
   private async statuses(runId: string, loaded: LoadedWorkflow): Promise<string[]> {
     const { compiled } = loaded;
     const tasksKey = this.deps.keys.run(runId).tasks;
@@ -196,7 +202,13 @@ export class ResumeOps {
       const ids: string[] = [];
       for (let j = i; j < Math.min(compiled.size, i + RECORDS_PAGE); j++) ids.push(compiled.idAt(j));
       const records = await this.deps.redis.hmget(tasksKey, ...ids);
-      for (const raw of records) out.push(raw === null ? "P" : (JSON.parse(raw) as { s: string }).s);
+      for (const raw of records) {
+        if (raw === null) out.push("P");
+        else {
+          const r = JSON.parse(raw) as { s: string; qt?: number };
+          out.push(r.s === "K" && r.qt === undefined ? "k" : r.s);
+        }
+      }
     }
     return out;
   }

@@ -509,7 +509,8 @@ describe("weft trigger, watch, runs, cancel", () => {
       "PAUSED",
       "CONCURRENCY",
       "RATE",
+      "CIRCUIT",
     ]);
-    expect(rows.find((r) => r[0] === served)?.slice(6)).toEqual(["no", "-", "-"]);
+    expect(rows.find((r) => r[0] === served)?.slice(6)).toEqual(["no", "-", "-", "-"]);
   });
 });

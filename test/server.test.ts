@@ -6,6 +6,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "@weft/sdk/gen/health/v1/health_pb.js";
 import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
+import { FailureService } from "@weft/sdk/gen/weft/v1/failure_service_pb.js";
 import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -26,7 +27,12 @@ import {
   within,
 } from "./support/index.js";
 
-const WEFT_SERVICES = [WorkflowService.typeName, WorkerService.typeName, AdminService.typeName];
+const WEFT_SERVICES = [
+  WorkflowService.typeName,
+  WorkerService.typeName,
+  AdminService.typeName,
+  FailureService.typeName,
+];
 
 let redis: RedisServer;
 let weftd: WeftdProcess;
@@ -212,7 +218,7 @@ describe("server reflection", () => {
       { timeout: 30_000 },
     );
     const listed = stdout.trim().split("\n").sort();
-    const expected = [WorkflowService, WorkerService, AdminService, Health].flatMap((s) =>
+    const expected = [WorkflowService, WorkerService, AdminService, FailureService, Health].flatMap((s) =>
       s.methods.map((m) => `${s.typeName}/${m.name}`),
     );
     expected.push(

@@ -223,7 +223,9 @@ export class Circuits {
       pipeline.zcount(this.keys.circuitFailures(queue, c), now - settings.windowMs, "+inf");
       pipeline.zcount(this.keys.circuitProbes(queue, c), now - settings.openMs, "+inf");
     }
-    const counts = ((await pipeline.exec()) ?? []).map(([, n]) => Number(n ?? 0));
+    const rows = (await pipeline.exec()) ?? [];
+    for (const [err] of rows) if (err !== null) throw err;
+    const counts = rows.map(([, n]) => Number(n ?? 0));
     return names.map((c, i) => {
       const st = JSON.parse(raw[c] as string) as StoredState;
       // An open circuit whose time is up is half-open, whether or not a step looked at it since.
@@ -292,11 +294,15 @@ export class Circuits {
     const cached = this.cache.get(queue);
     const now = Date.now();
     if (cached !== undefined && cached.until > now) return cached;
-    const [[, raw], [, count]] = (await this.redis
+    const rows = (await this.redis
       .pipeline()
       .hget(this.keys.circuitSettings(), queue)
       .hlen(this.keys.circuits(queue))
-      .exec()) as [[unknown, string | null], [unknown, number]];
+      .exec()) as [Error | null, unknown][] | null;
+    // A pipeline answers each command's error in its place (Redis went away): the call fails with it.
+    for (const [err] of rows ?? []) if (err !== null) throw err;
+    const raw = (rows?.[0]?.[1] ?? null) as string | null;
+    const count = Number(rows?.[1]?.[1] ?? 0);
     const info: QueueCircuits = {
       settings: raw === null ? undefined : (JSON.parse(raw) as CircuitSettings),
       active: Number(count) > 0,

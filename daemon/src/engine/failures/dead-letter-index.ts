@@ -106,7 +106,7 @@ export class DeadLetterIndex {
       for (const index of this.indexesOf(e)) pipeline.zadd(index, "NX", e.at, member);
       pipeline.zadd(this.keys.deadLetterTypes(), "NX", 0, e.errorType);
     }
-    await pipeline.exec();
+    for (const [err] of (await pipeline.exec()) ?? []) if (err !== null) throw err;
   }
 
   /** Removes entries from their indexes (after the step that removed them). */
@@ -117,7 +117,7 @@ export class DeadLetterIndex {
       const member = memberOf(p.runId, p.taskId);
       for (const index of this.indexesOf(p)) pipeline.zrem(index, member);
     }
-    await pipeline.exec();
+    for (const [err] of (await pipeline.exec()) ?? []) if (err !== null) throw err;
   }
 
   /** How many entries the index of every entry holds, and those of some queues (members left behind included). */
@@ -125,6 +125,7 @@ export class DeadLetterIndex {
     const pipeline = this.redis.pipeline().zcard(this.keys.deadLetterIndex());
     for (const q of queues) pipeline.zcard(this.keys.deadLetterIndex({ queue: q }));
     const rows = (await pipeline.exec()) ?? [];
+    for (const [err] of rows) if (err !== null) throw err;
     const byQueue = new Map<string, number>();
     queues.forEach((q, i) => {
       const n = Number(rows[i + 1]?.[1] ?? 0);
@@ -183,6 +184,7 @@ export class DeadLetterIndex {
       const pipeline = redis.pipeline();
       for (const m of members) pipeline.exists(keys.run(m.slice(0, m.indexOf("/"))).run);
       const found = (await pipeline.exec()) ?? [];
+      for (const [err] of found) if (err !== null) throw err;
       const gone = members.filter((_, i) => found[i]?.[1] === 0);
       if (gone.length > 0) removed += await redis.zrem(index, ...gone);
       kept += members.length - gone.length;

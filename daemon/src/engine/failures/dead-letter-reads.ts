@@ -290,6 +290,7 @@ export class DeadLetterReads {
         ...(task?.parents ?? []).map((p) => ["hstrlen", k.tasks, `o:${p}`]),
       ])
       .exec();
+    for (const [err] of sizes ?? []) if (err !== null) throw err;
     const sizeAt = (i: number) => Number(sizes?.[i]?.[1] ?? 0);
     let lostInput = false;
     room.want({

@@ -105,9 +105,8 @@ export class DeadLetters {
       return { run: result.run, resumed: result.resumed };
     }
     // Retried already (the run was resumed since): the same answer as a repeated resume.
-    const gen = await this.deps.redis.hget(this.deps.keys.run(id.runId).run, "gen");
-    const exists = await this.deps.redis.exists(this.deps.keys.run(id.runId).run);
-    if (exists === 0) throw notFound(id.runId);
+    const [status, gen] = await this.deps.redis.hmget(this.deps.keys.run(id.runId).run, "s", "gen");
+    if (status === null) throw notFound(id.runId);
     if (Number(gen ?? 0) > id.gen) {
       return { run: (await this.deps.runReads.summaries([id.runId]))[0] as Run, resumed: false };
     }

@@ -78,7 +78,13 @@ export class TaskHandout {
         // The assignments of one answer stay within the answer limit together.
         const budget = new AssignmentBudget(this.deps.limits.maxResponseBytes);
         const hand = (jobs: FetchedJob[]) => {
-          for (const fetched of jobs) handing.push(this.handOver(fetched, req, signal, budget));
+          for (const fetched of jobs) {
+            const handOver = this.handOver(fetched, req, signal, budget);
+            // Settled below; one that fails (Redis went away) while more jobs are fetched is no
+            // unhandled rejection meanwhile.
+            handOver.catch(() => {});
+            handing.push(handOver);
+          }
         };
         // A batch poll with no other poll waiting first takes what is queued without blocking: a
         // backlog is served in parallel rounds rather than one blocking fetch and then the rest.

@@ -123,9 +123,9 @@ export type Queue = Message<"weft.v1.Queue"> & {
   circuitBreaker?: CircuitBreaker | undefined;
 
   /**
-   * The queue's circuits that are not plainly closed (open, half-open,
-   * counting failures, or changed by hand), ordered by handler; the circuit
-   * of the whole queue has an empty handler.
+   * The queue's circuits that have a state (each one that counted a failure
+   * or was set by hand), ordered by handler; the circuit of the whole queue
+   * has an empty handler and comes first.
    *
    * @generated from field: repeated weft.v1.Circuit circuits = 11;
    */

@@ -102,9 +102,9 @@ type Queue struct {
 	// configuration file); unset when it has none (its tasks' workflows may
 	// still set one in their definition).
 	CircuitBreaker *CircuitBreaker `protobuf:"bytes,10,opt,name=circuit_breaker,json=circuitBreaker,proto3" json:"circuit_breaker,omitempty"`
-	// The queue's circuits that are not plainly closed (open, half-open,
-	// counting failures, or changed by hand), ordered by handler; the circuit
-	// of the whole queue has an empty handler.
+	// The queue's circuits that have a state (each one that counted a failure
+	// or was set by hand), ordered by handler; the circuit of the whole queue
+	// has an empty handler and comes first.
 	Circuits      []*Circuit `protobuf:"bytes,11,rep,name=circuits,proto3" json:"circuits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

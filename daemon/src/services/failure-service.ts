@@ -6,6 +6,9 @@ import { entryFilterOf, parseEntryId } from "../engine/failures/index.js";
 import { checkRunId } from "../engine/runs/index.js";
 import { pageSizeOf, RequestCheck } from "./request-checks.js";
 
+/** Most task ids a ResumeRun answer lists. */
+const MAX_LISTED = 1000;
+
 /** Most entries one bulk call retries or discards. */
 const MAX_BULK = 1000;
 
@@ -91,7 +94,13 @@ export function failureService(engine: Engine): ServiceImpl<typeof FailureServic
         reason: req.reason,
         ...(req.resumeCount === undefined ? {} : { resumeCount: req.resumeCount }),
       });
-      return { run: r.run, resumed: r.resumed, queuedTasks: r.queued, resetTasks: r.reset };
+      // A huge fan-out's ids would not fit an answer: the first ones say enough.
+      return {
+        run: r.run,
+        resumed: r.resumed,
+        queuedTasks: r.queued.slice(0, MAX_LISTED),
+        resetTasks: r.reset,
+      };
     },
   };
 }

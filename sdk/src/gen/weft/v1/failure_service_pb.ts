@@ -658,7 +658,8 @@ export type ResumeRunResponse = Message<"weft.v1.ResumeRunResponse"> & {
   resumed: boolean;
 
   /**
-   * Tasks queued again at once (the others wait for their parents).
+   * Tasks queued again at once (the others wait for their parents); the
+   * first 1,000 when there are more.
    *
    * @generated from field: repeated string queued_tasks = 3;
    */

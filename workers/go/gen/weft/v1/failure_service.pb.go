@@ -1129,7 +1129,8 @@ type ResumeRunResponse struct {
 	// True when this call resumed the run; false when that finish had already
 	// been resumed (a concurrent call, or one with the same idempotency key).
 	Resumed bool `protobuf:"varint,2,opt,name=resumed,proto3" json:"resumed,omitempty"`
-	// Tasks queued again at once (the others wait for their parents).
+	// Tasks queued again at once (the others wait for their parents); the
+	// first 1,000 when there are more.
 	QueuedTasks []string `protobuf:"bytes,3,rep,name=queued_tasks,json=queuedTasks,proto3" json:"queued_tasks,omitempty"`
 	// Number of tasks that run again.
 	ResetTasks    int32 `protobuf:"varint,4,opt,name=reset_tasks,json=resetTasks,proto3" json:"reset_tasks,omitempty"`

@@ -5,17 +5,16 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { notFound, type RunReads } from "../runs/index.js";
 import type { Keys } from "../shared/index.js";
-import { type DeadLetterIndex, type EntryPlace, memberOf } from "./dead-letter-index.js";
 import {
-  type DeadLetterReads,
   decodeCursor,
   type EntryFilter,
   encodeCursor,
   entryNotFound,
   formatEntryId,
-  type ListedEntry,
   parseEntryId,
-} from "./dead-letter-reads.js";
+} from "./dead-letter-ids.js";
+import { type DeadLetterIndex, type EntryPlace, memberOf } from "./dead-letter-index.js";
+import type { DeadLetterReads, ListedEntry } from "./dead-letter-reads.js";
 import type { ResumeOps } from "./resume.js";
 
 /**

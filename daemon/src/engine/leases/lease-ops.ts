@@ -22,20 +22,13 @@ import {
   parseLeaseId,
   payloadBytes,
 } from "../shared/index.js";
+import { descendantsOf, failureNote } from "./failure-note.js";
 import { LeaseTimers } from "./lease-timers.js";
 import type { FailureRecorded, LeaseDeps, Leased, TaskFailure } from "./leased.js";
 import { type PollRequest, TaskHandout } from "./task-handout.js";
 
 /** Up to this many leaves, the step that completes a run's last task also builds the run's output. */
 const SMALL_RUN_LEAVES = 64;
-
-/** How much of an attempt's error message and details its history keeps (the last error stays whole on the task). */
-const HISTORY_TEXT = 8192;
-
-/** An error text as an attempt's history keeps it. */
-function cut(text: string): string {
-  return text.length <= HISTORY_TEXT ? text : `${text.slice(0, HISTORY_TEXT)}…`;
-}
 
 /** The key of a lease in {@link LeaseTimers}. */
 function leaseKey(lease: LeaseRef): string {
@@ -283,13 +276,6 @@ export class LeaseOps {
       ? backoffDelayMs(policy, lease.attempt, backoffSeed(runId, task.id, lease.attempt))
       : 0;
     const continueOnFailure = loaded.workflow.definition?.continueOnFailure === true;
-    const place = {
-      runId,
-      taskId: task.id,
-      queue: task.queue,
-      workflow: loaded.workflow.name,
-      errorType: failure.type,
-    };
     const reply = await deps.steps.fail(
       runId,
       lease,
@@ -301,14 +287,7 @@ export class LeaseOps {
       continueOnFailure,
       deadline,
       !retry && continueOnFailure ? descendantsOf(loaded, task.id) : [],
-      {
-        queue: task.queue,
-        handler: task.handler,
-        historyMessage: cut(failure.message),
-        historyDetails: cut(failure.details),
-        // A final failure's dead-letter entry enters its indexes in the same write, before the step.
-        index: retry ? undefined : deps.deadLetters.enter(place, now),
-      },
+      failureNote(deps, { lease, loaded, task }, failure, retry, now),
       task.scheduleToStartMs,
     );
     if (reply[0] === "alive")
@@ -422,17 +401,4 @@ export class LeaseOps {
     }
     return text;
   }
-}
-
-/** Every task reachable from a task through its children. */
-function descendantsOf(loaded: LoadedWorkflow, taskId: string): string[] {
-  const seen = new Set<string>();
-  const stack = [...(loaded.compiled.byId.get(taskId)?.children ?? [])];
-  while (stack.length > 0) {
-    const id = stack.pop() as string;
-    if (seen.has(id)) continue;
-    seen.add(id);
-    for (const child of loaded.compiled.byId.get(id)?.children ?? []) stack.push(child);
-  }
-  return [...seen];
 }

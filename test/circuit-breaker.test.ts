@@ -1,4 +1,7 @@
 import { randomUUID } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { durationFromMs, type Timestamp, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { type Circuit, CircuitState } from "@weft/sdk/gen/weft/v1/circuit_breaker_pb.js";
@@ -260,6 +263,29 @@ describe("circuit breakers", () => {
       await Promise.all([one.stop(), two.stop()]);
     }
   }, 120_000);
+
+  it("takes a queue's settings from the configuration file", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-cb-"));
+    const queue = `cbc-${randomUUID().slice(0, 8)}`;
+    writeFileSync(
+      join(dir, "weft.yaml"),
+      `queues:\n  ${queue}:\n    circuitBreaker: { perHandler: true, failureThreshold: 7, openDuration: 45s }\n`,
+    );
+    const weftd = await spawnWeftd({ redisUrl: redis.url, args: ["--config", join(dir, "weft.yaml")] });
+    try {
+      const q = (await weftClients(weftd.address).admin.getQueue({ name: queue })).queue;
+      expect(q?.circuitBreaker).toMatchObject({
+        perHandler: true,
+        failureThreshold: 7,
+        window: { seconds: 60n },
+        openDuration: { seconds: 45n },
+        halfOpenProbes: 1,
+      });
+      expect(q?.circuits).toEqual([]);
+    } finally {
+      await weftd.stop();
+    }
+  });
 
   it("takes its settings from a workflow's defaults, and refuses bad settings naming the field", async () => {
     const weftd = await spawnWeftd({ redisUrl: redis.url });

@@ -233,6 +233,32 @@ describe("resume", () => {
     }
   }, 60_000);
 
+  it("resumes a timed-out run: the task runs again and the run succeeds", async () => {
+    const queue = `timedout-${randomUUID().slice(0, 8)}`;
+    await c.workflows.submitWorkflow({
+      definition: {
+        name: queue,
+        runTimeout: durationFromMs(1000),
+        tasks: [task("a", [], { queue, handler: "gated" }), task("b", ["a"], { queue })],
+      },
+    });
+    const files = new TestFiles();
+    const worker = await spawnWorker({ address: weftd.address, queue, env: files.env });
+    try {
+      const runId = (await c.workflows.trigger({ workflow: queue })).run?.id ?? "";
+      const timedOut = await finished(runId, RunStatus.TIMED_OUT);
+      expect(timedOut.tasks.map((t) => TaskStatus[t.status])).toEqual(["CANCELLED", "CANCELLED"]);
+      files.openGate();
+      const resumed = await c.failures.resumeRun({ runId, reason: "gate opened" });
+      expect([resumed.resumed, resumed.queuedTasks, resumed.resetTasks]).toEqual([true, ["a"], 2]);
+      await finished(runId, RunStatus.SUCCEEDED);
+      expect(files.starts(runId)).toEqual({ a: 2, b: 1 });
+      await expectNoRunRunning(c, queue, 10_000);
+    } finally {
+      await worker.stop();
+    }
+  }, 60_000);
+
   it("resumes a cancelled run; the lease of an attempt before it changes nothing", async () => {
     const queue = `cancelled-${randomUUID().slice(0, 8)}`;
     await c.workflows.submitWorkflow({ definition: { name: queue, tasks: [task("a", [], { queue })] } });

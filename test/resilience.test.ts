@@ -3,7 +3,6 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "@weft/daemon";
-import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, spawnWeftd, startTestRedis, waitFor } from "./support/index.js";
 import {
@@ -164,7 +163,7 @@ describe("whatever dies, no task is lost and none is recorded twice", () => {
   it("hands out again, within seconds, a job a killed weftd had fetched for its next poll", async () => {
     const prefix = `held-${randomUUID()}`;
     const args = ["--stalled-interval", "300ms"];
-    const inspect = new Redis(redis.url);
+    const inspect = redis.client();
     try {
       // A completion on a queue with a backlog fetches the next job and holds it for the next poll
       // for a moment; weftd is killed right after the completion, mostly within that moment.

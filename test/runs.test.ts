@@ -188,10 +188,8 @@ describe("many watchers", () => {
       definition: { name: workflow, tasks: [task("a", [], { queue }), task("b", ["a"], { queue })] },
     });
     const runId = (await c.workflows.trigger({ workflow })).run?.id ?? "";
-    const { Redis } = await import("ioredis");
-    const admin = new Redis(redis.url);
-    try {
-      const clients = async () => Number((await admin.info("clients")).match(/connected_clients:(\d+)/)?.[1]);
+    {
+      const clients = () => redis.connectedClients();
       const before = await clients();
       const received = Array.from({ length: 300 }, () => [] as number[]);
       const watchers = received.map(async (events) => {
@@ -207,8 +205,6 @@ describe("many watchers", () => {
       }
       await Promise.all(watchers);
       for (const events of received) expect(events).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
-    } finally {
-      admin.disconnect();
     }
   });
 });
@@ -610,16 +606,10 @@ describe("retention", () => {
       const a = await pollTask(sc, queue);
       await sc.workers.completeTask({ leaseId: a.leaseId });
       expect((await sc.workflows.getRun({ runId })).run?.status).toBe(RunStatus.SUCCEEDED);
-      const { Redis } = await import("ioredis");
-      const client = new Redis(redis.url);
-      try {
-        await waitFor(async () => (await client.keys(`${prefix}:run:{${runId}}*`)).length === 0, {
-          message: "the run's keys to expire",
-          timeoutMs: 10_000,
-        });
-      } finally {
-        client.disconnect();
-      }
+      await waitFor(async () => (await redis.keys(`${prefix}:run:{${runId}}*`)).length === 0, {
+        message: "the run's keys to expire",
+        timeoutMs: 10_000,
+      });
       expect((await rpcError(sc.workflows.getRun({ runId }))).code).toBe(Code.NotFound);
       expect((await sc.workflows.listRuns({ workflow })).runs).toEqual([]);
     } finally {

@@ -161,7 +161,9 @@ describe("loadConfig", () => {
       new ConfigError('WEFT_MAX_REQUEST_BYTES="0": must be greater than zero'),
     );
     expect(() => config(["--log-level", "loud"])).toThrow(/--log-level="loud": must be one of fatal, error/);
-    expect(() => config(["--redis-url", "http://x"])).toThrow(/expected a redis:\/\/ or rediss:\/\/ URL/);
+    expect(() => config(["--redis-url", "http://x"])).toThrow(
+      /unknown scheme http: expected redis:\/\/\[user:password@\]host:port/,
+    );
     expect(() => config(["--addr", "nope"])).toThrow(/invalid address "nope"/);
     expect(() => config(["--max-open-queues", "0"])).toThrow(
       /--max-open-queues="0": must be greater than zero/,

@@ -1,5 +1,8 @@
 import { parseArgs } from "node:util";
 import { ANSWER_OVERHEAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES } from "./engine/shared/index.js";
+import { parseRedisTarget } from "./redis/redis-target.js";
+
+export { redactRedisUrl } from "./redis/redis-target.js";
 
 /** Everything weftd can be configured with; every field has a flag and a `WEFT_*` variable. */
 export interface DaemonConfig {
@@ -14,8 +17,10 @@ export interface DaemonConfig {
    */
   metricsAddr: string;
   /**
-   * Redis to use, e.g. `redis://:password@host:6379/0`. When unset, weftd starts a private
-   * `redis-server` on a free loopback port with its data under `.weft/redis`.
+   * Redis to use: one server (`redis://:password@host:6379/0`), a Redis Cluster
+   * (`redis+cluster://host:7000,host:7001`), or a primary found through Sentinels
+   * (`redis+sentinel://host:26379,host:26380/mymaster`); `rediss…` for TLS. When unset, weftd
+   * starts a private `redis-server` on a free loopback port with its data under `.weft/redis`.
    * @defaultValue undefined
    */
   redisUrl: string | undefined;
@@ -217,7 +222,10 @@ const OPTIONS: readonly OptionSpec[] = [
     flag: "redis-url",
     env: ["WEFT_REDIS_URL", "REDIS_URL"],
     kind: "url",
-    help: "Redis URL; unset = start a private redis-server (data in .weft/redis)",
+    help:
+      "Redis URL: redis://host:port (one server), redis+cluster://host:port,host:port (Redis Cluster), " +
+      "redis+sentinel://host:port,host:port/<master name> (Sentinel); rediss… for TLS; " +
+      "unset = start a private redis-server (data in .weft/redis)",
   },
   { key: "prefix", flag: "prefix", env: ["WEFT_PREFIX"], kind: "string", help: "prefix of every Redis key" },
   { key: "logLevel", flag: "log-level", env: ["WEFT_LOG_LEVEL"], kind: "level", help: LOG_LEVELS.join("|") },
@@ -419,7 +427,7 @@ function parseValue(kind: Kind, raw: string, source: string): unknown {
         parseHostPort(value);
         return value;
       case "url":
-        return parseRedisUrl(value).toString();
+        return checkRedisUrl(value);
       case "level":
         if (!LOG_LEVELS.includes(value as LogLevel))
           throw new Error(`must be one of ${LOG_LEVELS.join(", ")}`);
@@ -570,27 +578,8 @@ export function parseHostPort(addr: string): { host: string; port: number } {
   return { host: host === "" ? "127.0.0.1" : host, port };
 }
 
-/** Parses a redis:// or rediss:// URL. */
-function parseRedisUrl(text: string): URL {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new Error("expected a URL such as redis://127.0.0.1:6379");
-  }
-  if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
-    throw new Error(`expected a redis:// or rediss:// URL, got ${url.protocol}`);
-  }
-  return url;
-}
-
-/** The URL without its password, for logs. */
-export function redactRedisUrl(text: string): string {
-  try {
-    const url = new URL(text);
-    if (url.password !== "") url.password = "***";
-    return url.toString();
-  } catch {
-    return "<invalid url>";
-  }
+/** Checks a Redis URL (see parseRedisTarget): one server, a Cluster, or Sentinels. */
+function checkRedisUrl(text: string): string {
+  const target = parseRedisTarget(text);
+  return target.kind === "standalone" ? target.url : text;
 }

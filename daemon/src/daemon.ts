@@ -2,7 +2,6 @@ import { setImmediate as nextTurn } from "node:timers/promises";
 import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { file_google_rpc_error_details } from "@weft/sdk/gen/google/rpc/error_details_pb.js";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { addDefaults, ConfigError, type DaemonConfig, parseHostPort, redactRedisUrl } from "./config.js";
 import { logThrottle } from "./observability/log-throttle.js";
@@ -13,9 +12,13 @@ import {
   registerProcessMetrics,
   startMetricsServer,
 } from "./observability/metrics.js";
+import { loadPolicy } from "./policy.js";
 import { type RedisServer, startRedisServer } from "./redis/private-redis.js";
+import type { RedisClient } from "./redis/redis.js";
 import { closeRedis, createRedisClient, waitForReady } from "./redis/redis.js";
+import { RedisCheck } from "./redis/redis-check.js";
 import { RedisMonitor } from "./redis/redis-monitor.js";
+import { parseRedisTarget } from "./redis/redis-target.js";
 import { CallGuard, shuttingDownError } from "./server/call-guard.js";
 import { directUnaryHandler } from "./server/grpc-unary.js";
 import { type HealthReporter, HealthState, registerHealthService } from "./server/health.js";
@@ -45,6 +48,12 @@ export interface StartDaemonOptions {
    * @defaultValue `createWeftServices` from services/index.ts
    */
   services?: WeftServicesFactory;
+  /**
+   * Called when weftd finds, once Redis answers (it did not at startup), that the Redis URL does not
+   * match what it names (a Cluster node without the Cluster option, …): weftd must not go on.
+   * @defaultValue log the reason as fatal and shut the daemon down
+   */
+  onFatal?: (err: ConfigError) => void;
 }
 
 /** A running weftd. */
@@ -78,7 +87,7 @@ export interface DaemonHandle {
 /** Procedures answered even while shutting down, so that probes see NOT_SERVING. */
 const SERVED_DURING_SHUTDOWN = new Set(["/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/List"]);
 
-/** Starts weftd in this process: Redis, the Weft services, the API port and the metrics port. */
+/** Starts weftd in this process: RedisClient, the Weft services, the API port and the metrics port. */
 export async function startDaemon(
   partial: Partial<DaemonConfig> = {},
   options: StartDaemonOptions = {},
@@ -86,6 +95,8 @@ export async function startDaemon(
   const config = addDefaults(partial);
   const logger = options.logger ?? createLogger({ level: config.logLevel });
   const cleanup: (() => Promise<void>)[] = [];
+  // The daemon's close(), once it exists, for a Redis check that fails after startup.
+  let closeHandle: (() => Promise<void>) | undefined;
   const undo = async () => {
     for (const step of cleanup.reverse()) {
       await step().catch((err: unknown) => logger.error({ err }, "cleanup after failed start"));
@@ -93,7 +104,9 @@ export async function startDaemon(
   };
   try {
     let privateRedis: RedisServer | undefined;
-    let redisUrl = config.redisUrl;
+    let redisUrl =
+      config.redisUrl ??
+      (config.configFile === undefined ? undefined : loadPolicy(config.configFile).redisUrl);
     if (redisUrl === undefined) {
       privateRedis = await startRedisServer({
         dir: PRIVATE_REDIS_DIR,
@@ -109,7 +122,22 @@ export async function startDaemon(
       );
     }
     const redisTarget = redactRedisUrl(redisUrl);
-    const redis = createRedisClient(redisUrl, `weftd:${config.prefix}`);
+    // A Redis that is not what the URL says (a Cluster node given as one server, …) is refused now;
+    // one that does not answer yet is checked once it does.
+    let check: RedisCheck | undefined;
+    if (privateRedis === undefined) {
+      check = new RedisCheck(parseRedisTarget(redisUrl), redisTarget, logger, (err) => {
+        if (options.onFatal !== undefined) options.onFatal(err);
+        else {
+          logger.fatal(err.message);
+          void closeHandle?.();
+        }
+      });
+      cleanup.push(async () => check?.stop());
+      await check.first();
+    }
+    // Slot tables are read again every 2 s besides after errors: the sharded subscriber follows them.
+    const redis = createRedisClient(redisUrl, `weftd:${config.prefix}`, { slotsRefreshIntervalMs: 2000 });
     cleanup.push(() => closeRedis(redis));
     const health = new HealthState();
     const monitor = new RedisMonitor(redis, redisTarget, health, logger);
@@ -173,6 +201,7 @@ export async function startDaemon(
 
     let closing: Promise<void> | undefined;
     const close = () => {
+      check?.stop();
       closing ??= shutDown({
         config,
         logger,
@@ -189,6 +218,7 @@ export async function startDaemon(
       });
       return closing;
     };
+    closeHandle = close;
     return {
       config,
       address: api.address,
@@ -280,7 +310,7 @@ interface Running {
   services: WeftServices;
   metricsServer: MetricsServer;
   monitor: RedisMonitor;
-  redis: Redis;
+  redis: RedisClient;
   privateRedis: RedisServer | undefined;
 }
 

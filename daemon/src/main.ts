@@ -73,8 +73,22 @@ process.on("SIGHUP", () => {
 });
 
 try {
-  daemon = await startDaemon(config, { logger });
+  daemon = await startDaemon(config, {
+    logger,
+    // Redis, once it answered, is not what --redis-url says: stop, as weftd would have at startup.
+    onFatal: (err) => {
+      logger.fatal(err.message);
+      const exit = () => process.exit(2);
+      if (daemon === undefined) exit();
+      else daemon.close().then(exit, exit);
+    },
+  });
 } catch (err) {
+  // A Redis that is not what --redis-url says is a configuration mistake: exit 2, as for a bad flag.
+  if (err instanceof ConfigError) {
+    logger.fatal(err.message);
+    process.exit(2);
+  }
   if (err instanceof RedisServerMissingError) logger.fatal(err.message);
   else logger.fatal({ err }, "weftd failed to start");
   process.exit(1);

@@ -71,7 +71,7 @@ describe("parsePolicy", () => {
   });
 
   it.each([
-    [{ retrys: {} }, "config: retrys: is not a setting (retry, queues, rateLimitKeys, auth)"],
+    [{ retrys: {} }, "config: retrys: is not a setting (retry, queues, rateLimitKeys, auth, redis)"],
     [{ retry: { maxAttempts: 0 } }, "config: retry.maxAttempts: must be an integer of at least 1"],
     [{ retry: { jitter: 2 } }, "config: retry.jitter: must be between 0 and 1"],
     [{ queues: { "a:b": {} } }, "config: queues.a:b: is not a queue name ([A-Za-z0-9_.-], 1-128 characters)"],

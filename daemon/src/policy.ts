@@ -8,6 +8,7 @@ import {
   DEFAULT_RETRY_POLICY,
   type ResolvedRetryPolicy,
 } from "./engine/definitions/index.js";
+import { parseRedisTarget } from "./redis/redis-target.js";
 
 /** A rate limit: at most `max` starts per `perMs`. */
 export interface Limit {
@@ -43,6 +44,8 @@ export interface Policy {
   tokens: TokenConfig[];
   /** Services open without a token; the others need a known token (any scope). */
   publicServices: PublicService[];
+  /** `redis.url`: the Redis to use when neither --redis-url nor its variables name one. */
+  redisUrl?: string;
 }
 
 /** The policy when no configuration file is given. */
@@ -133,8 +136,8 @@ export function parsePolicy(doc: unknown, source = "config"): Policy {
 
   const root = object(doc, "the file");
   for (const key of Object.keys(root)) {
-    if (!["retry", "queues", "rateLimitKeys", "auth"].includes(key)) {
-      fail(key, "is not a setting (retry, queues, rateLimitKeys, auth)");
+    if (!["retry", "queues", "rateLimitKeys", "auth", "redis"].includes(key)) {
+      fail(key, "is not a setting (retry, queues, rateLimitKeys, auth, redis)");
     }
   }
   const policy = defaultPolicy();
@@ -187,6 +190,17 @@ export function parsePolicy(doc: unknown, source = "config"): Policy {
       const pattern = o.pattern as string;
       policy.keys.push({ pattern, regex: globToRegex(pattern), ...limit(o, at) });
     });
+  }
+  if (root.redis !== undefined) {
+    const redis = object(root.redis, "redis");
+    for (const key of Object.keys(redis)) if (key !== "url") fail(`redis.${key}`, "is not a setting (url)");
+    if (typeof redis.url !== "string" || redis.url.trim() === "") fail("redis.url", "must be a Redis URL");
+    try {
+      parseRedisTarget((redis.url as string).trim());
+    } catch (err) {
+      fail("redis.url", (err as Error).message);
+    }
+    policy.redisUrl = (redis.url as string).trim();
   }
   if (root.auth !== undefined) {
     const auth = object(root.auth, "auth");

@@ -372,7 +372,7 @@ describe("a run of more than 1,000 tasks", () => {
     // the hash's own order), and it adds every lost job again.
     const lost = roots.slice(900).map((r) => r.id);
     for (const id of lost) await engine.queues.remove(queue, jobIdOf(run.id, id));
-    await redis.zadd(engine.keys.dirtyRuns(), Date.now() - 120_000, run.id);
+    await redis.zadd(engine.keys.dirtyRuns(0), Date.now() - 120_000, run.id);
     expect(await engine.reconciler.pass()).toBe(1);
     for (const id of lost) expect(await engine.queues.exists(queue, jobIdOf(run.id, id)), id).toBe(true);
 
@@ -401,7 +401,7 @@ describe("the recently-touched set", () => {
       (await engine.runs.trigger("one", 0, null, "")).run.id,
       (await engine.runs.trigger("one", 0, null, "")).run.id,
     ];
-    const dirty = engine.keys.dirtyRuns();
+    const dirty = engine.keys.dirtyRuns(0);
     expect(await redis.zcard(dirty)).toBe(2);
     const [leased] = await engine.leases.poll(
       { queue, workerId: "w", handlers: [], waitMs: 1000, maxTasks: 1 },
@@ -428,7 +428,7 @@ describe("the recently-touched set", () => {
         { id: "b", handler: "h", queue, dependsOn: ["a"] },
       ]),
     );
-    const dirty = engine.keys.dirtyRuns();
+    const dirty = engine.keys.dirtyRuns(0);
     const completeOne = async (runId: string) => {
       const [leased] = await engine.leases.poll(
         { queue, workerId: "w", handlers: [], waitMs: 1000, maxTasks: 1 },
@@ -463,7 +463,7 @@ describe("the recently-touched set", () => {
       (_, field) => field,
     );
     const runIds = results.map((r) => r.run.id);
-    const dirty = engine.keys.dirtyRuns();
+    const dirty = engine.keys.dirtyRuns(0);
     // Quiet for longer than reconcileAfterMs, as if their steps were two minutes old.
     const old = Date.now() - 120_000;
     await redis.zadd(dirty, ...runIds.flatMap((id) => [old, id]));
@@ -488,9 +488,9 @@ describe("the run indexes", () => {
     const running = await trigger("one");
     const finished = [await trigger("one"), await trigger("other")];
     for (const id of finished) await engine.runs.cancel(id, "done with it");
-    const all = engine.keys.runIndex();
-    const ofOne = engine.keys.runIndex("one");
-    const ofOther = engine.keys.runIndex("other");
+    const all = engine.keys.runIndex(undefined, 0);
+    const ofOne = engine.keys.runIndex("one", 0);
+    const ofOther = engine.keys.runIndex("other", 0);
     // Entries of runs that expired long ago, past two pages, with the running run's among them.
     const created = Number(await redis.zscore(all, running));
     const stale = Array.from({ length: 1_100 }, (_, i) => [created - 1_100 + i, `stale-${i}`] as const);
@@ -531,18 +531,18 @@ describe("the run indexes", () => {
     const old = Date.now() - 120_000;
     const stale = (index: string, tag: string) =>
       redis.zadd(index, old, `${tag}-1`, old + 1, `${tag}-2`, old + 2, `${tag}-3`);
-    await stale(engine.keys.runIndex(), "all");
-    for (const name of ["a", "b", "c"]) await stale(engine.keys.runIndex(name), name);
+    await stale(engine.keys.runIndex(undefined, 0), "all");
+    for (const name of ["a", "b", "c"]) await stale(engine.keys.runIndex(name, 0), name);
 
     // A deadline already past: the first index still gets one page, then the call stops.
     expect(await engine.reconciler.pruneIndexes(Date.now() - 1)).toBe(3);
-    expect(await redis.zcard(engine.keys.runIndex("a"))).toBe(3);
+    expect(await redis.zcard(engine.keys.runIndex("a", 0))).toBe(3);
     // The next call goes on with the workflows' indexes, and the one after starts over.
     expect(await engine.reconciler.pruneIndexes()).toBe(9);
-    for (const name of ["a", "b", "c"]) expect(await redis.zcard(engine.keys.runIndex(name))).toBe(0);
-    await stale(engine.keys.runIndex(), "again");
+    for (const name of ["a", "b", "c"]) expect(await redis.zcard(engine.keys.runIndex(name, 0))).toBe(0);
+    await stale(engine.keys.runIndex(undefined, 0), "again");
     expect(await engine.reconciler.pruneIndexes()).toBe(3);
-    expect(await redis.zcard(engine.keys.runIndex())).toBe(0);
+    expect(await redis.zcard(engine.keys.runIndex(undefined, 0))).toBe(0);
   });
 
   it("keep the entries of runs created within the retention, whatever their state", async () => {
@@ -550,10 +550,10 @@ describe("the run indexes", () => {
     await engine.workflows.submit(parallel("one", 1, `keep-${randomUUID().slice(0, 8)}`));
     const id = (await engine.runs.trigger("one", 0, null, "")).run.id;
     // An entry without a run, as a trigger that lost to an idempotency key may leave, but recent.
-    await redis.zadd(engine.keys.runIndex(), Date.now(), "recent-without-run");
+    await redis.zadd(engine.keys.runIndex(undefined, 0), Date.now(), "recent-without-run");
     expect(await engine.reconciler.pruneIndexes()).toBe(0);
-    expect(await redis.zcard(engine.keys.runIndex())).toBe(2);
-    expect(await redis.zrange(engine.keys.runIndex("one"), 0, -1)).toEqual([id]);
+    expect(await redis.zcard(engine.keys.runIndex(undefined, 0))).toBe(2);
+    expect(await redis.zrange(engine.keys.runIndex("one", 0), 0, -1)).toEqual([id]);
   });
 });
 

@@ -1,7 +1,8 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Policy } from "../policy.js";
-import { createRedisClient } from "../redis/redis.js";
+import { type ChannelSubscriber, ClusterSubscriber, ServerSubscriber } from "../redis/channel-subscriber.js";
+import { createRedisClient, isCluster, type RedisClient } from "../redis/redis.js";
 import { type LoadedWorkflow, WorkflowStore } from "./definitions/index.js";
 import {
   Dispatchers,
@@ -117,15 +118,16 @@ export class Engine {
   private readonly timers: Timers;
 
   private constructor(
-    readonly redis: Redis,
-    private readonly bullConnection: Redis,
-    private readonly queueConnection: Redis,
-    private readonly subscriber: Redis,
+    readonly redis: RedisClient,
+    private readonly bullConnection: RedisClient,
+    private readonly queueConnection: RedisClient,
+    private readonly subscriber: ChannelSubscriber,
     readonly options: EngineOptions,
     policy: Policy,
     readonly logger: Logger,
   ) {
-    const keys = new Keys(options.prefix);
+    // On a Redis Cluster the sets every run enters are sharded (see Keys).
+    const keys = new Keys(options.prefix, isCluster(redis));
     const maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     this.keys = keys;
     this.maxResponseBytes = maxResponseBytes;
@@ -290,7 +292,7 @@ export class Engine {
   /** Opens the engine's own Redis connections and starts the reconciler. */
   static async open(
     redisUrl: string,
-    redis: Redis,
+    redis: RedisClient,
     options: EngineOptions,
     policy: Policy,
     logger: Logger,
@@ -298,18 +300,17 @@ export class Engine {
     // BullMQ's Workers need a connection whose commands wait out an outage; its Queues one that
     // fails fast, and without auto-pipelining: BullMQ defines its scripts on a connection when a
     // queue opens, and ioredis cannot take a script defined while an auto-pipeline is open. The
-    // subscriber is dedicated to pub/sub. All reconnect as the main client does.
-    const waiting = {
-      maxRetriesPerRequest: null,
-      autoResendUnfulfilledCommands: true,
-      enableAutoPipelining: false,
-    };
-    const bullConnection = createRedisClient(redisUrl, `weftd-workers:${options.prefix}`, waiting);
-    const queueConnection = createRedisClient(redisUrl, `weftd-queues:${options.prefix}`, {
-      enableAutoPipelining: false,
+    // subscriber is dedicated to pub/sub (on a Cluster, one connection per master: sharded pub/sub).
+    // All reconnect as the main client does; on a Cluster, BullMQ's blocking duplicates too.
+    const bullConnection = createRedisClient(redisUrl, `weftd-workers:${options.prefix}`, {
+      waitOutOutages: true,
+      autoPipelining: false,
     });
-    const subscriber = createRedisClient(redisUrl, `weftd-events:${options.prefix}`, waiting);
-    for (const connection of [bullConnection, queueConnection, subscriber]) connection.on("error", () => {});
+    const queueConnection = createRedisClient(redisUrl, `weftd-queues:${options.prefix}`, {
+      autoPipelining: false,
+    });
+    for (const connection of [bullConnection, queueConnection]) connection.on("error", () => {});
+    const subscriber = createSubscriber(redisUrl, redis, options.prefix, logger);
     const engine = new Engine(redis, bullConnection, queueConnection, subscriber, options, policy, logger);
     await engine.admin.apply(policy);
     await engine.circuits.apply(policy);
@@ -355,8 +356,25 @@ export class Engine {
     this.logger.debug("engine: closing BullMQ queues and workers");
     await this.queues.close();
     this.logger.debug("engine: BullMQ closed");
-    this.subscriber.disconnect();
+    this.subscriber.close();
     this.bullConnection.disconnect();
     this.queueConnection.disconnect();
   }
+}
+
+/** The pub/sub subscriber of run events: one connection, or on a Cluster one per master (sharded). */
+function createSubscriber(
+  redisUrl: string,
+  redis: RedisClient,
+  prefix: string,
+  logger: Logger,
+): ChannelSubscriber {
+  const connectionName = `weftd-events:${prefix}`;
+  if (isCluster(redis)) {
+    return new ClusterSubscriber(redis, { ...redis.options.redisOptions, connectionName }, logger);
+  }
+  const client = createRedisClient(redisUrl, connectionName, { waitOutOutages: true, autoPipelining: false });
+  client.on("error", () => {});
+  // A Sentinel URL resolves to the primary: this connection is a server's, not a Cluster's.
+  return new ServerSubscriber(client as Redis, logger);
 }

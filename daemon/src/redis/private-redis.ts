@@ -42,6 +42,21 @@ export interface RedisServerOptions {
   startTimeoutMs?: number;
   /** Receives redis-server's own log lines at debug level. */
   logger?: Logger;
+  /**
+   * A configuration file given to redis-server before every flag (a Sentinel needs one it can rewrite).
+   * @defaultValue none
+   */
+  configFile?: string;
+  /**
+   * More flags, after weftd's own (e.g. `["--cluster-enabled", "yes"]`, `["--sentinel"]`).
+   * @defaultValue none
+   */
+  extraArgs?: string[];
+  /**
+   * The log line that says the server is ready (a Sentinel prints no "Ready to accept connections").
+   * @defaultValue /Ready to accept connections/
+   */
+  readyLine?: RegExp;
 }
 
 /** A redis-server child process on a loopback port. */
@@ -58,6 +73,8 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** Starts it again on the same port and directory (stopping it first if needed). */
   restart(): Promise<void>;
+  /** Kills it with SIGKILL (no shutdown, nothing flushed), as a crash would; `restart()` starts it again. */
+  kill(): Promise<void>;
   /** Stops it and, when the directory was temporary, removes it. */
   close(): Promise<void>;
 }
@@ -123,6 +140,16 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
       await stop();
       child = await spawnRedis(port, dir, options);
     },
+    async kill() {
+      const current = child;
+      child = undefined;
+      if (current === undefined) return;
+      const exited = once(current.watchdog, "exit");
+      if (current.watchdog.exitCode === null && current.watchdog.signalCode === null) {
+        killHard(current);
+        await exited;
+      }
+    },
     async close() {
       await stop();
       if (temporary) await rm(dir, { recursive: true, force: true });
@@ -130,11 +157,13 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   };
 }
 
-function redisArgs(port: number, dir: string, persistence: "aof" | "none"): string[] {
-  const args = ["--port", String(port), "--bind", HOST, "--dir", dir, "--daemonize", "no", "--save", ""];
+function redisArgs(port: number, dir: string, options: RedisServerOptions): string[] {
+  const args = options.configFile === undefined ? [] : [options.configFile];
+  args.push("--port", String(port), "--bind", HOST, "--dir", dir, "--daemonize", "no", "--save", "");
   args.push("--logfile", "", "--protected-mode", "yes");
-  if (persistence === "aof") args.push("--appendonly", "yes", "--appendfsync", "everysec");
+  if (options.persistence === "aof") args.push("--appendonly", "yes", "--appendfsync", "everysec");
   else args.push("--appendonly", "no");
+  args.push(...(options.extraArgs ?? []));
   return args;
 }
 
@@ -174,14 +203,10 @@ async function spawnRedis(port: number, dir: string, options: RedisServerOptions
         "or give weftd a Redis with --redis-url / WEFT_REDIS_URL",
     );
   }
-  const watchdog = spawn(
-    "sh",
-    ["-c", WATCHDOG, "weft-redis", binary, ...redisArgs(port, dir, options.persistence ?? "none")],
-    {
-      stdio: ["pipe", "pipe", "pipe"],
-      detached: options.detached ?? false,
-    },
-  );
+  const watchdog = spawn("sh", ["-c", WATCHDOG, "weft-redis", binary, ...redisArgs(port, dir, options)], {
+    stdio: ["pipe", "pipe", "pipe"],
+    detached: options.detached ?? false,
+  });
   const proc: RedisProcess = { watchdog, pid: undefined };
   const output: string[] = [];
   const timeoutMs = options.startTimeoutMs ?? 10_000;
@@ -211,7 +236,7 @@ async function spawnRedis(port: number, dir: string, options: RedisServerOptions
       }
       if (ready) return;
       output.push(text);
-      if (output.join("").includes("Ready to accept connections")) {
+      if ((options.readyLine ?? /Ready to accept connections/).test(output.join(""))) {
         ready = true;
         output.length = 0;
         clearTimeout(timer);

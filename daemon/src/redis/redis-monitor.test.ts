@@ -1,10 +1,10 @@
 import { Writable } from "node:stream";
-import type { Redis } from "ioredis";
 import pino from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { logThrottle } from "../observability/log-throttle.js";
 import { HealthState } from "../server/health.js";
 import { type RedisServer, startRedisServer } from "./private-redis.js";
+import type { RedisClient } from "./redis.js";
 import { closeRedis, createRedisClient, redisErrorToConnect, waitForReady } from "./redis.js";
 import { RedisMonitor } from "./redis-monitor.js";
 
@@ -35,7 +35,7 @@ async function monitored() {
     },
   });
   const logger = pino({ level: "info" }, stream);
-  const redis: Redis = createRedisClient(server.url, "monitor-test");
+  const redis: RedisClient = createRedisClient(server.url, "monitor-test");
   await waitForReady(redis, 5000);
   const health = new HealthState();
   const monitor = new RedisMonitor(redis, "test", health, logger, {

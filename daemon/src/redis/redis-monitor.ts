@@ -1,11 +1,11 @@
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { afterResponsiveTime, EventLoopWatch } from "../observability/event-loop.js";
 import { logThrottle, type OutageSink } from "../observability/log-throttle.js";
 import type { HealthReporter } from "../server/health.js";
-import { isRedisUnavailableError, onRedisUnavailable } from "./redis.js";
+import { isCluster, onRedisUnavailable, type RedisClient, redisTrouble } from "./redis.js";
 
 const UNREACHABLE = "redis unreachable: calls fail UNAVAILABLE and health is NOT_SERVING until it is back";
+const REFUSED = "redis could not serve a command: the call failed UNAVAILABLE";
 
 /** Outages within {@link FLAP_WINDOW_MS} logged one by one; more are counted (see LogThrottle). */
 const FLAP_LIMIT = 3;
@@ -73,7 +73,7 @@ export class RedisMonitor implements OutageSink {
   private readonly stillDownLogEveryMs: number;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly target: string,
     private readonly health: HealthReporter,
     private readonly logger: Logger,
@@ -97,7 +97,7 @@ export class RedisMonitor implements OutageSink {
     redis.on("close", this.onClose);
     redis.on("end", this.onClose);
     redis.on("error", this.onError);
-    this.stopListening = onRedisUnavailable((err) => this.commandFailed(err));
+    this.stopListening = onRedisUnavailable((err, trouble) => this.commandFailed(err, trouble));
     logThrottle(logger).setOutageSink(this);
     this.timer = setInterval(() => this.tick(), options.downPingIntervalMs ?? 250);
     this.timer.unref();
@@ -108,15 +108,20 @@ export class RedisMonitor implements OutageSink {
     return this.up === true;
   }
 
-  /** A command failed: with a connection error Redis counts as down at once. */
-  commandFailed(err: unknown): void {
-    if (!isRedisUnavailableError(err)) return;
-    this.setDown((err as Error).message);
+  /**
+   * A command failed: with a connection error (or a Cluster that is down) Redis counts as down at
+   * once; another refusal (slots moving, a cross-slot command, out of memory) is logged in full,
+   * as the caller only hears UNAVAILABLE.
+   */
+  commandFailed(err: unknown, trouble = redisTrouble(err)): void {
+    if (trouble === undefined) return;
+    if (trouble === "unreachable") this.setDown((err as Error).message);
+    else logThrottle(this.logger).warn({ err, redis: this.target, trouble }, REFUSED);
   }
 
   absorb(err: unknown, msg: string): boolean {
-    if (!isRedisUnavailableError(err)) return false;
-    this.commandFailed(err);
+    if (redisTrouble(err) !== "unreachable") return false;
+    this.commandFailed(err, "unreachable");
     this.suppressed.set(msg, (this.suppressed.get(msg) ?? 0) + 1);
     return true;
   }
@@ -174,8 +179,11 @@ export class RedisMonitor implements OutageSink {
       ),
     );
     try {
-      // A late answer still counts: Redis is back when it comes.
-      await this.redis.ping();
+      // A late answer still counts: Redis is back when it comes. A Cluster is up when every master
+      // answers: one that does not serves slots whose calls fail.
+      const { redis } = this;
+      if (isCluster(redis)) await Promise.all(redis.nodes("master").map((node) => node.ping()));
+      else await redis.ping();
       this.setUp();
     } catch (err) {
       this.setDown((err as Error).message);

@@ -5,6 +5,7 @@ import {
   MAX_RECONNECT_DELAY_MS,
   reconnectDelay,
   redisErrorToConnect,
+  redisTrouble,
 } from "./redis.js";
 
 function errno(message: string, code: string): Error {
@@ -24,6 +25,20 @@ describe("isRedisUnavailableError", () => {
     ["refused", errno("connect ECONNREFUSED 127.0.0.1:6379", "ECONNREFUSED")],
     ["reset", errno("read ECONNRESET", "ECONNRESET")],
     ["loading", new Error("LOADING Redis is loading the dataset in memory")],
+    ["a Cluster that is down", new Error("CLUSTERDOWN The cluster is down")],
+    [
+      "a Cluster no node of which answers",
+      Object.assign(new Error("Failed to refresh slots cache."), { name: "ClusterAllFailedError" }),
+    ],
+    ["a Cluster not connected", new Error("Cluster isn't ready and enableOfflineQueue options is false")],
+    [
+      "a failover's retries used up",
+      new Error("Too many Cluster redirections. Last error: Error: Connection is closed."),
+    ],
+    [
+      "Sentinels that do not answer",
+      new Error("All sentinels are unreachable. Retrying from scratch after 50ms."),
+    ],
     ["a failover", new Error("READONLY You can't write against a read only replica.")],
     [
       "a pipeline cut by the connection's close",
@@ -38,7 +53,44 @@ describe("isRedisUnavailableError", () => {
   ])("is false for %s", (_what, err) => expect(isRedisUnavailableError(err)).toBe(false));
 });
 
+describe("redisTrouble", () => {
+  it.each([
+    ["MOVED 3999 127.0.0.1:6381", "cluster"],
+    ["ASK 3999 127.0.0.1:6381", "cluster"],
+    ["TRYAGAIN Multiple keys request during rehashing of slot", "cluster"],
+    ["CROSSSLOT Keys in request don't hash to the same slot", "cluster"],
+    ["Too many Cluster redirections. Last error: ReplyError: TRYAGAIN Multiple keys", "cluster"],
+    ["Too many Cluster redirections. Last error: ReplyError: CLUSTERDOWN The cluster is down", "unreachable"],
+    ["CLUSTERDOWN Hash slot not served", "unreachable"],
+    ["OOM command not allowed when used memory > 'maxmemory'.", "memory"],
+    ["ERR syntax error", undefined],
+  ])("classifies %s as %s", (message, trouble) => {
+    expect(redisTrouble(new Error(message))).toBe(trouble);
+  });
+});
+
 describe("redisErrorToConnect", () => {
+  it.each([
+    [
+      "MOVED 3999 127.0.0.1:6381",
+      "Redis Cluster could not serve the command now (slots moving) - try again later",
+    ],
+    [
+      "CROSSSLOT Keys in request don't hash to the same slot",
+      "Redis Cluster could not serve the command now (slots moving) - try again later",
+    ],
+    ["CLUSTERDOWN The cluster is down", "Redis is unreachable - try again later"],
+    [
+      "OOM command not allowed when used memory > 'maxmemory'.",
+      "Redis is out of memory and refuses writes - try again later",
+    ],
+  ])("answers %s UNAVAILABLE without Redis's words", (message, answer) => {
+    const mapped = redisErrorToConnect(new Error(message)) as ConnectError;
+    expect(mapped.code).toBe(Code.Unavailable);
+    expect(mapped.rawMessage).toBe(answer);
+    expect(mapped.rawMessage).not.toContain(message.split(" ")[0]);
+  });
+
   it("turns connection errors into UNAVAILABLE with a short message and keeps the cause", () => {
     const cause = new Error("Connection is closed.");
     const mapped = redisErrorToConnect(cause);

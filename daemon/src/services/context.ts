@@ -1,8 +1,8 @@
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { DaemonConfig } from "../config.js";
 import type { MetricsRegistry } from "../observability/metrics.js";
+import type { RedisClient } from "../redis/redis.js";
 import type { DirectUnary } from "../server/grpc-unary.js";
 import type { HealthReporter } from "../server/health.js";
 
@@ -15,7 +15,7 @@ export interface ServiceContext {
   /** The Redis in use (the private one when none was configured), for extra connections such as BullMQ's. */
   redisUrl: string;
   /** The shared client (see createRedisClient): commands fail fast while Redis is down. */
-  redis: Redis;
+  redis: RedisClient;
   /** Health reporting: mark a dependency down with `setComponent(name, false)`. */
   health: HealthReporter;
   /**

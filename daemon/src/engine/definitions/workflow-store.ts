@@ -10,8 +10,8 @@ import {
   type WorkflowSummary,
   WorkflowSummarySchema,
 } from "@weft/sdk/gen/weft/v1/workflow_pb.js";
-import type { Redis } from "ioredis";
-import { invalidArgument, type Keys, LruCache } from "../shared/index.js";
+import type { RedisClient } from "../../redis/redis.js";
+import { anySlotPipeline, invalidArgument, type Keys, LruCache } from "../shared/index.js";
 import type { CompiledWorkflow } from "./compiled-workflow.js";
 import { type CompileDefaults, compileWorkflow, planOf, validateWorkflow } from "./dag.js";
 import { definitionHash } from "./definition-hash.js";
@@ -73,7 +73,7 @@ export class WorkflowStore {
   private readonly loading = new Map<string, Promise<LoadedWorkflow>>();
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Keys,
     private readonly limits: WorkflowLimits,
     private readonly defaults: CompileDefaults,
@@ -102,20 +102,20 @@ export class WorkflowStore {
     const binary = toBinary(WorkflowDefinitionSchema, def);
     const now = Date.now();
     const key = this.keys.workflow(def.name);
-    const [, stored] = (await this.redis
-      .multi()
-      .zadd(this.keys.workflowIndex(), "NX", 0, def.name)
-      .eval(
-        STORE,
-        1,
-        key,
-        hash,
-        Buffer.from(binary.buffer, binary.byteOffset, binary.byteLength),
-        now,
-        def.tasks.length,
-      )
-      .exec()
-      .then(checkExec)) as [unknown, [number, number]];
+    // The index and the workflow's hash are keys of two slots (a Redis Cluster runs no transaction
+    // across them): the name enters the index first, so that a stored workflow is always listed; a
+    // name whose store failed is listed by nothing (ListWorkflows skips names without a version)
+    // until a submit of that name succeeds.
+    await this.redis.zadd(this.keys.workflowIndex(), "NX", 0, def.name);
+    const stored = (await this.redis.eval(
+      STORE,
+      1,
+      key,
+      hash,
+      Buffer.from(binary.buffer, binary.byteOffset, binary.byteLength),
+      now,
+      def.tasks.length,
+    )) as [number, number];
     const [version, created] = stored;
     const cacheKey = `${def.name}@${version}`;
     let loaded = this.cache.get(cacheKey);
@@ -232,22 +232,28 @@ export class WorkflowStore {
       fit++;
     }
     const page = names.slice(0, Math.max(1, fit));
-    const pipeline = this.redis.pipeline();
+    // The workflows' hashes are keys of many slots: one pipeline on one server, spread by node on a Cluster.
+    const pipeline = anySlotPipeline(this.redis);
     for (const name of page) pipeline.hget(this.keys.workflow(name), "latest");
     const latest = (await pipeline.exec().then(checkExec)) as (string | null)[];
-    const details = this.redis.pipeline();
+    const details = anySlotPipeline(this.redis);
     page.forEach((name, i) => {
       details.hmget(this.keys.workflow(name), `n:${latest[i]}`, `t:${latest[i]}`);
     });
     const rows = (await details.exec().then(checkExec)) as [string | null, string | null][];
-    const workflows = page.map((name, i) =>
-      create(WorkflowSummarySchema, {
-        name,
-        latestVersion: Number(latest[i] ?? 0),
-        taskCount: Number(rows[i]?.[0] ?? 0),
-        updateTime: timestampFromMs(Number(rows[i]?.[1] ?? 0)),
-      }),
-    );
+    const workflows: WorkflowSummary[] = [];
+    page.forEach((name, i) => {
+      // A name whose first store failed has no version: it is not a workflow (see submit).
+      if (latest[i] === null || latest[i] === undefined) return;
+      workflows.push(
+        create(WorkflowSummarySchema, {
+          name,
+          latestVersion: Number(latest[i] ?? 0),
+          taskCount: Number(rows[i]?.[0] ?? 0),
+          updateTime: timestampFromMs(Number(rows[i]?.[1] ?? 0)),
+        }),
+      );
+    });
     return { workflows, next: names.length > page.length ? (page[page.length - 1] ?? "") : "" };
   }
 }
@@ -263,9 +269,9 @@ function header(def: WorkflowDefinition, version: number, createTime: number, co
   });
 }
 
-/** Unwraps an ioredis pipeline or transaction result, throwing its first error. */
+/** Unwraps an ioredis pipeline result, throwing its first error. */
 function checkExec(results: [Error | null, unknown][] | null): unknown[] {
-  if (results === null) throw new Error("Redis transaction was aborted");
+  if (results === null) throw new Error("Redis pipeline was aborted");
   return results.map(([err, value]) => {
     if (err !== null) throw err;
     return value;

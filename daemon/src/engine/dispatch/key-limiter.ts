@@ -1,6 +1,6 @@
 import type { JsonValue } from "@bufbuild/protobuf";
-import type { Redis } from "ioredis";
 import { type KeyPolicy, keyPolicyOf, type Limit, type Policy } from "../../policy.js";
+import type { RedisClient } from "../../redis/redis.js";
 import type { Keys } from "../shared/index.js";
 
 // A sliding-window log: the start times of the last window, one member each,
@@ -37,7 +37,7 @@ const PLACEHOLDER = /\{\{\s*input((?:\.[A-Za-z0-9_-]+)+)\s*\}\}/g;
  */
 export class KeyLimiter {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Keys,
     private readonly policy: Policy,
   ) {}

@@ -2,9 +2,9 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Queue, QueueSchema, RateLimitSchema } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Limit, Policy } from "../../policy.js";
+import type { RedisClient } from "../../redis/redis.js";
 import type { Keys } from "../shared/index.js";
 import type { TaskQueues } from "./task-queues.js";
 
@@ -26,7 +26,7 @@ export class QueueAdmin {
   private readonly limitCache = new Map<string, { limit: Limit | undefined; until: number }>();
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Keys,
     private readonly queues: TaskQueues,
     private readonly logger: Logger,

@@ -7,9 +7,9 @@ import {
   UnrecoverableError,
   Worker,
 } from "bullmq";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../../observability/log-throttle.js";
+import type { RedisClient } from "../../redis/redis.js";
 import { jobIdOf, type Keys } from "../shared/index.js";
 import type { FetchedJob, TaskJobData, TaskJobSpec } from "./jobs.js";
 
@@ -72,8 +72,8 @@ export class TaskQueues {
    *   a second while Redis is away, so that no call of a client hangs through an outage.
    */
   constructor(
-    private readonly connection: Redis,
-    private readonly failFast: Redis,
+    private readonly connection: RedisClient,
+    private readonly failFast: RedisClient,
     private readonly keys: Keys,
     private readonly settings: TaskQueueSettings,
     private readonly logger: Logger,

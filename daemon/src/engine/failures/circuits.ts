@@ -1,10 +1,10 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { type Circuit, CircuitSchema, CircuitState } from "@weft/sdk/gen/weft/v1/circuit_breaker_pb.js";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../../observability/log-throttle.js";
 import type { Policy } from "../../policy.js";
+import type { RedisClient } from "../../redis/redis.js";
 import {
   CIRCUIT_DEFAULTS,
   type CircuitSettings,
@@ -70,7 +70,7 @@ export class Circuits {
   private readonly cache = new Map<string, QueueCircuits>();
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Keys,
     private readonly queues: TaskQueues,
     private readonly logger: Logger,

@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../redis/redis.js";
 import type { Keys } from "../shared/index.js";
 
 /** A dead-letter entry as the run's hash keeps it (`x:<taskId>`, see FAIL in task-scripts.ts). */
@@ -51,7 +51,7 @@ export class DeadLetterIndex {
   private cursor = { family: 0, at: 0 };
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Keys,
   ) {}
 
@@ -67,7 +67,7 @@ export class DeadLetterIndex {
   }
 
   /** The commands that enter an entry in its indexes (sent before the step that writes it). */
-  enter(place: EntryPlace, at: number): (redis: Redis) => Promise<unknown>[] {
+  enter(place: EntryPlace, at: number): (redis: RedisClient) => Promise<unknown>[] {
     const member = memberOf(place.runId, place.taskId);
     // Not NX: a member left by a step that failed nothing (a stale report, a timer early) takes
     // the time of the failure that does write the entry.

@@ -8,7 +8,7 @@ import {
   GetDeadLetterResponseSchema,
 } from "@weft/sdk/gen/weft/v1/failure_service_pb.js";
 import { TaskErrorSchema } from "@weft/sdk/gen/weft/v1/run_pb.js";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../redis/redis.js";
 import type { WorkflowStore } from "../definitions/index.js";
 import { AnswerRoom, type Keys, measuredValue, textSize } from "../shared/index.js";
 import {
@@ -63,7 +63,7 @@ return {entry, head[1] or '', head[2] or '0', rec, size}
  */
 export class DeadLetterReads {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Keys,
     private readonly workflows: WorkflowStore,
     private readonly maxResponseBytes: number,

@@ -1,8 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { DeadLetter, GetDeadLetterResponse } from "@weft/sdk/gen/weft/v1/failure_service_pb.js";
 import type { Run } from "@weft/sdk/gen/weft/v1/run_pb.js";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import type { RedisClient } from "../../redis/redis.js";
 import { notFound, type RunReads } from "../runs/index.js";
 import type { Keys } from "../shared/index.js";
 import {
@@ -37,7 +37,7 @@ const SCAN_FACTOR = 20;
 
 /** What the dead-letter operations work with. */
 export interface DeadLetterDeps {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   logger: Logger;
   index: DeadLetterIndex;

@@ -1,5 +1,5 @@
 import { CircuitState } from "@weft/sdk/gen/weft/v1/circuit_breaker_pb.js";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../redis/redis.js";
 import type { Keys } from "../shared/index.js";
 import type { Circuits } from "./circuits.js";
 import type { DeadLetterIndex } from "./dead-letter-index.js";
@@ -35,7 +35,7 @@ export class FailureStats {
   private reading = false;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Keys,
     private readonly index: DeadLetterIndex,
     private readonly circuits: Circuits,

@@ -1,8 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Run } from "@weft/sdk/gen/weft/v1/run_pb.js";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../../observability/log-throttle.js";
+import type { RedisClient } from "../../redis/redis.js";
 import { isRedisUnavailableError } from "../../redis/redis.js";
 import type { LoadedWorkflow } from "../definitions/index.js";
 import type { TimerData, Timers } from "../dispatch/index.js";
@@ -43,7 +43,7 @@ export interface ResumeResult {
 
 /** What resuming runs works with. */
 export interface ResumeDeps {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   logger: Logger;
   runWorkflows: RunWorkflows;

@@ -1,6 +1,6 @@
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import type { RedisClient } from "../../redis/redis.js";
 import type { CompiledTask, LoadedWorkflow, WorkflowStore } from "../definitions/index.js";
 import type { Dispatchers, KeyLimiter, QueueAdmin, TaskQueues } from "../dispatch/index.js";
 import type { Circuits, DeadLetterIndex, FailureStats } from "../failures/index.js";
@@ -9,7 +9,7 @@ import type { Keys, LeaseRef } from "../shared/index.js";
 
 /** What the worker protocol works with: the run steps, the task queues, and the limits it applies. */
 export interface LeaseDeps {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   logger: Logger;
   workflows: WorkflowStore;

@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../../observability/log-throttle.js";
+import type { RedisClient } from "../../redis/redis.js";
 import type { LoadedWorkflow } from "../definitions/index.js";
 import type { TaskQueues, Timers } from "../dispatch/index.js";
-import { BackoffLoop, jobIdOf, type Keys } from "../shared/index.js";
+import { anySlotPipeline, BackoffLoop, jobIdOf, type Keys } from "../shared/index.js";
 import { jobSpec } from "./run-jobs.js";
 import type { RunSteps } from "./run-steps.js";
 import type { TaskRecord } from "./run-view.js";
@@ -56,7 +56,7 @@ const MAX_PAUSE_MS = 20_000;
 
 /** What the reconciler works with. */
 export interface ReconcilerDeps {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   logger: Logger;
   runWorkflows: RunWorkflows;
@@ -138,29 +138,26 @@ export class Reconciler {
     const { deps } = this;
     const { redis, keys } = deps;
     let checked = 0;
+    const inTime = () => Date.now() - started < lockMs / 2;
     try {
       const quietSince = started - deps.settings.reconcileAfterMs;
-      let entries: string[];
-      do {
-        // Checked runs leave the set (or get a newer score), so each page starts from the lowest score.
-        entries = await redis.zrangebyscore(
-          keys.dirtyRuns(),
-          "-inf",
-          quietSince,
-          "WITHSCORES",
-          "LIMIT",
-          0,
-          PAGE,
-        );
-        for (let i = 0; i + 1 < entries.length; i += 2) {
-          const runId = entries[i] as string;
-          const score = entries[i + 1] as string;
-          await this.check(runId);
-          await deps.extras?.checked(runId);
-          await redis.eval(FORGET, 1, keys.dirtyRuns(), runId, score);
-          checked++;
-        }
-      } while (entries.length === 2 * PAGE && Date.now() - started < lockMs / 2);
+      // Every shard of the recently-touched set (one on one server, one per shard tag on a Cluster).
+      for (const dirty of keys.dirtyShards()) {
+        if (!inTime()) break;
+        let entries: string[];
+        do {
+          // Checked runs leave the set (or get a newer score), so each page starts from the lowest score.
+          entries = await redis.zrangebyscore(dirty, "-inf", quietSince, "WITHSCORES", "LIMIT", 0, PAGE);
+          for (let i = 0; i + 1 < entries.length; i += 2) {
+            const runId = entries[i] as string;
+            const score = entries[i + 1] as string;
+            await this.check(runId);
+            await deps.extras?.checked(runId);
+            await redis.eval(FORGET, 1, dirty, runId, score);
+            checked++;
+          }
+        } while (entries.length === 2 * PAGE && inTime());
+      }
       if (started - this.prunedAt >= PRUNE_EVERY_MS) {
         this.prunedAt = started;
         await this.pruneIndexes(started + lockMs / 2);
@@ -185,7 +182,7 @@ export class Reconciler {
     const horizon = Date.now() - this.deps.settings.runRetentionMs;
     let removed = 0;
     if (this.pruneCursor === -1) {
-      removed += await this.pruneIndex(keys.runIndex(), horizon, deadline);
+      for (const index of keys.runIndexes()) removed += await this.pruneIndex(index, horizon, deadline);
       this.pruneCursor = 0;
     }
     while (Date.now() < deadline) {
@@ -193,7 +190,7 @@ export class Reconciler {
       const names = await redis.zrange(keys.workflowIndex(), from, from + WORKFLOW_PAGE - 1);
       for (const name of names) {
         if (Date.now() >= deadline) return removed;
-        removed += await this.pruneIndex(keys.runIndex(name), horizon, deadline);
+        for (const index of keys.runIndexes(name)) removed += await this.pruneIndex(index, horizon, deadline);
         this.pruneCursor++;
       }
       if (names.length < WORKFLOW_PAGE) {
@@ -213,9 +210,11 @@ export class Reconciler {
     do {
       ids = await redis.zrangebyscore(index, "-inf", `(${horizon}`, "LIMIT", kept, INDEX_PAGE);
       if (ids.length === 0) break;
-      const pipeline = redis.pipeline();
+      // The runs' keys are in as many slots as runs: spread by node on a Cluster.
+      const pipeline = anySlotPipeline(redis);
       for (const id of ids) pipeline.exists(keys.run(id).run);
       const found = (await pipeline.exec()) ?? [];
+      for (const [err] of found) if (err !== null) throw err;
       const gone = ids.filter((_, i) => found[i]?.[1] === 0);
       if (gone.length > 0) removed += await redis.zrem(index, ...gone);
       kept += ids.length - gone.length;

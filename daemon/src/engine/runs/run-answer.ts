@@ -1,8 +1,15 @@
 import type { Value } from "@bufbuild/protobuf/wkt";
 import { type Run, type TaskRun, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../redis/redis.js";
 import type { CompiledWorkflow } from "../definitions/index.js";
-import { type AnswerRoom, type Keys, measuredValue, textSize, type WantedPayload } from "../shared/index.js";
+import {
+  type AnswerRoom,
+  anySlotPipeline,
+  type Keys,
+  measuredValue,
+  textSize,
+  type WantedPayload,
+} from "../shared/index.js";
 import { runFromHash, type TaskRecord, taskRunOf } from "./run-view.js";
 
 /** The fields of a run's hash every answer reads; its payloads (in, out, err) are read only when they fit. */
@@ -55,12 +62,12 @@ return out
 
 /** Reads the heads of runs in one round trip; undefined for a run that does not exist. */
 export async function readHeads(
-  redis: Redis,
+  redis: RedisClient,
   keys: Keys,
   runIds: readonly string[],
 ): Promise<(RunHead | undefined)[]> {
   if (runIds.length === 0) return [];
-  const pipeline = redis.pipeline();
+  const pipeline = anySlotPipeline(redis);
   for (const id of runIds) {
     const key = keys.run(id).run;
     pipeline
@@ -149,7 +156,7 @@ export function runInRoom(head: RunHead, keys: Keys, room: AnswerRoom): Run | un
  * position of the first task run that did not fit, or undefined when all did.
  */
 export async function taskRunsInRoom(
-  redis: Redis,
+  redis: RedisClient,
   keys: Keys,
   run: Run,
   compiled: CompiledWorkflow,
@@ -302,11 +309,11 @@ type ViewCommand = (key: string, cap: number, ...ids: string[]) => Promise<unkno
  * sends anything: a command defined later is missing from the auto-pipeline ioredis has open in
  * that tick, and ioredis then fails the whole pipeline with an exception nothing catches.
  */
-export function defineTaskView(redis: Redis): void {
+export function defineTaskView(redis: RedisClient): void {
   if (!("weftTaskView" in redis)) redis.defineCommand("weftTaskView", { numberOfKeys: 1, lua: TASK_VIEW });
 }
 
-function viewCommand(redis: Redis): ViewCommand {
+function viewCommand(redis: RedisClient): ViewCommand {
   const command = (redis as unknown as { weftTaskView?: ViewCommand }).weftTaskView;
   if (command === undefined) throw new Error("weftTaskView is not defined: call defineTaskView first");
   return command;

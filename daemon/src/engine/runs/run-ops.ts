@@ -2,9 +2,9 @@ import { create, type JsonValue } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Run, RunSchema, RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../../observability/log-throttle.js";
+import type { RedisClient } from "../../redis/redis.js";
 import { isRedisUnavailableError } from "../../redis/redis.js";
 import type { LoadedWorkflow, WorkflowStore } from "../definitions/index.js";
 import type { Timers } from "../dispatch/index.js";
@@ -44,7 +44,7 @@ interface PreparedRun {
 
 /** What the run operations work with. */
 export interface RunOpsDeps {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   logger: Logger;
   workflows: WorkflowStore;
@@ -174,7 +174,7 @@ export class RunOps {
           now,
           item.idempotencyKey,
           table,
-          [deps.keys.runIndex(), deps.keys.runIndex(loaded.workflow.name)],
+          [deps.keys.runIndexOf(runId), deps.keys.runIndexOf(runId, loaded.workflow.name)],
         );
         deps.runWorkflows.remember(runId, loaded.workflow.name, loaded.workflow.version);
         return fresh === 1;

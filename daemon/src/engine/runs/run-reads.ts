@@ -1,8 +1,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Run, type RunStatus, type TaskRun, TaskStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../redis/redis.js";
 import type { WorkflowStore } from "../definitions/index.js";
 import { AnswerRoom, invalidArgument, type Keys } from "../shared/index.js";
+import { type IndexEntry, IndexReader } from "./index-reader.js";
 import { type RunHead, readHeads, runInRoom, runWholeBytes, taskRunsInRoom } from "./run-answer.js";
 import { RUN_STATUS_CODE } from "./run-view.js";
 
@@ -21,7 +22,7 @@ export interface HoldReasons {
 
 /** What the run reads need. */
 export interface RunReadsDeps {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   workflows: WorkflowStore;
   /** Says why a queued task waits (its queue paused, rate limited or at its concurrency, a circuit breaker). */
@@ -109,56 +110,63 @@ export class RunReads {
   /** One page of runs, newest first: at most `pageSize`, and fewer when more would not fit. */
   async list(query: ListRunsQuery): Promise<{ runs: Run[]; next: string }> {
     const { redis, keys } = this.deps;
-    const index = keys.runIndex(query.workflow === "" ? undefined : query.workflow);
+    const indexes = keys.runIndexes(query.workflow === "" ? undefined : query.workflow);
     const wanted = new Set(query.statuses.map((s) => RUN_STATUS_CODE.get(s)));
     let cursor = decodeToken(query.pageToken);
     const room = new AnswerRoom(this.deps.maxResponseBytes);
     const runs: Run[] = [];
     const fetch = Math.max(query.pageSize, 50);
+    // Every shard of the index (one on one server): each read a share of a page at a time.
+    const reader = new IndexReader(
+      redis,
+      indexes,
+      cursor,
+      indexes.length === 1 ? fetch + 20 : Math.max(20, Math.ceil((2 * fetch) / indexes.length)),
+    );
     let scanned = 0;
     let more = true;
     let full = false;
-    while (!full && more && runs.length < query.pageSize && scanned < query.pageSize * 20 + 1000) {
-      const max = cursor === undefined ? "+inf" : String(cursor.score);
-      // A few extra entries cover those sharing the cursor's score, skipped below.
-      const raw = await redis.zrevrangebyscore(index, max, "-inf", "WITHSCORES", "LIMIT", 0, fetch + 20);
-      const entries: { id: string; score: number }[] = [];
-      for (let i = 0; i + 1 < raw.length; i += 2) {
-        const id = raw[i] as string;
-        const score = Number(raw[i + 1]);
-        // Equal scores come in descending member order: skip up to the cursor.
-        if (cursor !== undefined && score === cursor.score && id >= cursor.id) continue;
-        entries.push({ id, score });
+    while (more && !full && runs.length < query.pageSize) {
+      if (scanned >= query.pageSize * 20 + 1000) break;
+      const entries = await reader.next(fetch);
+      if (entries.length === 0) {
+        more = false;
+        break;
       }
-      more = raw.length / 2 === fetch + 20;
       const heads = await readHeads(
         redis,
         keys,
         entries.map((e) => e.id),
       );
-      const gone: string[] = [];
+      const gone = new Map<string, string[]>();
+      let stopped = false;
       for (let i = 0; i < entries.length; i++) {
         if (runs.length === query.pageSize) {
-          more = true;
+          stopped = true;
           break;
         }
-        const entry = entries[i] as { id: string; score: number };
+        const entry = entries[i] as IndexEntry & { key: string };
         const head = heads[i];
         if (head !== undefined && (wanted.size === 0 || wanted.has(head.h.s))) {
           if (!this.fits(head, room, runs.length)) {
             // The rest go in the next page, which starts with this run.
             full = true;
-            more = true;
+            stopped = true;
             break;
           }
           runs.push(runInRoom(head, keys, room) as Run);
         }
         scanned++;
-        cursor = entry;
-        if (head === undefined) gone.push(entry.id);
+        cursor = { id: entry.id, score: entry.score };
+        if (head === undefined) {
+          const list = gone.get(entry.key);
+          if (list === undefined) gone.set(entry.key, [entry.id]);
+          else list.push(entry.id);
+        }
       }
       // Runs past their retention leave their index entries behind: prune them.
-      if (gone.length > 0) await redis.zrem(index, ...gone);
+      for (const [key, ids] of gone) await redis.zrem(key, ...ids);
+      more = stopped || reader.more;
     }
     await room.read(redis);
     return { runs, next: more && cursor !== undefined ? encodeToken(cursor) : "" };

@@ -45,6 +45,19 @@
  *   e  last error {t, m, d}   pg progress (JSON text)
  */
 
+/** The line of {@link PRELUDE} that announces a run's new events on its pub/sub channel. */
+const PUBLISH_LINE = "if #pending > 0 then redis.call('PUBLISH', EV, seq) end";
+
+/**
+ * A step script as it runs on a Redis Cluster: new events announced with SPUBLISH (sharded pub/sub,
+ * Redis 7: the message stays on the nodes of the run's slot) instead of PUBLISH, which a Cluster
+ * sends to every node.
+ */
+export function withShardedPublish(lua: string): string {
+  if (!lua.includes(PUBLISH_LINE)) return lua;
+  return lua.replace(PUBLISH_LINE, PUBLISH_LINE.replace("'PUBLISH'", "'SPUBLISH'"));
+}
+
 export const PRELUDE = `
 local RUN, TASKS, EV
 -- The run's last sequence (false until read), the events this call appends to the run (written by
@@ -83,7 +96,7 @@ local function notify()
     fields[#fields + 1] = seq
   end
   if #fields > 0 then redis.call('HSET', RUN, unpack(fields)) end
-  if #pending > 0 then redis.call('PUBLISH', EV, seq) end
+  ${PUBLISH_LINE}
   pending, runSet = {}, {}
 end
 local function expireAll(ms)

@@ -1,7 +1,8 @@
-import type { Redis } from "ioredis";
+import { defineScript, isCluster, type RedisClient } from "../../redis/redis.js";
+import { keySlot } from "../../redis/slots.js";
 import type { Keys } from "../shared/index.js";
 import { RESUME } from "./resume-script.js";
-import { CANCEL, FINISH, TRIGGER, WAIT } from "./run-scripts.js";
+import { CANCEL, FINISH, TRIGGER, WAIT, withShardedPublish } from "./run-scripts.js";
 import { COMPLETE, FAIL, HEARTBEAT, RELEASE, START } from "./task-scripts.js";
 import { normalize, type Reply, TickBatches } from "./tick-batches.js";
 
@@ -19,6 +20,8 @@ const DEADLINE_ARG: Record<LeaseDeadline, string> = { check: "1", ignore: "0", e
 /**
  * The run scripts. Each takes three KEYS per run; the batched ones (TRIGGER, START, COMPLETE) carry
  * the steps of several runs in one call (see run-scripts.ts and task-scripts.ts), the others one run's step.
+ * On a Redis Cluster they announce new events with SPUBLISH (sharded pub/sub: only the nodes of
+ * the run's shard see it) rather than PUBLISH, which a Cluster sends to every node.
  */
 const SCRIPTS = {
   weftTrigger: TRIGGER,
@@ -64,7 +67,7 @@ export interface DeadLetterNote {
   historyMessage: string;
   historyDetails: string;
   /** Sent before the step, in the same write: the ZADDs that enter the entry in its indexes. */
-  index?: (redis: Redis) => Promise<unknown>[];
+  index?: (redis: RedisClient) => Promise<unknown>[];
 }
 
 /** One task a resume runs again: its parents not succeeded (0: queued at once), or "-" for a root. */
@@ -84,7 +87,9 @@ function leaseArg(lease: LeaseArgs): string {
  * as recently touched, so that the reconciler can finish that follow-up when a
  * crash cuts it short; starts, heartbeats, waits and the completions of
  * childless tasks of small workflows (whose step finishes the run when it
- * completes the last task) leave none.
+ * completes the last task) leave none. On a Redis Cluster the mark lives on
+ * another slot than the run (often another node), where no order between the
+ * two holds: the step is sent once the mark is written.
  * A run leaves that set as soon as a completion, FINISH or CANCEL ends it: a
  * finished run needs no follow-up (a job left behind is dropped when a poll
  * fetches it). A run that ends in a failure stays until the reconciler finds it
@@ -95,36 +100,47 @@ export class RunSteps {
   private finished: string[] = [];
   /** Run id → the indexes a run being triggered enters, and its creation time (see {@link trigger}). */
   private readonly indexing = new Map<string, { indexes: string[]; now: number }>();
-  private readonly triggers = new TickBatches(
-    (runIds, args, marked) =>
-      this.call("weftTrigger", runIds, args, marked, (redis) => this.enterIndexes(redis, runIds)),
-    (reply) => reply.slice(1).map(normalize),
-  );
-  private readonly starts = new TickBatches(
-    (runIds, args) => this.call("weftStart", runIds, args, []),
-    // The run's input comes once; each started task's reply carries it, as the step's callers expect.
-    (reply) =>
-      reply.slice(1).map((one) => {
-        const r = normalize(one);
-        if (r[0] === "ok") r[2] = reply[0] ?? "";
-        return r;
-      }),
-  );
-  private readonly completions = new TickBatches(
-    (runIds, args, marked) => this.call("weftComplete", runIds, args, marked),
-    (reply) => reply.slice(1).map(normalize),
-  );
+  /** Whether Redis is a Cluster: batches by slot, marks written before their steps, SPUBLISH. */
+  private readonly cluster: boolean;
+  private readonly triggers: TickBatches;
+  private readonly starts: TickBatches;
+  private readonly completions: TickBatches;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Keys,
     /** Largest run output (JSON bytes) the steps build; a larger one is left unbuilt, its size kept. */
     private readonly outputLimit = Number.MAX_SAFE_INTEGER,
   ) {
+    this.cluster = isCluster(redis);
     // The number of keys (three per run) is each call's first argument.
     for (const [name, lua] of Object.entries(SCRIPTS)) {
-      if (!(name in redis)) redis.defineCommand(name, { lua });
+      defineScript(redis, name, this.cluster ? withShardedPublish(lua) : lua);
     }
+    // One script call per slot and tick on a Cluster (a script's keys share a slot), one per tick otherwise.
+    const groupOf = this.cluster ? (runId: string) => keySlot(`{${runId}}`) : undefined;
+    this.triggers = new TickBatches(
+      (runIds, args, marked) =>
+        this.call("weftTrigger", runIds, args, marked, (client) => this.enterIndexes(client, runIds)),
+      (reply) => reply.slice(1).map(normalize),
+      groupOf,
+    );
+    this.starts = new TickBatches(
+      (runIds, args) => this.call("weftStart", runIds, args, []),
+      // The run's input comes once; each started task's reply carries it, as the step's callers expect.
+      (reply) =>
+        reply.slice(1).map((one) => {
+          const r = normalize(one);
+          if (r[0] === "ok") r[2] = reply[0] ?? "";
+          return r;
+        }),
+      groupOf,
+    );
+    this.completions = new TickBatches(
+      (runIds, args, marked) => this.call("weftComplete", runIds, args, marked),
+      (reply) => reply.slice(1).map(normalize),
+      groupOf,
+    );
   }
 
   /**
@@ -136,7 +152,7 @@ export class RunSteps {
     runIds: string[],
     args: (string | number)[],
     marked: readonly string[] = runIds,
-    before?: (redis: Redis) => Promise<unknown>[],
+    before?: (redis: RedisClient) => Promise<unknown>[],
   ): Promise<Reply> {
     // One array argument: ioredis flattens it, and huge runs would overflow a spread.
     const keyArgs: (string | number)[] = [runIds.length * 3];
@@ -150,17 +166,35 @@ export class RunSteps {
     // Issued in the same tick, so auto-pipelining sends them in one write with every other step of the
     // tick, and Redis runs them in this order: what `before` adds, the mark, then the step.
     const now = Date.now();
-    const marks: (string | number)[] = [];
-    for (const id of marked) marks.push(now, id);
     const first = before?.(this.redis) ?? [];
-    if (marks.length > 0) first.push(this.redis.zadd(this.keys.dirtyRuns(), ...marks));
+    for (const [dirty, marks] of this.marksOf(marked, now)) first.push(this.redis.zadd(dirty, ...marks));
+    if (this.cluster) {
+      // Other slots, other nodes: nothing orders these writes and the step but waiting for them.
+      await Promise.all(first);
+      return normalize(await fn.call(this.redis, keyArgs.concat(args)));
+    }
     const step = fn.call(this.redis, keyArgs.concat(args));
     const [, reply] = await Promise.all([Promise.all(first), step]);
     return normalize(reply);
   }
 
+  /** The ZADD arguments that mark runs as touched at `now`, by shard of the recently-touched set. */
+  private marksOf(runIds: readonly string[], now: number): Map<string, (string | number)[]> {
+    const byShard = new Map<string, (string | number)[]>();
+    for (const id of runIds) {
+      const dirty = this.keys.dirtyOf(id);
+      let marks = byShard.get(dirty);
+      if (marks === undefined) {
+        marks = [];
+        byShard.set(dirty, marks);
+      }
+      marks.push(now, id);
+    }
+    return byShard;
+  }
+
   /** The ZADDs that enter the runs of a trigger batch in their list indexes: one per index. */
-  private enterIndexes(redis: Redis, runIds: string[]): Promise<unknown>[] {
+  private enterIndexes(redis: RedisClient, runIds: string[]): Promise<unknown>[] {
     const members = new Map<string, (string | number)[]>();
     for (const id of runIds) {
       const entry = this.indexing.get(id);
@@ -184,8 +218,15 @@ export class RunSteps {
       process.nextTick(() => {
         const runIds = this.finished;
         this.finished = [];
+        const byShard = new Map<string, string[]>();
+        for (const id of runIds) {
+          const dirty = this.keys.dirtyOf(id);
+          const list = byShard.get(dirty);
+          if (list === undefined) byShard.set(dirty, [id]);
+          else list.push(id);
+        }
         // Should the ZREM fail, the reconciler checks these runs once they are quiet, and forgets them.
-        this.redis.zrem(this.keys.dirtyRuns(), ...runIds).catch(() => {});
+        for (const [dirty, ids] of byShard) this.redis.zrem(dirty, ...ids).catch(() => {});
       });
     }
     this.finished.push(runId);

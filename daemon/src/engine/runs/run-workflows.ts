@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../redis/redis.js";
 import type { LoadedWorkflow, WorkflowStore } from "../definitions/index.js";
 import { type Keys, LruCache } from "../shared/index.js";
 
@@ -15,7 +15,7 @@ export class RunWorkflows {
   });
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Keys,
     private readonly workflows: WorkflowStore,
   ) {}

@@ -27,15 +27,19 @@ function emptyBatch(): Batch {
 
 /**
  * The calls of one batched step script asked for in the same tick go to Redis as
- * one script call at the end of the tick, once every microtask of the tick has
+ * one script call per group at the end of the tick, once every microtask of the tick has
  * run: the steps of one batch RPC (the handovers of a poll, the completions of a
  * CompleteTasks call, the runs of a BatchTrigger) and those of concurrent calls
  * share it, grouped by run (ARGV: number of runs, then for each run the number
  * of its steps and their arguments). A batch that reaches {@link BATCH_STEPS}
  * steps or {@link BATCH_BYTES} bytes goes at once.
+ *
+ * A group is what one script call may touch: every run on one server; the runs of one slot on a
+ * Redis Cluster, where a script's keys must share a slot (one call per slot and tick).
  */
 export class TickBatches {
-  private batch = emptyBatch();
+  /** The batches of this tick by group, in the order their first steps came. */
+  private batches = new Map<number, Batch>();
   private scheduled = false;
 
   constructor(
@@ -46,6 +50,8 @@ export class TickBatches {
     ) => Promise<readonly unknown[]>,
     /** One reply per step of a run, in order, from the run's entry of the script's reply. */
     private readonly split: (reply: Reply) => Reply[],
+    /** The group of a run: the runs of one script call share it (see the class comment). */
+    private readonly groupOf: (runId: string) => number = () => 0,
   ) {}
 
   /** Adds a step of `runId`; `mark`: the step may leave a follow-up, so its run is marked. */
@@ -53,11 +59,15 @@ export class TickBatches {
     return new Promise((resolve, reject) => {
       let bytes = 0;
       for (const arg of args) bytes += typeof arg === "string" ? arg.length : 8;
-      let { batch } = this;
-      if (batch.steps >= BATCH_STEPS || (batch.steps > 0 && batch.bytes + bytes > BATCH_BYTES)) {
+      const group = this.groupOf(runId);
+      let batch = this.batches.get(group);
+      if (batch === undefined) {
+        batch = emptyBatch();
+        this.batches.set(group, batch);
+      } else if (batch.steps >= BATCH_STEPS || (batch.steps > 0 && batch.bytes + bytes > BATCH_BYTES)) {
         this.sendBatch(batch);
         batch = emptyBatch();
-        this.batch = batch;
+        this.batches.set(group, batch);
       }
       let steps = batch.runs.get(runId);
       if (steps === undefined) {
@@ -77,9 +87,9 @@ export class TickBatches {
 
   private flush(): void {
     this.scheduled = false;
-    const { batch } = this;
-    this.batch = emptyBatch();
-    if (batch.steps > 0) this.sendBatch(batch);
+    const { batches } = this;
+    this.batches = new Map();
+    for (const batch of batches.values()) if (batch.steps > 0) this.sendBatch(batch);
   }
 
   private sendBatch({ runs, marked }: Batch): void {

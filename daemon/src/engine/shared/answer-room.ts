@@ -1,7 +1,8 @@
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../redis/redis.js";
 import { textSize, valueSize } from "./answer-size.js";
+import { anySlotPipeline } from "./pipelines.js";
 
 /** Bytes kept in every answer for its own framing (the envelope, the outer field). */
 export const ANSWER_FRAMING = 16;
@@ -62,11 +63,11 @@ export class AnswerRoom {
   }
 
   /** Reads the payloads asked for (one pipeline) and includes each that fits as measured. */
-  async read(redis: Redis): Promise<void> {
+  async read(redis: RedisClient): Promise<void> {
     const wanted = this.wanted;
     this.wanted = [];
     if (wanted.length === 0) return;
-    const pipeline = redis.pipeline();
+    const pipeline = anySlotPipeline(redis);
     for (const w of wanted) pipeline.hget(w.key, w.field);
     const results = (await pipeline.exec()) ?? [];
     wanted.forEach((w, i) => {

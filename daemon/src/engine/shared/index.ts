@@ -21,6 +21,7 @@ export {
   parseLeaseId,
 } from "./ids.js";
 export { jsonValueOf, MAX_JSON_DEPTH } from "./json-values.js";
-export { Keys } from "./keys.js";
+export { CLUSTER_SHARD_TAGS, Keys } from "./keys.js";
 export { LruCache } from "./lru-cache.js";
+export { anySlotPipeline } from "./pipelines.js";
 export { invalidArgument, type Violation } from "./violations.js";

@@ -1,6 +1,14 @@
+import { keySlot, SLOTS } from "../../redis/slots.js";
+
 /**
  * Redis key layout. Every key of one run carries the run id as a hash tag so
  * that a run's atomic steps (Lua) touch a single Redis Cluster slot.
+ *
+ * The sets every run enters (the run indexes, the recently-touched set) and the timers' queue are
+ * sharded on a Redis Cluster, so that no single slot carries every run's traffic: a run's entries
+ * go to the shard of its own slot, each shard's keys carry one of {@link CLUSTER_SHARD_TAGS} as
+ * their hash tag. On one server (or Sentinel) there is one shard, whose keys are those of weftd
+ * before Cluster support. Whatever reads these sets reads every shard.
  */
 export interface RunKeys {
   /** Hash: the run's own fields (status, input, counters, output). */
@@ -17,9 +25,66 @@ export interface RunKeys {
   events: string;
 }
 
+/**
+ * Hash tags of the shards of the sets every run enters, on a Redis Cluster: the tag of shard k
+ * hashes to slot 1024k + 512, the middle of the k-th sixteenth of the slots, so that the shards
+ * spread over the masters as evenly as the slots do, and a run's shard mostly lives on its run's
+ * master. Part of the stored layout: never change them.
+ */
+export const CLUSTER_SHARD_TAGS: readonly string[] = [
+  "s51093",
+  "s16854",
+  "s12001",
+  "s44887",
+  "s7813",
+  "s43803",
+  "s8549",
+  "s3046",
+  "s69739",
+  "s21669",
+  "s4669",
+  "s12267",
+  "s9808",
+  "s10591",
+  "s628",
+  "s42542",
+];
+
 /** Builds every Redis key Weft uses under one prefix. */
 export class Keys {
-  constructor(readonly prefix: string) {}
+  /** Shards of the sets every run enters: 1 on one server, {@link CLUSTER_SHARD_TAGS}' count on a Cluster. */
+  readonly shards: number;
+
+  /**
+   * @param sharded the sets every run enters are sharded (on a Redis Cluster); `number` (tests
+   *   only): that many shards, the first tags of {@link CLUSTER_SHARD_TAGS}.
+   */
+  constructor(
+    readonly prefix: string,
+    sharded: boolean | number = false,
+  ) {
+    this.shards =
+      typeof sharded === "number"
+        ? Math.max(1, Math.min(sharded, CLUSTER_SHARD_TAGS.length))
+        : sharded
+          ? CLUSTER_SHARD_TAGS.length
+          : 1;
+  }
+
+  /** The shard of a run's entries in the sharded sets: the one whose slots hold the run's slot. */
+  shardOf(runId: string): number {
+    return this.shards === 1 ? 0 : Math.floor((keySlot(`{${runId}}`) * this.shards) / SLOTS);
+  }
+
+  /** The suffix of shard `shard`'s keys: none with one shard, else `:{<tag>}`. */
+  private shard(shard: number): string {
+    return this.shards === 1 ? "" : `:{${CLUSTER_SHARD_TAGS[shard]}}`;
+  }
+
+  /** Every shard number. */
+  private all(): number[] {
+    return Array.from({ length: this.shards }, (_, i) => i);
+  }
 
   run(runId: string): RunKeys {
     const base = `${this.prefix}:run:{${runId}}`;
@@ -40,9 +105,24 @@ export class Keys {
     return `${this.prefix}:wfs`;
   }
 
-  /** Sorted set of run ids scored by creation time; per workflow when a name is given. */
-  runIndex(workflow?: string): string {
-    return workflow === undefined ? `${this.prefix}:runs` : `${this.prefix}:runs:wf:${workflow}`;
+  /**
+   * Sorted set of run ids scored by creation time, one shard of it; per workflow when a name is
+   * given. `<p>:runs`, `<p>:runs:wf:<name>` with one shard; `<p>:runs:{<tag>}`,
+   * `<p>:runs:wf:<name>:{<tag>}` on a Cluster.
+   */
+  runIndex(workflow: string | undefined, shard: number): string {
+    const base = workflow === undefined ? `${this.prefix}:runs` : `${this.prefix}:runs:wf:${workflow}`;
+    return base + this.shard(shard);
+  }
+
+  /** Every shard of a run index (of every run, or of a workflow's). */
+  runIndexes(workflow?: string): string[] {
+    return this.all().map((shard) => this.runIndex(workflow, shard));
+  }
+
+  /** The shard of a run index that holds a run. */
+  runIndexOf(runId: string, workflow?: string): string {
+    return this.runIndex(workflow, this.shardOf(runId));
   }
 
   /** Sorted set of task queue names weftd has seen (all scores 0, ordered by name). */
@@ -55,9 +135,22 @@ export class Keys {
     return `${this.prefix}:qlimits`;
   }
 
-  /** Sorted set of runs touched recently, scored by the time of their last step (see reconciler). */
-  dirtyRuns(): string {
-    return `${this.prefix}:dirty`;
+  /**
+   * Sorted set of runs touched recently, scored by the time of their last step (see reconciler),
+   * one shard of it: `<p>:dirty`, or `<p>:dirty:{<tag>}` on a Cluster.
+   */
+  dirtyRuns(shard: number): string {
+    return `${this.prefix}:dirty${this.shard(shard)}`;
+  }
+
+  /** Every shard of the recently-touched set. */
+  dirtyShards(): string[] {
+    return this.all().map((shard) => this.dirtyRuns(shard));
+  }
+
+  /** The shard of the recently-touched set that holds a run. */
+  dirtyOf(runId: string): string {
+    return this.dirtyRuns(this.shardOf(runId));
   }
 
   /** Short-lived lock key taken by the replica that runs a reconciliation pass. */
@@ -109,5 +202,15 @@ export class Keys {
   /** BullMQ prefix for one task queue: hash-tagged so each queue lives in one slot. */
   queuePrefix(queue: string): string {
     return `${this.prefix}:q:{${queue}}`;
+  }
+
+  /**
+   * BullMQ prefix of one shard of the timers' queue ("timers"): `<p>:q:{_timers}` with one
+   * shard, `<p>:q:{<tag>}` on a Cluster.
+   */
+  timerPrefix(shard: number): string {
+    return this.shards === 1
+      ? this.queuePrefix("_timers")
+      : `${this.prefix}:q:{${CLUSTER_SHARD_TAGS[shard]}}`;
   }
 }

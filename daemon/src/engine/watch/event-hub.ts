@@ -1,8 +1,9 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { type WatchRunResponse, WatchRunResponseSchema } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../../observability/log-throttle.js";
+import type { ChannelSubscriber } from "../../redis/channel-subscriber.js";
+import type { RedisClient } from "../../redis/redis.js";
 import { envelope } from "../../server/response-stream.js";
 import { eventFromStored, isFinalEvent, type StoredEvent } from "../runs/index.js";
 
@@ -98,8 +99,8 @@ export class EventHub {
   private readonly runs = new Map<string, RunFeed>();
 
   constructor(
-    private readonly redis: Redis,
-    private readonly subscriber: Redis,
+    private readonly redis: RedisClient,
+    private readonly subscriber: ChannelSubscriber,
     /** The key of a run's event list, also the channel its steps publish on. */
     private readonly logKey: (runId: string) => string,
     private readonly runOfChannel: (channel: string) => string | undefined,
@@ -107,16 +108,25 @@ export class EventHub {
     /** Largest output an event carries; a larger one is left out of it and marked. */
     private readonly maxOutputBytes: number,
   ) {
-    subscriber.on("message", (channel: string, message: string) => {
+    subscriber.onMessage((channel, message) => {
       const runId = this.runOfChannel(channel);
       if (runId === undefined) return;
       const feed = this.runs.get(runId);
       // The message is the run's last sequence: nothing to read when the feed has it already.
       if (feed !== undefined && !(Number(message) <= feed.last)) this.fetch(runId, feed);
     });
-    // After a reconnect, notifications may have been missed: fetch every run.
-    subscriber.on("ready", () => {
-      for (const [runId, feed] of this.runs) this.fetch(runId, feed);
+    // After a reconnection or a failover, notifications may have been missed: once subscribed
+    // again, fetch what the runs concerned appended meanwhile.
+    subscriber.onResubscribed((channels) => {
+      if (channels === "all") {
+        for (const [runId, feed] of this.runs) this.fetch(runId, feed);
+        return;
+      }
+      for (const channel of channels) {
+        const runId = this.runOfChannel(channel);
+        const feed = runId === undefined ? undefined : this.runs.get(runId);
+        if (runId !== undefined && feed !== undefined) this.fetch(runId, feed);
+      }
     });
   }
 
@@ -146,9 +156,7 @@ export class EventHub {
       current.listeners.delete(listener);
       if (current.listeners.size === 0 && this.runs.get(runId) === current) {
         this.runs.delete(runId);
-        this.subscriber.unsubscribe(this.logKey(runId)).catch((err: unknown) => {
-          logThrottle(this.logger).warn({ err, runId }, "unsubscribe failed");
-        });
+        this.subscriber.unsubscribe(this.logKey(runId));
       }
     };
     try {

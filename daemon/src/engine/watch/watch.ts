@@ -1,7 +1,7 @@
 import type { Writable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { WatchRunResponse } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../redis/redis.js";
 import { checkRunId, isFinalRunStatus, notFound } from "../runs/index.js";
 import type { Keys } from "../shared/index.js";
 import type { EventHub, FeedEvent, FeedListener } from "./event-hub.js";
@@ -18,7 +18,7 @@ const END: IteratorReturnResult<undefined> = { done: true, value: undefined };
 
 /** What watch streams read from: the run's hash, and its events through the replica's hub. */
 export interface WatchDeps {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   hub: EventHub;
 }

@@ -306,6 +306,27 @@ describe("Trigger, GetRun and ListRuns", () => {
       "statuses[0]: is not a run status",
     ]);
   });
+  it("pages through the runs of one BatchTrigger, which share a creation time, each once", async () => {
+    const { queue, workflow } = names("list-batch");
+    await c.workflows.submitWorkflow({ definition: { name: workflow, tasks: [task("a", [], { queue })] } });
+    const batch = await c.workflows.batchTrigger({
+      requests: Array.from({ length: 250 }, () => ({ workflow })),
+    });
+    const ids = batch.responses.map((r) => r.run?.id ?? "");
+    const seen: string[] = [];
+    let pageToken = "";
+    let pages = 0;
+    do {
+      const page = await c.workflows.listRuns({ workflow, pageSize: 7, pageToken });
+      seen.push(...page.runs.map((r) => r.id));
+      pageToken = page.nextPageToken;
+      pages++;
+    } while (pageToken !== "" && pages < 100);
+    // Runs of one time come by id, descending: 36 pages of 7 (the last one of 5).
+    expect(seen).toEqual([...ids].sort().reverse());
+    expect(pages).toBe(36);
+    for (const id of ids) await c.workflows.cancel({ runId: id });
+  });
 });
 
 describe("BatchTrigger", () => {

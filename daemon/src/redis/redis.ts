@@ -103,8 +103,10 @@ export function createClientOf(
     // Waiting clients queue their commands while the Cluster reconnects; the others fail at once.
     enableOfflineQueue: wait,
     enableAutoPipelining,
-    // A failover: the command is retried every 100 ms, up to 16 times, before it fails.
+    // A failover: the command is retried every 100 ms, up to 16 times, before it fails; a MOVED
+    // too, so that nodes whose views of the slots differ for a moment have that moment to agree.
     retryDelayOnFailover: 100,
+    retryDelayOnMoved: 50,
     retryDelayOnClusterDown: 100,
     retryDelayOnTryAgain: 100,
     maxRedirections: 16,

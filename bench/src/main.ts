@@ -65,9 +65,9 @@ async function runScenario(
     quick,
     redisUrl: redisServer.url,
     redis,
-    async startWeftd(extraArgs = []): Promise<Weftd> {
+    async startWeftd(extraArgs = [], redisUrl = redisServer.url): Promise<Weftd> {
       const weftd = await startWeftd({
-        redisUrl: redisServer.url,
+        redisUrl,
         prefix: "bench",
         args: [...WEFTD_ARGS, ...extraArgs],
       });

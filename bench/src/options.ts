@@ -21,7 +21,8 @@ export const USAGE = `Usage: pnpm bench [--quick] [--only <scenario>[,<scenario>
 
   --quick           small sizes, one repetition: under a minute, for development
   --only <ids>      run only these scenarios (comma-separated or repeated):
-                    throughput, latency, fanout, watchers, definitions, footprint, replicas, runtimes
+                    throughput, latency, fanout, watchers, definitions, footprint, replicas, runtimes,
+                    resume, cluster
   --reps <n>        repetitions of every figure (default 3, 1 with --quick)
   --wait-quiet <s>  before each scenario, wait up to <s> seconds until other processes leave the CPU
                     idle (< 15 % busy for 2 s); the wait is not part of the 10 minutes
@@ -87,7 +88,7 @@ export const FULL_SIZES: Sizes = {
   footprintRuns: 2_000,
   runtimeTasks: 10_000,
   resumeRuns: 1_000,
-  budgetS: { throughput: 260, fanout: 60, watchers: 90, replicas: 150 },
+  budgetS: { throughput: 260, fanout: 60, watchers: 90, replicas: 150, cluster: 120 },
 };
 
 /** Sizes of --quick: the same scenarios, smaller, once, with tight time budgets. */
@@ -107,5 +108,5 @@ export const QUICK_SIZES: Sizes = {
   footprintRuns: 300,
   runtimeTasks: 1_000,
   resumeRuns: 200,
-  budgetS: { throughput: 6, fanout: 3, watchers: 6, replicas: 4 },
+  budgetS: { throughput: 6, fanout: 3, watchers: 6, replicas: 4, cluster: 6 },
 };

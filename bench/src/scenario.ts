@@ -64,7 +64,7 @@ export interface Sizes {
   /** Scenario 9: failed runs resumed per repetition. */
   resumeRuns: number;
   /** Time budgets (seconds) of the scenarios whose length depends on the engine's speed. */
-  budgetS: { throughput: number; fanout: number; watchers: number; replicas: number };
+  budgetS: { throughput: number; fanout: number; watchers: number; replicas: number; cluster: number };
 }
 
 /** What a scenario gets from the bench. */
@@ -74,8 +74,8 @@ export interface BenchContext {
   redisUrl: string;
   /** A client of the bench's Redis (INFO, FLUSHALL). */
   redis: Redis;
-  /** Starts a weftd on the bench's Redis (stopped after the scenario). */
-  startWeftd(extraArgs?: string[]): Promise<Weftd>;
+  /** Starts a weftd on the bench's Redis, or on `redisUrl` (stopped after the scenario). */
+  startWeftd(extraArgs?: string[], redisUrl?: string): Promise<Weftd>;
   /** Runs `fn` when the scenario ends, last registered first. */
   defer(fn: () => Promise<void> | void): void;
   log(message: string): void;

@@ -1,4 +1,5 @@
 import type { Scenario } from "../scenario.js";
+import { cluster } from "./cluster.js";
 import { definitions } from "./definitions.js";
 import { fanout } from "./fanout.js";
 import { footprint } from "./footprint.js";
@@ -9,7 +10,10 @@ import { runtimes } from "./runtimes.js";
 import { throughput } from "./throughput.js";
 import { watchers } from "./watchers.js";
 
-/** Every scenario, in the order of issue 4, then the worker runtimes (a diagnostic), then resume (issue 24). */
+/**
+ * Every scenario, in the order of issue 4, then the worker runtimes (a diagnostic), then resume
+ * (issue 24), then Weft on a Redis Cluster beside one server (issue 26).
+ */
 export const SCENARIOS: Scenario[] = [
   throughput,
   latency,
@@ -20,4 +24,5 @@ export const SCENARIOS: Scenario[] = [
   replicas,
   runtimes,
   resume,
+  cluster,
 ];

@@ -39,6 +39,8 @@ export interface ChainLoadOptions {
 export class ChainLoad {
   /** Every failed call, in order. */
   readonly failures: FailedCall[] = [];
+  /** The longest a trigger took, retries included, and when it started. */
+  slowest = { ms: 0, at: 0 };
   /** Run ids, by their index. */
   readonly runIds: string[] = [];
   readonly watched: Watched[] = [];
@@ -68,9 +70,11 @@ export class ChainLoad {
       const due = started + (i * 1000) / perSecond;
       if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
       const c = this.client(i);
+      const at = Date.now();
       const res = await this.retry(c, (client) =>
         client.workflows.trigger({ workflow: queue, idempotencyKey: `run-${i}` }),
       );
+      if (Date.now() - at > this.slowest.ms) this.slowest = { ms: Date.now() - at, at };
       const runId = res.run?.id ?? "";
       this.runIds[i] = runId;
       this.watch(runId, this.client(i + 1));

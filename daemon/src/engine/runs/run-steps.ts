@@ -117,13 +117,23 @@ export class RunSteps {
     for (const [name, lua] of Object.entries(SCRIPTS)) {
       defineScript(redis, name, this.cluster ? withShardedPublish(lua) : lua);
     }
-    // One script call per slot and tick on a Cluster (a script's keys share a slot), one per tick otherwise.
-    const groupOf = this.cluster ? (runId: string) => keySlot(`{${runId}}`) : undefined;
+    // One script call per slot and tick on a Cluster (a script's keys share a slot), one per tick
+    // otherwise. On a Cluster the tick's marks and index entries, on other slots, are written first,
+    // one ZADD per shard for the whole tick; on one server they go in the same write as the steps.
+    const cluster = this.cluster;
+    const groupOf = cluster ? (runId: string) => keySlot(`{${runId}}`) : undefined;
+    const first = (indexes: boolean) =>
+      cluster
+        ? (batches: { runIds: string[]; marked: string[] }[]) => this.writeFirst(batches, indexes)
+        : undefined;
     this.triggers = new TickBatches(
       (runIds, args, marked) =>
-        this.call("weftTrigger", runIds, args, marked, (client) => this.enterIndexes(client, runIds)),
+        cluster
+          ? this.call("weftTrigger", runIds, args, [])
+          : this.call("weftTrigger", runIds, args, marked, (client) => this.enterIndexes(client, runIds)),
       (reply) => reply.slice(1).map(normalize),
       groupOf,
+      first(true),
     );
     this.starts = new TickBatches(
       (runIds, args) => this.call("weftStart", runIds, args, []),
@@ -137,9 +147,10 @@ export class RunSteps {
       groupOf,
     );
     this.completions = new TickBatches(
-      (runIds, args, marked) => this.call("weftComplete", runIds, args, marked),
+      (runIds, args, marked) => this.call("weftComplete", runIds, args, cluster ? [] : marked),
       (reply) => reply.slice(1).map(normalize),
       groupOf,
+      first(false),
     );
   }
 
@@ -176,6 +187,23 @@ export class RunSteps {
     const step = fn.call(this.redis, keyArgs.concat(args));
     const [, reply] = await Promise.all([Promise.all(first), step]);
     return normalize(reply);
+  }
+
+  /** On a Cluster: the marks (and index entries) of a tick's batched steps, written before the steps. */
+  private async writeFirst(
+    batches: { runIds: string[]; marked: string[] }[],
+    indexes: boolean,
+  ): Promise<void> {
+    const writes: Promise<unknown>[] = indexes
+      ? this.enterIndexes(
+          this.redis,
+          batches.flatMap((b) => b.runIds),
+        )
+      : [];
+    const marked = batches.flatMap((b) => b.marked);
+    for (const [dirty, marks] of this.marksOf(marked, Date.now()))
+      writes.push(this.redis.zadd(dirty, ...marks));
+    await Promise.all(writes);
   }
 
   /** The ZADD arguments that mark runs as touched at `now`, by shard of the recently-touched set. */

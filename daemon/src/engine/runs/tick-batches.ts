@@ -52,6 +52,11 @@ export class TickBatches {
     private readonly split: (reply: Reply) => Reply[],
     /** The group of a run: the runs of one script call share it (see the class comment). */
     private readonly groupOf: (runId: string) => number = () => 0,
+    /**
+     * Writes what must be in Redis before the calls of a tick go (their runs' marks and index
+     * entries, on a Cluster), in one go for all of them; a failure fails their steps, unsent.
+     */
+    private readonly prepare?: (batches: { runIds: string[]; marked: string[] }[]) => Promise<unknown>,
   ) {}
 
   /** Adds a step of `runId`; `mark`: the step may leave a follow-up, so its run is marked. */
@@ -65,7 +70,7 @@ export class TickBatches {
         batch = emptyBatch();
         this.batches.set(group, batch);
       } else if (batch.steps >= BATCH_STEPS || (batch.steps > 0 && batch.bytes + bytes > BATCH_BYTES)) {
-        this.sendBatch(batch);
+        this.sendBatches([batch]);
         batch = emptyBatch();
         this.batches.set(group, batch);
       }
@@ -89,7 +94,24 @@ export class TickBatches {
     this.scheduled = false;
     const { batches } = this;
     this.batches = new Map();
-    for (const batch of batches.values()) if (batch.steps > 0) this.sendBatch(batch);
+    this.sendBatches([...batches.values()].filter((batch) => batch.steps > 0));
+  }
+
+  private sendBatches(batches: Batch[]): void {
+    const { prepare } = this;
+    if (prepare === undefined) {
+      for (const batch of batches) this.sendBatch(batch);
+      return;
+    }
+    prepare(batches.map((b) => ({ runIds: [...b.runs.keys()], marked: [...b.marked] }))).then(
+      () => {
+        for (const batch of batches) this.sendBatch(batch);
+      },
+      (err: unknown) => {
+        for (const { runs } of batches)
+          for (const steps of runs.values()) for (const step of steps) step.reject(err);
+      },
+    );
   }
 
   private sendBatch({ runs, marked }: Batch): void {

@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startRedisServer } from "@weft/daemon";
@@ -117,6 +117,19 @@ describe("a Redis URL that does not match what it names", () => {
 });
 
 describe("a Redis URL that matches", () => {
+  it("is taken from redis.url in the --config file when no flag or variable gives one", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-redis-config-"));
+    const file = join(dir, "weft.yaml");
+    writeFileSync(file, `redis:\n  url: ${cluster.url}\n`);
+    const weftd = await spawnWeftd({ args: ["--config", file] });
+    try {
+      expect(weftd.logs.find((l) => l.msg === "weftd listening")?.redis).toBe(cluster.url);
+      expect(weftd.logs.find((l) => l.msg === "redis checked")?.mode).toBe("cluster");
+    } finally {
+      await weftd.stop();
+    }
+  });
+
   it.each([
     ["a Redis Cluster", () => cluster.url],
     ["Sentinels", () => sentinel.url],

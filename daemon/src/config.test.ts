@@ -148,6 +148,20 @@ describe("loadConfig", () => {
     );
   });
 
+  it("takes a Redis Cluster or Sentinels as --redis-url, as given", () => {
+    expect(config(["--redis-url", "redis+cluster://10.0.0.1:7000,10.0.0.2:7001"]).redisUrl).toBe(
+      "redis+cluster://10.0.0.1:7000,10.0.0.2:7001",
+    );
+    expect(config([], { REDIS_URL: "rediss+sentinel://s1,s2/mymaster?sentinelPassword=x" }).redisUrl).toBe(
+      "rediss+sentinel://s1,s2/mymaster?sentinelPassword=x",
+    );
+    expect(() => config(["--redis-url", "redis+cluster://h:7000/0"])).toThrow(
+      new ConfigError(
+        '--redis-url="redis+cluster://h:7000/0": a Redis Cluster has no databases or names, got the path "/0"',
+      ),
+    );
+  });
+
   it("lets flags win over variables, and ignores empty variables", () => {
     expect(config(["--prefix", "flag"], { WEFT_PREFIX: "env" }).prefix).toBe("flag");
     expect(config([], { WEFT_PREFIX: "" }).prefix).toBe("weft");

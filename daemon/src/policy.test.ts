@@ -70,6 +70,16 @@ describe("parsePolicy", () => {
     expect(() => parsePolicy(doc)).toThrow(message);
   });
 
+  it("reads the Redis URL of any form", () => {
+    expect(parsePolicy({}).redisUrl).toBeUndefined();
+    expect(parsePolicy({ redis: { url: " redis+cluster://a:1,b:2 " } }).redisUrl).toBe(
+      "redis+cluster://a:1,b:2",
+    );
+    expect(parsePolicy({ redis: { url: "redis+sentinel://s1,s2/m" } }).redisUrl).toBe(
+      "redis+sentinel://s1,s2/m",
+    );
+  });
+
   it.each([
     [{ retrys: {} }, "config: retrys: is not a setting (retry, queues, rateLimitKeys, auth, redis)"],
     [{ retry: { maxAttempts: 0 } }, "config: retry.maxAttempts: must be an integer of at least 1"],
@@ -85,6 +95,11 @@ describe("parsePolicy", () => {
     ],
     [{ rateLimitKeys: [{ max: 1, per: "1s" }] }, "config: rateLimitKeys[0].pattern: is required"],
     [{ rateLimitKeys: {} }, "config: rateLimitKeys: must be a list"],
+    [{ redis: "redis://x" }, "config: redis: must be a mapping"],
+    [{ redis: { url: "" } }, "config: redis.url: must be a Redis URL"],
+    [{ redis: { host: "x" } }, "config: redis.host: is not a setting (url)"],
+    [{ redis: { url: "http://x" } }, "config: redis.url: unknown scheme http: expected redis://"],
+    [{ redis: { url: "redis+sentinel://s1:26379" } }, "config: redis.url: names no primary"],
     [
       { auth: { tokens: [{ name: "ci", sha256: "plaintext-token", scopes: ["runs:read"] }] } },
       "config: auth.tokens[0].sha256: must be the hex SHA-256 of the token (never the token itself)",

@@ -136,8 +136,9 @@ export async function startDaemon(
       cleanup.push(async () => check?.stop());
       await check.first();
     }
-    // Slot tables are read again every 2 s besides after errors: the sharded subscriber follows them.
-    const redis = createRedisClient(redisUrl, `weftd:${config.prefix}`, { slotsRefreshIntervalMs: 2000 });
+    // On a Cluster the slot table is read again every 5 s besides after errors: the sharded
+    // subscriber follows it.
+    const redis = createRedisClient(redisUrl, `weftd:${config.prefix}`, { slotsRefreshIntervalMs: 5000 });
     cleanup.push(() => closeRedis(redis));
     const health = new HealthState();
     const monitor = new RedisMonitor(redis, redisTarget, health, logger);

@@ -25,6 +25,8 @@ export interface TestRedisCluster {
   masterOf(slot: number): Promise<ClusterNode>;
   /** The master nodes right now, by the slots they serve. */
   masters(): Promise<ClusterNode[]>;
+  /** The replicas of a master right now. */
+  replicasOf(master: ClusterNode): Promise<ClusterNode[]>;
   /**
    * Waits until every live node says `cluster_state:ok` and none counts a master as failed: after
    * a failover, once the replica took over.
@@ -46,6 +48,11 @@ export interface TestClusterOptions {
    * @defaultValue 1000
    */
   nodeTimeoutMs?: number;
+  /**
+   * `aof` keeps each node's data across a kill and restart.
+   * @defaultValue "none"
+   */
+  persistence?: "aof" | "none";
 }
 
 /**
@@ -67,7 +74,7 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
         const busPort = await freePort();
         const server = await startRedisServer({
           dir: join(dir, `node-${i}`),
-          persistence: "none",
+          persistence: options.persistence ?? "none",
           extraArgs: [
             "--cluster-enabled",
             "yes",
@@ -134,6 +141,12 @@ function handle(nodes: ClusterNode[], close: () => Promise<void>): TestRedisClus
     },
     async masters() {
       const ports = new Set((await slots()).map(([, , port]) => port));
+      return nodes.filter((n) => ports.has(n.port));
+    },
+    async replicasOf(master) {
+      const id = String(await command(master.port, ["CLUSTER", "MYID"]));
+      const lines = (await command(master.port, ["CLUSTER", "REPLICAS", id])) as string[];
+      const ports = new Set(lines.map((l) => Number(/:(\d+)@/.exec(l)?.[1])));
       return nodes.filter((n) => ports.has(n.port));
     },
     async waitHealthy(timeoutMs = 30_000) {

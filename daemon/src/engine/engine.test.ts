@@ -475,6 +475,28 @@ describe("the recently-touched set", () => {
     expect(await engine.queues.exists(queue, jobIdOf(lost, "t0"))).toBe(true);
     expect((await waitingJobIds(engine, queue)).length).toBe(450);
   });
+  it("adds again the job of a task still to run whose job has ended (a step lost in a failover)", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `ended-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel("one", 1, queue));
+    const runId = (await engine.runs.trigger("one", 0, null, "")).run.id;
+    // The job completes in BullMQ while the run's record of it is lost: the task is still queued.
+    const token = randomUUID();
+    const job = await engine.queues.worker(queue).getNextJob(token, { block: false });
+    expect(job?.id).toBe(jobIdOf(runId, "t0"));
+    await job?.moveToCompleted(null, token, false);
+    expect(await engine.queues.state(queue, jobIdOf(runId, "t0"))).toBe("completed");
+    await redis.zadd(engine.keys.dirtyRuns(0), Date.now() - 120_000, runId);
+    expect(await engine.reconciler.pass()).toBe(1);
+    expect(await engine.queues.state(queue, jobIdOf(runId, "t0"))).toBe("waiting");
+    // The task runs and its run finishes.
+    const [leased] = await engine.leases.poll(
+      { queue, workerId: "w", handlers: [], waitMs: 1000, maxTasks: 1 },
+      new AbortController().signal,
+    );
+    await engine.leases.complete(leased?.leaseId ?? "", 1);
+    expect((await engine.runs.summary(runId)).status).toBe(RunStatus.SUCCEEDED);
+  });
 });
 
 describe("the run indexes", () => {

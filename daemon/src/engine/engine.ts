@@ -1,7 +1,8 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Policy } from "../policy.js";
-import { type ChannelSubscriber, ClusterSubscriber, ServerSubscriber } from "../redis/channel-subscriber.js";
+import { type ChannelSubscriber, ServerSubscriber } from "../redis/channel-subscriber.js";
+import { ClusterSubscriber } from "../redis/cluster-subscriber.js";
 import { createRedisClient, isCluster, type RedisClient } from "../redis/redis.js";
 import { type LoadedWorkflow, WorkflowStore } from "./definitions/index.js";
 import {

@@ -248,7 +248,7 @@ export class TaskQueues {
 
   /** Whether a job exists in any state. */
   async exists(queue: string, jobId: string): Promise<boolean> {
-    return (await this.queue(queue).getJobState(jobId)) !== "unknown";
+    return (await this.state(queue, jobId)) !== "unknown";
   }
 
   /** How many task queues have a Worker open here: each holds a blocking Redis connection. */

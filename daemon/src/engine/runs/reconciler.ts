@@ -278,8 +278,9 @@ export class Reconciler {
     const jobId = jobIdOf(runId, taskId);
     const state = await deps.queues.state(task.queue, jobId);
     if (state !== "unknown" && state !== "completed" && state !== "failed") return false;
-    // A finished job of a queued task is one an earlier round of a resumed run left: it goes, or
-    // the deterministic id would keep the new one out.
+    // A finished job of a queued task is one an earlier round of a resumed run left, or one whose
+    // run step was lost (a write acknowledged by a Redis primary that died before its replica had
+    // it): it goes, or the deterministic id would keep the new one out.
     if (state !== "unknown" && !(await deps.queues.remove(task.queue, jobId))) return false;
     const delayMs = record.s === "T" && record.na !== undefined ? Math.max(0, record.na - now) : undefined;
     await deps.queues.add([jobSpec(runId, loaded, task, delayMs)]);

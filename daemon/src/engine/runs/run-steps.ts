@@ -2,6 +2,7 @@ import { defineScript, isCluster, type RedisClient } from "../../redis/redis.js"
 import { keySlot } from "../../redis/slots.js";
 import type { Keys } from "../shared/index.js";
 import { RESUME } from "./resume-script.js";
+import { RunMarks } from "./run-marks.js";
 import { CANCEL, FINISH, TRIGGER, WAIT, withShardedPublish } from "./run-scripts.js";
 import { COMPLETE, FAIL, HEARTBEAT, RELEASE, START } from "./task-scripts.js";
 import { normalize, type Reply, TickBatches } from "./tick-batches.js";
@@ -96,10 +97,8 @@ function leaseArg(lease: LeaseArgs): string {
  * quiet and finished, and forgets it.
  */
 export class RunSteps {
-  /** Runs finished in this tick, to leave the recently-touched set in one ZREM. */
-  private finished: string[] = [];
-  /** Run id → the indexes a run being triggered enters, and its creation time (see {@link trigger}). */
-  private readonly indexing = new Map<string, { indexes: string[]; now: number }>();
+  /** The marks and index entries that go with the steps. */
+  private readonly marks: RunMarks;
   /** Whether Redis is a Cluster: batches by slot, marks written before their steps, SPUBLISH. */
   private readonly cluster: boolean;
   private readonly triggers: TickBatches;
@@ -113,6 +112,7 @@ export class RunSteps {
     private readonly outputLimit = Number.MAX_SAFE_INTEGER,
   ) {
     this.cluster = isCluster(redis);
+    this.marks = new RunMarks(redis, keys);
     // The number of keys (three per run) is each call's first argument.
     for (const [name, lua] of Object.entries(SCRIPTS)) {
       defineScript(redis, name, this.cluster ? withShardedPublish(lua) : lua);
@@ -130,7 +130,7 @@ export class RunSteps {
       (runIds, args, marked) =>
         cluster
           ? this.call("weftTrigger", runIds, args, [])
-          : this.call("weftTrigger", runIds, args, marked, (client) => this.enterIndexes(client, runIds)),
+          : this.call("weftTrigger", runIds, args, marked, () => this.marks.enter(runIds)),
       (reply) => reply.slice(1).map(normalize),
       groupOf,
       first(true),
@@ -176,9 +176,7 @@ export class RunSteps {
       return normalize(await fn.call(this.redis, keyArgs.concat(args)));
     // Issued in the same tick, so auto-pipelining sends them in one write with every other step of the
     // tick, and Redis runs them in this order: what `before` adds, the mark, then the step.
-    const now = Date.now();
-    const first = before?.(this.redis) ?? [];
-    for (const [dirty, marks] of this.marksOf(marked, now)) first.push(this.redis.zadd(dirty, ...marks));
+    const first = [...(before?.(this.redis) ?? []), ...this.marks.mark(marked, Date.now())];
     if (this.cluster) {
       // Other slots, other nodes: nothing orders these writes and the step but waiting for them.
       await Promise.all(first);
@@ -194,70 +192,14 @@ export class RunSteps {
     batches: { runIds: string[]; marked: string[] }[],
     indexes: boolean,
   ): Promise<void> {
-    const writes: Promise<unknown>[] = indexes
-      ? this.enterIndexes(
-          this.redis,
-          batches.flatMap((b) => b.runIds),
-        )
-      : [];
-    const marked = batches.flatMap((b) => b.marked);
-    for (const [dirty, marks] of this.marksOf(marked, Date.now()))
-      writes.push(this.redis.zadd(dirty, ...marks));
+    const writes = indexes ? this.marks.enter(batches.flatMap((b) => b.runIds)) : [];
+    writes.push(
+      ...this.marks.mark(
+        batches.flatMap((b) => b.marked),
+        Date.now(),
+      ),
+    );
     await Promise.all(writes);
-  }
-
-  /** The ZADD arguments that mark runs as touched at `now`, by shard of the recently-touched set. */
-  private marksOf(runIds: readonly string[], now: number): Map<string, (string | number)[]> {
-    const byShard = new Map<string, (string | number)[]>();
-    for (const id of runIds) {
-      const dirty = this.keys.dirtyOf(id);
-      let marks = byShard.get(dirty);
-      if (marks === undefined) {
-        marks = [];
-        byShard.set(dirty, marks);
-      }
-      marks.push(now, id);
-    }
-    return byShard;
-  }
-
-  /** The ZADDs that enter the runs of a trigger batch in their list indexes: one per index. */
-  private enterIndexes(redis: RedisClient, runIds: string[]): Promise<unknown>[] {
-    const members = new Map<string, (string | number)[]>();
-    for (const id of runIds) {
-      const entry = this.indexing.get(id);
-      if (entry === undefined) continue;
-      this.indexing.delete(id);
-      for (const index of entry.indexes) {
-        let list = members.get(index);
-        if (list === undefined) {
-          list = [];
-          members.set(index, list);
-        }
-        list.push(entry.now, id);
-      }
-    }
-    return [...members].map(([index, list]) => redis.zadd(index, "NX", ...list));
-  }
-
-  /** Takes a run that a step just finished out of the recently-touched set (with the others of the tick). */
-  private settled(runId: string): void {
-    if (this.finished.length === 0) {
-      process.nextTick(() => {
-        const runIds = this.finished;
-        this.finished = [];
-        const byShard = new Map<string, string[]>();
-        for (const id of runIds) {
-          const dirty = this.keys.dirtyOf(id);
-          const list = byShard.get(dirty);
-          if (list === undefined) byShard.set(dirty, [id]);
-          else list.push(id);
-        }
-        // Should the ZREM fail, the reconciler checks these runs once they are quiet, and forgets them.
-        for (const [dirty, ids] of byShard) this.redis.zrem(dirty, ...ids).catch(() => {});
-      });
-    }
-    this.finished.push(runId);
   }
 
   trigger(
@@ -273,7 +215,7 @@ export class RunSteps {
     const args: (string | number)[] = [runId, workflow, version, input, now, idempotencyKey, tasks.length];
     for (const t of tasks) args.push(t.id, t.parents);
     // The run enters its list indexes in the same round trip, before it exists (ListRuns skips ids without a run).
-    this.indexing.set(runId, { indexes, now });
+    this.marks.willEnter(runId, indexes, now);
     return this.triggers.add(runId, args, true);
   }
 
@@ -354,7 +296,7 @@ export class RunSteps {
       args.concat(children, leaves === undefined ? ["-"] : [leaves.length, ...leaves, this.outputLimit]),
       children.length > 0 || leaves === undefined,
     );
-    if (reply[0] === "done") this.settled(runId);
+    if (reply[0] === "done") this.marks.settled(runId);
     return reply;
   }
 
@@ -432,7 +374,7 @@ export class RunSteps {
       [runId],
       ([now, retentionMs, leaves.length] as (string | number)[]).concat(leaves, this.outputLimit),
     );
-    if (reply[0] === 1) this.settled(runId);
+    if (reply[0] === 1) this.marks.settled(runId);
     return reply;
   }
 
@@ -450,7 +392,7 @@ export class RunSteps {
       [runId],
       [reason, now, retentionMs, status, resumeCount ?? ""],
     );
-    if (reply[0] === "cancelled") this.settled(runId);
+    if (reply[0] === "cancelled") this.marks.settled(runId);
     return reply;
   }
 }

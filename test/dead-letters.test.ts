@@ -2,7 +2,6 @@ import { randomUUID } from "node:crypto";
 import { durationFromMs, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { createWeftClient } from "@weft/sdk";
-import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, spawnWeftd, startTestRedis, type WeftdProcess, waitFor } from "./support/index.js";
 import { TestFiles } from "./support/journal.js";
@@ -286,7 +285,7 @@ describe("resume across a crash and with timers", () => {
     expect((await c.workflows.getRun({ runId })).run?.status).toBe(RunStatus.FAILED);
     expect((await c.failures.resumeRun({ runId })).resumed).toBe(true);
     // As if weftd died between the resume's step and its enqueue: the job is gone from BullMQ.
-    const raw = new Redis(redis.url);
+    const raw = redis.client();
     const base = `${weftd.prefix}:q:{${queue}}:${queue}`;
     await raw.lrem(`${base}:wait`, 0, `${runId}.t`);
     await raw.del(`${base}:${runId}.t`);

@@ -4,7 +4,7 @@ import { type Circuit, CircuitSchema, CircuitState } from "@weft/sdk/gen/weft/v1
 import type { Logger } from "pino";
 import { logThrottle } from "../../observability/log-throttle.js";
 import type { Policy } from "../../policy.js";
-import type { RedisClient } from "../../redis/redis.js";
+import { defineScript, type RedisClient } from "../../redis/redis.js";
 import {
   CIRCUIT_DEFAULTS,
   type CircuitSettings,
@@ -14,7 +14,7 @@ import {
   resolveCircuitBreaker,
 } from "../definitions/index.js";
 import type { TaskQueues } from "../dispatch/index.js";
-import type { Keys } from "../shared/index.js";
+import { anySlotPipeline, type Keys } from "../shared/index.js";
 import { ADMIT, FAILURE, SET_STATE, SUCCESS } from "./circuit-scripts.js";
 
 /** Whether a task may start now, and if not, for how long and why it is held back. */
@@ -81,7 +81,7 @@ export class Circuits {
       weftCircuitSuccess: SUCCESS,
       weftCircuitSet: SET_STATE,
     })) {
-      if (!(name in redis)) redis.defineCommand(name, { lua });
+      defineScript(redis, name, lua);
     }
   }
 
@@ -218,6 +218,7 @@ export class Circuits {
     if (names.length === 0) return [];
     const now = Date.now();
     const settings = (await this.info(queue)).settings ?? CIRCUIT_DEFAULTS;
+    // Keys of one queue (one hash tag, one slot): one pipeline on a Cluster too.
     const pipeline = this.redis.pipeline();
     for (const c of names) {
       pipeline.zcount(this.keys.circuitFailures(queue, c), now - settings.windowMs, "+inf");
@@ -294,8 +295,8 @@ export class Circuits {
     const cached = this.cache.get(queue);
     const now = Date.now();
     if (cached !== undefined && cached.until > now) return cached;
-    const rows = (await this.redis
-      .pipeline()
+    // The settings hash and the queue's circuits are in two slots: spread by node on a Cluster.
+    const rows = (await anySlotPipeline(this.redis)
       .hget(this.keys.circuitSettings(), queue)
       .hlen(this.keys.circuits(queue))
       .exec()) as [Error | null, unknown][] | null;

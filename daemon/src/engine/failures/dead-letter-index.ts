@@ -1,5 +1,5 @@
 import type { RedisClient } from "../../redis/redis.js";
-import type { Keys } from "../shared/index.js";
+import { anySlotPipeline, type Keys } from "../shared/index.js";
 
 /** A dead-letter entry as the run's hash keeps it (`x:<taskId>`, see FAIL in task-scripts.ts). */
 export interface StoredEntry {
@@ -100,7 +100,7 @@ export class DeadLetterIndex {
   /** Enters entries again (the reconciler's repair after a crash); members already there stay. */
   async reenter(entries: readonly (EntryPlace & { at: number })[]): Promise<void> {
     if (entries.length === 0) return;
-    const pipeline = this.redis.pipeline();
+    const pipeline = anySlotPipeline(this.redis);
     for (const e of entries) {
       const member = memberOf(e.runId, e.taskId);
       for (const index of this.indexesOf(e)) pipeline.zadd(index, "NX", e.at, member);
@@ -112,7 +112,7 @@ export class DeadLetterIndex {
   /** Removes entries from their indexes (after the step that removed them). */
   async remove(places: readonly EntryPlace[]): Promise<void> {
     if (places.length === 0) return;
-    const pipeline = this.redis.pipeline();
+    const pipeline = anySlotPipeline(this.redis);
     for (const p of places) {
       const member = memberOf(p.runId, p.taskId);
       for (const index of this.indexesOf(p)) pipeline.zrem(index, member);
@@ -122,7 +122,7 @@ export class DeadLetterIndex {
 
   /** How many entries the index of every entry holds, and those of some queues (members left behind included). */
   async sizes(queues: readonly string[]): Promise<{ total: number; byQueue: Map<string, number> }> {
-    const pipeline = this.redis.pipeline().zcard(this.keys.deadLetterIndex());
+    const pipeline = anySlotPipeline(this.redis).zcard(this.keys.deadLetterIndex());
     for (const q of queues) pipeline.zcard(this.keys.deadLetterIndex({ queue: q }));
     const rows = (await pipeline.exec()) ?? [];
     for (const [err] of rows) if (err !== null) throw err;
@@ -181,7 +181,7 @@ export class DeadLetterIndex {
     do {
       members = await redis.zrangebyscore(index, "-inf", `(${horizon}`, "LIMIT", kept, INDEX_PAGE);
       if (members.length === 0) break;
-      const pipeline = redis.pipeline();
+      const pipeline = anySlotPipeline(redis);
       for (const m of members) pipeline.exists(keys.run(m.slice(0, m.indexOf("/"))).run);
       const found = (await pipeline.exec()) ?? [];
       for (const [err] of found) if (err !== null) throw err;

@@ -10,7 +10,7 @@ import {
 import { TaskErrorSchema } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import type { RedisClient } from "../../redis/redis.js";
 import type { WorkflowStore } from "../definitions/index.js";
-import { AnswerRoom, type Keys, measuredValue, textSize } from "../shared/index.js";
+import { AnswerRoom, anySlotPipeline, type Keys, measuredValue, textSize } from "../shared/index.js";
 import {
   decodeCursor,
   type EntryFilter,
@@ -268,7 +268,8 @@ export class DeadLetterReads {
     ({ entry: Omit<ListedEntry, "member" | "score">; record: string; recordBytes: number } | undefined)[]
   > {
     if (members.length === 0) return [];
-    const pipeline = this.redis.pipeline();
+    // The entries' runs are in as many slots: spread by node on a Cluster.
+    const pipeline = anySlotPipeline(this.redis);
     const parts = members.map((m) => {
       const slash = m.indexOf("/");
       return { runId: m.slice(0, slash), taskId: m.slice(slash + 1) };

@@ -179,7 +179,7 @@ type ScheduleSpec struct {
 	// How late a fire may still start, after weftd was down (at least 10s, at
 	// most 7 days); unset: 1h. Older fire times are counted as missed.
 	CatchUpWindow *durationpb.Duration `protobuf:"bytes,13,opt,name=catch_up_window,json=catchUpWindow,proto3" json:"catch_up_window,omitempty"`
-	// Most fire times started late at once when catching up (1-1,000); 0: 10.
+	// Most fire times started late at once when catching up (1-100); 0: 10.
 	// The latest ones are started, oldest first; the others are counted as
 	// missed.
 	MaxCatchUpRuns int32 `protobuf:"varint,14,opt,name=max_catch_up_runs,json=maxCatchUpRuns,proto3" json:"max_catch_up_runs,omitempty"`
@@ -347,7 +347,11 @@ type Schedule struct {
 	// When its spec or state was last changed by a call.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// The note given to PauseSchedule, while PAUSED.
-	PauseNote     string `protobuf:"bytes,14,opt,name=pause_note,json=pauseNote,proto3" json:"pause_note,omitempty"`
+	PauseNote string `protobuf:"bytes,14,opt,name=pause_note,json=pauseNote,proto3" json:"pause_note,omitempty"`
+	// Why the latest fire could not start a run (for example its workflow
+	// version is gone, or its input is over the payload limit); empty once a
+	// fire started one.
+	LastError     string `protobuf:"bytes,15,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -476,6 +480,13 @@ func (x *Schedule) GetUpdateTime() *timestamppb.Timestamp {
 func (x *Schedule) GetPauseNote() string {
 	if x != nil {
 		return x.PauseNote
+	}
+	return ""
+}
+
+func (x *Schedule) GetLastError() string {
+	if x != nil {
+		return x.LastError
 	}
 	return ""
 }
@@ -1421,7 +1432,7 @@ const file_weft_v1_schedule_service_proto_rawDesc = "" +
 	"\x04note\x18\v \x01(\tR\x04note\x12=\n" +
 	"\x0eoverlap_policy\x18\f \x01(\x0e2\x16.weft.v1.OverlapPolicyR\roverlapPolicy\x12A\n" +
 	"\x0fcatch_up_window\x18\r \x01(\v2\x19.google.protobuf.DurationR\rcatchUpWindow\x12)\n" +
-	"\x11max_catch_up_runs\x18\x0e \x01(\x05R\x0emaxCatchUpRuns\"\xa4\x05\n" +
+	"\x11max_catch_up_runs\x18\x0e \x01(\x05R\x0emaxCatchUpRuns\"\xc3\x05\n" +
 	"\bSchedule\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
 	"\x04spec\x18\x02 \x01(\v2\x15.weft.v1.ScheduleSpecR\x04spec\x12/\n" +
@@ -1441,7 +1452,9 @@ const file_weft_v1_schedule_service_proto_rawDesc = "" +
 	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x1d\n" +
 	"\n" +
-	"pause_note\x18\x0e \x01(\tR\tpauseNote\"{\n" +
+	"pause_note\x18\x0e \x01(\tR\tpauseNote\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x0f \x01(\tR\tlastError\"{\n" +
 	"\x15CreateScheduleRequest\x12\x1f\n" +
 	"\vschedule_id\x18\x01 \x01(\tR\n" +
 	"scheduleId\x12)\n" +

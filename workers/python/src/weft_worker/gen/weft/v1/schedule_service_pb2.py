@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from . import run_pb2 as weft_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eweft/v1/schedule_service.proto\x12\x07weft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11weft/v1/run.proto\"\x84\x05\n\x0cScheduleSpec\x12\x1a\n\x08workflow\x18\x01 \x01(\tR\x08workflow\x12)\n\x10workflow_version\x18\x02 \x01(\rR\x0fworkflowVersion\x12,\n\x05input\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05input\x12\x12\n\x04\x63ron\x18\x04 \x01(\tR\x04\x63ron\x12\x1b\n\ttime_zone\x18\x05 \x01(\tR\x08timeZone\x12\x35\n\x08interval\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08interval\x12\x31\n\x06offset\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationR\x06offset\x12\x39\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x31\n\x06jitter\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationR\x06jitter\x12\x12\n\x04note\x18\x0b \x01(\tR\x04note\x12=\n\x0eoverlap_policy\x18\x0c \x01(\x0e\x32\x16.weft.v1.OverlapPolicyR\roverlapPolicy\x12\x41\n\x0f\x63\x61tch_up_window\x18\r \x01(\x0b\x32\x19.google.protobuf.DurationR\rcatchUpWindow\x12)\n\x11max_catch_up_runs\x18\x0e \x01(\x05R\x0emaxCatchUpRuns\"\xa4\x05\n\x08Schedule\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x15.weft.v1.ScheduleSpecR\x04spec\x12/\n\x06status\x18\x03 \x01(\x0e\x32\x17.weft.v1.ScheduleStatusR\x06status\x12\x42\n\x0fnext_fire_times\x18\x04 \x03(\x0b\x32\x1a.google.protobuf.TimestampR\rnextFireTimes\x12@\n\x0elast_fire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0clastFireTime\x12\x1e\n\x0blast_run_id\x18\x06 \x01(\tR\tlastRunId\x12:\n\x0flast_run_status\x18\x07 \x01(\x0e\x32\x12.weft.v1.RunStatusR\rlastRunStatus\x12\x1f\n\x0b\x66ired_count\x18\x08 \x01(\x03R\nfiredCount\x12#\n\rskipped_count\x18\t \x01(\x03R\x0cskippedCount\x12!\n\x0cmissed_count\x18\n \x01(\x03R\x0bmissedCount\x12H\n\x12\x62uffered_fire_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x10\x62ufferedFireTime\x12;\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x1d\n\npause_note\x18\x0e \x01(\tR\tpauseNote\"{\n\x15\x43reateScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x15.weft.v1.ScheduleSpecR\x04spec\x12\x16\n\x06paused\x18\x03 \x01(\x08R\x06paused\"G\n\x16\x43reateScheduleResponse\x12-\n\x08schedule\x18\x01 \x01(\x0b\x32\x11.weft.v1.ScheduleR\x08schedule\"5\n\x12GetScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\"D\n\x13GetScheduleResponse\x12-\n\x08schedule\x18\x01 \x01(\x0b\x32\x11.weft.v1.ScheduleR\x08schedule\"R\n\x14ListSchedulesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"p\n\x15ListSchedulesResponse\x12/\n\tschedules\x18\x01 \x03(\x0b\x32\x11.weft.v1.ScheduleR\tschedules\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"c\n\x15UpdateScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x15.weft.v1.ScheduleSpecR\x04spec\"G\n\x16UpdateScheduleResponse\x12-\n\x08schedule\x18\x01 \x01(\x0b\x32\x11.weft.v1.ScheduleR\x08schedule\"8\n\x15\x44\x65leteScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\"\x18\n\x16\x44\x65leteScheduleResponse\"K\n\x14PauseScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\x12\x12\n\x04note\x18\x02 \x01(\tR\x04note\"F\n\x15PauseScheduleResponse\x12-\n\x08schedule\x18\x01 \x01(\x0b\x32\x11.weft.v1.ScheduleR\x08schedule\"8\n\x15ResumeScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\"G\n\x16ResumeScheduleResponse\x12-\n\x08schedule\x18\x01 \x01(\x0b\x32\x11.weft.v1.ScheduleR\x08schedule\"b\n\x16TriggerScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\x12\'\n\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\"S\n\x17TriggerScheduleResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x0c.weft.v1.RunR\x03run\x12\x18\n\x07\x63reated\x18\x02 \x01(\x08R\x07\x63reated\"\xac\x01\n\x17\x42\x61\x63kfillScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\"X\n\x18\x42\x61\x63kfillScheduleResponse\x12\x17\n\x07run_ids\x18\x01 \x03(\tR\x06runIds\x12#\n\rstarted_count\x18\x02 \x01(\x05R\x0cstartedCount*\xa9\x01\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13OVERLAP_POLICY_SKIP\x10\x01\x12\x1d\n\x19OVERLAP_POLICY_BUFFER_ONE\x10\x02\x12\x1c\n\x18OVERLAP_POLICY_ALLOW_ALL\x10\x03\x12\"\n\x1eOVERLAP_POLICY_CANCEL_PREVIOUS\x10\x04*\x84\x01\n\x0eScheduleStatus\x12\x1f\n\x1bSCHEDULE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SCHEDULE_STATUS_ACTIVE\x10\x01\x12\x1a\n\x16SCHEDULE_STATUS_PAUSED\x10\x02\x12\x19\n\x15SCHEDULE_STATUS_ENDED\x10\x03\x32\xf6\x05\n\x0fScheduleService\x12Q\n\x0e\x43reateSchedule\x12\x1e.weft.v1.CreateScheduleRequest\x1a\x1f.weft.v1.CreateScheduleResponse\x12H\n\x0bGetSchedule\x12\x1b.weft.v1.GetScheduleRequest\x1a\x1c.weft.v1.GetScheduleResponse\x12N\n\rListSchedules\x12\x1d.weft.v1.ListSchedulesRequest\x1a\x1e.weft.v1.ListSchedulesResponse\x12Q\n\x0eUpdateSchedule\x12\x1e.weft.v1.UpdateScheduleRequest\x1a\x1f.weft.v1.UpdateScheduleResponse\x12Q\n\x0e\x44\x65leteSchedule\x12\x1e.weft.v1.DeleteScheduleRequest\x1a\x1f.weft.v1.DeleteScheduleResponse\x12N\n\rPauseSchedule\x12\x1d.weft.v1.PauseScheduleRequest\x1a\x1e.weft.v1.PauseScheduleResponse\x12Q\n\x0eResumeSchedule\x12\x1e.weft.v1.ResumeScheduleRequest\x1a\x1f.weft.v1.ResumeScheduleResponse\x12T\n\x0fTriggerSchedule\x12\x1f.weft.v1.TriggerScheduleRequest\x1a .weft.v1.TriggerScheduleResponse\x12W\n\x10\x42\x61\x63kfillSchedule\x12 .weft.v1.BackfillScheduleRequest\x1a!.weft.v1.BackfillScheduleResponseB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eweft/v1/schedule_service.proto\x12\x07weft.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11weft/v1/run.proto\"\x84\x05\n\x0cScheduleSpec\x12\x1a\n\x08workflow\x18\x01 \x01(\tR\x08workflow\x12)\n\x10workflow_version\x18\x02 \x01(\rR\x0fworkflowVersion\x12,\n\x05input\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05input\x12\x12\n\x04\x63ron\x18\x04 \x01(\tR\x04\x63ron\x12\x1b\n\ttime_zone\x18\x05 \x01(\tR\x08timeZone\x12\x35\n\x08interval\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08interval\x12\x31\n\x06offset\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationR\x06offset\x12\x39\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x31\n\x06jitter\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationR\x06jitter\x12\x12\n\x04note\x18\x0b \x01(\tR\x04note\x12=\n\x0eoverlap_policy\x18\x0c \x01(\x0e\x32\x16.weft.v1.OverlapPolicyR\roverlapPolicy\x12\x41\n\x0f\x63\x61tch_up_window\x18\r \x01(\x0b\x32\x19.google.protobuf.DurationR\rcatchUpWindow\x12)\n\x11max_catch_up_runs\x18\x0e \x01(\x05R\x0emaxCatchUpRuns\"\xc3\x05\n\x08Schedule\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x15.weft.v1.ScheduleSpecR\x04spec\x12/\n\x06status\x18\x03 \x01(\x0e\x32\x17.weft.v1.ScheduleStatusR\x06status\x12\x42\n\x0fnext_fire_times\x18\x04 \x03(\x0b\x32\x1a.google.protobuf.TimestampR\rnextFireTimes\x12@\n\x0elast_fire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0clastFireTime\x12\x1e\n\x0blast_run_id\x18\x06 \x01(\tR\tlastRunId\x12:\n\x0flast_run_status\x18\x07 \x01(\x0e\x32\x12.weft.v1.RunStatusR\rlastRunStatus\x12\x1f\n\x0b\x66ired_count\x18\x08 \x01(\x03R\nfiredCount\x12#\n\rskipped_count\x18\t \x01(\x03R\x0cskippedCount\x12!\n\x0cmissed_count\x18\n \x01(\x03R\x0bmissedCount\x12H\n\x12\x62uffered_fire_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x10\x62ufferedFireTime\x12;\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x1d\n\npause_note\x18\x0e \x01(\tR\tpauseNote\x12\x1d\n\nlast_error\x18\x0f \x01(\tR\tlastError\"{\n\x15\x43reateScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x15.weft.v1.ScheduleSpecR\x04spec\x12\x16\n\x06paused\x18\x03 \x01(\x08R\x06paused\"G\n\x16\x43reateScheduleResponse\x12-\n\x08schedule\x18\x01 \x01(\x0b\x32\x11.weft.v1.ScheduleR\x08schedule\"5\n\x12GetScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\"D\n\x13GetScheduleResponse\x12-\n\x08schedule\x18\x01 \x01(\x0b\x32\x11.weft.v1.ScheduleR\x08schedule\"R\n\x14ListSchedulesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"p\n\x15ListSchedulesResponse\x12/\n\tschedules\x18\x01 \x03(\x0b\x32\x11.weft.v1.ScheduleR\tschedules\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"c\n\x15UpdateScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x15.weft.v1.ScheduleSpecR\x04spec\"G\n\x16UpdateScheduleResponse\x12-\n\x08schedule\x18\x01 \x01(\x0b\x32\x11.weft.v1.ScheduleR\x08schedule\"8\n\x15\x44\x65leteScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\"\x18\n\x16\x44\x65leteScheduleResponse\"K\n\x14PauseScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\x12\x12\n\x04note\x18\x02 \x01(\tR\x04note\"F\n\x15PauseScheduleResponse\x12-\n\x08schedule\x18\x01 \x01(\x0b\x32\x11.weft.v1.ScheduleR\x08schedule\"8\n\x15ResumeScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\"G\n\x16ResumeScheduleResponse\x12-\n\x08schedule\x18\x01 \x01(\x0b\x32\x11.weft.v1.ScheduleR\x08schedule\"b\n\x16TriggerScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\x12\'\n\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\"S\n\x17TriggerScheduleResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x0c.weft.v1.RunR\x03run\x12\x18\n\x07\x63reated\x18\x02 \x01(\x08R\x07\x63reated\"\xac\x01\n\x17\x42\x61\x63kfillScheduleRequest\x12\x1f\n\x0bschedule_id\x18\x01 \x01(\tR\nscheduleId\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\"X\n\x18\x42\x61\x63kfillScheduleResponse\x12\x17\n\x07run_ids\x18\x01 \x03(\tR\x06runIds\x12#\n\rstarted_count\x18\x02 \x01(\x05R\x0cstartedCount*\xa9\x01\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13OVERLAP_POLICY_SKIP\x10\x01\x12\x1d\n\x19OVERLAP_POLICY_BUFFER_ONE\x10\x02\x12\x1c\n\x18OVERLAP_POLICY_ALLOW_ALL\x10\x03\x12\"\n\x1eOVERLAP_POLICY_CANCEL_PREVIOUS\x10\x04*\x84\x01\n\x0eScheduleStatus\x12\x1f\n\x1bSCHEDULE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SCHEDULE_STATUS_ACTIVE\x10\x01\x12\x1a\n\x16SCHEDULE_STATUS_PAUSED\x10\x02\x12\x19\n\x15SCHEDULE_STATUS_ENDED\x10\x03\x32\xf6\x05\n\x0fScheduleService\x12Q\n\x0e\x43reateSchedule\x12\x1e.weft.v1.CreateScheduleRequest\x1a\x1f.weft.v1.CreateScheduleResponse\x12H\n\x0bGetSchedule\x12\x1b.weft.v1.GetScheduleRequest\x1a\x1c.weft.v1.GetScheduleResponse\x12N\n\rListSchedules\x12\x1d.weft.v1.ListSchedulesRequest\x1a\x1e.weft.v1.ListSchedulesResponse\x12Q\n\x0eUpdateSchedule\x12\x1e.weft.v1.UpdateScheduleRequest\x1a\x1f.weft.v1.UpdateScheduleResponse\x12Q\n\x0e\x44\x65leteSchedule\x12\x1e.weft.v1.DeleteScheduleRequest\x1a\x1f.weft.v1.DeleteScheduleResponse\x12N\n\rPauseSchedule\x12\x1d.weft.v1.PauseScheduleRequest\x1a\x1e.weft.v1.PauseScheduleResponse\x12Q\n\x0eResumeSchedule\x12\x1e.weft.v1.ResumeScheduleRequest\x1a\x1f.weft.v1.ResumeScheduleResponse\x12T\n\x0fTriggerSchedule\x12\x1f.weft.v1.TriggerScheduleRequest\x1a .weft.v1.TriggerScheduleResponse\x12W\n\x10\x42\x61\x63kfillSchedule\x12 .weft.v1.BackfillScheduleRequest\x1a!.weft.v1.BackfillScheduleResponseB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,50 +36,50 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'weft.v1.schedule_service_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1'
-  _globals['_OVERLAPPOLICY']._serialized_start=2993
-  _globals['_OVERLAPPOLICY']._serialized_end=3162
-  _globals['_SCHEDULESTATUS']._serialized_start=3165
-  _globals['_SCHEDULESTATUS']._serialized_end=3297
+  _globals['_OVERLAPPOLICY']._serialized_start=3024
+  _globals['_OVERLAPPOLICY']._serialized_end=3193
+  _globals['_SCHEDULESTATUS']._serialized_start=3196
+  _globals['_SCHEDULESTATUS']._serialized_end=3328
   _globals['_SCHEDULESPEC']._serialized_start=158
   _globals['_SCHEDULESPEC']._serialized_end=802
   _globals['_SCHEDULE']._serialized_start=805
-  _globals['_SCHEDULE']._serialized_end=1481
-  _globals['_CREATESCHEDULEREQUEST']._serialized_start=1483
-  _globals['_CREATESCHEDULEREQUEST']._serialized_end=1606
-  _globals['_CREATESCHEDULERESPONSE']._serialized_start=1608
-  _globals['_CREATESCHEDULERESPONSE']._serialized_end=1679
-  _globals['_GETSCHEDULEREQUEST']._serialized_start=1681
-  _globals['_GETSCHEDULEREQUEST']._serialized_end=1734
-  _globals['_GETSCHEDULERESPONSE']._serialized_start=1736
-  _globals['_GETSCHEDULERESPONSE']._serialized_end=1804
-  _globals['_LISTSCHEDULESREQUEST']._serialized_start=1806
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1888
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1890
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=2002
-  _globals['_UPDATESCHEDULEREQUEST']._serialized_start=2004
-  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=2103
-  _globals['_UPDATESCHEDULERESPONSE']._serialized_start=2105
-  _globals['_UPDATESCHEDULERESPONSE']._serialized_end=2176
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=2178
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=2234
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=2236
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=2260
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=2262
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=2337
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=2339
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=2409
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=2411
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=2467
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=2469
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=2540
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=2542
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=2640
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=2642
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=2725
-  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_start=2728
-  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_end=2900
-  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_start=2902
-  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_end=2990
-  _globals['_SCHEDULESERVICE']._serialized_start=3300
-  _globals['_SCHEDULESERVICE']._serialized_end=4058
+  _globals['_SCHEDULE']._serialized_end=1512
+  _globals['_CREATESCHEDULEREQUEST']._serialized_start=1514
+  _globals['_CREATESCHEDULEREQUEST']._serialized_end=1637
+  _globals['_CREATESCHEDULERESPONSE']._serialized_start=1639
+  _globals['_CREATESCHEDULERESPONSE']._serialized_end=1710
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=1712
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=1765
+  _globals['_GETSCHEDULERESPONSE']._serialized_start=1767
+  _globals['_GETSCHEDULERESPONSE']._serialized_end=1835
+  _globals['_LISTSCHEDULESREQUEST']._serialized_start=1837
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1919
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1921
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=2033
+  _globals['_UPDATESCHEDULEREQUEST']._serialized_start=2035
+  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=2134
+  _globals['_UPDATESCHEDULERESPONSE']._serialized_start=2136
+  _globals['_UPDATESCHEDULERESPONSE']._serialized_end=2207
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=2209
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=2265
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=2267
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=2291
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=2293
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=2368
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=2370
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=2440
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=2442
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=2498
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=2500
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=2571
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=2573
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=2671
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=2673
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=2756
+  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_start=2759
+  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_end=2931
+  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_start=2933
+  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_end=3021
+  _globals['_SCHEDULESERVICE']._serialized_start=3331
+  _globals['_SCHEDULESERVICE']._serialized_end=4089
 # @@protoc_insertion_point(module_scope)

@@ -53,7 +53,7 @@ const schedule = async (scheduleId: string) => (await s.getSchedule({ scheduleId
 
 /** Pauses a schedule and lets a fire step that was under way end (steps take milliseconds). */
 async function pause(scheduleId: string): Promise<void> {
-  await pause(scheduleId);
+  await s.pauseSchedule({ scheduleId });
   const pausedAt = Date.now();
   await waitFor(() => Date.now() > pausedAt + 1000, { message: "a fire step under way to end" });
 }
@@ -78,6 +78,14 @@ describe("overlap policies with a slow worker", () => {
     await expectNoRunRunning(c, name, 30_000);
     const after = await schedule(scheduleId);
     expect(Number(after?.firedCount)).toBe((await runsOfSchedule(c, scheduleId)).length);
+    // The replica's counters say the same (this weftd serves only this file's schedules).
+    const text = await (await fetch(`${weftd.metricsUrl}/metrics`)).text();
+    const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]);
+    expect(metric("weft_schedule_skips_total")).toBeGreaterThanOrEqual(Number(after?.skippedCount));
+    expect(metric("weft_schedule_fires_total")).toBeGreaterThanOrEqual(Number(after?.firedCount));
+    expect(metric("weft_schedule_fire_lag_seconds_count")).toBeGreaterThanOrEqual(Number(after?.firedCount));
+    expect(metric("weft_schedule_fire_lag_seconds_sum")).toBeGreaterThanOrEqual(0);
+    expect(metric("weft_schedule_misses_total")).toBe(0);
   }, 60_000);
 
   it("BUFFER_ONE: keeps one fire while the previous run runs and starts it when that run ends", async () => {

@@ -6,10 +6,11 @@ import { latency } from "./latency.js";
 import { replicas } from "./replicas.js";
 import { resume } from "./resume.js";
 import { runtimes } from "./runtimes.js";
+import { schedules } from "./schedules.js";
 import { throughput } from "./throughput.js";
 import { watchers } from "./watchers.js";
 
-/** Every scenario, in the order of issue 4, then the worker runtimes (a diagnostic), then resume (issue 24). */
+/** Every scenario, in the order of issue 4, then the worker runtimes (a diagnostic), then resume (issue 24), then schedules (issue 27). */
 export const SCENARIOS: Scenario[] = [
   throughput,
   latency,
@@ -20,4 +21,5 @@ export const SCENARIOS: Scenario[] = [
   replicas,
   runtimes,
   resume,
+  schedules,
 ];

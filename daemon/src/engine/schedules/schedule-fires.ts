@@ -10,6 +10,7 @@ import { idempotentRunId, type Keys } from "../shared/index.js";
 import type { ClockCache } from "./clock-cache.js";
 import { planFires } from "./fire-plan.js";
 import { type Advance, type ScheduleRecord, ScheduleStore } from "./schedule-store.js";
+import { TriggerBatch } from "./trigger-batch.js";
 
 /** What this replica's schedules did, for /metrics. */
 export interface ScheduleStats {
@@ -81,7 +82,11 @@ export class ScheduleFires {
     lastLagSeconds: 0,
   };
 
-  constructor(private readonly deps: ScheduleFiresDeps) {}
+  private readonly batch: TriggerBatch;
+
+  constructor(private readonly deps: ScheduleFiresDeps) {
+    this.batch = new TriggerBatch(deps.runs);
+  }
 
   /**
    * Handles a schedule claimed at `now` (Redis's clock) under `lease`; `skewMs` is Redis's clock
@@ -206,19 +211,13 @@ export class ScheduleFires {
   ): Promise<{ run: Run; created: boolean } | { problem: string }> {
     const { spec } = record;
     try {
-      const [result] = await this.deps.runs.triggerMany(
-        [
-          {
-            workflow: spec.workflow,
-            version: spec.version,
-            input: JSON.parse(record.inputText) as JsonValue,
-            idempotencyKey: fireKey(record.id, fireTime),
-            schedule: { id: record.id, fireTime },
-          },
-        ],
-        (_, field) => `spec.${field}`,
-      );
-      const started = result as { run: Run; created: boolean };
+      const started = await this.batch.start({
+        workflow: spec.workflow,
+        version: spec.version,
+        input: JSON.parse(record.inputText) as JsonValue,
+        idempotencyKey: fireKey(record.id, fireTime),
+        schedule: { id: record.id, fireTime },
+      });
       if (started.created) {
         const lag = Math.max(0, Date.now() + skewMs - ScheduleStore.dueOf(record.id, spec, fireTime)) / 1000;
         Object.assign(this.stats, {

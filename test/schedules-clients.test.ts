@@ -129,6 +129,8 @@ describe("weft schedules", () => {
     expect(trig.stdout).toMatch(/^run [0-9a-f-]{36} started\n$/);
     const again = await runWeft(["schedules", "trigger", id, "--idempotency-key", "k"], env);
     expect(again.stdout).toBe(trig.stdout.replace("started", "already exists"));
+    const runs = await runWeft(["runs", "ls", "--schedule", id], env);
+    expect(cells(runs.stdout).map((r) => r[0])).toEqual(["RUN", trig.stdout.split(" ")[1]]);
 
     const day = 86_400_000;
     const to = new Date(Math.floor(Date.now() / day) * day - 10 * day).toISOString();

@@ -114,6 +114,16 @@ describe("ScheduleService", () => {
         "spec.offset: must be less than the interval",
       ],
       [
+        { interval: { seconds: 400n * 86_400n } },
+        Code.InvalidArgument,
+        "spec.interval: must be at most 366 days",
+      ],
+      [
+        { interval: { seconds: -5n } },
+        Code.InvalidArgument,
+        "spec.interval: must be a non-negative duration",
+      ],
+      [
         { interval: { seconds: 60n }, timeZone: "UTC" },
         Code.InvalidArgument,
         "spec.time_zone: applies to cron only",
@@ -315,6 +325,7 @@ describe("ScheduleService", () => {
         "end_time: is in the future: backfill a past range",
       ],
       [{ startTime: at(end), endTime: at(start) }, "end_time: must not be before start_time"],
+      [{ startTime: at(-60_000), endTime: at(start) }, "start_time: is not a valid time after 1970"],
       [
         { startTime: at(end - 1000 * 60_000), endTime: at(end) },
         "end_time: the range holds more than 1000 fire times; backfill it in several calls",

@@ -141,6 +141,7 @@ export class ScheduleFires {
     const { outcome, status } = await store.advance(record, advance, now, pruneBefore);
     if (outcome === "ok") {
       this.stats.misses += plan.missed;
+      if (advance.skipped === true) this.stats.skips++;
       if (plan.missed > 0)
         this.deps.logger.warn({ schedule: id, missed: plan.missed }, "schedule: fire times missed");
     }
@@ -149,11 +150,12 @@ export class ScheduleFires {
       await store.requeue(id, lease, outcome === "ok" ? undefined : now);
       return;
     }
-    const keptBuffer = advance.buffered === undefined ? record.buffered : (advance.buffered ?? undefined);
+    const buffered = advance.buffered === undefined ? record.buffered : (advance.buffered ?? undefined);
+    const bufferedAt = typeof advance.buffered === "number" ? now : record.bufferedAt;
     await store.requeue(
       id,
       lease,
-      this.recheck({ ...record, buffered: keptBuffer }, ScheduleStore.dueOf(id, spec, plan.next), now),
+      this.recheck({ ...record, buffered, bufferedAt }, ScheduleStore.dueOf(id, spec, plan.next), now),
     );
   }
 
@@ -187,7 +189,6 @@ export class ScheduleFires {
           advance.skipped = true;
       }
       if (advance.skipped === true) {
-        this.stats.skips++;
         this.deps.logger.info(
           { schedule: record.id, fireTime: new Date(fireTime).toISOString(), runId: record.lastRunId },
           "schedule: fire skipped, the previous run is still running",

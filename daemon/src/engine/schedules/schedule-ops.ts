@@ -156,8 +156,8 @@ export class ScheduleOps {
     const endMs = end === undefined ? Number.NaN : ms(end);
     const violations = [];
     if (start === undefined) violations.push({ field: "start_time", description: "is required" });
-    else if (Number.isNaN(startMs))
-      violations.push({ field: "start_time", description: "is not a valid time" });
+    else if (Number.isNaN(startMs) || startMs < 0)
+      violations.push({ field: "start_time", description: "is not a valid time after 1970" });
     if (end === undefined) violations.push({ field: "end_time", description: "is required" });
     else if (Number.isNaN(endMs)) violations.push({ field: "end_time", description: "is not a valid time" });
     else if (endMs > Date.now())

@@ -35,6 +35,7 @@ export const SPEC_LIMITS = {
   maxMaxCatchUp: 100,
   maxJitterMs: 3_600_000,
   minIntervalMs: 1000,
+  maxIntervalMs: 366 * 86_400_000,
   maxNoteChars: 1024,
   maxCronChars: 256,
 } as const;
@@ -103,6 +104,8 @@ export function checkSpec(
     bad("time_zone", `"${timeZone.slice(0, 64)}" is not an IANA time zone`);
   if (spec.interval !== undefined && intervalMs < SPEC_LIMITS.minIntervalMs)
     bad("interval", "must be at least 1s");
+  if (intervalMs > SPEC_LIMITS.maxIntervalMs)
+    bad("interval", "must be at most 366 days (use cron for rarer fires)");
   if (spec.offset !== undefined && cron !== "") bad("offset", "applies to interval only");
   else if (offsetMs > 0 && offsetMs >= intervalMs) bad("offset", "must be less than the interval");
   if (jitterMs > SPEC_LIMITS.maxJitterMs) bad("jitter", "must be at most 1h");

@@ -2,9 +2,14 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { toBinary } from "@bufbuild/protobuf";
 import { Code, type Interceptor } from "@connectrpc/connect";
 import { hashToken } from "@weft/daemon";
-import { OverlapPolicy, ScheduleStatus } from "@weft/sdk/gen/weft/v1/schedule_service_pb.js";
+import {
+  ListSchedulesResponseSchema,
+  OverlapPolicy,
+  ScheduleStatus,
+} from "@weft/sdk/gen/weft/v1/schedule_service_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, spawnWeftd, startTestRedis, type WeftdProcess, waitFor } from "./support/index.js";
 import { at, msOf, runsOfSchedule, scheduleClient } from "./support/schedules.js";
@@ -18,7 +23,10 @@ const wf = `sched-wf-${randomUUID().slice(0, 8)}`;
 
 beforeAll(async () => {
   redis = await startTestRedis();
-  weftd = await spawnWeftd({ redisUrl: redis.url, args: ["--max-payload-bytes", "4KiB"] });
+  weftd = await spawnWeftd({
+    redisUrl: redis.url,
+    args: ["--max-payload-bytes", "4KiB", "--max-response-bytes", "80KiB"],
+  });
   c = weftClients(weftd.address);
   s = scheduleClient(weftd.address);
   await c.workflows.submitWorkflow({
@@ -233,6 +241,34 @@ describe("ScheduleService", () => {
     } while (pageToken !== "");
     expect(seen.filter((x) => x.startsWith(prefix))).toEqual([`${prefix}-1`, `${prefix}-2`, `${prefix}-3`]);
     expect([...seen].sort()).toEqual(seen);
+  });
+
+  it("keeps a page of schedules within the answer limit, the rest in the next pages", async () => {
+    const prefix = `big-${randomUUID().slice(0, 6)}`;
+    const input = value({ text: "x".repeat(3000) });
+    for (let i = 0; i < 40; i++) {
+      await s.createSchedule({
+        scheduleId: `${prefix}-${String(i).padStart(2, "0")}`,
+        spec: { workflow: wf, cron: "@daily", input },
+      });
+    }
+    const seen: string[] = [];
+    let pageToken = "";
+    let pages = 0;
+    do {
+      const page = await s.listSchedules({ pageSize: 1000, pageToken });
+      expect(toBinary(ListSchedulesResponseSchema, page).length).toBeLessThanOrEqual(80 * 1024);
+      // A listing shows the next fire time only; GetSchedule shows five.
+      for (const x of page.schedules)
+        if (x.status === ScheduleStatus.ACTIVE) expect(x.nextFireTimes).toHaveLength(1);
+      seen.push(...page.schedules.map((x) => x.id));
+      pageToken = page.nextPageToken;
+      pages++;
+    } while (pageToken !== "");
+    expect(pages).toBeGreaterThan(1);
+    const mine = seen.filter((x) => x.startsWith(prefix));
+    expect(mine).toEqual(Array.from({ length: 40 }, (_, i) => `${prefix}-${String(i).padStart(2, "0")}`));
+    expect(new Set(seen).size).toBe(seen.length);
   });
 
   it("updates, pauses, resumes and deletes", async () => {

@@ -303,7 +303,11 @@ export class Engine {
       clocks,
       workflows,
       runs: this.runs,
-      limits: { maxPayloadBytes: options.maxPayloadBytes, runRetentionMs: options.runRetentionMs },
+      limits: {
+        maxPayloadBytes: options.maxPayloadBytes,
+        runRetentionMs: options.runRetentionMs,
+        maxResponseBytes,
+      },
     });
     this.scheduleFires = new ScheduleFires({
       redis,

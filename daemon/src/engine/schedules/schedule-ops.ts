@@ -1,14 +1,18 @@
 import { randomUUID } from "node:crypto";
-import type { JsonValue } from "@bufbuild/protobuf";
+import { type JsonValue, toBinary } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Run } from "@weft/sdk/gen/weft/v1/run_pb.js";
-import type { Schedule, ScheduleSpec } from "@weft/sdk/gen/weft/v1/schedule_service_pb.js";
+import {
+  type Schedule,
+  ScheduleSchema,
+  type ScheduleSpec,
+} from "@weft/sdk/gen/weft/v1/schedule_service_pb.js";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { WorkflowStore } from "../definitions/index.js";
 import type { RunOps } from "../runs/index.js";
-import { invalidArgument, type Keys } from "../shared/index.js";
+import { ANSWER_FRAMING, invalidArgument, type Keys } from "../shared/index.js";
 import { ScheduleClock } from "./clock.js";
 import type { ClockCache } from "./clock-cache.js";
 import { fireKey } from "./schedule-fires.js";
@@ -31,7 +35,12 @@ export interface ScheduleOpsDeps {
   clocks: ClockCache;
   workflows: WorkflowStore;
   runs: RunOps;
-  limits: { maxPayloadBytes: number; runRetentionMs: number };
+  limits: {
+    maxPayloadBytes: number;
+    runRetentionMs: number;
+    /** Largest answer, in bytes (--max-response-bytes): a page of schedules stops before it. */
+    maxResponseBytes: number;
+  };
 }
 
 /** NOT_FOUND for a schedule id. */
@@ -73,15 +82,34 @@ export class ScheduleOps {
     return this.view(record);
   }
 
-  /** One page of schedules by id: `next` is the last id of a full page, "" on the last page. */
+  /**
+   * One page of schedules by id, each with its next fire time only (GetSchedule shows five): at most
+   * `pageSize`, and fewer when more would not fit in one answer. `next` is the last id of the page
+   * when more follow, "" on the last page.
+   */
   async list(pageSize: number, after: string): Promise<{ schedules: Schedule[]; next: string }> {
     const ids = await this.deps.store.ids(after, pageSize + 1);
     const page = ids.slice(0, pageSize);
     const records = await this.deps.store.readMany(page);
-    const schedules = await Promise.all(
-      records.filter((r): r is ScheduleRecord => r !== undefined).map((r) => this.view(r)),
-    );
-    return { schedules, next: ids.length > pageSize ? (page[page.length - 1] as string) : "" };
+    const views = await Promise.all(records.map((r) => (r === undefined ? undefined : this.view(r, 1))));
+    const schedules: Schedule[] = [];
+    let bytes = ANSWER_FRAMING;
+    let last = "";
+    let cut = false;
+    for (const [i, view] of views.entries()) {
+      if (view !== undefined) {
+        // A schedule's input is at most half the answer limit: the first always fits.
+        const size = toBinary(ScheduleSchema, view).length + 6;
+        if (schedules.length > 0 && bytes + size > this.deps.limits.maxResponseBytes) {
+          cut = true;
+          break;
+        }
+        schedules.push(view);
+        bytes += size;
+      }
+      last = page[i] as string;
+    }
+    return { schedules, next: cut || ids.length > pageSize ? last : "" };
   }
 
   async update(id: string, specMessage: ScheduleSpec | undefined): Promise<Schedule> {
@@ -225,13 +253,13 @@ export class ScheduleOps {
     return result;
   }
 
-  /** The Schedule message of a record, with its last run's status. */
-  private async view(record: ScheduleRecord): Promise<Schedule> {
+  /** The Schedule message of a record, with its last run's status and `shown` next fire times. */
+  private async view(record: ScheduleRecord, shown = 5): Promise<Schedule> {
     const status =
       record.lastRunId === ""
         ? null
         : await this.deps.redis.hget(this.deps.keys.run(record.lastRunId).run, "s");
-    return scheduleOf(record, this.deps.clocks, status);
+    return scheduleOf(record, this.deps.clocks, status, shown);
   }
 }
 

@@ -6,9 +6,6 @@ import type { ClockCache } from "./clock-cache.js";
 import { specToProto } from "./schedule-spec.js";
 import type { ScheduleRecord } from "./schedule-store.js";
 
-/** Next fire times a schedule shows. */
-const NEXT_SHOWN = 5;
-
 const STATUS = { A: ScheduleStatus.ACTIVE, P: ScheduleStatus.PAUSED, E: ScheduleStatus.ENDED } as const;
 
 /** Run statuses as stored in a run's hash. */
@@ -22,21 +19,22 @@ const RUN_STATUS: Record<string, RunStatus> = {
 
 const time = (ms: number | undefined) => (ms === undefined || ms <= 0 ? undefined : timestampFromMs(ms));
 
-/** The Schedule message of a stored schedule; `lastRunStatus` is its last run's stored status code. */
+/**
+ * The Schedule message of a stored schedule with up to `shown` next fire times (the first is stored;
+ * each other is a computation of its clock); `lastRunStatus` is its last run's stored status code.
+ */
 export function scheduleOf(
   record: ScheduleRecord,
   clocks: ClockCache,
   lastRunStatus: string | null,
+  shown: number,
 ): Schedule {
   const nextFireTimes: number[] = [];
   if (record.status === "A" && record.nextFire !== undefined) {
-    const clock = clocks.of(record.spec);
-    for (
-      let t: number | undefined = record.nextFire;
-      t !== undefined && nextFireTimes.length < NEXT_SHOWN;
-    ) {
+    let t: number | undefined = record.nextFire;
+    while (t !== undefined && nextFireTimes.length < shown) {
       nextFireTimes.push(t);
-      t = clock.next(t);
+      t = nextFireTimes.length < shown ? clocks.of(record.spec).next(t) : undefined;
     }
   }
   return create(ScheduleSchema, {

@@ -164,7 +164,8 @@ export type Schedule = Message<"weft.v1.Schedule"> & {
   status: ScheduleStatus;
 
   /**
-   * The next fire times (up to 5), jitter left out; empty unless ACTIVE.
+   * The next fire times, jitter left out: up to 5 (ListSchedules: the next
+   * one only); empty unless ACTIVE.
    *
    * @generated from field: repeated google.protobuf.Timestamp next_fire_times = 4;
    */
@@ -387,7 +388,8 @@ export const ListSchedulesRequestSchema: GenMessage<ListSchedulesRequest> = /*@_
   messageDesc(file_weft_v1_schedule_service, 6);
 
 /**
- * ListSchedulesResponse is one page of schedules.
+ * ListSchedulesResponse is one page of schedules: fewer than page_size when
+ * more would not fit within the daemon's answer limit (--max-response-bytes).
  *
  * @generated from message weft.v1.ListSchedulesResponse
  */

@@ -324,7 +324,8 @@ type Schedule struct {
 	Spec *ScheduleSpec `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
 	// Its state.
 	Status ScheduleStatus `protobuf:"varint,3,opt,name=status,proto3,enum=weft.v1.ScheduleStatus" json:"status,omitempty"`
-	// The next fire times (up to 5), jitter left out; empty unless ACTIVE.
+	// The next fire times, jitter left out: up to 5 (ListSchedules: the next
+	// one only); empty unless ACTIVE.
 	NextFireTimes []*timestamppb.Timestamp `protobuf:"bytes,4,rep,name=next_fire_times,json=nextFireTimes,proto3" json:"next_fire_times,omitempty"`
 	// The latest fire time handled by the clock (started, skipped or buffered).
 	LastFireTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_fire_time,json=lastFireTime,proto3" json:"last_fire_time,omitempty"`
@@ -749,7 +750,8 @@ func (x *ListSchedulesRequest) GetPageToken() string {
 	return ""
 }
 
-// ListSchedulesResponse is one page of schedules.
+// ListSchedulesResponse is one page of schedules: fewer than page_size when
+// more would not fit within the daemon's answer limit (--max-response-bytes).
 type ListSchedulesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The schedules of this page.

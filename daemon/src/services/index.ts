@@ -16,6 +16,7 @@ import { adminService } from "./admin-service.js";
 import type { ServiceContext, WeftServices } from "./context.js";
 import { registerFailureMetrics } from "./failure-metrics.js";
 import { failureService } from "./failure-service.js";
+import { registerScheduleMetrics } from "./schedule-metrics.js";
 import { scheduleService } from "./schedule-service.js";
 import { workerService } from "./worker-service.js";
 import { workflowService } from "./workflow-service.js";
@@ -43,6 +44,7 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
   const schedules = scheduleService(engine);
   registerEngineMetrics(ctx.metrics, engine);
   registerFailureMetrics(ctx.metrics, engine);
+  registerScheduleMetrics(ctx.metrics, engine);
   const checkToken =
     policy.tokens.length > 0 && !config.insecure
       ? tokenCheck(policy.tokens, ctx.logger, policy.publicServices)
@@ -115,54 +117,6 @@ function registerEngineMetrics(metrics: MetricsRegistry, engine: Engine): void {
     "counter",
     "Jobs fetched by completions that no poll of this replica took in time, put back in their queue.",
     () => stats.heldReturned,
-  );
-  registerScheduleMetrics(metrics, engine);
-}
-
-/** The schedules' figures on /metrics: what this replica's fire steps did. */
-function registerScheduleMetrics(metrics: MetricsRegistry, engine: Engine): void {
-  const s = engine.scheduleFires.stats;
-  metrics.register(
-    "weft_schedule_fires_total",
-    "counter",
-    "Runs this replica started for schedules' fire times (on time, catching up, or buffered).",
-    () => s.fires,
-  );
-  metrics.register(
-    "weft_schedule_skips_total",
-    "counter",
-    "Fire times this replica skipped because the schedule's previous run was still running.",
-    () => s.skips,
-  );
-  metrics.register(
-    "weft_schedule_misses_total",
-    "counter",
-    "Fire times this replica counted as missed: older than the catch-up window, or over its bound.",
-    () => s.misses,
-  );
-  metrics.register(
-    "weft_schedule_fire_failures_total",
-    "counter",
-    "Fires that could not start a run (the workflow version is gone, the input is over the limit).",
-    () => s.failures,
-  );
-  metrics.register(
-    "weft_schedule_fire_lag_seconds_sum",
-    "counter",
-    "Sum of the fire lags (from a fire's due time, jitter included, to its run started), in seconds.",
-    () => s.lagSecondsSum,
-  );
-  metrics.register(
-    "weft_schedule_fire_lag_seconds_count",
-    "counter",
-    "Fires whose lag is in weft_schedule_fire_lag_seconds_sum.",
-    () => s.lagCount,
-  );
-  metrics.register(
-    "weft_schedule_last_fire_lag_seconds",
-    "gauge",
-    "Lag of the latest fire on this replica, in seconds.",
-    () => s.lastLagSeconds,
   );
 }
 

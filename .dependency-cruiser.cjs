@@ -9,7 +9,7 @@
  */
 
 /** The engine's parts in order: each may import those before it, none after it. */
-const ENGINE_LAYERS = ["shared", "definitions", "dispatch", "runs", "failures", "leases|watch"];
+const ENGINE_LAYERS = ["shared", "definitions", "dispatch", "runs", "failures", "leases|watch|schedules"];
 
 module.exports = {
   forbidden: [

@@ -4,7 +4,8 @@ import { defineConfig } from "vitest/config";
  * The end-to-end tests that run a second time against a local Redis Cluster (3 masters, a replica
  * each), as the `cluster` project: the engine's suite of submit, trigger, batch trigger, DAG,
  * watch with resume, cancel, retries, timeouts, rate limits, per-key limits, leases and the
- * reconciler, with dead letters, resume of failed runs and circuit breakers. The same tests, not copies: test/support/redis.ts starts a Cluster instead of one
+ * reconciler, with dead letters, resume of failed runs, circuit breakers and schedules (their API, and
+ * firing exactly once across replicas through a kill -9). The same tests, not copies: test/support/redis.ts starts a Cluster instead of one
  * redis-server when WEFT_TEST_REDIS=cluster. Tests of one redis-server's outages, of the CLI, the
  * SDK and the transports (which Redis's shape does not touch) run once. See README, Testing.
  */
@@ -20,6 +21,8 @@ export const CLUSTER_SUITE = [
   "test/dead-letters.test.ts",
   "test/resume.test.ts",
   "test/circuit-breaker.test.ts",
+  "test/schedules.test.ts",
+  "test/schedules-replicas.test.ts",
 ];
 
 export default defineConfig({

@@ -7,6 +7,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "@weft/sdk/gen/health/v1/health_pb.js";
 import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
 import { FailureService } from "@weft/sdk/gen/weft/v1/failure_service_pb.js";
+import { ScheduleService } from "@weft/sdk/gen/weft/v1/schedule_service_pb.js";
 import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -32,6 +33,7 @@ const WEFT_SERVICES = [
   WorkerService.typeName,
   AdminService.typeName,
   FailureService.typeName,
+  ScheduleService.typeName,
 ];
 
 let redis: RedisServer;
@@ -218,9 +220,14 @@ describe("server reflection", () => {
       { timeout: 30_000 },
     );
     const listed = stdout.trim().split("\n").sort();
-    const expected = [WorkflowService, WorkerService, AdminService, FailureService, Health].flatMap((s) =>
-      s.methods.map((m) => `${s.typeName}/${m.name}`),
-    );
+    const expected = [
+      WorkflowService,
+      WorkerService,
+      AdminService,
+      FailureService,
+      ScheduleService,
+      Health,
+    ].flatMap((s) => s.methods.map((m) => `${s.typeName}/${m.name}`));
     expected.push(
       "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
       "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",

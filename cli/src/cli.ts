@@ -8,6 +8,16 @@ import { failedDiscard, failedGet, failedList, failedRetry } from "./commands/fa
 import { queuesList } from "./commands/queues.js";
 import { runsResume } from "./commands/resume.js";
 import { runsGet, runsList } from "./commands/runs.js";
+import {
+  schedulesBackfill,
+  schedulesCreate,
+  schedulesGet,
+  schedulesList,
+  schedulesPause,
+  schedulesRemove,
+  schedulesResume,
+  schedulesTrigger,
+} from "./commands/schedules.js";
 import { trigger } from "./commands/trigger.js";
 import { watch } from "./commands/watch.js";
 import { workflowsGet, workflowsList, workflowsSubmit } from "./commands/workflows.js";
@@ -34,6 +44,14 @@ export const COMMANDS: Command[] = [
   failedDiscard,
   queuesList,
   queuesCircuit,
+  schedulesCreate,
+  schedulesList,
+  schedulesGet,
+  schedulesPause,
+  schedulesResume,
+  schedulesRemove,
+  schedulesTrigger,
+  schedulesBackfill,
 ];
 
 /** The default weftd address. */

@@ -14,7 +14,8 @@ export type Scope =
   | "runs:resume"
   | "failures"
   | "admin"
-  | "worker";
+  | "worker"
+  | "schedules:write";
 
 /** All scopes, for validation. */
 export const SCOPES: readonly Scope[] = [
@@ -26,6 +27,7 @@ export const SCOPES: readonly Scope[] = [
   "failures",
   "admin",
   "worker",
+  "schedules:write",
 ];
 
 /** A configured token: its name (logged), the SHA-256 of its secret, and what it may do. */
@@ -78,6 +80,17 @@ const REQUIRED: Record<string, Scope> = {
   "/weft.v1.FailureService/RetryDeadLetters": "failures",
   "/weft.v1.FailureService/DiscardDeadLetters": "failures",
   "/weft.v1.FailureService/ResumeRun": "runs:resume",
+  // A schedule starts runs on its own for as long as it lives: creating and driving one is an
+  // operator's act, apart from starting runs (runs:trigger). Reading one is like reading runs.
+  "/weft.v1.ScheduleService/CreateSchedule": "schedules:write",
+  "/weft.v1.ScheduleService/UpdateSchedule": "schedules:write",
+  "/weft.v1.ScheduleService/DeleteSchedule": "schedules:write",
+  "/weft.v1.ScheduleService/PauseSchedule": "schedules:write",
+  "/weft.v1.ScheduleService/ResumeSchedule": "schedules:write",
+  "/weft.v1.ScheduleService/TriggerSchedule": "schedules:write",
+  "/weft.v1.ScheduleService/BackfillSchedule": "schedules:write",
+  "/weft.v1.ScheduleService/GetSchedule": "runs:read",
+  "/weft.v1.ScheduleService/ListSchedules": "runs:read",
 };
 
 /** Services that can be left open to callers without a token. */

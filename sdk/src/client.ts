@@ -18,6 +18,7 @@ import { WorkflowService } from "./gen/weft/v1/workflow_service_pb.js";
 import { fromValue, toValue } from "./json-value.js";
 import { retryTransient } from "./reconnect.js";
 import { assembledOutput, taskRunWhole, wholeRun } from "./run-pages.js";
+import { type ScheduleMethods, scheduleMethods } from "./schedules.js";
 import { createClientTransport } from "./transport.js";
 import { type WatchOptions, watchRun } from "./watch.js";
 import { WorkflowBuilder } from "./workflow-builder.js";
@@ -82,6 +83,8 @@ export interface ListRunsFilter {
   workflow?: string;
   /** Only runs in one of these statuses. */
   statuses?: readonly RunStatus[];
+  /** Only runs started by this schedule. */
+  scheduleId?: string;
   /**
    * Runs fetched per call.
    * @defaultValue 100
@@ -95,8 +98,8 @@ export interface ResultOptions {
   signal?: AbortSignal;
 }
 
-/** A client of weftd's WorkflowService (and its failure-handling calls), from {@link createWeftClient}. */
-export interface WeftClient extends FailureMethods {
+/** A client of weftd's WorkflowService (with its failure-handling calls) and ScheduleService, from {@link createWeftClient}. */
+export interface WeftClient extends FailureMethods, ScheduleMethods {
   /** Validates and stores a workflow, versioned by content; `validateOnly` only plans it. */
   submitWorkflow(definition: WorkflowInput, options?: SubmitOptions): Promise<SubmitResult>;
   /** One version of a workflow (the latest by default). @throws WorkflowNotFoundError */
@@ -238,6 +241,7 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
             {
               workflow: filter.workflow ?? "",
               statuses: [...(filter.statuses ?? [])],
+              scheduleId: filter.scheduleId ?? "",
               pageSize: filter.pageSize ?? 100,
               pageToken,
             },
@@ -299,6 +303,7 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
     },
 
     ...failureMethods(failures, admin, unary, call),
+    ...scheduleMethods(transport, call, unary),
 
     close,
   };

@@ -5,6 +5,7 @@ import {
   InvalidArgumentError,
   InvalidWorkflowError,
   RunNotFoundError,
+  ScheduleNotFoundError,
   WeftError,
   WeftUnavailableError,
   WorkflowNotFoundError,
@@ -21,12 +22,15 @@ export interface CallContext {
   version?: number;
   /** The run the call named. */
   runId?: string;
+  /** The schedule the call named. */
+  scheduleId?: string;
 }
 
 /** "workflow "x" …", or with the field of a batch in front: "requests[3].workflow: workflow "x" …". */
 const WORKFLOW_MESSAGE = /^(?:[\w.[\]]+: )?workflow "([^"]*)"/;
 const RUN_MESSAGE = /^run "([^"]*)"/;
 const DEAD_LETTER_MESSAGE = /^dead letter "([^"]*)"/;
+const SCHEDULE_MESSAGE = /^schedule "([^"]*)"/;
 
 /**
  * Turns anything a Connect call threw into the matching {@link WeftError} subclass, from the gRPC
@@ -41,6 +45,8 @@ export function toWeftError(err: unknown, context: CallContext = {}): WeftError 
     case Code.NotFound: {
       const deadLetter = DEAD_LETTER_MESSAGE.exec(message)?.[1];
       if (deadLetter !== undefined) return new DeadLetterNotFoundError(message, deadLetter, options);
+      const scheduleId = SCHEDULE_MESSAGE.exec(message)?.[1];
+      if (scheduleId !== undefined) return new ScheduleNotFoundError(message, scheduleId, options);
       const workflow = WORKFLOW_MESSAGE.exec(message)?.[1] ?? context.workflow;
       const runId = RUN_MESSAGE.exec(message)?.[1] ?? context.runId;
       if (RUN_MESSAGE.test(message) || (runId !== undefined && !WORKFLOW_MESSAGE.test(message))) {

@@ -60,6 +60,18 @@ export class DeadLetterNotFoundError extends WeftError {
   }
 }
 
+/** The schedule does not exist. */
+export class ScheduleNotFoundError extends WeftError {
+  override readonly name: string = "ScheduleNotFoundError";
+  /** Id of the schedule asked for. */
+  readonly scheduleId: string;
+
+  constructor(message: string, scheduleId: string, options?: { cause?: unknown }) {
+    super(message, Code.NotFound, options);
+    this.scheduleId = scheduleId;
+  }
+}
+
 /** One invalid field of a request, from the google.rpc.BadRequest detail of the error. */
 export interface FieldViolation {
   /** Path of the field, e.g. `definition.tasks[1].depends_on[0]`. */

@@ -29,6 +29,7 @@ export {
   RunNotFoundError,
   RunTimedOutError,
   runOutcomeError,
+  ScheduleNotFoundError,
   WeftError,
   WeftUnavailableError,
   WorkflowNotFoundError,
@@ -54,6 +55,12 @@ export {
   type TaskRun,
   TaskStatus,
 } from "./gen/weft/v1/run_pb.js";
+export {
+  OverlapPolicy,
+  type Schedule,
+  type ScheduleSpec,
+  ScheduleStatus,
+} from "./gen/weft/v1/schedule_service_pb.js";
 export type {
   ExecutionPlan,
   RetryPolicy,
@@ -65,6 +72,14 @@ export type {
 } from "./gen/weft/v1/workflow_pb.js";
 export { type GrpcUnaryOptions, grpcUnaryTransport } from "./grpc-unary.js";
 export { fromValue, toValue } from "./json-value.js";
+export {
+  type BackfillResult,
+  type CreateScheduleOptions,
+  type Overlap,
+  type ScheduleMethods,
+  type ScheduleSpecInput,
+  toScheduleSpec,
+} from "./schedules.js";
 export { type ClientTransport, createWeftTransport } from "./transport.js";
 export type { ReconnectInfo, WatchOptions } from "./watch.js";
 export { type NewTaskId, WorkflowBuilder, type WorkflowOptions, workflow } from "./workflow-builder.js";

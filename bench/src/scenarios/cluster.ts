@@ -20,12 +20,12 @@ const SHAPES: { shape: Shape; label: (n: string) => string }[] = [
 ];
 
 /**
- * Scenario 10: scenario 1's Weft shapes on a local Redis Cluster of three masters, beside the same
+ * Scenario 11: scenario 1's Weft shapes on a local Redis Cluster of three masters, beside the same
  * shapes on the bench's one redis-server, in turns, each through a weftd of its own.
  */
 export const cluster: Scenario = {
   id: "cluster",
-  title: "10. Redis Cluster",
+  title: "11. Redis Cluster",
   async run(ctx) {
     const { sizes } = ctx;
     const redisCluster = await startBenchCluster(MASTERS);

@@ -7,12 +7,13 @@ import { latency } from "./latency.js";
 import { replicas } from "./replicas.js";
 import { resume } from "./resume.js";
 import { runtimes } from "./runtimes.js";
+import { schedules } from "./schedules.js";
 import { throughput } from "./throughput.js";
 import { watchers } from "./watchers.js";
 
 /**
  * Every scenario, in the order of issue 4, then the worker runtimes (a diagnostic), then resume
- * (issue 24), then Weft on a Redis Cluster beside one server (issue 26).
+ * (issue 24), schedules (issue 27) and Weft on a Redis Cluster beside one server (issue 26).
  */
 export const SCENARIOS: Scenario[] = [
   throughput,
@@ -24,5 +25,6 @@ export const SCENARIOS: Scenario[] = [
   replicas,
   runtimes,
   resume,
+  schedules,
   cluster,
 ];

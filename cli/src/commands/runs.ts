@@ -20,15 +20,21 @@ import { oneArg, positiveInt } from "./args.js";
 export const runsList: Command = {
   path: ["runs", "ls"],
   summary: "list runs, newest first",
-  help: `Usage: weft runs ls [--workflow NAME] [--status STATUS[,STATUS]] [--limit N]
+  help: `Usage: weft runs ls [--workflow NAME] [--schedule ID] [--status STATUS[,STATUS]] [--limit N]
 
 Lists runs, newest first.
 
 Options:
   --workflow <name>     only runs of this workflow
+  --schedule <id>       only runs started by this schedule
   --status <statuses>   only runs in these statuses: running, succeeded, failed, cancelled, timed_out
   --limit <n>           show at most n runs (default 20; 0 for all)`,
-  options: { workflow: { type: "string" }, status: { type: "string" }, limit: { type: "string" } },
+  options: {
+    workflow: { type: "string" },
+    schedule: { type: "string" },
+    status: { type: "string" },
+    limit: { type: "string" },
+  },
   async run({ args, options, io, client }) {
     if (args.length > 0) throw new UsageError(`unexpected argument "${args[0]}"`);
     const statuses = (options.status === undefined ? [] : String(options.status).split(",")).map((s) => {
@@ -46,6 +52,7 @@ Options:
       statuses,
       pageSize: limit === 0 ? 100 : Math.min(limit, 100),
       ...(options.workflow === undefined ? {} : { workflow: String(options.workflow) }),
+      ...(options.schedule === undefined ? {} : { scheduleId: String(options.schedule) }),
     };
     for await (const r of client().listRuns(filter)) {
       if (options.json === true) io.out(`${JSON.stringify(toJson(RunSchema, r))}\n`);

@@ -34,6 +34,7 @@ import {
   RunSteps,
   RunWorkflows,
 } from "./runs/index.js";
+import { ClockCache, FiringLoop, ScheduleFires, ScheduleOps, ScheduleStore } from "./schedules/index.js";
 import { ANSWER_OVERHEAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES, Keys } from "./shared/index.js";
 import { EventHub, Watches } from "./watch/index.js";
 
@@ -109,6 +110,10 @@ export class Engine {
   readonly resumes: ResumeOps;
   /** Failures' figures for /metrics. */
   readonly failureStats: FailureStats;
+  /** Schedules: the calls of ScheduleService. */
+  readonly schedules: ScheduleOps;
+  /** The fire steps of schedules, with this replica's counts. */
+  readonly scheduleFires: ScheduleFires;
   /** {@link EngineOptions.maxResponseBytes}, default applied. */
   readonly maxResponseBytes: number;
   /** How this replica's dispatchers came by their jobs. */
@@ -117,6 +122,7 @@ export class Engine {
   private readonly runWorkflows: RunWorkflows;
   private readonly jobs: RunJobs;
   private readonly timers: Timers;
+  private readonly firingLoop: FiringLoop;
 
   private constructor(
     readonly redis: RedisClient,
@@ -288,6 +294,40 @@ export class Engine {
       maxResponseBytes - ANSWER_OVERHEAD_BYTES,
     );
     this.watches = new Watches({ redis, keys, hub: this.hub }, options.maxWatchersPerReplica);
+
+    // Schedules: they start runs through the run operations.
+    const scheduleStore = new ScheduleStore(redis, keys);
+    const clocks = new ClockCache();
+    this.schedules = new ScheduleOps({
+      redis,
+      keys,
+      logger,
+      store: scheduleStore,
+      clocks,
+      workflows,
+      runs: this.runs,
+      limits: {
+        maxPayloadBytes: options.maxPayloadBytes,
+        runRetentionMs: options.runRetentionMs,
+        maxResponseBytes,
+      },
+    });
+    this.scheduleFires = new ScheduleFires({
+      redis,
+      keys,
+      logger,
+      store: scheduleStore,
+      clocks,
+      runs: this.runs,
+      runRetentionMs: options.runRetentionMs,
+    });
+    this.firingLoop = new FiringLoop({
+      keys,
+      logger,
+      subscriber,
+      store: scheduleStore,
+      fires: this.scheduleFires,
+    });
   }
 
   /** Opens the engine's own Redis connections and starts the reconciler. */
@@ -317,6 +357,7 @@ export class Engine {
     await engine.circuits.apply(policy);
     engine.reconciler.start();
     engine.dispatchers.start();
+    engine.firingLoop.start();
     return engine;
   }
 
@@ -351,6 +392,7 @@ export class Engine {
   /** Stops fetching, releases waiting polls, and closes the engine's connections. */
   async close(): Promise<void> {
     this.reconciler.stop();
+    this.firingLoop.stop();
     this.leases.timers.close();
     await this.dispatchers.close();
     await this.timers.close();

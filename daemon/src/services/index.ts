@@ -2,6 +2,7 @@ import type { DescMethodUnary, DescService } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
 import { AdminService } from "@weft/sdk/gen/weft/v1/admin_service_pb.js";
 import { FailureService } from "@weft/sdk/gen/weft/v1/failure_service_pb.js";
+import { ScheduleService } from "@weft/sdk/gen/weft/v1/schedule_service_pb.js";
 import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import { authInterceptor, streamLimitInterceptor, type TokenCheck, tokenCheck } from "../auth.js";
@@ -15,6 +16,8 @@ import { adminService } from "./admin-service.js";
 import type { ServiceContext, WeftServices } from "./context.js";
 import { registerFailureMetrics } from "./failure-metrics.js";
 import { failureService } from "./failure-service.js";
+import { registerScheduleMetrics } from "./schedule-metrics.js";
+import { scheduleService } from "./schedule-service.js";
 import { workerService } from "./worker-service.js";
 import { workflowService } from "./workflow-service.js";
 
@@ -38,8 +41,10 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
   const workers = workerService(engine, shutdown);
   const admin = adminService(engine);
   const failures = failureService(engine);
+  const schedules = scheduleService(engine);
   registerEngineMetrics(ctx.metrics, engine);
   registerFailureMetrics(ctx.metrics, engine);
+  registerScheduleMetrics(ctx.metrics, engine);
   const checkToken =
     policy.tokens.length > 0 && !config.insecure
       ? tokenCheck(policy.tokens, ctx.logger, policy.publicServices)
@@ -50,6 +55,7 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
       router.service(WorkerService, workers);
       router.service(AdminService, admin);
       router.service(FailureService, failures);
+      router.service(ScheduleService, schedules);
     },
     close: () => engine.close(),
     interceptors:
@@ -63,6 +69,7 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
         [WorkerService, workers],
         [AdminService, admin],
         [FailureService, failures],
+        [ScheduleService, schedules],
       ],
       checkToken,
     ),

@@ -100,6 +100,7 @@ export function workflowService(engine: Engine, shutdown: AbortFanOut): ServiceI
     async listRuns(req) {
       const check = new RequestCheck().pageSize(req.pageSize);
       if (req.workflow !== "") check.name(req.workflow, "workflow");
+      if (req.scheduleId !== "") check.name(req.scheduleId, "schedule_id");
       req.statuses.forEach((s, i) => {
         check.require(
           s !== RunStatus.UNSPECIFIED && RunStatus[s] !== undefined,
@@ -110,6 +111,7 @@ export function workflowService(engine: Engine, shutdown: AbortFanOut): ServiceI
       check.done();
       const { runs, next } = await engine.runs.list({
         workflow: req.workflow,
+        scheduleId: req.scheduleId,
         statuses: req.statuses,
         pageSize: pageSizeOf(req.pageSize),
         pageToken: req.pageToken,

@@ -13,7 +13,7 @@ import {
 import { runFromHash, type TaskRecord, taskRunOf } from "./run-view.js";
 
 /** The fields of a run's hash every answer reads; its payloads (in, out, err) are read only when they fit. */
-const HEAD_FIELDS = ["id", "wf", "v", "s", "ct", "ft", "idem", "seq", "oz", "gen"] as const;
+const HEAD_FIELDS = ["id", "wf", "v", "s", "ct", "ft", "idem", "seq", "oz", "gen", "sc", "sft"] as const;
 
 /** A run's small fields, and the stored sizes of its input, output and error. */
 export interface RunHead {
@@ -93,7 +93,7 @@ export async function readHeads(
 
 /** Bytes a run takes in an answer besides its payloads and task runs: an upper bound. */
 function runBound(head: RunHead): number {
-  return 200 + textSize(head.h.wf ?? "") + textSize(head.h.idem ?? "");
+  return 220 + textSize(head.h.wf ?? "") + textSize(head.h.idem ?? "") + textSize(head.h.sc ?? "");
 }
 
 /** Bytes a run takes in an answer with its payloads, as stored, besides its task runs. */

@@ -33,6 +33,8 @@ export interface TriggerItem {
   input: JsonValue | undefined;
   /** "" for none. */
   idempotencyKey: string;
+  /** The schedule starting the run and the fire time it starts it for (see schedules/). */
+  schedule?: { id: string; fireTime: number };
 }
 
 interface PreparedRun {
@@ -174,7 +176,14 @@ export class RunOps {
           now,
           item.idempotencyKey,
           table,
-          [deps.keys.runIndexOf(runId), deps.keys.runIndexOf(runId, loaded.workflow.name)],
+          item.schedule === undefined
+            ? [deps.keys.runIndexOf(runId), deps.keys.runIndexOf(runId, loaded.workflow.name)]
+            : [
+                deps.keys.runIndexOf(runId),
+                deps.keys.runIndexOf(runId, loaded.workflow.name),
+                deps.keys.scheduleRuns(item.schedule.id),
+              ],
+          item.schedule,
         );
         deps.runWorkflows.remember(runId, loaded.workflow.name, loaded.workflow.version);
         return fresh === 1;
@@ -236,6 +245,8 @@ export class RunOps {
         createTime: timestampFromMs(now),
         idempotencyKey: item.idempotencyKey,
         lastSequence: BigInt(1 + loaded.compiled.roots.length),
+        scheduleId: item.schedule?.id ?? "",
+        fireTime: item.schedule === undefined ? undefined : timestampFromMs(item.schedule.fireTime),
       });
       const input = measuredValue(inputText);
       if (room.take(input.bytes + 6)) run.input = input.value;
@@ -326,5 +337,7 @@ export function checkRunId(runId: string): void {
 
 /** Bytes a run a trigger echoes takes besides its input: an upper bound. */
 function echoBound({ item, loaded }: PreparedRun): number {
-  return 200 + textSize(loaded.workflow.name) + textSize(item.idempotencyKey);
+  return (
+    220 + textSize(loaded.workflow.name) + textSize(item.idempotencyKey) + textSize(item.schedule?.id ?? "")
+  );
 }

@@ -10,6 +10,8 @@ import { RUN_STATUS_CODE } from "./run-view.js";
 /** A ListRuns filter and page. */
 export interface ListRunsQuery {
   workflow: string;
+  /** Only runs this schedule started; "" for any run. */
+  scheduleId?: string;
   statuses: RunStatus[];
   pageSize: number;
   pageToken: string;
@@ -110,7 +112,13 @@ export class RunReads {
   /** One page of runs, newest first: at most `pageSize`, and fewer when more would not fit. */
   async list(query: ListRunsQuery): Promise<{ runs: Run[]; next: string }> {
     const { redis, keys } = this.deps;
-    const indexes = keys.runIndexes(query.workflow === "" ? undefined : query.workflow);
+    const bySchedule = query.scheduleId !== undefined && query.scheduleId !== "";
+    // A schedule's runs have their own index (one key, in the schedule's slot); its runs of one
+    // workflow are filtered from it.
+    const indexes = bySchedule
+      ? [keys.scheduleRuns(query.scheduleId as string)]
+      : keys.runIndexes(query.workflow === "" ? undefined : query.workflow);
+    const workflow = bySchedule && query.workflow !== "" ? query.workflow : undefined;
     const wanted = new Set(query.statuses.map((s) => RUN_STATUS_CODE.get(s)));
     let cursor = decodeToken(query.pageToken);
     const room = new AnswerRoom(this.deps.maxResponseBytes);
@@ -147,7 +155,11 @@ export class RunReads {
         }
         const entry = entries[i] as IndexEntry & { key: string };
         const head = heads[i];
-        if (head !== undefined && (wanted.size === 0 || wanted.has(head.h.s))) {
+        if (
+          head !== undefined &&
+          (wanted.size === 0 || wanted.has(head.h.s)) &&
+          (workflow === undefined || head.h.wf === workflow)
+        ) {
           if (!this.fits(head, room, runs.length)) {
             // The rest go in the next page, which starts with this run.
             full = true;

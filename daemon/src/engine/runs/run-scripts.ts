@@ -229,7 +229,8 @@ return result
 
 /**
  * Creates runs (batched). A step's ARGV: runId, workflow, version, input, now,
- * idempotencyKey, taskCount, then taskId, parentCount for each task.
+ * idempotencyKey, scheduleId, fireTime ('' and '' unless a schedule starts
+ * the run), taskCount, then taskId, parentCount for each task.
  * A step's reply is 1 when it created the run, 0 when the run already existed.
  * A new run's task records, counters and first events (RUN_STARTED, then
  * TASK_QUEUED for each task without parents) are written with one command per
@@ -242,8 +243,8 @@ local exists
 local function beginRun() exists = redis.call('EXISTS', RUN) == 1 end
 local function runFirst() return '' end
 local function step(a)
-  local n = tonumber(ARGV[a + 6])
-  local nextA = a + 7 + 2 * n
+  local n = tonumber(ARGV[a + 8])
+  local nextA = a + 9 + 2 * n
   if exists then return 0, nextA end
   exists = true
   local now = tonumber(ARGV[a + 4])
@@ -253,8 +254,8 @@ local function step(a)
   local entries = {}
   local record = cjson.encode({ s = 'Q', a = 0, qt = now })
   for i = 0, n - 1 do
-    local id = ARGV[a + 7 + 2 * i]
-    local parents = tonumber(ARGV[a + 8 + 2 * i])
+    local id = ARGV[a + 9 + 2 * i]
+    local parents = tonumber(ARGV[a + 10 + 2 * i])
     if parents == 0 then
       entries[#entries + 1] = id
       entries[#entries + 1] = record
@@ -267,6 +268,7 @@ local function step(a)
   -- notify() writes these with the sequence, in one HSET.
   runSet = { id = ARGV[a], wf = ARGV[a + 1], v = ARGV[a + 2], s = 'R', ['in'] = ARGV[a + 3], ct = now,
     idem = ARGV[a + 5], rem = n, nf = 0 }
+  if ARGV[a + 6] ~= '' then runSet.sc = ARGV[a + 6]; runSet.sft = ARGV[a + 7] end
   chunked('HSET', TASKS, entries)
   return 1, nextA
 end

@@ -211,8 +211,19 @@ export class RunSteps {
     idempotencyKey: string,
     tasks: { id: string; parents: number }[],
     indexes: string[],
+    schedule?: { id: string; fireTime: number },
   ): Promise<Reply> {
-    const args: (string | number)[] = [runId, workflow, version, input, now, idempotencyKey, tasks.length];
+    const args: (string | number)[] = [
+      runId,
+      workflow,
+      version,
+      input,
+      now,
+      idempotencyKey,
+      schedule?.id ?? "",
+      schedule?.fireTime ?? "",
+      tasks.length,
+    ];
     for (const t of tasks) args.push(t.id, t.parents);
     // The run enters its list indexes in the same round trip, before it exists (ListRuns skips ids without a run).
     this.marks.willEnter(runId, indexes, now);

@@ -102,6 +102,8 @@ export function runFromHash(
     error: h.err ?? "",
     lastSequence: BigInt(h.seq ?? 0),
     resumeCount: Number(h.gen ?? 0),
+    scheduleId: h.sc ?? "",
+    fireTime: time(h.sft),
     tasks:
       tasks === undefined
         ? []

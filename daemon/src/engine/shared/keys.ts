@@ -199,6 +199,38 @@ export class Keys {
     return `${this.prefix}:cbset`;
   }
 
+  /** Hash of one schedule: its spec and its state (see schedules/schedule-store.ts). */
+  schedule(id: string): string {
+    return `${this.prefix}:sched:{${id}}`;
+  }
+
+  /** Sorted set of the runs a schedule started, scored by creation time (ListRuns by schedule). */
+  scheduleRuns(id: string): string {
+    return `${this.prefix}:sched:{${id}}:runs`;
+  }
+
+  /** Sorted set of schedule ids (all scores 0, ordered by id), for ListSchedules. */
+  scheduleIndex(): string {
+    return `${this.prefix}:scheds`;
+  }
+
+  /**
+   * Sorted set of schedule ids scored by when each is next due (its next fire time plus jitter, or
+   * the end of a replica's claim): the one key the firing loop shares between all schedules.
+   */
+  scheduleDue(): string {
+    return `${this.prefix}:{scheds}:due`;
+  }
+
+  /**
+   * Pub/sub channel on which a schedule's earlier due time wakes every replica's firing loop. In the
+   * due set's slot: on a Cluster the script that moves a schedule in the due set announces it there
+   * with SPUBLISH, which must stay in the script's slot.
+   */
+  scheduleWake(): string {
+    return `${this.prefix}:{scheds}:wake`;
+  }
+
   /** BullMQ prefix for one task queue: hash-tagged so each queue lives in one slot. */
   queuePrefix(queue: string): string {
     return `${this.prefix}:q:{${queue}}`;

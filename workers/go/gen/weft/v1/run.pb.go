@@ -551,7 +551,12 @@ type Run struct {
 	OmittedFields []string `protobuf:"bytes,14,rep,name=omitted_fields,json=omittedFields,proto3" json:"omitted_fields,omitempty"`
 	// How many times the run was resumed (ResumeRun); 0 for a run never
 	// resumed. ResumeRun names the finish it resumes by this number.
-	ResumeCount   uint32 `protobuf:"varint,15,opt,name=resume_count,json=resumeCount,proto3" json:"resume_count,omitempty"`
+	ResumeCount uint32 `protobuf:"varint,15,opt,name=resume_count,json=resumeCount,proto3" json:"resume_count,omitempty"`
+	// The schedule that started the run; empty for runs started by Trigger.
+	ScheduleId string `protobuf:"bytes,16,opt,name=schedule_id,json=scheduleId,proto3" json:"schedule_id,omitempty"`
+	// The fire time the schedule started the run for (jitter left out); for
+	// TriggerSchedule, the time of the call.
+	FireTime      *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=fire_time,json=fireTime,proto3" json:"fire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -689,6 +694,20 @@ func (x *Run) GetResumeCount() uint32 {
 		return x.ResumeCount
 	}
 	return 0
+}
+
+func (x *Run) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+func (x *Run) GetFireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FireTime
+	}
+	return nil
 }
 
 // RunEvent is one entry of a run's event log.
@@ -885,7 +904,7 @@ const file_weft_v1_run_proto_rawDesc = "" +
 	"\x0ewaiting_reason\x18\x0e \x01(\tR\rwaitingReason\x122\n" +
 	"\bprogress\x18\x0f \x01(\v2\x16.google.protobuf.ValueR\bprogress\x12!\n" +
 	"\foutput_bytes\x18\x10 \x01(\x03R\voutputBytes\x12%\n" +
-	"\x0eomitted_fields\x18\x11 \x03(\tR\romittedFields\"\xd9\x04\n" +
+	"\x0eomitted_fields\x18\x11 \x03(\tR\romittedFields\"\xb3\x05\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12)\n" +
@@ -904,7 +923,10 @@ const file_weft_v1_run_proto_rawDesc = "" +
 	"\rlast_sequence\x18\f \x01(\x03R\flastSequence\x12!\n" +
 	"\foutput_bytes\x18\r \x01(\x03R\voutputBytes\x12%\n" +
 	"\x0eomitted_fields\x18\x0e \x03(\tR\romittedFields\x12!\n" +
-	"\fresume_count\x18\x0f \x01(\rR\vresumeCount\"\x9e\x04\n" +
+	"\fresume_count\x18\x0f \x01(\rR\vresumeCount\x12\x1f\n" +
+	"\vschedule_id\x18\x10 \x01(\tR\n" +
+	"scheduleId\x127\n" +
+	"\tfire_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\bfireTime\"\x9e\x04\n" +
 	"\bRunEvent\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12&\n" +
@@ -995,17 +1017,18 @@ var file_weft_v1_run_proto_depIdxs = []int32{
 	7,  // 11: weft.v1.Run.create_time:type_name -> google.protobuf.Timestamp
 	7,  // 12: weft.v1.Run.finish_time:type_name -> google.protobuf.Timestamp
 	4,  // 13: weft.v1.Run.tasks:type_name -> weft.v1.TaskRun
-	2,  // 14: weft.v1.RunEvent.type:type_name -> weft.v1.EventType
-	7,  // 15: weft.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
-	0,  // 16: weft.v1.RunEvent.run_status:type_name -> weft.v1.RunStatus
-	8,  // 17: weft.v1.RunEvent.output:type_name -> google.protobuf.Value
-	3,  // 18: weft.v1.RunEvent.error:type_name -> weft.v1.TaskError
-	7,  // 19: weft.v1.RunEvent.next_attempt_time:type_name -> google.protobuf.Timestamp
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	7,  // 14: weft.v1.Run.fire_time:type_name -> google.protobuf.Timestamp
+	2,  // 15: weft.v1.RunEvent.type:type_name -> weft.v1.EventType
+	7,  // 16: weft.v1.RunEvent.time:type_name -> google.protobuf.Timestamp
+	0,  // 17: weft.v1.RunEvent.run_status:type_name -> weft.v1.RunStatus
+	8,  // 18: weft.v1.RunEvent.output:type_name -> google.protobuf.Value
+	3,  // 19: weft.v1.RunEvent.error:type_name -> weft.v1.TaskError
+	7,  // 20: weft.v1.RunEvent.next_attempt_time:type_name -> google.protobuf.Timestamp
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_run_proto_init() }

@@ -123,7 +123,7 @@ class TaskRun(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., queue: _Optional[str] = ..., handler: _Optional[str] = ..., queue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting_reason: _Optional[str] = ..., progress: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., output_bytes: _Optional[int] = ..., omitted_fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("id", "workflow", "workflow_version", "status", "input", "output", "create_time", "finish_time", "tasks", "idempotency_key", "error", "last_sequence", "output_bytes", "omitted_fields", "resume_count")
+    __slots__ = ("id", "workflow", "workflow_version", "status", "input", "output", "create_time", "finish_time", "tasks", "idempotency_key", "error", "last_sequence", "output_bytes", "omitted_fields", "resume_count", "schedule_id", "fire_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,8 @@ class Run(_message.Message):
     OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
     OMITTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     RESUME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     workflow: str
     workflow_version: int
@@ -154,7 +156,9 @@ class Run(_message.Message):
     output_bytes: int
     omitted_fields: _containers.RepeatedScalarFieldContainer[str]
     resume_count: int
-    def __init__(self, id: _Optional[str] = ..., workflow: _Optional[str] = ..., workflow_version: _Optional[int] = ..., status: _Optional[_Union[RunStatus, str]] = ..., input: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskRun, _Mapping]]] = ..., idempotency_key: _Optional[str] = ..., error: _Optional[str] = ..., last_sequence: _Optional[int] = ..., output_bytes: _Optional[int] = ..., omitted_fields: _Optional[_Iterable[str]] = ..., resume_count: _Optional[int] = ...) -> None: ...
+    schedule_id: str
+    fire_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., workflow: _Optional[str] = ..., workflow_version: _Optional[int] = ..., status: _Optional[_Union[RunStatus, str]] = ..., input: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskRun, _Mapping]]] = ..., idempotency_key: _Optional[str] = ..., error: _Optional[str] = ..., last_sequence: _Optional[int] = ..., output_bytes: _Optional[int] = ..., omitted_fields: _Optional[_Iterable[str]] = ..., resume_count: _Optional[int] = ..., schedule_id: _Optional[str] = ..., fire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("sequence", "run_id", "type", "time", "task_id", "attempt", "run_status", "output", "error", "worker_id", "next_attempt_time", "message", "output_bytes", "omitted_fields")

@@ -146,10 +146,19 @@ describe("watch events on a Redis Cluster", () => {
         ((await redisCommand(owner, ["PUBSUB", "SHARDCHANNELS", channel])) as string[]).length === 1,
       { message: `the channel ${channel} to be subscribed on its master` },
     );
+    // The schedules' wake channel is weftd's one other channel: a shard channel too, on its own master.
+    const wake = keys.scheduleWake();
+    const wakeOwner = (await cluster.masterOf(keySlot(wake))).port;
     for (const master of await cluster.masters()) {
       expect(await redisCommand(master.port, ["PUBSUB", "CHANNELS", `${weftd.prefix}*`])).toEqual([]);
-      if (master.port !== owner)
-        expect(await redisCommand(master.port, ["PUBSUB", "SHARDCHANNELS", `${weftd.prefix}*`])).toEqual([]);
+      const shardChannels = (await redisCommand(master.port, [
+        "PUBSUB",
+        "SHARDCHANNELS",
+        `${weftd.prefix}*`,
+      ])) as string[];
+      expect(shardChannels.filter((ch) => ch !== wake && ch !== channel)).toEqual([]);
+      if (master.port !== owner) expect(shardChannels).not.toContain(channel);
+      expect(shardChannels.includes(wake)).toBe(master.port === wakeOwner);
     }
     const t = await pollTask(c, queue);
     await c.workers.completeTask({ leaseId: t.leaseId });

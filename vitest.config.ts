@@ -30,6 +30,9 @@ export default defineConfig({
     // Tests start real redis-server and weftd processes: forks isolate them, and the timeouts
     // leave room for process start-up on a slow CI machine.
     pool: "forks",
+    // Most tests wait on Redis, weftd and workers rather than compute: two files at a time (vitest
+    // would run one on a 2-core machine) keeps the whole suite within CI's 20 minutes.
+    maxWorkers: 2,
     testTimeout: 60_000,
     hookTimeout: 60_000,
     projects: [

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { constants } from "node:fs";
+import { constants, readFileSync } from "node:fs";
 import { access, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -87,10 +87,48 @@ export class RedisServerMissingError extends Error {
 const HOST = "127.0.0.1";
 const STOP_TIMEOUT_MS = 5000;
 
-/** Finds a free TCP port on the loopback interface. */
+/**
+ * Finds a free TCP port on the loopback interface, below the kernel's ephemeral range when it can:
+ * a port the kernel hands out (to an outgoing connection, or a listener on port 0) could be taken
+ * by another process between this check and its caller's listen; one below that range only by a
+ * caller that picks ports itself.
+ */
 export async function freePort(): Promise<number> {
+  const low = ephemeralLow();
+  for (let i = 0; low - PICK_FROM > 1000 && i < 50; i++) {
+    const port = PICK_FROM + Math.floor(Math.random() * (low - PICK_FROM));
+    if (await canListen(port)) return port;
+  }
+  return listenOnce(0);
+}
+
+/** The lowest port picked below the ephemeral range: well-known services sit below it. */
+const PICK_FROM = 10_000;
+
+/** The first port of the kernel's ephemeral range (Linux's default where it cannot be read). */
+function ephemeralLow(): number {
+  try {
+    const low = Number.parseInt(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8"), 10);
+    return Number.isInteger(low) ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+async function canListen(port: number): Promise<boolean> {
+  try {
+    await listenOnce(port);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Listens on `port` (0: any), closes, and answers the port listened on. */
+async function listenOnce(port: number): Promise<number> {
   const server = createServer();
-  server.listen(0, HOST);
+  server.listen(port, HOST);
+  // Rejects with the listen error (EADDRINUSE) when the port is taken.
   await once(server, "listening");
   const address = server.address();
   server.close();

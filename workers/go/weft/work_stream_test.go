@@ -297,6 +297,10 @@ func TestAStaleLeaseOnTheStreamIsAnsweredAndTheOthersRecorded(t *testing.T) {
 	if refused != 1 {
 		t.Fatalf("%d outputs refused, want 1 (the stale lease): %v", refused, results)
 	}
+	// The runtime logs the refusal after the recorder saw the answer arrive: wait for the line.
+	waitFor(t, "the lease-lost line to be logged", 10*time.Second, func() bool {
+		return len(logs.withMessage("lease lost; the result was not recorded")) > 0
+	})
 	lost := logs.withMessage("lease lost; the result was not recorded")
 	if len(lost) != 1 || lost[0].attrs["rpc"] != "Work" || lost[0].attrs["code"] != "FailedPrecondition" ||
 		lost[0].attrs["taskId"] != "s" || lost[0].attrs["attempt"] != "1" {

@@ -49,7 +49,11 @@ describe("afterResponsiveTime", () => {
       afterResponsiveTime(loop, 100, (wall, blocked) => resolve([wall, blocked])),
     );
     expect(performance.now() - started).toBeGreaterThanOrEqual(99);
-    expect(late[1]).toBeLessThan(50);
+    // Responsive time, the wall time less what counted as blocked, reached the budget. (How much
+    // counted as blocked depends on the machine's load: a busy CPU delays an idle loop's ticks too.)
+    const [wall = 0, blocked = 0] = late;
+    expect(wall - blocked).toBeGreaterThanOrEqual(99);
+    expect(blocked).toBeLessThan(wall);
   });
 
   it("does not count the time the loop was blocked", async () => {

@@ -577,6 +577,49 @@ describe("the run indexes", () => {
     expect(await redis.zcard(engine.keys.runIndex(undefined, 0))).toBe(2);
     expect(await redis.zrange(engine.keys.runIndex("one", 0), 0, -1)).toEqual([id]);
   });
+  it("keep the entry of a run being triggered that ListRuns reads before the run exists", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`, { runRetentionMs: 60_000 });
+    await engine.workflows.submit(parallel("one", 1, `entering-${randomUUID().slice(0, 8)}`));
+    const all = engine.keys.runIndex(undefined, 0);
+    // An entry of a run that expired long ago (past the retention and its grace) is pruned as it is read.
+    await redis.zadd(all, Date.now() - 600_000, "expired-long-ago");
+    const list = async (query: { workflow?: string; scheduleId?: string }) =>
+      (
+        await engine.runs.list({ workflow: "", statuses: [], pageSize: 10, pageToken: "", ...query })
+      ).runs.map((r) => r.id);
+    // A schedule's fire: the run enters its indexes, then its trigger step creates it. A ListRuns
+    // call comes in between (on a Redis Cluster the index writes are answered before the step is
+    // sent; here the step waits for the call).
+    const scheduleId = "every-second";
+    const fireTime = Date.now() - 1000;
+    const target = engine.redis as unknown as { weftTrigger: (...args: unknown[]) => Promise<unknown> };
+    const step = target.weftTrigger;
+    const between: string[][] = [];
+    vi.spyOn(target, "weftTrigger").mockImplementationOnce(async (...args: unknown[]) => {
+      between.push(await list({ scheduleId }), await list({ workflow: "one" }), await list({}));
+      return step.apply(target, args);
+    });
+    const [started] = await engine.runs.triggerMany(
+      [
+        {
+          workflow: "one",
+          version: 0,
+          input: null,
+          idempotencyKey: "k",
+          schedule: { id: scheduleId, fireTime },
+        },
+      ],
+      (_, field) => field,
+    );
+    const runId = started?.run.id ?? "";
+    expect(started?.created).toBe(true);
+    expect(between).toEqual([[], [], []]);
+    expect(await redis.zscore(all, "expired-long-ago")).toBeNull();
+    // The run is listed by its schedule, its workflow and among all runs.
+    expect(await list({ scheduleId })).toEqual([runId]);
+    expect(await list({ workflow: "one" })).toEqual([runId]);
+    expect(await list({})).toEqual([runId]);
+  });
 });
 
 describe("task queues", () => {

@@ -206,6 +206,7 @@ export class Engine {
           (await admin.holdReason(queue)) || (await circuits.holdReason(queue, handler)),
       },
       maxResponseBytes,
+      runRetentionMs: options.runRetentionMs,
     });
     this.resumes = new ResumeOps({
       redis,

@@ -7,6 +7,13 @@ import { type IndexEntry, IndexReader } from "./index-reader.js";
 import { type RunHead, readHeads, runInRoom, runWholeBytes, taskRunsInRoom } from "./run-answer.js";
 import { RUN_STATUS_CODE } from "./run-view.js";
 
+/**
+ * How much older than the run retention an index entry without a run must be for ListRuns to prune
+ * it: room for a trigger step that Redis answers late and for the clocks of replicas (an entry's
+ * score is the creation time by the clock of the replica that triggered the run).
+ */
+const PRUNE_GRACE_MS = 60_000;
+
 /** A ListRuns filter and page. */
 export interface ListRunsQuery {
   workflow: string;
@@ -31,6 +38,8 @@ export interface RunReadsDeps {
   admin: HoldReasons;
   /** Largest answer, in bytes (--max-response-bytes). */
   maxResponseBytes: number;
+  /** How long finished runs are kept, in ms (--run-retention): index entries older than it may be pruned. */
+  runRetentionMs: number;
 }
 
 /**
@@ -134,6 +143,8 @@ export class RunReads {
     let scanned = 0;
     let more = true;
     let full = false;
+    // Entries created since this are kept even without a run: see `gone` below.
+    const horizon = Date.now() - this.deps.runRetentionMs - PRUNE_GRACE_MS;
     while (more && !full && runs.length < query.pageSize) {
       if (scanned >= query.pageSize * 20 + 1000) break;
       const entries = await reader.next(fetch);
@@ -170,7 +181,11 @@ export class RunReads {
         }
         scanned++;
         cursor = { id: entry.id, score: entry.score };
-        if (head === undefined) {
+        // A run enters its indexes before its trigger step creates it (on a Cluster, by ZADDs on
+        // other nodes that are answered before the step is sent): an entry without a run may be a
+        // run being triggered, and removing it would leave that run out of every list for good.
+        // Only a run past its retention is gone for good, and it was created before the horizon.
+        if (head === undefined && entry.score < horizon) {
           const list = gone.get(entry.key);
           if (list === undefined) gone.set(entry.key, [entry.id]);
           else list.push(entry.id);

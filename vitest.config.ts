@@ -7,7 +7,7 @@ import { defineConfig } from "vitest/config";
  * reconciler, with dead letters, resume of failed runs, circuit breakers and schedules (their API, and
  * firing exactly once across replicas through a kill -9). The same tests, not copies: test/support/redis.ts starts a Cluster instead of one
  * redis-server when WEFT_TEST_REDIS=cluster. Tests of one redis-server's outages, of the CLI, the
- * SDK and the transports (which Redis's shape does not touch) run once. See README, Testing.
+ * SDK and the transports (which Redis's shape does not touch) run once. See docs/development.md.
  */
 export const CLUSTER_SUITE = [
   "test/workflows.test.ts",

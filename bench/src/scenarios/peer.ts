@@ -1,0 +1,424 @@
+import type { PeerShape } from "../child/protocol.js";
+import { WorkerChild as Child, type WorkerChild } from "../children.js";
+import { chainWorkflow, fanWorkflow, parallelWorkflow, workflowClient } from "../clients.js";
+import { CpuMeter, redisPid } from "../cpu.js";
+import { fmt } from "../report.js";
+import { MiB, RssSampler } from "../rss.js";
+import { type Figure, planWithin, repetitions, rssFigure, type Scenario, type Target } from "../scenario.js";
+import { latencyPercentiles, summarize } from "../stats.js";
+
+/** The peer's queue and BullMQ prefix (Weft's own jobs live under weftd's prefix). */
+const PEER_PREFIX = "bench-peer";
+const QUEUE = "peer";
+const SIDES = ["weft", "flow"] as const;
+type Side = (typeof SIDES)[number];
+const SIDE_NAME: Record<Side, string> = { weft: "Weft", flow: "BullMQ FlowProducer" };
+
+/** The processes of one side whose CPU and RSS are counted. */
+interface SideProcesses {
+  worker: WorkerChild;
+  client: WorkerChild;
+  /** weftd, on Weft's side. */
+  daemon?: number;
+}
+
+/** What one turn of one side measured. */
+interface Turn {
+  ms: number;
+  tasks: number;
+  /** CPU ms per task, by process. */
+  cpuPerTask: Record<string, number>;
+  /** Peak RSS during the turn, MiB, by process. */
+  rssMiB: Record<string, number>;
+  latency?: { start: number[]; result: number[] };
+}
+
+const ratioTarget = (op: Target["op"], value: number, text: string): Target => ({
+  op,
+  value,
+  on: "median",
+  text,
+});
+
+/**
+ * Runs one shape on one side: CPU of every process of the side (Redis included), peak RSS of each,
+ * and the time from the first start call to the last result the client saw.
+ */
+async function turn(
+  side: SideProcesses,
+  redis: number,
+  shape: PeerShape,
+  tasks: number,
+  timeoutMs: number,
+): Promise<Turn> {
+  const pids: Record<string, number> = { redis, worker: side.worker.pid, client: side.client.pid };
+  if (side.daemon !== undefined) pids.weftd = side.daemon;
+  const samplers = Object.fromEntries(
+    Object.entries(pids).map(([k, pid]) => [k, new RssSampler(pid, 50).start()]),
+  );
+  const meter = new CpuMeter(pids).start();
+  const went = await side.client.go(shape, timeoutMs);
+  const cpu = meter.stop();
+  const rssMiB = Object.fromEntries(Object.entries(samplers).map(([k, s]) => [k, s.stop().peak / MiB]));
+  return {
+    ms: went.ms,
+    tasks,
+    cpuPerTask: Object.fromEntries(Object.entries(cpu).map(([k, ms]) => [k, ms / tasks])),
+    rssMiB,
+    ...(went.latency === undefined ? {} : { latency: went.latency }),
+  };
+}
+
+const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+const median = (values: number[]) => summarize(values).median;
+
+/**
+ * The peer: what a user would write instead on the same Redis, BullMQ's FlowProducer running the same
+ * DAG shapes, with the same waiting for results on both sides, in turns within the run.
+ */
+export const peer: Scenario = {
+  id: "peer",
+  title: "0. Against BullMQ FlowProducer",
+  async run(ctx) {
+    const { sizes } = ctx;
+    const p = sizes.peer;
+    const weftd = await ctx.startWeftd();
+    const rss = new RssSampler(weftd.pid).start();
+    const admin = workflowClient(weftd.address);
+    await admin.submitWorkflow({ definition: chainWorkflow("chain3", QUEUE, 3) });
+    await admin.submitWorkflow({ definition: fanWorkflow(`fan${p.fanWidth}`, QUEUE, p.fanWidth) });
+    await admin.submitWorkflow({ definition: fanWorkflow("fan50", QUEUE, 50) });
+    await admin.submitWorkflow({ definition: parallelWorkflow("single", QUEUE, 1) });
+    const redis = await redisPid(ctx.redis);
+
+    const start = async (side: Side): Promise<SideProcesses> => {
+      const [worker, client] =
+        side === "weft"
+          ? await Promise.all([
+              Child.peerWorker({
+                kind: "weft",
+                address: weftd.address,
+                queue: QUEUE,
+                concurrency: sizes.workerConcurrency,
+              }),
+              Child.peerClient({ kind: "weft", address: weftd.address, queue: QUEUE }),
+            ])
+          : await Promise.all([
+              Child.peerWorker({
+                kind: "bullmq",
+                redisUrl: ctx.redisUrl,
+                prefix: PEER_PREFIX,
+                queue: QUEUE,
+                concurrency: sizes.workerConcurrency,
+              }),
+              Child.peerClient({ kind: "bullmq", redisUrl: ctx.redisUrl, prefix: PEER_PREFIX, queue: QUEUE }),
+            ]);
+      ctx.defer(() => client.stop());
+      ctx.defer(() => worker.stop());
+      return side === "weft" ? { worker, client, daemon: weftd.pid } : { worker, client };
+    };
+    const procs: Record<Side, SideProcesses> = { weft: await start("weft"), flow: await start("flow") };
+
+    type ShapeId = "batched" | "each" | "fan" | "latency";
+    const shapeOf = (id: ShapeId, round: string): { shape: PeerShape; tasks: number } => {
+      switch (id) {
+        case "batched":
+          return { shape: { kind: "chains-batched", runs: p.runs, round }, tasks: p.runs * 3 };
+        case "each":
+          return { shape: { kind: "chains-each", runs: p.runs, lanes: p.lanes, round }, tasks: p.runs * 3 };
+        case "fan":
+          return { shape: { kind: "fan", width: p.fanWidth, round }, tasks: p.fanWidth + 2 };
+        case "latency":
+          return { shape: { kind: "latency", samples: p.latencySamples, round }, tasks: p.latencySamples };
+      }
+    };
+    const SHAPES: ShapeId[] = ["batched", "each", "fan", "latency"];
+
+    // Warm-up: a little of every shape on both sides (JIT, connections, BullMQ's scripts); its times
+    // plan the rounds.
+    ctx.log("warm-up");
+    let warmMs = 0;
+    const warmShapes: [PeerShape, number][] = [
+      [{ kind: "chains-batched", runs: 200, round: "w" }, p.runs / 200],
+      [{ kind: "chains-each", runs: 200, lanes: p.lanes, round: "w" }, p.runs / 200],
+      [{ kind: "fan", width: 50, round: "w" }, p.fanWidth / 50],
+      [{ kind: "latency", samples: 10, round: "w" }, p.latencySamples / 10],
+    ];
+    for (const side of SIDES) {
+      for (const [shape, scale] of warmShapes)
+        warmMs += (await procs[side].client.go(shape, 120_000)).ms * scale;
+    }
+    const plan = planWithin(sizes.budgetS.peer, { reps: p.rounds, tasks: p.runs }, warmMs / 1000, {
+      mayShrinkTasks: false,
+    });
+    if (plan.note !== undefined) ctx.log(plan.note);
+
+    const turns: Record<ShapeId, Record<Side, Turn[]>> = {
+      batched: { weft: [], flow: [] },
+      each: { weft: [], flow: [] },
+      fan: { weft: [], flow: [] },
+      latency: { weft: [], flow: [] },
+    };
+    for (let round = 1; round <= plan.reps; round++) {
+      // Turns alternate who goes first, so neither side always runs on a machine the other warmed.
+      const order: Side[] = round % 2 === 1 ? ["weft", "flow"] : ["flow", "weft"];
+      for (const id of SHAPES) {
+        for (const side of order) {
+          const { shape, tasks } = shapeOf(id, `r${round}`);
+          const t = await turn(procs[side], redis, shape, tasks, 600_000);
+          turns[id][side].push(t);
+        }
+        const w = turns[id].weft.at(-1) as Turn;
+        const f = turns[id].flow.at(-1) as Turn;
+        ctx.log(
+          `round ${round} ${id}: Weft ${fmt(w.ms, 0)} ms, FlowProducer ${fmt(f.ms, 0)} ms; CPU/task ` +
+            `${fmt(sum(w.cpuPerTask), 2)} / ${fmt(sum(f.cpuPerTask), 2)} ms`,
+        );
+      }
+    }
+    const { peak } = rss.stop();
+
+    const tps = (t: Turn) => (t.tasks / t.ms) * 1000;
+    const perRound = (id: ShapeId, f: (w: Turn, b: Turn) => number) =>
+      turns[id].weft.map((w, i) => f(w, turns[id].flow[i] as Turn));
+    const lat = (t: Turn, which: "start" | "result", p: "p50" | "p99") =>
+      latencyPercentiles(t.latency?.[which] ?? [])[p];
+    const R = p.runs.toLocaleString("en-US");
+    const W = p.fanWidth.toLocaleString("en-US");
+
+    const figures: Figure[] = [];
+    for (const [id, what] of [
+      ["batched", `${R} runs of a 3-task chain, batched start, every result awaited`],
+      ["each", `${R} runs of a 3-task chain, one start per run, ${p.lanes} in flight`],
+    ] as const) {
+      figures.push(
+        {
+          key: `${id}_ratio`,
+          label: `Weft / FlowProducer tasks/s, ${what}`,
+          unit: "×",
+          samples: perRound(id, (w, f) => tps(w) / tps(f)),
+          target: ratioTarget(">=", 0.8, "≥ 0.8× FlowProducer"),
+        },
+        {
+          key: `${id}_weft_tps`,
+          label: `Weft tasks/s, ${what}`,
+          unit: "tasks/s",
+          samples: turns[id].weft.map(tps),
+        },
+        {
+          key: `${id}_flow_tps`,
+          label: `FlowProducer tasks/s, ${what}`,
+          unit: "tasks/s",
+          samples: turns[id].flow.map(tps),
+        },
+        {
+          key: `${id}_cpu_ratio`,
+          label: `CPU per task, all processes, Weft / FlowProducer (${id === "batched" ? "batched" : "one start per run"})`,
+          unit: "×",
+          samples: perRound(id, (w, f) => sum(w.cpuPerTask) / sum(f.cpuPerTask)),
+          target: ratioTarget("<=", 2, "≤ 2× FlowProducer"),
+        },
+        {
+          key: `${id}_weft_cpu`,
+          label: `CPU per task, all processes, Weft (${id})`,
+          unit: "ms",
+          samples: turns[id].weft.map((t) => sum(t.cpuPerTask)),
+        },
+        {
+          key: `${id}_flow_cpu`,
+          label: `CPU per task, all processes, FlowProducer (${id})`,
+          unit: "ms",
+          samples: turns[id].flow.map((t) => sum(t.cpuPerTask)),
+        },
+      );
+    }
+    figures.push(
+      {
+        key: "fan_ratio",
+        label: `1 → ${W} → 1, Weft's time / FlowProducer's`,
+        unit: "×",
+        samples: perRound("fan", (w, f) => w.ms / f.ms),
+        target: ratioTarget("<=", 1, "≤ 1× (at least as fast)"),
+      },
+      {
+        key: "fan_weft_s",
+        label: `1 → ${W} → 1, Weft`,
+        unit: "s",
+        samples: turns.fan.weft.map((t) => t.ms / 1000),
+      },
+      {
+        key: "fan_flow_s",
+        label: `1 → ${W} → 1, FlowProducer (a root job, then a tree)`,
+        unit: "s",
+        samples: turns.fan.flow.map((t) => t.ms / 1000),
+      },
+      {
+        key: "start_p50_ratio",
+        label: "trigger → task start p50, Weft / FlowProducer",
+        unit: "×",
+        samples: perRound("latency", (w, f) => lat(w, "start", "p50") / lat(f, "start", "p50")),
+        target: ratioTarget("<=", 2, "≤ 2× FlowProducer"),
+      },
+      {
+        key: "result_p50_ratio",
+        label: "trigger → result seen p50, Weft / FlowProducer",
+        unit: "×",
+        samples: perRound("latency", (w, f) => lat(w, "result", "p50") / lat(f, "result", "p50")),
+        target: ratioTarget("<=", 2.5, "≤ 2.5× FlowProducer"),
+      },
+    );
+    for (const side of SIDES) {
+      for (const [which, text] of [
+        ["start", "trigger → task start"],
+        ["result", "trigger → result seen"],
+      ] as const) {
+        for (const pc of ["p50", "p99"] as const) {
+          figures.push({
+            key: `${which}_${pc}_${side}`,
+            label: `${text} ${pc}, ${SIDE_NAME[side]}`,
+            unit: "ms",
+            samples: turns.latency[side].map((t) => lat(t, which, pc)),
+          });
+        }
+      }
+    }
+    figures.push(
+      rssFigure("weftd peak RSS during the scenario (2,000 callers awaiting results included)", [peak / MiB]),
+    );
+
+    // The peer table: medians over the rounds.
+    const m = (id: ShapeId, side: Side, f: (t: Turn) => number) => median(turns[id][side].map(f));
+    const ratio = (key: string) => median(figures.find((f) => f.key === key)?.samples ?? []);
+    const peerRows: string[][] = [
+      [
+        `${R} runs of a 3-task chain, batched start, wait for every result`,
+        `${fmt(m("batched", "weft", tps), 0)} tasks/s`,
+        `${fmt(m("batched", "flow", tps), 0)} tasks/s`,
+        `${fmt(ratio("batched_ratio"), 2)}×`,
+      ],
+      [
+        `the same, one start call per run, ${p.lanes} in flight`,
+        `${fmt(m("each", "weft", tps), 0)} tasks/s`,
+        `${fmt(m("each", "flow", tps), 0)} tasks/s`,
+        `${fmt(ratio("each_ratio"), 2)}×`,
+      ],
+      [
+        "CPU per task, all processes, batched",
+        `${fmt(
+          m("batched", "weft", (t) => sum(t.cpuPerTask)),
+          2,
+        )} ms`,
+        `${fmt(
+          m("batched", "flow", (t) => sum(t.cpuPerTask)),
+          2,
+        )} ms`,
+        `${fmt(ratio("batched_cpu_ratio"), 2)}×`,
+      ],
+      [
+        "CPU per task, all processes, one start per run",
+        `${fmt(
+          m("each", "weft", (t) => sum(t.cpuPerTask)),
+          2,
+        )} ms`,
+        `${fmt(
+          m("each", "flow", (t) => sum(t.cpuPerTask)),
+          2,
+        )} ms`,
+        `${fmt(ratio("each_cpu_ratio"), 2)}×`,
+      ],
+      [
+        `1 → ${W} → 1`,
+        `${fmt(
+          m("fan", "weft", (t) => t.ms / 1000),
+          2,
+        )} s`,
+        `${fmt(
+          m("fan", "flow", (t) => t.ms / 1000),
+          2,
+        )} s (a root job, then a tree)`,
+        `${fmt(ratio("fan_ratio"), 2)}×`,
+      ],
+      [
+        "trigger → task start, p50 / p99",
+        `${fmt(
+          m("latency", "weft", (t) => lat(t, "start", "p50")),
+          1,
+        )} / ${fmt(
+          m("latency", "weft", (t) => lat(t, "start", "p99")),
+          1,
+        )} ms`,
+        `${fmt(
+          m("latency", "flow", (t) => lat(t, "start", "p50")),
+          1,
+        )} / ${fmt(
+          m("latency", "flow", (t) => lat(t, "start", "p99")),
+          1,
+        )} ms`,
+        `${fmt(ratio("start_p50_ratio"), 2)}× (p50)`,
+      ],
+      [
+        "trigger → result seen by the caller, p50",
+        `${fmt(
+          m("latency", "weft", (t) => lat(t, "result", "p50")),
+          1,
+        )} ms`,
+        `${fmt(
+          m("latency", "flow", (t) => lat(t, "result", "p50")),
+          1,
+        )} ms`,
+        `${fmt(ratio("result_p50_ratio"), 2)}×`,
+      ],
+    ];
+
+    // CPU per task and peak RSS of every process, per shape.
+    const PROCS = ["client", "weftd", "worker", "redis"];
+    const cpuRows: string[][] = [];
+    const rssRows: string[][] = [];
+    for (const id of SHAPES) {
+      for (const side of SIDES) {
+        const ts = turns[id][side];
+        cpuRows.push([
+          `${id}, ${SIDE_NAME[side]}`,
+          ...PROCS.map((proc) =>
+            side === "flow" && proc === "weftd"
+              ? "—"
+              : fmt(median(ts.map((t) => t.cpuPerTask[proc] ?? 0)), 3),
+          ),
+          fmt(median(ts.map((t) => sum(t.cpuPerTask))), 3),
+        ]);
+        rssRows.push([
+          `${id}, ${SIDE_NAME[side]}`,
+          ...PROCS.map((proc) =>
+            side === "flow" && proc === "weftd"
+              ? "—"
+              : fmt(Math.max(...ts.map((t) => t.rssMiB[proc] ?? 0)), 0),
+          ),
+        ]);
+      }
+    }
+
+    return {
+      setup: [
+        `The same DAG shapes through Weft and through BullMQ's FlowProducer on the same Redis, in turns within the run: ${repetitions(plan.reps)} (rounds), each running every shape on both sides, the side that goes first alternating; a warm-up of every shape first.`,
+        `Weft: weftd, @weft/worker (concurrency ${sizes.workerConcurrency}) and a client process using @weft/sdk (\`triggerMany\` or \`trigger\`, then \`result()\` for every run). FlowProducer: a BullMQ Worker (concurrency ${sizes.workerConcurrency}) and a client process using FlowProducer (\`addBulk\` or \`add\`) and one QueueEvents (\`job.waitUntilFinished(queueEvents)\` for every flow). No-op tasks; jobs kept as Weft keeps its own (an hour or 10,000 completed).`,
+        "A chain t0 → t1 → t2 is a flow of depth 3 (BullMQ runs children before their parent). FlowProducer only builds trees, so its 1 → N → 1 is a root job, awaited, then a tree of the sink and its N children.",
+        `Latency: ${p.latencySamples} one-task runs one after the other; the task returns the time it started, so trigger → start and trigger → result seen are taken on the machine's clock. CPU is that of every process of the side (its Redis included) during its turn, per task.`,
+      ],
+      figures,
+      tables: [
+        {
+          title: "Weft against BullMQ FlowProducer (medians of the rounds)",
+          header: ["workload", "Weft", "BullMQ FlowProducer", "Weft / FlowProducer"],
+          rows: peerRows,
+        },
+        {
+          title: "CPU per task by process, ms (medians)",
+          header: ["shape, side", ...PROCS, "all"],
+          rows: cpuRows,
+        },
+        { title: "Peak RSS by process, MiB (worst round)", header: ["shape, side", ...PROCS], rows: rssRows },
+      ],
+      notes: plan.note === undefined ? [] : [plan.note],
+    };
+  },
+};

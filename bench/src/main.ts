@@ -47,6 +47,7 @@ async function runScenario(
   redis: Redis,
   shared: Map<string, number>,
   waitQuietS: number,
+  flags: BenchContext["flags"],
 ): Promise<ScenarioOutcome> {
   log(`── ${scenario.title}`);
   let waited: { waitedS: number; busy: number } | undefined;
@@ -79,6 +80,7 @@ async function runScenario(
     },
     log: (m) => log(`  ${m}`),
     shared,
+    flags,
   };
   let outcome: ScenarioOutcome;
   try {
@@ -178,6 +180,7 @@ async function main(): Promise<number> {
         redis,
         shared,
         options.waitQuietS,
+        { peerPerRun: options.peerPerRun },
       );
       waitedS += outcome.load?.waitedS ?? 0;
       scenarios.push(outcome);

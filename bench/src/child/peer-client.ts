@@ -26,8 +26,8 @@ interface Side {
 }
 
 /** The same shapes through @weft/sdk: trigger (batched when concurrent), result() for each run. */
-function weftSide(address: string): Side {
-  const client = createWeftClient({ address });
+function weftSide(address: string, sdk: { sharedWatch?: boolean; batchTriggers?: boolean }): Side {
+  const client = createWeftClient({ address, ...sdk });
   return {
     async chainsBatched(runs, round) {
       const waits: Promise<JsonValue>[] = [];
@@ -147,7 +147,7 @@ function bullmqSide(redisUrl: string, prefix: string, queueName: string): Side {
 
 const side =
   config.kind === "weft"
-    ? weftSide(config.address)
+    ? weftSide(config.address, config.sdk)
     : bullmqSide(config.redisUrl, config.prefix, config.queue);
 
 async function go(

@@ -74,5 +74,11 @@ export type PeerWorkerChildConfig =
 
 /** Configuration of a peer client child: @weft/sdk's client, or BullMQ's FlowProducer and QueueEvents. */
 export type PeerClientChildConfig =
-  | { kind: "weft"; address: string; queue: string }
+  | {
+      kind: "weft";
+      address: string;
+      queue: string;
+      /** Options of createWeftClient (the SDK before issue 25: no shared stream, no trigger batching). */
+      sdk: { sharedWatch?: boolean; batchTriggers?: boolean };
+    }
   | { kind: "bullmq"; redisUrl: string; prefix: string; queue: string };

@@ -4,15 +4,18 @@ import { chainWorkflow, fanWorkflow, parallelWorkflow, workflowClient } from "..
 import { CpuMeter, redisPid } from "../cpu.js";
 import { fmt } from "../report.js";
 import { MiB, RssSampler } from "../rss.js";
-import { type Figure, planWithin, repetitions, rssFigure, type Scenario, type Target } from "../scenario.js";
+import { type Figure, repetitions, rssFigure, type Scenario, type Target } from "../scenario.js";
 import { latencyPercentiles, summarize } from "../stats.js";
 
 /** The peer's queue and BullMQ prefix (Weft's own jobs live under weftd's prefix). */
 const PEER_PREFIX = "bench-peer";
 const QUEUE = "peer";
-const SIDES = ["weft", "flow"] as const;
-type Side = (typeof SIDES)[number];
-const SIDE_NAME: Record<Side, string> = { weft: "Weft", flow: "BullMQ FlowProducer" };
+type Side = "weft" | "flow" | "weft-per-run";
+const SIDE_NAME: Record<Side, string> = {
+  weft: "Weft",
+  flow: "BullMQ FlowProducer",
+  "weft-per-run": "Weft, a WatchRun per wait, unbatched triggers",
+};
 
 /** The processes of one side whose CPU and RSS are counted. */
 interface SideProcesses {
@@ -91,9 +94,13 @@ export const peer: Scenario = {
     await admin.submitWorkflow({ definition: parallelWorkflow("single", QUEUE, 1) });
     const redis = await redisPid(ctx.redis);
 
+    // --peer-per-run adds Weft with the SDK as it was before issue 25 (a WatchRun stream per wait,
+    // a Trigger call per trigger()), in the same turns: what the shared stream and batching change.
+    const SIDES: Side[] = ctx.flags.peerPerRun ? ["weft", "flow", "weft-per-run"] : ["weft", "flow"];
     const start = async (side: Side): Promise<SideProcesses> => {
+      const sdk = side === "weft-per-run" ? { sharedWatch: false, batchTriggers: false } : {};
       const [worker, client] =
-        side === "weft"
+        side !== "flow"
           ? await Promise.all([
               Child.peerWorker({
                 kind: "weft",
@@ -101,7 +108,7 @@ export const peer: Scenario = {
                 queue: QUEUE,
                 concurrency: sizes.workerConcurrency,
               }),
-              Child.peerClient({ kind: "weft", address: weftd.address, queue: QUEUE }),
+              Child.peerClient({ kind: "weft", address: weftd.address, queue: QUEUE, sdk }),
             ])
           : await Promise.all([
               Child.peerWorker({
@@ -115,9 +122,10 @@ export const peer: Scenario = {
             ]);
       ctx.defer(() => client.stop());
       ctx.defer(() => worker.stop());
-      return side === "weft" ? { worker, client, daemon: weftd.pid } : { worker, client };
+      return side !== "flow" ? { worker, client, daemon: weftd.pid } : { worker, client };
     };
-    const procs: Record<Side, SideProcesses> = { weft: await start("weft"), flow: await start("flow") };
+    const procs = {} as Record<Side, SideProcesses>;
+    for (const side of SIDES) procs[side] = await start(side);
 
     type ShapeId = "batched" | "each" | "fan" | "latency";
     const shapeOf = (id: ShapeId, round: string): { shape: PeerShape; tasks: number } => {
@@ -134,46 +142,53 @@ export const peer: Scenario = {
     };
     const SHAPES: ShapeId[] = ["batched", "each", "fan", "latency"];
 
-    // Warm-up: a little of every shape on both sides (JIT, connections, BullMQ's scripts); its times
-    // plan the rounds.
+    // Warm-up: a little of every shape on every side (JIT, connections, BullMQ's scripts).
     ctx.log("warm-up");
-    let warmMs = 0;
-    const warmShapes: [PeerShape, number][] = [
-      [{ kind: "chains-batched", runs: 200, round: "w" }, p.runs / 200],
-      [{ kind: "chains-each", runs: 200, lanes: p.lanes, round: "w" }, p.runs / 200],
-      [{ kind: "fan", width: 50, round: "w" }, p.fanWidth / 50],
-      [{ kind: "latency", samples: 10, round: "w" }, p.latencySamples / 10],
-    ];
     for (const side of SIDES) {
-      for (const [shape, scale] of warmShapes)
-        warmMs += (await procs[side].client.go(shape, 120_000)).ms * scale;
+      for (const shape of [
+        { kind: "chains-batched", runs: 200, round: "w" },
+        { kind: "chains-each", runs: 200, lanes: p.lanes, round: "w" },
+        { kind: "fan", width: 50, round: "w" },
+        { kind: "latency", samples: 10, round: "w" },
+      ] satisfies PeerShape[]) {
+        await procs[side].client.go(shape, 120_000);
+      }
     }
-    const plan = planWithin(sizes.budgetS.peer, { reps: p.rounds, tasks: p.runs }, warmMs / 1000, {
-      mayShrinkTasks: false,
-    });
-    if (plan.note !== undefined) ctx.log(plan.note);
 
+    const empty = () => Object.fromEntries(SIDES.map((side) => [side, [] as Turn[]])) as Record<Side, Turn[]>;
     const turns: Record<ShapeId, Record<Side, Turn[]>> = {
-      batched: { weft: [], flow: [] },
-      each: { weft: [], flow: [] },
-      fan: { weft: [], flow: [] },
-      latency: { weft: [], flow: [] },
+      batched: empty(),
+      each: empty(),
+      fan: empty(),
+      latency: empty(),
     };
-    for (let round = 1; round <= plan.reps; round++) {
-      // Turns alternate who goes first, so neither side always runs on a machine the other warmed.
-      const order: Side[] = round % 2 === 1 ? ["weft", "flow"] : ["flow", "weft"];
+    // Rounds until the budget is spent (the first one always runs): one round's time predicts the next.
+    const started = Date.now();
+    let rounds = 0;
+    let note: string | undefined;
+    while (rounds < p.rounds) {
+      const roundStart = Date.now();
+      rounds++;
+      // Turns rotate who goes first, so no side always runs on a machine another one warmed.
+      const order = SIDES.map((_, i) => SIDES[(i + rounds - 1) % SIDES.length] as Side);
       for (const id of SHAPES) {
         for (const side of order) {
-          const { shape, tasks } = shapeOf(id, `r${round}`);
-          const t = await turn(procs[side], redis, shape, tasks, 600_000);
-          turns[id][side].push(t);
+          const { shape, tasks } = shapeOf(id, `r${rounds}`);
+          turns[id][side].push(await turn(procs[side], redis, shape, tasks, 600_000));
         }
-        const w = turns[id].weft.at(-1) as Turn;
-        const f = turns[id].flow.at(-1) as Turn;
         ctx.log(
-          `round ${round} ${id}: Weft ${fmt(w.ms, 0)} ms, FlowProducer ${fmt(f.ms, 0)} ms; CPU/task ` +
-            `${fmt(sum(w.cpuPerTask), 2)} / ${fmt(sum(f.cpuPerTask), 2)} ms`,
+          `round ${rounds} ${id}: ${SIDES.map((side) => {
+            const t = turns[id][side].at(-1) as Turn;
+            return `${SIDE_NAME[side]} ${fmt(t.ms, 0)} ms, CPU/task ${fmt(sum(t.cpuPerTask), 2)} ms`;
+          }).join("; ")}`,
         );
+      }
+      const roundS = (Date.now() - roundStart) / 1000;
+      const leftS = sizes.budgetS.peer - (Date.now() - started) / 1000;
+      if (rounds < p.rounds && leftS < roundS) {
+        note = `Time budget: ${repetitions(rounds)} instead of ${p.rounds}: a round took ${roundS.toFixed(0)} s, and this scenario has ${sizes.budgetS.peer} s of the full run's 10 minutes.`;
+        ctx.log(note);
+        break;
       }
     }
     const { peak } = rss.stop();
@@ -399,7 +414,7 @@ export const peer: Scenario = {
 
     return {
       setup: [
-        `The same DAG shapes through Weft and through BullMQ's FlowProducer on the same Redis, in turns within the run: ${repetitions(plan.reps)} (rounds), each running every shape on both sides, the side that goes first alternating; a warm-up of every shape first.`,
+        `The same DAG shapes through Weft and through BullMQ's FlowProducer on the same Redis, in turns within the run: ${repetitions(rounds)} (rounds), each running every shape on both sides, the side that goes first alternating; a warm-up of every shape first.`,
         `Weft: weftd, @weft/worker (concurrency ${sizes.workerConcurrency}) and a client process using @weft/sdk (\`triggerMany\` or \`trigger\`, then \`result()\` for every run). FlowProducer: a BullMQ Worker (concurrency ${sizes.workerConcurrency}) and a client process using FlowProducer (\`addBulk\` or \`add\`) and one QueueEvents (\`job.waitUntilFinished(queueEvents)\` for every flow). No-op tasks; jobs kept as Weft keeps its own (an hour or 10,000 completed).`,
         "A chain t0 → t1 → t2 is a flow of depth 3 (BullMQ runs children before their parent). FlowProducer only builds trees, so its 1 → N → 1 is a root job, awaited, then a tree of the sink and its N children.",
         `Latency: ${p.latencySamples} one-task runs one after the other; the task returns the time it started, so trigger → start and trigger → result seen are taken on the machine's clock. CPU is that of every process of the side (its Redis included) during its turn, per task.`,
@@ -418,7 +433,7 @@ export const peer: Scenario = {
         },
         { title: "Peak RSS by process, MiB (worst round)", header: ["shape, side", ...PROCS], rows: rssRows },
       ],
-      notes: plan.note === undefined ? [] : [plan.note],
+      notes: note === undefined ? [] : [note],
     };
   },
 };

@@ -25,6 +25,7 @@ import {
   within,
 } from "./support/index.js";
 import { value, type WeftClients, weftClients } from "./support/weft.js";
+import { spawnWorker } from "./support/worker-process.js";
 
 let redis: RedisServer;
 
@@ -101,6 +102,26 @@ describe("result() and watch() on one WatchRuns stream", () => {
     expect(counts.get("WatchRun")).toBeUndefined();
     expect(counts.get("GetRun")).toBeUndefined();
     client.close();
+  });
+
+  it("resolves runs awaited one after the other, each finishing as (or before) its wait begins", async () => {
+    // A run that finishes while weftd reads its status for a new follow, with its workflow's channel
+    // already subscribed, is announced before it is followed: the follow must still see it.
+    const client = createWeftClient({ address: weftd.address });
+    const queue = `serial-${randomUUID().slice(0, 8)}`;
+    await client.submitWorkflow(workflow(queue).task("a", { queue, handler: "echo" }));
+    const worker = await spawnWorker({ address: weftd.address, queue, concurrency: 4 });
+    try {
+      for (let i = 0; i < 300; i++) {
+        const { run } = await client.trigger(queue, i);
+        expect(await within(client.result(run.id), 10_000, `the result of run ${i}`)).toEqual({
+          a: { task: "a", input: null, parents: {} },
+        });
+      }
+    } finally {
+      await worker.stop();
+      client.close();
+    }
   });
 
   it("gives several watchers of one run, from different sequences, each its events once and in order", async () => {

@@ -19,6 +19,15 @@ export type FinishFollow =
   /** The listener gets the final event once the run finishes (maybe before this settles). */
   | { kind: "following"; leave: () => void };
 
+/**
+ * How long a workflow's channel stays subscribed once nothing follows it: waits that come one after
+ * the other (a run triggered and awaited, then the next) do not subscribe and unsubscribe each time.
+ */
+const LINGER_MS = 10_000;
+
+/** Announcements each workflow's group remembers (see WorkflowGroup.recent). */
+const RECENT = 1000;
+
 /** Reads of a final event that failed in a row before delivering gives up for workflow followers. */
 const MAX_READ_FAILURES = 8;
 
@@ -31,6 +40,15 @@ class WorkflowGroup {
   ready: Promise<void> = Promise.resolve();
   /** The hub's clock when the subscription was confirmed; infinite until then. */
   confirmedAt = Number.POSITIVE_INFINITY;
+  /** Set while nothing follows the workflow: drops the group when it fires (see LINGER_MS). */
+  linger: NodeJS.Timeout | undefined;
+  /**
+   * The latest announcements, by run, with the hub's clock when each came: a run whose status was
+   * read before its announcement came, but which was not followed yet then, finds it here.
+   */
+  readonly recent = new Map<string, { sequence: number; at: number }>();
+  /** The clock of the newest announcement dropped from `recent`. */
+  forgotAt = 0;
 
   constructor(
     readonly name: string,
@@ -68,10 +86,16 @@ export class FinishHub {
     subscriber.on("message", (channel: string, message: string) => {
       const group = this.byChannel.get(channel);
       if (group === undefined) return;
+      // "<runId> <sequence>", or "<runId> <sequence> <entry>" with the final event's entry.
       const space = message.indexOf(" ");
       const runId = message.slice(0, space);
+      const second = message.indexOf(" ", space + 1);
+      const sequence = Number.parseInt(message.slice(space + 1, second < 0 ? undefined : second), 10);
+      this.remember(group, runId, sequence);
       if (group.followers.size === 0 && !group.runs.has(runId)) return;
-      this.deliver(group, runId, Number(message.slice(space + 1)), 0);
+      const event = second < 0 ? undefined : feedEvent(runId, message.slice(second + 1), this.maxOutputBytes);
+      if (event?.final === true) this.dispatch(group, runId, event);
+      else this.deliver(group, runId, sequence, 0);
     });
     // Announcements made while the subscriber was away are lost: check every followed run again.
     // (Runs of followed workflows that finished meanwhile are not sent: a workflow is followed live.)
@@ -118,10 +142,12 @@ export class FinishHub {
       leave();
       throw err;
     }
-    // The run may have finished after the read and before the channel was subscribed: its
-    // announcement went unheard, so look again. A subscription confirmed before the read was sent
-    // hears every announcement the read did not see.
-    if (group.confirmedAt > readAt) this.check(group, runId);
+    // The run may have finished after the read: its announcement came before the run was followed
+    // here (it is remembered), or before the channel was subscribed (look again). A subscription
+    // confirmed before the read was sent hears every announcement the read did not see.
+    const heard = group.recent.get(runId);
+    if (group.confirmedAt > readAt || group.forgotAt > readAt) this.check(group, runId);
+    else if (heard !== undefined && heard.at > readAt) this.deliver(group, runId, heard.sequence, 0);
     return { kind: "following", leave };
   }
 
@@ -143,7 +169,11 @@ export class FinishHub {
 
   private join(workflow: string): WorkflowGroup {
     let group = this.groups.get(workflow);
-    if (group !== undefined) return group;
+    if (group !== undefined) {
+      clearTimeout(group.linger);
+      group.linger = undefined;
+      return group;
+    }
     const created = new WorkflowGroup(workflow, this.keys.workflowDone(workflow));
     group = created;
     this.groups.set(workflow, created);
@@ -151,12 +181,23 @@ export class FinishHub {
     created.ready = this.subscriber.subscribe(created.channel).then(() => {
       created.confirmedAt = ++this.clock;
     });
-    // Its joiners hear of a failure; the last of them to leave drops the group.
-    created.ready.catch(() => {});
+    // Its joiners hear of a failure; the next join subscribes again.
+    created.ready.catch(() => {
+      if (this.groups.get(workflow) !== created) return;
+      this.groups.delete(workflow);
+      this.byChannel.delete(created.channel);
+    });
     return created;
   }
 
   private dropIfEmpty(group: WorkflowGroup): void {
+    if (!group.empty || this.groups.get(group.name) !== group || group.linger !== undefined) return;
+    group.linger = setTimeout(() => this.drop(group), LINGER_MS);
+    group.linger.unref();
+  }
+
+  private drop(group: WorkflowGroup): void {
+    group.linger = undefined;
     if (!group.empty || this.groups.get(group.name) !== group) return;
     this.groups.delete(group.name);
     this.byChannel.delete(group.channel);
@@ -189,15 +230,8 @@ export class FinishHub {
   private deliver(group: WorkflowGroup, runId: string, sequence: number, failures: number): void {
     this.readFinal(runId, sequence).then(
       (event) => {
-        if (event === undefined) {
-          this.deliverMissing(group, runId);
-          return;
-        }
-        const listeners = group.runs.get(runId);
-        if (listeners !== undefined) group.runs.delete(runId);
-        for (const listener of listeners ?? []) listener(event);
-        for (const follower of group.followers) follower(runId, event);
-        this.dropIfEmpty(group);
+        if (event === undefined) this.deliverMissing(group, runId);
+        else this.dispatch(group, runId, event);
       },
       (err: unknown) => {
         logThrottle(this.logger).warn({ err, runId }, "reading a run's final event failed");
@@ -208,6 +242,25 @@ export class FinishHub {
         }, failures + 1);
       },
     );
+  }
+
+  /** Remembers an announcement (see WorkflowGroup.recent), forgetting the oldest past {@link RECENT}. */
+  private remember(group: WorkflowGroup, runId: string, sequence: number): void {
+    group.recent.delete(runId);
+    group.recent.set(runId, { sequence, at: ++this.clock });
+    if (group.recent.size <= RECENT) return;
+    const [oldest, heard] = group.recent.entries().next().value as [string, { at: number }];
+    group.recent.delete(oldest);
+    group.forgotAt = heard.at;
+  }
+
+  /** Hands a run's final event to the run's followers (who then follow it no more) and the workflow's. */
+  private dispatch(group: WorkflowGroup, runId: string, event: FeedEvent): void {
+    const listeners = group.runs.get(runId);
+    if (listeners !== undefined) group.runs.delete(runId);
+    for (const listener of listeners ?? []) listener(event);
+    for (const follower of group.followers) follower(runId, event);
+    this.dropIfEmpty(group);
   }
 
   /** A followed run whose events are gone (it expired): its followers are told with a missing event. */

@@ -128,7 +128,10 @@ export async function* watchRunsStream(
     stopping.signal.removeEventListener("abort", onStop);
     stopping.release();
     release();
-    await reader;
+    // A stream that ends while the client still writes (an error, a slow client) ends at once: the
+    // reader waits for a message the client may never send, and the status goes out only once this
+    // returns. The reader stops when the call ends; what it reads after is not applied.
+    if (!reading) await reader;
   }
 }
 

@@ -19,8 +19,14 @@ export interface FollowOwner {
   ended(follow: RunFollow, end?: FollowEnd): void;
   /** The follow could not go on (Redis failed): the stream ends with this error. */
   failed(err: unknown): void;
-  /** Resolves once the stream's buffer has room for a page of history. */
+  /** Resolves once {@link room} is above 0 (at once when the stream is closed). */
   pace(): Promise<void>;
+  /**
+   * How many more events read from Redis (history, and the ends of runs that had finished) may be
+   * queued now: what keeps the buffer at most half full, the other half being for what arrives
+   * live (the runs' final events). Large once the stream is closed, where events are dropped.
+   */
+  room(): number;
 }
 
 /** What follows read from. */
@@ -70,12 +76,20 @@ export class FinishFollow implements RunFollow {
   start(): void {
     this.deps.finishes
       .followRun(this.runId, (event) => this.finished(event))
-      .then((outcome) => {
+      .then(async (outcome) => {
         if (outcome.kind === "following") {
           if (this.closed) outcome.leave();
           else this.leave = outcome.leave;
-        } else if (outcome.kind === "finished") this.finished(outcome.event);
-        else this.end(notFoundEnd(this.runId));
+          return;
+        }
+        if (outcome.kind === "notfound") {
+          this.end(notFoundEnd(this.runId));
+          return;
+        }
+        // Read, not heard live: it waits for room like history does, so that a stream resumed
+        // with thousands of runs that finished meanwhile is not over its bound at once.
+        while (!this.closed && this.owner.room() <= 0) await this.owner.pace();
+        this.finished(outcome.event);
       })
       .catch((err: unknown) => {
         if (!this.closed) this.owner.failed(err);
@@ -108,8 +122,9 @@ export class FinishFollow implements RunFollow {
 /**
  * Follows every event of a run after a sequence: its history first (page by page, as the stream's
  * buffer has room), then its live events from the replica's event hub, in order, with no gap: a gap
- * in what the hub offers, or live events dropped while the history was read, is read again from
- * the run's event list.
+ * in what the hub offers, live events dropped while the history was read, and live events the
+ * stream's buffer had no room for (a client that reads slower than the run moves) are read again
+ * from the run's event list once there is room. Such a follow never fills the stream's buffer.
  */
 export class EventsFollow implements RunFollow, FeedListener {
   private cursor: number;
@@ -163,27 +178,44 @@ export class EventsFollow implements RunFollow, FeedListener {
       } else for (const e of events) this.held.push(e);
       return;
     }
+    if (events.length > this.owner.room()) {
+      // The client is behind: these are read again once it has taken what waits for it.
+      this.restart();
+      return;
+    }
     this.accept(events);
   }
 
-  /** Reads the history after the cursor until it has all of it, then takes the live events held. */
+  private restart(): void {
+    this.catchUp().catch((err: unknown) => {
+      if (!this.closed) this.owner.failed(err);
+    });
+  }
+
+  /**
+   * Reads the history after the cursor, as the stream's buffer has room, until it has all of it;
+   * then takes the live events held meanwhile (or reads again when they were dropped, or do not fit).
+   */
   private async catchUp(): Promise<void> {
     this.reading = true;
-    do {
+    for (;;) {
       this.stale = false;
+      this.held = [];
       for (;;) {
         await this.owner.pace();
         if (this.closed) return;
-        const page = await this.deps.hub.history(this.runId, this.cursor, PAGE);
+        const want = Math.max(1, Math.min(PAGE, this.owner.room()));
+        const page = await this.deps.hub.history(this.runId, this.cursor, want);
         if (this.closed) return;
         for (const e of page) {
           if (e.sequence !== this.cursor + 1) continue;
           this.push(e);
           if (this.closed) return;
         }
-        if (page.length < PAGE) break;
+        if (page.length < want) break;
       }
-    } while (this.stale);
+      if (!this.stale && this.held.length <= this.owner.room()) break;
+    }
     this.reading = false;
     const held = this.held;
     this.held = [];
@@ -195,9 +227,7 @@ export class EventsFollow implements RunFollow, FeedListener {
       if (e.sequence <= this.cursor) continue;
       if (e.sequence !== this.cursor + 1) {
         // A gap (this follow joined a fetch mid-way): read what is missing.
-        this.catchUp().catch((err: unknown) => {
-          if (!this.closed) this.owner.failed(err);
-        });
+        this.restart();
         return;
       }
       this.push(e);

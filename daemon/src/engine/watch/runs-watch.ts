@@ -126,26 +126,31 @@ export class RunsWatch implements FollowOwner {
   }
 
   private followWorkflow(workflow: string): void {
-    const following = this.deps.finishes
-      .followWorkflow(workflow, (runId, event) => {
+    const { redis, keys, finishes } = this.deps;
+    // Assigned before the first await below: the follow compares itself with what the map holds.
+    let following: Promise<(() => void) | undefined> | undefined;
+    following = (async () => {
+      // A workflow that does not exist is most likely a mistake in its name: said at once.
+      if ((await redis.hexists(keys.workflow(workflow), "latest")) === 0) {
+        if (this.workflows.get(workflow) === following) this.workflows.delete(workflow);
+        this.reject({ workflow, code: Code.NotFound, message: `workflow "${workflow}" not found` });
+        return undefined;
+      }
+      const leave = await finishes.followWorkflow(workflow, (runId, event) => {
         if (this.closed || this.workflows.get(workflow) !== following) return;
         // A run the stream follows by id gets its final event from that follow.
         if (this.runs.has(runId) || this.recentFinals.has(runId)) return;
         this.emit(event);
-      })
-      .then(
-        (leave) => {
-          if (this.closed || this.workflows.get(workflow) !== following) {
-            leave();
-            return undefined;
-          }
-          return leave;
-        },
-        (err: unknown) => {
-          this.failed(err);
-          return undefined;
-        },
-      );
+      });
+      if (this.closed || this.workflows.get(workflow) !== following) {
+        leave();
+        return undefined;
+      }
+      return leave;
+    })().catch((err: unknown) => {
+      this.failed(err);
+      return undefined;
+    });
     this.workflows.set(workflow, following);
   }
 
@@ -190,12 +195,14 @@ export class RunsWatch implements FollowOwner {
     return new Promise((resolve) => this.paced.push(resolve));
   }
 
+  room(): number {
+    if (this.closed) return Number.MAX_SAFE_INTEGER;
+    if (this.pendingBytes >= this.limits.maxBufferedBytes / 2) return 0;
+    return Math.max(0, Math.ceil(this.limits.maxBuffered / 2) - this.pendingEvents);
+  }
+
   private hasRoom(): boolean {
-    return (
-      this.closed ||
-      (this.pendingEvents <= this.limits.maxBuffered / 2 &&
-        this.pendingBytes <= this.limits.maxBufferedBytes / 2)
-    );
+    return this.room() > 0;
   }
 
   private reject(init: { runId?: string; workflow?: string; code: Code; message: string }): void {

@@ -23,6 +23,8 @@ interface SideProcesses {
   client: WorkerChild;
   /** weftd, on Weft's side. */
   daemon?: number;
+  /** weftd's /metrics, on Weft's side. */
+  metrics?: () => Promise<Map<string, number>>;
 }
 
 /** What one turn of one side measured. */
@@ -33,6 +35,10 @@ interface Turn {
   cpuPerTask: Record<string, number>;
   /** Peak RSS during the turn, MiB, by process. */
   rssMiB: Record<string, number>;
+  /** Read and write system calls per task, by process. */
+  syscallsPerTask: Record<string, number>;
+  /** Weft: jobs fetched by polls and by completions, and those put back unused, per task. */
+  dispatch?: { byPolls: number; byCompletions: number; returned: number };
   latency?: { start: number[]; result: number[] };
 }
 
@@ -59,16 +65,31 @@ async function turn(
   const samplers = Object.fromEntries(
     Object.entries(pids).map(([k, pid]) => [k, new RssSampler(pid, 50).start()]),
   );
+  const before = await side.metrics?.();
   const meter = new CpuMeter(pids).start();
   const went = await side.client.go(shape, timeoutMs);
-  const cpu = meter.stop();
+  const usage = meter.usage();
+  const after = await side.metrics?.();
+  const delta = (name: string) => ((after?.get(name) ?? 0) - (before?.get(name) ?? 0)) / tasks;
   const rssMiB = Object.fromEntries(Object.entries(samplers).map(([k, s]) => [k, s.stop().peak / MiB]));
   return {
     ms: went.ms,
     tasks,
-    cpuPerTask: Object.fromEntries(Object.entries(cpu).map(([k, ms]) => [k, ms / tasks])),
+    cpuPerTask: Object.fromEntries(Object.entries(usage).map(([k, u]) => [k, u.cpuMs / tasks])),
     rssMiB,
+    syscallsPerTask: Object.fromEntries(
+      Object.entries(usage).map(([k, u]) => [k, (u.readCalls + u.writeCalls) / tasks]),
+    ),
     ...(went.latency === undefined ? {} : { latency: went.latency }),
+    ...(after === undefined
+      ? {}
+      : {
+          dispatch: {
+            byPolls: delta('weft_jobs_fetched_total{via="poll"}'),
+            byCompletions: delta('weft_jobs_fetched_total{via="completion"}'),
+            returned: delta("weft_held_jobs_returned_total"),
+          },
+        }),
   };
 }
 
@@ -122,7 +143,9 @@ export const peer: Scenario = {
             ]);
       ctx.defer(() => client.stop());
       ctx.defer(() => worker.stop());
-      return side !== "flow" ? { worker, client, daemon: weftd.pid } : { worker, client };
+      return side !== "flow"
+        ? { worker, client, daemon: weftd.pid, metrics: () => weftd.metrics() }
+        : { worker, client };
     };
     const procs = {} as Record<Side, SideProcesses>;
     for (const side of SIDES) procs[side] = await start(side);
@@ -389,6 +412,8 @@ export const peer: Scenario = {
     const PROCS = ["client", "weftd", "worker", "redis"];
     const cpuRows: string[][] = [];
     const rssRows: string[][] = [];
+    const syscallRows: string[][] = [];
+    const dispatchRows: string[][] = [];
     for (const id of SHAPES) {
       for (const side of SIDES) {
         const ts = turns[id][side];
@@ -400,6 +425,24 @@ export const peer: Scenario = {
               : fmt(median(ts.map((t) => t.cpuPerTask[proc] ?? 0)), 3),
           ),
           fmt(median(ts.map((t) => sum(t.cpuPerTask))), 3),
+        ]);
+        if (side !== "flow") {
+          const d = (f: (x: NonNullable<Turn["dispatch"]>) => number) =>
+            fmt(median(ts.map((t) => (t.dispatch === undefined ? 0 : f(t.dispatch)))), 3);
+          dispatchRows.push([
+            `${id}, ${SIDE_NAME[side]}`,
+            d((x) => x.byPolls),
+            d((x) => x.byCompletions),
+            d((x) => x.returned),
+          ]);
+        }
+        syscallRows.push([
+          `${id}, ${SIDE_NAME[side]}`,
+          ...PROCS.map((proc) =>
+            side === "flow" && proc === "weftd"
+              ? "—"
+              : fmt(median(ts.map((t) => t.syscallsPerTask[proc] ?? 0)), 1),
+          ),
         ]);
         rssRows.push([
           `${id}, ${SIDE_NAME[side]}`,
@@ -432,6 +475,17 @@ export const peer: Scenario = {
           rows: cpuRows,
         },
         { title: "Peak RSS by process, MiB (worst round)", header: ["shape, side", ...PROCS], rows: rssRows },
+        {
+          title:
+            "How weftd came by its jobs, per task (medians): fetched by polls, fetched ahead by completions, of those put back unused",
+          header: ["shape, side", "by polls", "by completions", "put back"],
+          rows: dispatchRows,
+        },
+        {
+          title: "Read and write system calls per task, by process (medians)",
+          header: ["shape, side", ...PROCS],
+          rows: syscallRows,
+        },
       ],
       notes: note === undefined ? [] : [note],
     };

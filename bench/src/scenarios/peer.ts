@@ -102,7 +102,7 @@ const median = (values: number[]) => summarize(values).median;
  */
 export const peer: Scenario = {
   id: "peer",
-  title: "0. Against BullMQ FlowProducer",
+  title: "12. Against BullMQ FlowProducer",
   async run(ctx) {
     const { sizes } = ctx;
     const p = sizes.peer;

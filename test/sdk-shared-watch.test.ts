@@ -124,6 +124,53 @@ describe("result() and watch() on one WatchRuns stream", () => {
     }
   });
 
+  it("carries watch() and result() past a RUN_FINISHED when the run was resumed, on the shared stream", async () => {
+    const { counts, interceptor } = callCounter();
+    const client = createWeftClient({ address: weftd.address, interceptors: [interceptor] });
+    const c = weftClients(weftd.address);
+    const queue = `resumed-${randomUUID().slice(0, 8)}`;
+    await client.submitWorkflow(
+      workflow(queue)
+        .task("a", { queue, handler: "h" })
+        .task("b", { queue, handler: "h", dependsOn: ["a"] }),
+    );
+    const { run } = await client.trigger(queue, null);
+    await work(c, queue, 1);
+    const b = await c.workers.pollTask({ queue, workerId: "w", wait: { seconds: 10n } });
+    await c.workers.failTask({
+      leaseId: b.assignment?.leaseId ?? "",
+      error: { type: "Broken", message: "b broke" },
+      retryable: false,
+    });
+    await waitFor(async () => (await client.getRun(run.id)).status === RunStatus.FAILED, {
+      message: "the run to fail",
+    });
+    // Resumed: b is queued again, and nothing works it until the watch has read past the first end.
+    await c.failures.resumeRun({ runId: run.id });
+    const types: string[] = [];
+    const watching = (async () => {
+      for await (const e of client.watch(run.id))
+        types.push(`${EventType[e.type]} ${RunStatus[e.runStatus]}`);
+    })();
+    const result = client.result(run.id);
+    await waitFor(() => types.some((t) => t.startsWith("RUN_RESUMED")), {
+      message: "the watch to pass RUN_RESUMED",
+    });
+    await work(c, queue, 1);
+    await within(watching, 10_000, "the watch to end");
+    expect(types.slice(types.indexOf("RUN_FINISHED FAILED"))).toEqual([
+      "RUN_FINISHED FAILED",
+      "RUN_RESUMED RUNNING",
+      "TASK_QUEUED RUNNING",
+      "TASK_STARTED RUNNING",
+      "TASK_COMPLETED RUNNING",
+      "RUN_FINISHED SUCCEEDED",
+    ]);
+    expect(await within(result, 10_000, "the result")).toEqual({ b: "b" });
+    expect(counts.get("WatchRun") ?? 0).toBe(0);
+    client.close();
+  });
+
   it("gives several watchers of one run, from different sequences, each its events once and in order", async () => {
     const { counts, interceptor } = callCounter();
     const client = createWeftClient({ address: weftd.address, interceptors: [interceptor] });

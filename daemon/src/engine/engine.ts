@@ -304,7 +304,15 @@ export class Engine {
       logger,
       maxResponseBytes - ANSWER_OVERHEAD_BYTES,
     );
-    this.finishes = new FinishHub(redis, subscriber, keys, logger, maxResponseBytes - ANSWER_OVERHEAD_BYTES);
+    // On a Redis Cluster a run's end is followed on the run's own (shard) channel: see FinishHub.
+    this.finishes = new FinishHub(
+      redis,
+      subscriber,
+      keys,
+      logger,
+      maxResponseBytes - ANSWER_OVERHEAD_BYTES,
+      isCluster(redis) ? this.hub : undefined,
+    );
     this.watches = new Watches(
       { redis, keys, hub: this.hub, finishes: this.finishes },
       options.maxWatchersPerReplica,

@@ -1,9 +1,10 @@
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../../observability/log-throttle.js";
+import type { ChannelSubscriber } from "../../redis/channel-subscriber.js";
+import type { RedisClient } from "../../redis/redis.js";
 import { isFinalRunStatus } from "../runs/index.js";
 import type { Keys } from "../shared/index.js";
-import { type FeedEvent, feedEvent } from "./event-hub.js";
+import { type EventHub, type FeedEvent, feedEvent } from "./event-hub.js";
 
 /** Gets the RUN_FINISHED event of the run it follows, once. */
 export type FinishListener = (event: FeedEvent) => void;
@@ -76,14 +77,19 @@ export class FinishHub {
   private clock = 0;
 
   constructor(
-    private readonly redis: Redis,
-    private readonly subscriber: Redis,
+    private readonly redis: RedisClient,
+    private readonly subscriber: ChannelSubscriber,
     private readonly keys: Keys,
     private readonly logger: Logger,
     /** Largest output an event carries; a larger one is left out of it and marked. */
     private readonly maxOutputBytes: number,
+    /**
+     * On a Redis Cluster, where a step script cannot announce on its workflow's channel (another
+     * slot): each run's end is followed on the run's own channel, through the replica's event hub.
+     */
+    private readonly runChannels?: EventHub,
   ) {
-    subscriber.on("message", (channel: string, message: string) => {
+    subscriber.onMessage((channel, message) => {
       const group = this.byChannel.get(channel);
       if (group === undefined) return;
       // "<runId> <sequence>", or "<runId> <sequence> <entry>" with the final event's entry.
@@ -97,12 +103,21 @@ export class FinishHub {
       if (event?.final === true) this.dispatch(group, runId, event);
       else this.deliver(group, runId, sequence, 0);
     });
-    // Announcements made while the subscriber was away are lost: check every followed run again.
-    // (Runs of followed workflows that finished meanwhile are not sent: a workflow is followed live.)
-    subscriber.on("ready", () => {
-      for (const group of this.groups.values())
+    // Announcements made while a channel was not subscribed are lost: check the runs followed there
+    // again. (Runs of followed workflows that finished meanwhile are not sent: a workflow is followed
+    // live.)
+    subscriber.onResubscribed((channels) => {
+      const again = channels === "all" ? null : new Set(channels);
+      for (const group of this.groups.values()) {
+        if (again !== null && !again.has(group.channel)) continue;
         for (const runId of group.runs.keys()) this.check(group, runId);
+      }
     });
+  }
+
+  /** Whether workflows can be followed here (not on a Redis Cluster: see the constructor). */
+  get followsWorkflows(): boolean {
+    return this.runChannels === undefined;
   }
 
   /** Workflows whose channel this replica follows. */
@@ -115,6 +130,7 @@ export class FinishHub {
    * once it does (which may come before this settles). `leave` stops following.
    */
   async followRun(runId: string, listener: FinishListener): Promise<FinishFollow> {
+    if (this.runChannels !== undefined) return this.followOnRunChannel(this.runChannels, runId, listener);
     const key = this.keys.run(runId).run;
     const readAt = ++this.clock;
     const [status, seq, workflow] = await this.redis.hmget(key, "s", "seq", "wf");
@@ -149,6 +165,44 @@ export class FinishHub {
     if (group.confirmedAt > readAt || group.forgotAt > readAt) this.check(group, runId);
     else if (heard !== undefined && heard.at > readAt) this.deliver(group, runId, heard.sequence, 0);
     return { kind: "following", leave };
+  }
+
+  /**
+   * Follows a run's end on its own channel (a Redis Cluster): the event hub's feed of the run, from
+   * the moment it follows the run's list, then the run's status for an end that came before.
+   */
+  private async followOnRunChannel(
+    hub: EventHub,
+    runId: string,
+    listener: FinishListener,
+  ): Promise<FinishFollow> {
+    let done = false;
+    let leaveFeed: (() => void) | undefined;
+    const leave = () => {
+      done = true;
+      leaveFeed?.();
+      leaveFeed = undefined;
+    };
+    leaveFeed = await hub.join(runId, {
+      offer: (events) => {
+        const final = events.findLast((e) => e.final);
+        if (final === undefined || done) return;
+        leave();
+        listener(final);
+      },
+    });
+    if (done) leave();
+    const [status, seq] = await this.redis.hmget(this.keys.run(runId).run, "s", "seq");
+    // Heard on the feed meanwhile: the listener has it.
+    if (done) return { kind: "following", leave };
+    if (status == null) {
+      leave();
+      return { kind: "notfound" };
+    }
+    if (!isFinalRunStatus(status)) return { kind: "following", leave };
+    leave();
+    const event = await this.readFinal(runId, Number(seq));
+    return event === undefined ? { kind: "notfound" } : { kind: "finished", event };
   }
 
   /** Follows the runs of a workflow as they finish; resolves, once subscribed, with `leave`. */
@@ -201,9 +255,7 @@ export class FinishHub {
     if (!group.empty || this.groups.get(group.name) !== group) return;
     this.groups.delete(group.name);
     this.byChannel.delete(group.channel);
-    this.subscriber.unsubscribe(group.channel).catch((err: unknown) => {
-      logThrottle(this.logger).warn({ err, workflow: group.name }, "unsubscribe failed");
-    });
+    this.subscriber.unsubscribe(group.channel);
   }
 
   /** Looks whether a followed run has finished, and delivers its final event if it has. */

@@ -1,5 +1,5 @@
 import { Code } from "@connectrpc/connect";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../redis/redis.js";
 import { isFinalRunStatus } from "../runs/index.js";
 import type { Keys } from "../shared/index.js";
 import type { EventHub, FeedEvent, FeedListener } from "./event-hub.js";
@@ -31,7 +31,7 @@ export interface FollowOwner {
 
 /** What follows read from. */
 export interface FollowDeps {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   hub: EventHub;
   finishes: FinishHub;

@@ -5,7 +5,7 @@ import { defineConfig } from "vitest/config";
  * each), as the `cluster` project: the engine's suite of submit, trigger, batch trigger, DAG,
  * watch with resume, cancel, retries, timeouts, rate limits, per-key limits, leases and the
  * reconciler, with dead letters, resume of failed runs, circuit breakers and schedules (their API, and
- * firing exactly once across replicas through a kill -9). The same tests, not copies: test/support/redis.ts starts a Cluster instead of one
+ * firing exactly once across replicas through a kill -9), WatchRuns and the SDK's shared stream. The same tests, not copies: test/support/redis.ts starts a Cluster instead of one
  * redis-server when WEFT_TEST_REDIS=cluster. Tests of one redis-server's outages, of the CLI, the
  * SDK and the transports (which Redis's shape does not touch) run once. See docs/development.md.
  */
@@ -23,6 +23,8 @@ export const CLUSTER_SUITE = [
   "test/circuit-breaker.test.ts",
   "test/schedules.test.ts",
   "test/schedules-replicas.test.ts",
+  "test/watch-runs.test.ts",
+  "test/sdk-shared-watch.test.ts",
 ];
 
 export default defineConfig({

@@ -104,6 +104,22 @@ const TABLE: [string, Call, keyof typeof TOKENS, keyof typeof TOKENS, Code | "ok
     "admin",
     Code.NotFound,
   ],
+  [
+    "WatchRuns",
+    async (c) => {
+      const requests = (async function* () {
+        yield { addRuns: [{ runId }] };
+      })();
+      // The stream answers the run's follow (NOT_FOUND, on the stream) and ends: the client half-closed.
+      for await (const res of c.workflows.watchRuns(requests)) {
+        if (res.rejections[0]?.code === Code.NotFound) return;
+      }
+      throw new Error("WatchRuns ended without answering the run's follow");
+    },
+    "reader",
+    "admin",
+    "ok",
+  ],
   ["Cancel", (c) => c.workflows.cancel({ runId }), "client", "reader", Code.NotFound],
   [
     "PollTask",
@@ -255,7 +271,7 @@ describe("queues and leases", () => {
 });
 
 describe("streams per client", () => {
-  it("refuses one WatchRun stream more than --max-streams-per-client, per token", async () => {
+  it("refuses one WatchRun or WatchRuns stream more than --max-streams-per-client, per token", async () => {
     const limited = await spawnWeftd({
       auth: true,
       redisUrl: redis.url,
@@ -288,6 +304,19 @@ describe("streams per client", () => {
         })(),
       );
       expect([err.code, err.rawMessage]).toEqual([
+        Code.ResourceExhausted,
+        'token "reader" already has 2 open streams (limit 2 per client)',
+      ]);
+      // A WatchRuns stream counts as one of them.
+      const many = await rpcError(
+        (async () => {
+          const requests = (async function* () {
+            yield {};
+          })();
+          for await (const _ of reader.workflows.watchRuns(requests)) return;
+        })(),
+      );
+      expect([many.code, many.rawMessage]).toEqual([
         Code.ResourceExhausted,
         'token "reader" already has 2 open streams (limit 2 per client)',
       ]);

@@ -4,6 +4,9 @@ import type {
   BullmqWorkerChildConfig,
   EngineAloneChildConfig,
   FromChild,
+  PeerClientChildConfig,
+  PeerShape,
+  PeerWorkerChildConfig,
   ToChild,
   WeftWorkerChildConfig,
 } from "./child/protocol.js";
@@ -29,6 +32,9 @@ export class WorkerChild {
       const message = raw as FromChild;
       if (message.t === "error") {
         this.output += `${message.message}\n`;
+        // A peer client's shape that failed: its caller hears it now rather than at its timeout.
+        const i = this.waiters.findIndex((w) => w.type === "went");
+        if (i >= 0) this.waiters.splice(i, 1)[0]?.reject(new Error(`${kind} child: ${message.message}`));
         return;
       }
       const i = this.waiters.findIndex((w) => w.type === message.t);
@@ -78,6 +84,23 @@ export class WorkerChild {
   /** Starts the engine child: Weft's engine with in-process task slots (scenario 1's diagnostic). */
   static engineAlone(config: EngineAloneChildConfig): Promise<WorkerChild> {
     return WorkerChild.start("engine-alone", config, "engine alone");
+  }
+
+  /** Starts a worker of the peer scenario (Weft's or BullMQ's). */
+  static peerWorker(config: PeerWorkerChildConfig): Promise<WorkerChild> {
+    return WorkerChild.start("peer-worker", config, `${config.kind} peer worker`);
+  }
+
+  /** Starts a client of the peer scenario (@weft/sdk, or FlowProducer and QueueEvents). */
+  static peerClient(config: PeerClientChildConfig): Promise<WorkerChild> {
+    return WorkerChild.start("peer-client", config, `${config.kind} peer client`);
+  }
+
+  /** Peer client: runs one shape; resolves with its duration (and latency samples) once it is done. */
+  async go(shape: PeerShape, timeoutMs: number): Promise<Extract<FromChild, { t: "went" }>> {
+    const went = this.next("went", timeoutMs);
+    this.send({ t: "go", shape });
+    return went;
   }
 
   /** Engine child: runs one run of `tasks` no-op tasks; resolves with its duration in ms. */

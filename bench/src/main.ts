@@ -10,6 +10,7 @@ import { machineInfo } from "./machine.js";
 import { FULL_SIZES, parseOptions, QUICK_SIZES, USAGE } from "./options.js";
 import { BENCH_DIR } from "./paths.js";
 import { runProfile } from "./profile.js";
+import { runPeerProfile } from "./profile-peer.js";
 import { type BenchRun, consoleSummary, type ScenarioOutcome, writeReports } from "./report.js";
 import type { BenchContext, Scenario, Sizes } from "./scenario.js";
 import { SCENARIOS } from "./scenarios/index.js";
@@ -47,6 +48,7 @@ async function runScenario(
   redis: Redis,
   shared: Map<string, number>,
   waitQuietS: number,
+  flags: BenchContext["flags"],
 ): Promise<ScenarioOutcome> {
   log(`── ${scenario.title}`);
   let waited: { waitedS: number; busy: number } | undefined;
@@ -79,6 +81,7 @@ async function runScenario(
     },
     log: (m) => log(`  ${m}`),
     shared,
+    flags,
   };
   let outcome: ScenarioOutcome;
   try {
@@ -156,7 +159,8 @@ async function main(): Promise<number> {
   const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
   try {
     if (options.profile) {
-      await runProfile({ redisUrl: redisServer.url, sizes, weftdArgs: WEFTD_ARGS, log });
+      const profile = options.only.includes("peer") ? runPeerProfile : runProfile;
+      await profile({ redisUrl: redisServer.url, sizes, weftdArgs: WEFTD_ARGS, log });
       return 0;
     }
     const machine = await machineInfo(redis);
@@ -178,6 +182,7 @@ async function main(): Promise<number> {
         redis,
         shared,
         options.waitQuietS,
+        { peerPerRun: options.peerPerRun },
       );
       waitedS += outcome.load?.waitedS ?? 0;
       scenarios.push(outcome);

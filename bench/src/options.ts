@@ -14,20 +14,25 @@ export interface BenchOptions {
   render: boolean;
   /** Before each scenario, wait up to this many seconds for the machine to be idle (other processes). */
   waitQuietS: number;
+  /** The peer scenario also measures the SDK's per-run waits and unbatched triggers, in the same turns. */
+  peerPerRun: boolean;
   help: boolean;
 }
 
-export const USAGE = `Usage: pnpm bench [--quick] [--only <scenario>[,<scenario>…]] [--reps <n>] [--wait-quiet <s>] [--profile] [--render] [--save-baseline]
+export const USAGE = `Usage: pnpm bench [--quick] [--only <scenario>[,<scenario>…]] [--reps <n>] [--wait-quiet <s>] [--peer-per-run] [--profile] [--render] [--save-baseline]
 
   --quick           small sizes, one repetition: under a minute, for development
   --only <ids>      run only these scenarios (comma-separated or repeated):
                     throughput, latency, fanout, watchers, definitions, footprint, replicas, runtimes,
-                    resume, cluster
+                    resume, schedules, cluster, peer
   --reps <n>        repetitions of every figure (default 3, 1 with --quick)
   --wait-quiet <s>  before each scenario, wait up to <s> seconds until other processes leave the CPU
                     idle (< 15 % busy for 2 s); the wait is not part of the 10 minutes
+  --peer-per-run    the peer scenario also runs Weft with the SDK's per-run waits and unbatched triggers
+                    (sharedWatch: false, batchTriggers: false), in the same turns
   --profile         run scenario 1 once with weftd under node --cpu-prof (profiles in bench/profiles/)
-                    and print the functions with the most self time
+                    and print the functions with the most self time; with --only peer, Weft's side
+                    of the peer scenario instead
   --render          measure nothing: write bench/RESULTS.md again from bench/results.json (after editing
                     the hand-written parts, or with --save-baseline to reset the "before" column)
   --save-baseline   make this run's figures the "before" column of RESULTS.md (bench/baseline.json)
@@ -46,6 +51,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       reps: { type: "string" },
       "save-baseline": { type: "boolean", default: false },
       "wait-quiet": { type: "string", default: "0" },
+      "peer-per-run": { type: "boolean", default: false },
       render: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -58,6 +64,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     throw new Error(`--wait-quiet must be a number of seconds, got "${values["wait-quiet"]}"`);
   return {
     waitQuietS,
+    peerPerRun: values["peer-per-run"] === true,
     render: values.render === true,
     quick: values.quick === true,
     only: (values.only ?? [])
@@ -88,7 +95,8 @@ export const FULL_SIZES: Sizes = {
   footprintRuns: 2_000,
   runtimeTasks: 10_000,
   resumeRuns: 1_000,
-  budgetS: { throughput: 260, fanout: 60, watchers: 90, replicas: 150, cluster: 120 },
+  peer: { rounds: 5, runs: 2_000, lanes: 64, fanWidth: 1_000, latencySamples: 200 },
+  budgetS: { throughput: 260, fanout: 60, watchers: 90, replicas: 150, cluster: 120, peer: 180 },
 };
 
 /** Sizes of --quick: the same scenarios, smaller, once, with tight time budgets. */
@@ -108,5 +116,6 @@ export const QUICK_SIZES: Sizes = {
   footprintRuns: 300,
   runtimeTasks: 1_000,
   resumeRuns: 200,
-  budgetS: { throughput: 6, fanout: 3, watchers: 6, replicas: 4, cluster: 6 },
+  peer: { rounds: 1, runs: 300, lanes: 64, fanWidth: 200, latencySamples: 30 },
+  budgetS: { throughput: 6, fanout: 3, watchers: 6, replicas: 4, cluster: 6, peer: 20 },
 };

@@ -28,7 +28,7 @@ export interface ProfileWindow {
 }
 
 /** Now, in µs on the clock V8's profiles stamp their samples with (the same in every process). */
-function monotonicUs(): number {
+export function monotonicUs(): number {
   return Number(process.hrtime.bigint() / 1000n);
 }
 
@@ -206,7 +206,7 @@ export function formatProfile(summary: ProfileSummary, what: string): string {
 }
 
 /** The main-thread profile a process wrote into `dir` (Node names it CPU.<date>.<time>.<pid>.0.<seq>). */
-function mainThreadProfile(dir: string, pid: number): string {
+export function mainThreadProfile(dir: string, pid: number): string {
   const file = readdirSync(dir).find((f) => f.startsWith("CPU.") && f.includes(`.${pid}.0.`));
   if (file === undefined)
     throw new Error(`process ${pid} wrote no profile into ${dir} (did it exit cleanly?)`);
@@ -217,7 +217,7 @@ function mainThreadProfile(dir: string, pid: number): string {
  * Summarises one profile file, as a whole and then within each window, writes `<name>.top.txt` next
  * to it and returns the text.
  */
-function report(
+export function report(
   dir: string,
   file: string,
   what: string,

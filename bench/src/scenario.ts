@@ -63,8 +63,28 @@ export interface Sizes {
   runtimeTasks: number;
   /** Scenario 9: failed runs resumed per repetition. */
   resumeRuns: number;
+  /** The peer scenario (Weft against BullMQ FlowProducer). */
+  peer: {
+    /** Rounds: every shape on both sides, in turns. */
+    rounds: number;
+    /** Runs of the 3-task chain per chain shape. */
+    runs: number;
+    /** Runs in flight when each run is started by its own call. */
+    lanes: number;
+    /** Width of the 1 → N → 1 shape. */
+    fanWidth: number;
+    /** One-task runs of the latency shape. */
+    latencySamples: number;
+  };
   /** Time budgets (seconds) of the scenarios whose length depends on the engine's speed. */
-  budgetS: { throughput: number; fanout: number; watchers: number; replicas: number; cluster: number };
+  budgetS: {
+    throughput: number;
+    fanout: number;
+    watchers: number;
+    replicas: number;
+    cluster: number;
+    peer: number;
+  };
 }
 
 /** What a scenario gets from the bench. */
@@ -81,6 +101,11 @@ export interface BenchContext {
   log(message: string): void;
   /** Figures one scenario leaves for a later one (e.g. scenario 1's RSS peak for scenario 6). */
   shared: Map<string, number>;
+  /** Command-line switches scenarios read. */
+  flags: {
+    /** The peer scenario also runs Weft's SDK as it was before issue 25 (--peer-per-run). */
+    peerPerRun: boolean;
+  };
 }
 
 /** One scenario of the bench. */

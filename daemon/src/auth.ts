@@ -63,6 +63,7 @@ const REQUIRED: Record<string, Scope> = {
   "/weft.v1.WorkflowService/ListRuns": "runs:read",
   "/weft.v1.WorkflowService/WatchRun": "runs:read",
   "/weft.v1.WorkflowService/Cancel": "runs:cancel",
+  "/weft.v1.WorkflowService/WatchRuns": "runs:read",
   "/weft.v1.WorkerService/PollTask": "worker",
   "/weft.v1.WorkerService/Heartbeat": "worker",
   "/weft.v1.WorkerService/CompleteTask": "worker",
@@ -182,8 +183,11 @@ export function checkQueue(principal: Principal | undefined, queue: string): voi
   throw new ConnectError(`token "${principal.name}" may not use queue "${queue}"`, Code.PermissionDenied);
 }
 
+/** Bidirectional streams counted with the server streams: watches (Work streams are not). */
+const WATCH_STREAMS = new Set(["WatchRuns"]);
+
 /**
- * Limits the server streams (WatchRun) one client — one token — keeps open
+ * Limits the server streams (WatchRun) and WatchRuns streams one client — one token — keeps open
  * at once; one more gets RESOURCE_EXHAUSTED naming the limit. Without
  * authentication there is no client identity to count by (an address is
  * shared behind a proxy or on one host), and only the per-replica watcher
@@ -192,7 +196,8 @@ export function checkQueue(principal: Principal | undefined, queue: string): voi
 export function streamLimitInterceptor(maxPerClient: number): Interceptor {
   const open = new Map<string, number>();
   return (next) => async (req) => {
-    if ((req.method.methodKind as string) !== "server_streaming") return next(req);
+    if ((req.method.methodKind as string) !== "server_streaming" && !WATCH_STREAMS.has(req.method.name))
+      return next(req);
     const principal = req.contextValues.get(principalKey);
     if (principal === undefined) return next(req);
     const client = `token "${principal.name}"`;

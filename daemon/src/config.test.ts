@@ -45,6 +45,8 @@ describe("loadConfig", () => {
       tlsKey: undefined,
       tlsClientCa: undefined,
       maxStreamsPerClient: 100,
+      maxRunsPerWatch: 10_000,
+      maxWatchBuffer: 10_000,
     });
   });
 
@@ -98,6 +100,10 @@ describe("loadConfig", () => {
       "ca.pem",
       "--max-streams-per-client",
       "9",
+      "--max-runs-per-watch",
+      "300",
+      "--max-watch-buffer",
+      "400",
     ];
     expect(config(argv)).toEqual({
       addr: "0.0.0.0:0",
@@ -125,6 +131,8 @@ describe("loadConfig", () => {
       tlsKey: "key.pem",
       tlsClientCa: "ca.pem",
       maxStreamsPerClient: 9,
+      maxRunsPerWatch: 300,
+      maxWatchBuffer: 400,
     });
   });
 

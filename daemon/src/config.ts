@@ -141,6 +141,18 @@ export interface DaemonConfig {
    * @defaultValue 100
    */
   maxStreamsPerClient: number;
+  /**
+   * Most runs one WatchRuns stream follows at once; one more is refused (a RESOURCE_EXHAUSTED
+   * rejection on the stream).
+   * @defaultValue 10000
+   */
+  maxRunsPerWatch: number;
+  /**
+   * Most events a WatchRuns stream holds for a client that reads slower than its runs move (and at
+   * most 4 × --max-response-bytes of them); past it the stream ends with RESOURCE_EXHAUSTED.
+   * @defaultValue 10000
+   */
+  maxWatchBuffer: number;
 }
 
 /** pino's level names. */
@@ -175,6 +187,8 @@ export const DEFAULT_CONFIG: Readonly<DaemonConfig> = {
   tlsKey: undefined,
   tlsClientCa: undefined,
   maxStreamsPerClient: 100,
+  maxRunsPerWatch: 10_000,
+  maxWatchBuffer: 10_000,
 };
 
 /** Fills the unset fields of `partial` with {@link DEFAULT_CONFIG} and validates the result. */
@@ -367,7 +381,21 @@ const OPTIONS: readonly OptionSpec[] = [
     flag: "max-streams-per-client",
     env: ["WEFT_MAX_STREAMS_PER_CLIENT"],
     kind: "count",
-    help: "most WatchRun streams one token keeps open at once",
+    help: "most WatchRun and WatchRuns streams one token keeps open at once",
+  },
+  {
+    key: "maxRunsPerWatch",
+    flag: "max-runs-per-watch",
+    env: ["WEFT_MAX_RUNS_PER_WATCH"],
+    kind: "count",
+    help: "most runs one WatchRuns stream follows at once",
+  },
+  {
+    key: "maxWatchBuffer",
+    flag: "max-watch-buffer",
+    env: ["WEFT_MAX_WATCH_BUFFER"],
+    kind: "count",
+    help: "most events a WatchRuns stream holds for a slow client before it ends the stream",
   },
 ];
 

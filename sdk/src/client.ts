@@ -19,7 +19,10 @@ import { fromValue, toValue } from "./json-value.js";
 import { retryTransient } from "./reconnect.js";
 import { assembledOutput, taskRunWhole, wholeRun } from "./run-pages.js";
 import { type ScheduleMethods, scheduleMethods } from "./schedules.js";
+import { finalEvent, sharable, sharedEvents } from "./shared-waits.js";
+import { SharedWatch } from "./shared-watch.js";
 import { createClientTransport } from "./transport.js";
+import { TriggerBatcher } from "./trigger-batcher.js";
 import { type WatchOptions, watchRun } from "./watch.js";
 import { WorkflowBuilder } from "./workflow-builder.js";
 import { toWorkflowDefinition, type WorkflowSpec } from "./workflow-spec.js";
@@ -106,7 +109,11 @@ export interface WeftClient extends FailureMethods, ScheduleMethods {
   getWorkflow(name: string, version?: number): Promise<WorkflowWithPlan>;
   /** Every workflow, by name, fetched page by page as the iteration goes. */
   listWorkflows(options?: { pageSize?: number }): AsyncIterable<WorkflowSummary>;
-  /** Starts a run of `workflow` with `input`. @throws WorkflowNotFoundError */
+  /**
+   * Starts a run of `workflow` with `input`. Calls made together go to weftd as one BatchTrigger
+   * (see {@link WeftClientOptions.batchTriggers}); each gets its own result or error.
+   * @throws WorkflowNotFoundError
+   */
   trigger(workflow: string, input?: JsonValue, options?: TriggerOptions): Promise<TriggerResult>;
   /**
    * Starts 1 to 1,000 runs in one call (BatchTrigger), each as {@link trigger} would; the results
@@ -130,13 +137,15 @@ export interface WeftClient extends FailureMethods, ScheduleMethods {
   /**
    * The run's events in order, reconnecting by itself after a dropped stream and resuming after
    * the last event it delivered; ends after the run's last RUN_FINISHED (a run resumed after it
-   * finished carries on past the first). @throws RunNotFoundError
+   * finished carries on past the first). Every watch and result of a client share one WatchRuns
+   * stream (see {@link WeftClientOptions.sharedWatch}). @throws RunNotFoundError
    */
   watch(runId: string, options?: WatchOptions): AsyncIterable<RunEvent>;
   /**
    * Waits for the run to finish and resolves with its output (an object of the leaf tasks'
-   * outputs keyed by task id); a run resumed while it waits is waited for again. Rejects as soon
-   * as the run is found finished without success.
+   * outputs keyed by task id), on the client's shared WatchRuns stream: waiting for many runs
+   * costs one stream. A run resumed while it waits is waited for again; rejects as soon as the run
+   * is found finished without success.
    * @throws RunFailedError, RunTimedOutError, RunCancelledError, RunNotFoundError
    */
   result(runId: string, options?: ResultOptions): Promise<JsonValue>;
@@ -156,6 +165,10 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
   const admin = createClient(AdminService, transport);
   const failures = createClient(FailureService, transport);
   const unary: CallOptions = { timeoutMs: resolved.timeoutMs };
+  // One WatchRuns stream for every result() and watch() of this client, when the protocol carries it.
+  const shared = resolved.sharedWatch ? new SharedWatch(rpc, resolved.reconnect) : undefined;
+  const batcher =
+    resolved.triggerBatch === undefined ? undefined : new TriggerBatcher(rpc, unary, resolved.triggerBatch);
 
   async function call<T>(context: CallContext, fn: () => Promise<T>): Promise<T> {
     try {
@@ -205,11 +218,9 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
 
     async trigger(workflow, input = null, trigger = {}) {
       const version = trigger.version ?? 0;
+      const req = { workflow, version, input: toValue(input), idempotencyKey: trigger.idempotencyKey ?? "" };
       const res = await call({ workflow, version }, () =>
-        rpc.trigger(
-          { workflow, version, input: toValue(input), idempotencyKey: trigger.idempotencyKey ?? "" },
-          unary,
-        ),
+        batcher === undefined ? rpc.trigger(req, unary) : batcher.trigger(req),
       );
       return { run: res.run as Run, created: res.created };
     },
@@ -254,11 +265,35 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
     },
 
     watch(runId, watch = {}) {
-      return watchRun(rpc, runId, resolved.reconnect, watch);
+      if (!sharable(shared, runId)) return watchRun(rpc, runId, resolved.reconnect, watch);
+      return sharedEvents(
+        shared,
+        runId,
+        watch,
+        (afterSequence) => watchRun(rpc, runId, resolved.reconnect, { ...watch, afterSequence }),
+        async (afterSequence) => (await getRunPatiently(runId, watch.signal)).lastSequence > afterSequence,
+      );
     },
 
     async result(runId, wait = {}) {
       for (;;) {
+        if (sharable(shared, runId)) {
+          const outcome = await finalEvent(shared, runId, wait.signal);
+          if (outcome.kind === "event") {
+            const finished = outcome.event;
+            if (finished.runStatus === RunStatus.SUCCEEDED && !finished.omittedFields.includes("output")) {
+              return fromValue(finished.output);
+            }
+            // The error's details (failed tasks), or an output weftd left out, are read from the run;
+            // a run resumed since its end is waited for again.
+            const run = await getRunPatiently(runId, wait.signal);
+            if (run.status === RunStatus.SUCCEEDED) return outputOf(run);
+            if (run.status !== RunStatus.RUNNING && run.status !== RunStatus.UNSPECIFIED)
+              throw runOutcomeError(run);
+            continue;
+          }
+          // weftd cannot follow this run on the shared stream: its own WatchRun does.
+        }
         const run = await getRunPatiently(runId, wait.signal);
         if (run.status === RunStatus.SUCCEEDED) return outputOf(run);
         if (run.status !== RunStatus.RUNNING && run.status !== RunStatus.UNSPECIFIED)
@@ -305,7 +340,10 @@ export function createWeftClient(options: WeftClientOptions): WeftClient {
     ...failureMethods(failures, admin, unary, call),
     ...scheduleMethods(transport, call, unary),
 
-    close,
+    close() {
+      shared?.close();
+      close();
+    },
   };
   return client;
 }

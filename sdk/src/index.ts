@@ -15,7 +15,13 @@ export {
   type WorkflowInput,
   type WorkflowWithPlan,
 } from "./client.js";
-export type { ReconnectOptions, TlsOptions, WeftClientOptions, WeftProtocol } from "./client-options.js";
+export type {
+  ReconnectOptions,
+  TlsOptions,
+  TriggerBatchOptions,
+  WeftClientOptions,
+  WeftProtocol,
+} from "./client-options.js";
 export { type DurationInput, durationMs, formatDuration, fromDuration, toDuration } from "./duration.js";
 export { type CallContext, toWeftError } from "./error-mapping.js";
 export {

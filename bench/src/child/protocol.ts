@@ -8,6 +8,8 @@ export type ToChild =
   | { t: "start" }
   /** Engine child: run one run of `tasks` parallel no-op tasks; answered with `ran`. */
   | { t: "run"; tasks: number }
+  /** Peer client: run one shape of the peer scenario; answered with `went`. */
+  | { t: "go"; shape: PeerShape }
   /** Close the worker(s) and exit. */
   | { t: "stop" };
 
@@ -20,6 +22,8 @@ export type FromChild =
   | { t: "done"; first: number; last: number }
   /** Engine child: the run took `ms`, from its Trigger to its last completion recorded. */
   | { t: "ran"; ms: number }
+  /** Peer client: the shape took `ms`, from its first start call to the last result seen. */
+  | { t: "went"; ms: number; latency?: { start: number[]; result: number[] } }
   | { t: "error"; message: string };
 
 /** Configuration of the Weft worker child, passed as JSON in BENCH_CHILD. */
@@ -51,3 +55,30 @@ export interface EngineAloneChildConfig {
   /** Most tasks of one workflow. */
   maxTasks: number;
 }
+
+/** One shape of the peer scenario, as its client child runs it. */
+export type PeerShape =
+  /** `runs` chains started with batched calls of at most 1,000, then every result awaited. */
+  | { kind: "chains-batched"; runs: number; round: string }
+  /** `runs` chains, `lanes` at a time each starting one run and awaiting its result. */
+  | { kind: "chains-each"; runs: number; lanes: number; round: string }
+  /** One 1 → `width` → 1 run, awaited. */
+  | { kind: "fan"; width: number; round: string }
+  /** `samples` one-task runs one after the other: trigger → start and trigger → result seen, in ms. */
+  | { kind: "latency"; samples: number; round: string };
+
+/** Configuration of a peer worker child: Weft's worker on weftd, or a BullMQ Worker. */
+export type PeerWorkerChildConfig =
+  | { kind: "weft"; address: string; queue: string; concurrency: number }
+  | { kind: "bullmq"; redisUrl: string; prefix: string; queue: string; concurrency: number };
+
+/** Configuration of a peer client child: @weft/sdk's client, or BullMQ's FlowProducer and QueueEvents. */
+export type PeerClientChildConfig =
+  | {
+      kind: "weft";
+      address: string;
+      queue: string;
+      /** Options of createWeftClient (the SDK before issue 25: no shared stream, no trigger batching). */
+      sdk: { sharedWatch?: boolean; batchTriggers?: boolean };
+    }
+  | { kind: "bullmq"; redisUrl: string; prefix: string; queue: string };

@@ -4,6 +4,7 @@ import { definitions } from "./definitions.js";
 import { fanout } from "./fanout.js";
 import { footprint } from "./footprint.js";
 import { latency } from "./latency.js";
+import { peer } from "./peer.js";
 import { replicas } from "./replicas.js";
 import { resume } from "./resume.js";
 import { runtimes } from "./runtimes.js";
@@ -13,7 +14,8 @@ import { watchers } from "./watchers.js";
 
 /**
  * Every scenario, in the order of issue 4, then the worker runtimes (a diagnostic), then resume
- * (issue 24), schedules (issue 27) and Weft on a Redis Cluster beside one server (issue 26).
+ * (issue 24), schedules (issue 27), Weft on a Redis Cluster beside one server (issue 26), then the
+ * peer (BullMQ FlowProducer, the yardstick of issue 25).
  */
 export const SCENARIOS: Scenario[] = [
   throughput,
@@ -27,4 +29,5 @@ export const SCENARIOS: Scenario[] = [
   resume,
   schedules,
   cluster,
+  peer,
 ];

@@ -195,14 +195,37 @@ export const throughput: Scenario = {
       one: [] as number[],
       bull: [] as number[],
     };
-    const dispatch = { byCompletions: [] as number[], returned: [] as number[] };
+    const dispatch = {
+      byCompletions: [] as number[],
+      returned: [] as number[],
+      /** Per shape (a Trigger per run, BatchTrigger): fetched ahead by completions, and put back, per 1,000 tasks. */
+      runs: { ahead: [] as number[], returned: [] as number[] },
+      batched: { ahead: [] as number[], returned: [] as number[] },
+    };
+    /** Jobs fetched ahead by completions, and of those put back unused, per 1,000 tasks, over `fn`. */
+    const heldOver = async <T>(
+      into: { ahead: number[]; returned: number[] },
+      fn: () => Promise<T>,
+    ): Promise<T> => {
+      const before = await weftd.metrics();
+      const result = await fn();
+      const after = await weftd.metrics();
+      const delta = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);
+      into.ahead.push((delta('weft_jobs_fetched_total{via="completion"}') / n) * 1000);
+      into.returned.push((delta("weft_held_jobs_returned_total") / n) * 1000);
+      return result;
+    };
     let commandRows: string[][] = [];
     for (let rep = 1; rep <= plan.reps; rep++) {
-      const a = await withCommandStats(ctx.redis, () =>
-        withCpu(pids, () => runIndependent([client], "tp-one", n, sizes.triggerConcurrency, worker)),
+      const a = await heldOver(dispatch.runs, () =>
+        withCommandStats(ctx.redis, () =>
+          withCpu(pids, () => runIndependent([client], "tp-one", n, sizes.triggerConcurrency, worker)),
+        ),
       );
-      const d = await withCommandStats(ctx.redis, () =>
-        withCpu(pids, () => runBatched(client, "tp-one", n, BATCH, worker)),
+      const d = await heldOver(dispatch.batched, () =>
+        withCommandStats(ctx.redis, () =>
+          withCpu(pids, () => runBatched(client, "tp-one", n, BATCH, worker)),
+        ),
       );
       const before = await weftd.metrics();
       const b = await withCommandStats(ctx.redis, () =>
@@ -392,6 +415,34 @@ export const throughput: Scenario = {
         label: `jobs fetched by completions and put back unused, per 1,000 tasks, 1 run of ${N} tasks`,
         unit: "jobs",
         samples: dispatch.returned,
+        digits: 1,
+      },
+      {
+        key: "held_ahead_runs_per_1000",
+        label: `jobs fetched ahead by completions, per 1,000 tasks, ${N} runs (a Trigger each)`,
+        unit: "jobs",
+        samples: dispatch.runs.ahead,
+        digits: 1,
+      },
+      {
+        key: "held_returned_runs_per_1000",
+        label: `of those, put back unused, per 1,000 tasks, ${N} runs (a Trigger each)`,
+        unit: "jobs",
+        samples: dispatch.runs.returned,
+        digits: 1,
+      },
+      {
+        key: "held_ahead_batched_per_1000",
+        label: `jobs fetched ahead by completions, per 1,000 tasks, ${N} runs (BatchTrigger)`,
+        unit: "jobs",
+        samples: dispatch.batched.ahead,
+        digits: 1,
+      },
+      {
+        key: "held_returned_batched_per_1000",
+        label: `of those, put back unused, per 1,000 tasks, ${N} runs (BatchTrigger)`,
+        unit: "jobs",
+        samples: dispatch.batched.returned,
         digits: 1,
       },
       {

@@ -36,7 +36,7 @@ import {
 } from "./runs/index.js";
 import { ClockCache, FiringLoop, ScheduleFires, ScheduleOps, ScheduleStore } from "./schedules/index.js";
 import { ANSWER_OVERHEAD_BYTES, DEFAULT_MAX_RESPONSE_BYTES, Keys } from "./shared/index.js";
-import { EventHub, Watches } from "./watch/index.js";
+import { EventHub, FinishHub, Watches } from "./watch/index.js";
 
 /** Settings of the engine. */
 export interface EngineOptions {
@@ -56,8 +56,12 @@ export interface EngineOptions {
   defaultHeartbeatTimeoutMs: number;
   /** How often each replica checks for expired BullMQ locks, in ms. */
   stalledIntervalMs: number;
-  /** Most concurrent WatchRun streams on one replica. */
+  /** Most concurrent WatchRun and WatchRuns streams on one replica. */
   maxWatchersPerReplica: number;
+  /** Most runs one WatchRuns stream follows (default 10,000). */
+  maxRunsPerWatch?: number;
+  /** Most events a WatchRuns stream holds for a slow client (default 10,000). */
+  maxWatchBuffer?: number;
   /** How long a run must be quiet before the reconciler checks it, in ms. */
   reconcileAfterMs: number;
   /**
@@ -82,6 +86,11 @@ const HELD_LOCK_MS = 2000;
 const MAX_OPEN_QUEUES = 1000;
 const QUEUE_IDLE_MS = 120_000;
 const HELD_JOB_WAIT_MS = 100;
+/** Defaults of {@link EngineOptions.maxRunsPerWatch} and {@link EngineOptions.maxWatchBuffer}. */
+const MAX_RUNS_PER_WATCH = 10_000;
+const MAX_WATCH_BUFFER = 10_000;
+/** Most workflows one WatchRuns stream follows. */
+const MAX_WORKFLOWS_PER_WATCH = 100;
 
 /**
  * The workflow engine of one weftd replica. Replicas share nothing but Redis:
@@ -97,6 +106,7 @@ export class Engine {
   readonly workflows: WorkflowStore;
   readonly queues: TaskQueues;
   readonly hub: EventHub;
+  readonly finishes: FinishHub;
   readonly admin: QueueAdmin;
   readonly runs: RunOps;
   readonly leases: LeaseOps;
@@ -294,7 +304,26 @@ export class Engine {
       logger,
       maxResponseBytes - ANSWER_OVERHEAD_BYTES,
     );
-    this.watches = new Watches({ redis, keys, hub: this.hub }, options.maxWatchersPerReplica);
+    // On a Redis Cluster a run's end is followed on the run's own (shard) channel: see FinishHub.
+    this.finishes = new FinishHub(
+      redis,
+      subscriber,
+      keys,
+      logger,
+      maxResponseBytes - ANSWER_OVERHEAD_BYTES,
+      isCluster(redis) ? this.hub : undefined,
+    );
+    this.watches = new Watches(
+      { redis, keys, hub: this.hub, finishes: this.finishes },
+      options.maxWatchersPerReplica,
+      {
+        maxRuns: options.maxRunsPerWatch ?? MAX_RUNS_PER_WATCH,
+        maxWorkflows: MAX_WORKFLOWS_PER_WATCH,
+        maxBuffered: options.maxWatchBuffer ?? MAX_WATCH_BUFFER,
+        maxBufferedBytes: 4 * maxResponseBytes,
+        maxMessageBytes: maxResponseBytes,
+      },
+    );
 
     // Schedules: they start runs through the run operations.
     const scheduleStore = new ScheduleStore(redis, keys);

@@ -88,6 +88,8 @@ function engineOptions(config: DaemonConfig): EngineOptions {
     defaultHeartbeatTimeoutMs: config.defaultHeartbeatTimeoutMs,
     stalledIntervalMs: config.stalledIntervalMs,
     maxWatchersPerReplica: config.maxWatchersPerReplica,
+    maxRunsPerWatch: config.maxRunsPerWatch,
+    maxWatchBuffer: config.maxWatchBuffer,
     maxOpenQueues: config.maxOpenQueues,
     reconcileAfterMs: config.reconcileAfterMs,
   };

@@ -76,16 +76,20 @@ export async function completeAll(
   completions: CompleteTaskRequest[],
   principal: Principal | undefined,
   throwUnexpected: boolean,
+  queue?: string,
 ): Promise<CompleteTaskResultInit[]> {
   return Promise.all(
     completions.map(async (c, i) => {
+      // Announced before anything is awaited: see LeaseOps.announceOffer.
+      const announced = queue === undefined ? undefined : engine.leases.announceOffer(queue);
       try {
         const check = new RequestCheck();
         const output = check.json(c.output, "output");
         check.done();
-        const { cancelRequested } = await engine.leases.complete(c.leaseId, output, principal);
+        const { cancelRequested } = await engine.leases.complete(c.leaseId, output, principal, announced);
         return { leaseId: c.leaseId, code: 0, message: "", cancelRequested };
       } catch (err) {
+        announced?.offer.abandon();
         const error = callError(err, engine.logger, { procedure: "complete", leaseId: c.leaseId });
         if (throwUnexpected && error.code === Code.Internal) throw error;
         // Field paths name the completion: "lease_id" becomes "completions[3].lease_id".
@@ -191,9 +195,13 @@ export async function* workStream(
       credits += req.credits;
       if (req.credits > 0) wakePoller();
       if (req.completions.length > 0) {
-        const answered = completeAll(engine, req.completions, principal, false).then((results) => {
-          for (const part of splitResults(results, engine.maxResponseBytes)) outbox.push({ results: part });
-        });
+        // The completions' fetches of next jobs are announced before the poll this message woke
+        // runs (it runs once this read yields), so that it takes those jobs.
+        const answered = completeAll(engine, req.completions, principal, false, identity.queue).then(
+          (results) => {
+            for (const part of splitResults(results, engine.maxResponseBytes)) outbox.push({ results: part });
+          },
+        );
         answering.add(answered);
         void answered.finally(() => {
           answering.delete(answered);

@@ -8,6 +8,7 @@ import { checkRunId } from "../engine/runs/index.js";
 import type { AbortFanOut } from "../server/abort-fanout.js";
 import { envelopeSink } from "../server/response-stream.js";
 import { pageSizeOf, RequestCheck } from "./request-checks.js";
+import { watchRunsStream } from "./watch-runs.js";
 
 /** Most runs one BatchTrigger call starts. */
 const MAX_TRIGGERS_PER_CALL = 1000;
@@ -133,6 +134,10 @@ export function workflowService(engine: Engine, shutdown: AbortFanOut): ServiceI
             : err,
         envelopeSink(ctx),
       );
+    },
+
+    watchRuns(requests, ctx) {
+      return watchRunsStream(engine, shutdown, requests, ctx);
     },
 
     async cancel(req) {

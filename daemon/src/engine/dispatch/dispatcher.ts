@@ -190,12 +190,16 @@ export class QueueDispatcher {
       fetched += jobs.length;
       if (jobs.length > 0) take(jobs);
     }
+    // A queue found empty last time is probed with one fetch: a poll that comes back after each
+    // task (a Work stream) would otherwise send a burst of fetches that find nothing every time.
+    let burst = this.backlog ? BURST : 1;
     while (fetched < max && !this.closed && this.holdUntil <= Date.now()) {
-      const round = await this.fetchMany(Math.min(max - fetched, BURST));
+      const round = await this.fetchMany(Math.min(max - fetched, burst));
       this.backlog = !round.short;
       fetched += round.jobs.length;
       if (round.jobs.length > 0) take(round.jobs);
       if (round.short) break;
+      burst = BURST;
     }
   }
 

@@ -27,6 +27,12 @@ import { LeaseTimers } from "./lease-timers.js";
 import type { FailureRecorded, LeaseDeps, Leased, TaskFailure } from "./leased.js";
 import { type PollRequest, TaskHandout } from "./task-handout.js";
 
+/** A job fetch announced to a queue's dispatcher before the completion that makes it (see announceOffer). */
+export interface AnnouncedOffer {
+  queue: string;
+  offer: PendingOffer;
+}
+
 /** Up to this many leaves, the step that completes a run's last task also builds the run's output. */
 const SMALL_RUN_LEAVES = 64;
 
@@ -98,25 +104,45 @@ export class LeaseOps {
     return { cancelRequested: false, leaseDeadline: timestampFromMs(leaseDeadline) };
   }
 
-  /** Records a task's output and enqueues the tasks it made ready. */
+  /**
+   * Records a task's output and enqueues the tasks it made ready. `announced` is the fetch of a
+   * next job its caller announced to `queue`'s dispatcher before this call began (see
+   * {@link announceOffer}); used when the task is of that queue, abandoned otherwise.
+   */
   async complete(
     leaseId: string,
     output: JsonValue | undefined,
     principal?: Principal,
+    announced?: AnnouncedOffer,
   ): Promise<{ cancelRequested: boolean }> {
     const { deps } = this;
-    const leased = await this.resolve(leaseId, principal);
-    const outputText = this.payload(output ?? null, "output");
-    // With a backlog on the queue, the job's end also fetches the next job for this replica's polls;
-    // a poll arriving meanwhile waits for it rather than fetching its own.
-    const offer = deps.dispatchers.backlogged(leased.task.queue)?.expectOffer();
+    let offer = announced?.offer;
     try {
+      const leased = await this.resolve(leaseId, principal);
+      const outputText = this.payload(output ?? null, "output");
+      // With a backlog on the queue, the job's end also fetches the next job for this replica's
+      // polls; a poll arriving meanwhile waits for it rather than fetching its own.
+      if (announced?.queue !== leased.task.queue) {
+        offer?.abandon();
+        offer = deps.dispatchers.backlogged(leased.task.queue)?.expectOffer();
+      }
       const completed = await this.recordCompletion(leaseId, leased, outputText, offer);
       this.timers.disarm(leaseKey(leased.lease));
       return completed;
     } finally {
       offer?.abandon();
     }
+  }
+
+  /**
+   * Announces, before the completions of a task queue's worker are recorded, that each will fetch
+   * the next job of the queue when it has a backlog: a poll the same message woke (the Work stream
+   * grants credits with its completions) then waits for those jobs instead of fetching its own,
+   * which the completions' fetches would leave unused. Undefined when the queue has no backlog here.
+   */
+  announceOffer(queue: string): AnnouncedOffer | undefined {
+    const offer = this.deps.dispatchers.backlogged(queue)?.expectOffer();
+    return offer === undefined ? undefined : { queue, offer };
   }
 
   private async recordCompletion(

@@ -3,7 +3,8 @@
  * keys of one run (run, tasks, events: one hash slot), appends the events it
  * causes to the run's event list with consecutive sequence numbers (one RPUSH
  * per run and call, once its steps are done), and publishes the last sequence
- * on the list's key as a channel.
+ * on the list's key as a channel ("<sequence>f" when the step finished the
+ * run, which it also announces on its workflow's channel: see announceFinish).
  *
  * An event is one list entry, the JSON array [sequence, time, field, value...]:
  * the event with sequence s sits at index s - 1, so a reader takes the events
@@ -45,17 +46,24 @@
  *   e  last error {t, m, d}   pg progress (JSON text)
  */
 
-/** The line of {@link PRELUDE} that announces a run's new events on its pub/sub channel. */
-const PUBLISH_LINE = "if #pending > 0 then redis.call('PUBLISH', EV, seq) end";
+/** The lines of {@link PRELUDE} that announce a run's new events on its pub/sub channel. */
+const PUBLISH_FINAL = "redis.call('PUBLISH', EV, seq .. 'f')";
+const PUBLISH_LINE = "redis.call('PUBLISH', EV, seq)";
+/** The line of {@link PRELUDE} that announces a run's end on its workflow's channel. */
+const ANNOUNCE_LINE = "announceFinish(pending[#pending])";
 
 /**
  * A step script as it runs on a Redis Cluster: new events announced with SPUBLISH (sharded pub/sub,
  * Redis 7: the message stays on the nodes of the run's slot) instead of PUBLISH, which a Cluster
- * sends to every node.
+ * sends to every node; and no announcement on the workflow's channel, which is in another slot (a
+ * script may publish on a shard channel of its own slot only): there WatchRuns follows each run's
+ * end on the run's own channel (see FinishHub).
  */
 export function withShardedPublish(lua: string): string {
-  if (!lua.includes(PUBLISH_LINE)) return lua;
-  return lua.replace(PUBLISH_LINE, PUBLISH_LINE.replace("'PUBLISH'", "'SPUBLISH'"));
+  return lua
+    .replace(PUBLISH_FINAL, PUBLISH_FINAL.replace("'PUBLISH'", "'SPUBLISH'"))
+    .replace(PUBLISH_LINE, PUBLISH_LINE.replace("'PUBLISH'", "'SPUBLISH'"))
+    .replace(ANNOUNCE_LINE, "-- (no workflow announcement on a Cluster)");
 }
 
 export const PRELUDE = `
@@ -64,11 +72,13 @@ local RUN, TASKS, EV
 -- notify()), the fields of the run's hash it changed (written by notify() too, with the sequence), and
 -- the run's status as this call left it (false until read).
 local seq, pending, runSet, rs = false, {}, {}, false
+-- Whether this call finished the run (its RUN_FINISHED event is among the pending ones).
+local fin = false
 -- Makes the r-th run of the call (KEYS[3r-2..3r]) the one the functions below work on.
 local function useRun(r)
   local b = 3 * (r - 1)
   RUN, TASKS, EV = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3]
-  seq, pending, runSet, rs = false, {}, {}, false
+  seq, pending, runSet, rs, fin = false, {}, {}, false, false
 end
 useRun(1)
 -- Sends 'HSET key field value...' or 'RPUSH key value...' for a list of arguments, in commands of at
@@ -82,8 +92,23 @@ local function emit(now, ...)
   seq = (seq or tonumber(redis.call('HGET', RUN, 'seq'))) + 1
   pending[#pending + 1] = cjson.encode({seq, now, ...})
 end
+-- Announces that the run finished on its workflow's channel, "<prefix>:wf:{<workflow>}:done" (the
+-- run key is "<prefix>:run:{<id>}"), as "<id> <sequence of RUN_FINISHED>", followed by " <the event's
+-- entry>" when it is at most 4 KiB (its listeners need not read it then): the channel WatchRuns
+-- streams that follow runs, by id or by workflow, listen on. A channel is not a key: this touches no
+-- other slot.
+local function announceFinish(entry)
+  local f = redis.call('HMGET', RUN, 'id', 'wf')
+  local id, wf = f[1] or runSet.id, f[2] or runSet.wf
+  if not id or not wf then return end
+  local prefix = string.sub(RUN, 1, #RUN - #id - 7)
+  local message = id .. ' ' .. seq
+  if #entry <= 4096 then message = message .. ' ' .. entry end
+  redis.call('PUBLISH', prefix .. ':wf:{' .. wf .. '}:done', message)
+end
 -- Appends the run's pending events, writes the fields of its hash this call changed with its last
--- sequence, and publishes that sequence: every script calls it, once per run, after its last emit.
+-- sequence, and publishes that sequence (followed by "f" when the run finished): every script calls
+-- it, once per run, after its last emit.
 local function notify()
   local fields = {}
   for f, v in pairs(runSet) do
@@ -96,8 +121,15 @@ local function notify()
     fields[#fields + 1] = seq
   end
   if #fields > 0 then redis.call('HSET', RUN, unpack(fields)) end
-  ${PUBLISH_LINE}
-  pending, runSet = {}, {}
+  if #pending > 0 then
+    if fin then
+      ${PUBLISH_FINAL}
+      ${ANNOUNCE_LINE}
+    else
+      ${PUBLISH_LINE}
+    end
+  end
+  pending, runSet, fin = {}, {}, false
 end
 local function expireAll(ms)
   redis.call('PEXPIRE', RUN, ms); redis.call('PEXPIRE', TASKS, ms); redis.call('PEXPIRE', EV, ms)
@@ -165,6 +197,7 @@ end
 -- outBytes: the size of an output over the limit, left unbuilt (see runOutput).
 local function finishRun(now, status, output, err, retention, outBytes)
   rs = status
+  fin = true
   runSet.s = status; runSet.ft = now
   if output then runSet.out = output end
   if err then runSet.err = err end

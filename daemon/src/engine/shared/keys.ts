@@ -100,6 +100,14 @@ export class Keys {
     return `${this.prefix}:wf:{${name}}`;
   }
 
+  /**
+   * Pub/sub channel (not a key) on which the step that finishes a run of the workflow announces it,
+   * as "<runId> <sequence of its RUN_FINISHED event>" (see announceFinish in run-scripts.ts).
+   */
+  workflowDone(name: string): string {
+    return `${this.prefix}:wf:{${name}}:done`;
+  }
+
   /** Sorted set of workflow names (all scores 0, ordered by name). */
   workflowIndex(): string {
     return `${this.prefix}:wfs`;

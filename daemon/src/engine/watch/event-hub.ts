@@ -112,8 +112,9 @@ export class EventHub {
       const runId = this.runOfChannel(channel);
       if (runId === undefined) return;
       const feed = this.runs.get(runId);
-      // The message is the run's last sequence: nothing to read when the feed has it already.
-      if (feed !== undefined && !(Number(message) <= feed.last)) this.fetch(runId, feed);
+      // The message is the run's last sequence ("12", or "12f" when the run finished): nothing to
+      // read when the feed has it already.
+      if (feed !== undefined && !(Number.parseInt(message, 10) <= feed.last)) this.fetch(runId, feed);
     });
     // After a reconnection or a failover, notifications may have been missed: once subscribed
     // again, fetch what the runs concerned appended meanwhile.
@@ -248,7 +249,7 @@ export class EventHub {
 }
 
 /** Builds the shared form of one list entry: the JSON array [sequence, time, field, value...]. */
-function feedEvent(runId: string, entry: string, maxOutputBytes: number): FeedEvent {
+export function feedEvent(runId: string, entry: string, maxOutputBytes: number): FeedEvent {
   const flat = JSON.parse(entry) as (string | number)[];
   const fields: Record<string, string> = { ts: String(flat[1]) };
   let size = 0;

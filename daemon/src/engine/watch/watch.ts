@@ -5,6 +5,8 @@ import type { RedisClient } from "../../redis/redis.js";
 import { checkRunId, isFinalRunStatus, notFound } from "../runs/index.js";
 import type { Keys } from "../shared/index.js";
 import type { EventHub, FeedEvent, FeedListener } from "./event-hub.js";
+import type { FinishHub } from "./finish-hub.js";
+import { RunsWatch, type RunsWatchLimits } from "./runs-watch.js";
 
 /** Events read from the run's history at a time. */
 const PAGE = 500;
@@ -16,25 +18,60 @@ const MAX_QUEUED = 1000;
 
 const END: IteratorReturnResult<undefined> = { done: true, value: undefined };
 
-/** What watch streams read from: the run's hash, and its events through the replica's hub. */
+/** What watch streams read from: the run's hash, and its events through the replica's hubs. */
 export interface WatchDeps {
   redis: RedisClient;
   keys: Keys;
   hub: EventHub;
+  /** Runs' ends, by workflow channel (WatchRuns streams). */
+  finishes: FinishHub;
 }
 
 /**
- * WatchRun streams: history first, then live events, until the run is final and the last event
- * sent is its RUN_FINISHED (a run resumed after it finished carries on past that event).
+ * WatchRun streams (history first, then live events, until the run is final and the last event
+ * sent is its RUN_FINISHED: a run resumed after it finished carries on past that event) and WatchRuns
+ * streams (many runs and workflows on one stream, see runs-watch.ts).
  */
 export class Watches {
   private active = 0;
 
   constructor(
     private readonly deps: WatchDeps,
-    /** Most concurrent streams on this replica; one more is refused with RESOURCE_EXHAUSTED. */
+    /** Most concurrent streams on this replica (of both kinds); one more is refused with RESOURCE_EXHAUSTED. */
     private readonly maxWatchers: number,
+    /** The bounds of each WatchRuns stream. */
+    private readonly manyLimits: RunsWatchLimits,
   ) {}
+
+  /**
+   * A WatchRuns stream's state, counted among the replica's watchers until `release` is called
+   * (once). `onOutput` is called whenever something waits to be sent or the stream failed.
+   */
+  watchMany(onOutput: () => void): { watch: RunsWatch; release: () => void } {
+    this.acquire();
+    const watch = new RunsWatch(this.deps, this.manyLimits, onOutput);
+    let released = false;
+    return {
+      watch,
+      release: () => {
+        if (released) return;
+        released = true;
+        watch.close();
+        this.active--;
+      },
+    };
+  }
+
+  private acquire(): void {
+    const limit = this.maxWatchers;
+    if (this.active >= limit) {
+      throw new ConnectError(
+        `this replica already serves ${this.active} watchers (limit ${limit})`,
+        Code.ResourceExhausted,
+      );
+    }
+    this.active++;
+  }
 
   /** Number of open watch streams on this replica. */
   get count(): number {
@@ -63,16 +100,7 @@ export class Watches {
     sink?: Writable,
   ): AsyncIterableIterator<WatchRunResponse> {
     return new RunWatch(this.deps, runId, afterSequence, signal, mapError, sink, {
-      acquire: () => {
-        const limit = this.maxWatchers;
-        if (this.active >= limit) {
-          throw new ConnectError(
-            `this replica already serves ${this.active} watchers (limit ${limit})`,
-            Code.ResourceExhausted,
-          );
-        }
-        this.active++;
-      },
+      acquire: () => this.acquire(),
       release: () => {
         this.active--;
       },

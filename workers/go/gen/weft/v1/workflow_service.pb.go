@@ -1139,7 +1139,7 @@ var File_weft_v1_workflow_service_proto protoreflect.FileDescriptor
 
 const file_weft_v1_workflow_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1eweft/v1/workflow_service.proto\x12\aweft.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x11weft/v1/run.proto\x1a\x16weft/v1/workflow.proto\"y\n" +
+	"\x1eweft/v1/workflow_service.proto\x12\aweft.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x11weft/v1/run.proto\x1a\x17weft/v1/run_watch.proto\x1a\x16weft/v1/workflow.proto\"y\n" +
 	"\x15SubmitWorkflowRequest\x12;\n" +
 	"\n" +
 	"definition\x18\x01 \x01(\v2\x1b.weft.v1.WorkflowDefinitionR\n" +
@@ -1205,7 +1205,7 @@ const file_weft_v1_workflow_service_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"0\n" +
 	"\x0eCancelResponse\x12\x1e\n" +
-	"\x03run\x18\x01 \x01(\v2\f.weft.v1.RunR\x03run2\xca\x05\n" +
+	"\x03run\x18\x01 \x01(\v2\f.weft.v1.RunR\x03run2\x92\x06\n" +
 	"\x0fWorkflowService\x12Q\n" +
 	"\x0eSubmitWorkflow\x12\x1e.weft.v1.SubmitWorkflowRequest\x1a\x1f.weft.v1.SubmitWorkflowResponse\x12H\n" +
 	"\vGetWorkflow\x12\x1b.weft.v1.GetWorkflowRequest\x1a\x1c.weft.v1.GetWorkflowResponse\x12N\n" +
@@ -1217,7 +1217,8 @@ const file_weft_v1_workflow_service_proto_rawDesc = "" +
 	"GetTaskRun\x12\x1a.weft.v1.GetTaskRunRequest\x1a\x1b.weft.v1.GetTaskRunResponse\x12?\n" +
 	"\bListRuns\x12\x18.weft.v1.ListRunsRequest\x1a\x19.weft.v1.ListRunsResponse\x12A\n" +
 	"\bWatchRun\x12\x18.weft.v1.WatchRunRequest\x1a\x19.weft.v1.WatchRunResponse0\x01\x129\n" +
-	"\x06Cancel\x12\x16.weft.v1.CancelRequest\x1a\x17.weft.v1.CancelResponseB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3"
+	"\x06Cancel\x12\x16.weft.v1.CancelRequest\x1a\x17.weft.v1.CancelResponse\x12F\n" +
+	"\tWatchRuns\x12\x19.weft.v1.WatchRunsRequest\x1a\x1a.weft.v1.WatchRunsResponse(\x010\x01B4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3"
 
 var (
 	file_weft_v1_workflow_service_proto_rawDescOnce sync.Once
@@ -1262,6 +1263,8 @@ var file_weft_v1_workflow_service_proto_goTypes = []any{
 	(*TaskRun)(nil),                // 26: weft.v1.TaskRun
 	(RunStatus)(0),                 // 27: weft.v1.RunStatus
 	(*RunEvent)(nil),               // 28: weft.v1.RunEvent
+	(*WatchRunsRequest)(nil),       // 29: weft.v1.WatchRunsRequest
+	(*WatchRunsResponse)(nil),      // 30: weft.v1.WatchRunsResponse
 }
 var file_weft_v1_workflow_service_proto_depIdxs = []int32{
 	20, // 0: weft.v1.SubmitWorkflowRequest.definition:type_name -> weft.v1.WorkflowDefinition
@@ -1290,18 +1293,20 @@ var file_weft_v1_workflow_service_proto_depIdxs = []int32{
 	14, // 23: weft.v1.WorkflowService.ListRuns:input_type -> weft.v1.ListRunsRequest
 	16, // 24: weft.v1.WorkflowService.WatchRun:input_type -> weft.v1.WatchRunRequest
 	18, // 25: weft.v1.WorkflowService.Cancel:input_type -> weft.v1.CancelRequest
-	1,  // 26: weft.v1.WorkflowService.SubmitWorkflow:output_type -> weft.v1.SubmitWorkflowResponse
-	3,  // 27: weft.v1.WorkflowService.GetWorkflow:output_type -> weft.v1.GetWorkflowResponse
-	5,  // 28: weft.v1.WorkflowService.ListWorkflows:output_type -> weft.v1.ListWorkflowsResponse
-	7,  // 29: weft.v1.WorkflowService.Trigger:output_type -> weft.v1.TriggerResponse
-	9,  // 30: weft.v1.WorkflowService.BatchTrigger:output_type -> weft.v1.BatchTriggerResponse
-	11, // 31: weft.v1.WorkflowService.GetRun:output_type -> weft.v1.GetRunResponse
-	13, // 32: weft.v1.WorkflowService.GetTaskRun:output_type -> weft.v1.GetTaskRunResponse
-	15, // 33: weft.v1.WorkflowService.ListRuns:output_type -> weft.v1.ListRunsResponse
-	17, // 34: weft.v1.WorkflowService.WatchRun:output_type -> weft.v1.WatchRunResponse
-	19, // 35: weft.v1.WorkflowService.Cancel:output_type -> weft.v1.CancelResponse
-	26, // [26:36] is the sub-list for method output_type
-	16, // [16:26] is the sub-list for method input_type
+	29, // 26: weft.v1.WorkflowService.WatchRuns:input_type -> weft.v1.WatchRunsRequest
+	1,  // 27: weft.v1.WorkflowService.SubmitWorkflow:output_type -> weft.v1.SubmitWorkflowResponse
+	3,  // 28: weft.v1.WorkflowService.GetWorkflow:output_type -> weft.v1.GetWorkflowResponse
+	5,  // 29: weft.v1.WorkflowService.ListWorkflows:output_type -> weft.v1.ListWorkflowsResponse
+	7,  // 30: weft.v1.WorkflowService.Trigger:output_type -> weft.v1.TriggerResponse
+	9,  // 31: weft.v1.WorkflowService.BatchTrigger:output_type -> weft.v1.BatchTriggerResponse
+	11, // 32: weft.v1.WorkflowService.GetRun:output_type -> weft.v1.GetRunResponse
+	13, // 33: weft.v1.WorkflowService.GetTaskRun:output_type -> weft.v1.GetTaskRunResponse
+	15, // 34: weft.v1.WorkflowService.ListRuns:output_type -> weft.v1.ListRunsResponse
+	17, // 35: weft.v1.WorkflowService.WatchRun:output_type -> weft.v1.WatchRunResponse
+	19, // 36: weft.v1.WorkflowService.Cancel:output_type -> weft.v1.CancelResponse
+	30, // 37: weft.v1.WorkflowService.WatchRuns:output_type -> weft.v1.WatchRunsResponse
+	27, // [27:38] is the sub-list for method output_type
+	16, // [16:27] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1313,6 +1318,7 @@ func file_weft_v1_workflow_service_proto_init() {
 		return
 	}
 	file_weft_v1_run_proto_init()
+	file_weft_v1_run_watch_proto_init()
 	file_weft_v1_workflow_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{

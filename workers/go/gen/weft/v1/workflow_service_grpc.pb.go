@@ -29,6 +29,7 @@ const (
 	WorkflowService_ListRuns_FullMethodName       = "/weft.v1.WorkflowService/ListRuns"
 	WorkflowService_WatchRun_FullMethodName       = "/weft.v1.WorkflowService/WatchRun"
 	WorkflowService_Cancel_FullMethodName         = "/weft.v1.WorkflowService/Cancel"
+	WorkflowService_WatchRuns_FullMethodName      = "/weft.v1.WorkflowService/WatchRuns"
 )
 
 // WorkflowServiceClient is the client API for WorkflowService service.
@@ -69,6 +70,13 @@ type WorkflowServiceClient interface {
 	WatchRun(ctx context.Context, in *WatchRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRunResponse], error)
 	// Cancels a run. Idempotent; cancelling a finished run returns it unchanged.
 	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
+	// Follows many runs on one stream: runs named by id, added and removed while
+	// the stream is open, and workflows (each of their runs that finishes while
+	// the stream follows them). Sends a run's RUN_FINISHED event, or every event
+	// when asked, with its sequence number: a client that reconnects resumes
+	// each run after the last sequence it has, with no gap and no duplicate.
+	// A run's follow ends after its RUN_FINISHED event.
+	WatchRuns(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchRunsRequest, WatchRunsResponse], error)
 }
 
 type workflowServiceClient struct {
@@ -188,6 +196,19 @@ func (c *workflowServiceClient) Cancel(ctx context.Context, in *CancelRequest, o
 	return out, nil
 }
 
+func (c *workflowServiceClient) WatchRuns(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchRunsRequest, WatchRunsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &WorkflowService_ServiceDesc.Streams[1], WorkflowService_WatchRuns_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRunsRequest, WatchRunsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkflowService_WatchRunsClient = grpc.BidiStreamingClient[WatchRunsRequest, WatchRunsResponse]
+
 // WorkflowServiceServer is the server API for WorkflowService service.
 // All implementations must embed UnimplementedWorkflowServiceServer
 // for forward compatibility.
@@ -226,6 +247,13 @@ type WorkflowServiceServer interface {
 	WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[WatchRunResponse]) error
 	// Cancels a run. Idempotent; cancelling a finished run returns it unchanged.
 	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
+	// Follows many runs on one stream: runs named by id, added and removed while
+	// the stream is open, and workflows (each of their runs that finishes while
+	// the stream follows them). Sends a run's RUN_FINISHED event, or every event
+	// when asked, with its sequence number: a client that reconnects resumes
+	// each run after the last sequence it has, with no gap and no duplicate.
+	// A run's follow ends after its RUN_FINISHED event.
+	WatchRuns(grpc.BidiStreamingServer[WatchRunsRequest, WatchRunsResponse]) error
 	mustEmbedUnimplementedWorkflowServiceServer()
 }
 
@@ -265,6 +293,9 @@ func (UnimplementedWorkflowServiceServer) WatchRun(*WatchRunRequest, grpc.Server
 }
 func (UnimplementedWorkflowServiceServer) Cancel(context.Context, *CancelRequest) (*CancelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Cancel not implemented")
+}
+func (UnimplementedWorkflowServiceServer) WatchRuns(grpc.BidiStreamingServer[WatchRunsRequest, WatchRunsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchRuns not implemented")
 }
 func (UnimplementedWorkflowServiceServer) mustEmbedUnimplementedWorkflowServiceServer() {}
 func (UnimplementedWorkflowServiceServer) testEmbeddedByValue()                         {}
@@ -460,6 +491,13 @@ func _WorkflowService_Cancel_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkflowService_WatchRuns_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(WorkflowServiceServer).WatchRuns(&grpc.GenericServerStream[WatchRunsRequest, WatchRunsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkflowService_WatchRunsServer = grpc.BidiStreamingServer[WatchRunsRequest, WatchRunsResponse]
+
 // WorkflowService_ServiceDesc is the grpc.ServiceDesc for WorkflowService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -509,6 +547,12 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "WatchRun",
 			Handler:       _WorkflowService_WatchRun_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchRuns",
+			Handler:       _WorkflowService_WatchRuns_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "weft/v1/workflow_service.proto",

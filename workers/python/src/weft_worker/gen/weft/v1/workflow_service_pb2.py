@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from . import run_pb2 as weft_dot_v1_dot_run__pb2
+from . import run_watch_pb2 as weft_dot_v1_dot_run__watch__pb2
 from . import workflow_pb2 as weft_dot_v1_dot_workflow__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eweft/v1/workflow_service.proto\x12\x07weft.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x11weft/v1/run.proto\x1a\x16weft/v1/workflow.proto\"y\n\x15SubmitWorkflowRequest\x12;\n\ndefinition\x18\x01 \x01(\x0b\x32\x1b.weft.v1.WorkflowDefinitionR\ndefinition\x12#\n\rvalidate_only\x18\x02 \x01(\x08R\x0cvalidateOnly\"\x8d\x01\n\x16SubmitWorkflowResponse\x12-\n\x08workflow\x18\x01 \x01(\x0b\x32\x11.weft.v1.WorkflowR\x08workflow\x12\x18\n\x07\x63reated\x18\x02 \x01(\x08R\x07\x63reated\x12*\n\x04plan\x18\x03 \x01(\x0b\x32\x16.weft.v1.ExecutionPlanR\x04plan\"B\n\x12GetWorkflowRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07version\x18\x02 \x01(\rR\x07version\"p\n\x13GetWorkflowResponse\x12-\n\x08workflow\x18\x01 \x01(\x0b\x32\x11.weft.v1.WorkflowR\x08workflow\x12*\n\x04plan\x18\x02 \x01(\x0b\x32\x16.weft.v1.ExecutionPlanR\x04plan\"R\n\x14ListWorkflowsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"w\n\x15ListWorkflowsResponse\x12\x36\n\tworkflows\x18\x01 \x03(\x0b\x32\x18.weft.v1.WorkflowSummaryR\tworkflows\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9d\x01\n\x0eTriggerRequest\x12\x1a\n\x08workflow\x18\x01 \x01(\tR\x08workflow\x12\x18\n\x07version\x18\x02 \x01(\rR\x07version\x12,\n\x05input\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05input\x12\'\n\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"K\n\x0fTriggerResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x0c.weft.v1.RunR\x03run\x12\x18\n\x07\x63reated\x18\x02 \x01(\x08R\x07\x63reated\"J\n\x13\x42\x61tchTriggerRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32\x17.weft.v1.TriggerRequestR\x08requests\"N\n\x14\x42\x61tchTriggerResponse\x12\x36\n\tresponses\x18\x01 \x03(\x0b\x32\x18.weft.v1.TriggerResponseR\tresponses\"N\n\rGetRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12&\n\x0ftask_page_token\x18\x02 \x01(\tR\rtaskPageToken\"a\n\x0eGetRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x0c.weft.v1.RunR\x03run\x12/\n\x14next_task_page_token\x18\x02 \x01(\tR\x11nextTaskPageToken\"C\n\x11GetTaskRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n\x07task_id\x18\x02 \x01(\tR\x06taskId\":\n\x12GetTaskRunResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.weft.v1.TaskRunR\x04task\"\xba\x01\n\x0fListRunsRequest\x12\x1a\n\x08workflow\x18\x01 \x01(\tR\x08workflow\x12.\n\x08statuses\x18\x02 \x03(\x0e\x32\x12.weft.v1.RunStatusR\x08statuses\x12\x1b\n\tpage_size\x18\x03 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\x12\x1f\n\x0bschedule_id\x18\x05 \x01(\tR\nscheduleId\"\\\n\x10ListRunsResponse\x12 \n\x04runs\x18\x01 \x03(\x0b\x32\x0c.weft.v1.RunR\x04runs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"O\n\x0fWatchRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12%\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03R\rafterSequence\";\n\x10WatchRunResponse\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x11.weft.v1.RunEventR\x05\x65vent\">\n\rCancelRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"0\n\x0e\x43\x61ncelResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x0c.weft.v1.RunR\x03run2\xca\x05\n\x0fWorkflowService\x12Q\n\x0eSubmitWorkflow\x12\x1e.weft.v1.SubmitWorkflowRequest\x1a\x1f.weft.v1.SubmitWorkflowResponse\x12H\n\x0bGetWorkflow\x12\x1b.weft.v1.GetWorkflowRequest\x1a\x1c.weft.v1.GetWorkflowResponse\x12N\n\rListWorkflows\x12\x1d.weft.v1.ListWorkflowsRequest\x1a\x1e.weft.v1.ListWorkflowsResponse\x12<\n\x07Trigger\x12\x17.weft.v1.TriggerRequest\x1a\x18.weft.v1.TriggerResponse\x12K\n\x0c\x42\x61tchTrigger\x12\x1c.weft.v1.BatchTriggerRequest\x1a\x1d.weft.v1.BatchTriggerResponse\x12\x39\n\x06GetRun\x12\x16.weft.v1.GetRunRequest\x1a\x17.weft.v1.GetRunResponse\x12\x45\n\nGetTaskRun\x12\x1a.weft.v1.GetTaskRunRequest\x1a\x1b.weft.v1.GetTaskRunResponse\x12?\n\x08ListRuns\x12\x18.weft.v1.ListRunsRequest\x1a\x19.weft.v1.ListRunsResponse\x12\x41\n\x08WatchRun\x12\x18.weft.v1.WatchRunRequest\x1a\x19.weft.v1.WatchRunResponse0\x01\x12\x39\n\x06\x43\x61ncel\x12\x16.weft.v1.CancelRequest\x1a\x17.weft.v1.CancelResponseB4Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eweft/v1/workflow_service.proto\x12\x07weft.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x11weft/v1/run.proto\x1a\x17weft/v1/run_watch.proto\x1a\x16weft/v1/workflow.proto\"y\n\x15SubmitWorkflowRequest\x12;\n\ndefinition\x18\x01 \x01(\x0b\x32\x1b.weft.v1.WorkflowDefinitionR\ndefinition\x12#\n\rvalidate_only\x18\x02 \x01(\x08R\x0cvalidateOnly\"\x8d\x01\n\x16SubmitWorkflowResponse\x12-\n\x08workflow\x18\x01 \x01(\x0b\x32\x11.weft.v1.WorkflowR\x08workflow\x12\x18\n\x07\x63reated\x18\x02 \x01(\x08R\x07\x63reated\x12*\n\x04plan\x18\x03 \x01(\x0b\x32\x16.weft.v1.ExecutionPlanR\x04plan\"B\n\x12GetWorkflowRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07version\x18\x02 \x01(\rR\x07version\"p\n\x13GetWorkflowResponse\x12-\n\x08workflow\x18\x01 \x01(\x0b\x32\x11.weft.v1.WorkflowR\x08workflow\x12*\n\x04plan\x18\x02 \x01(\x0b\x32\x16.weft.v1.ExecutionPlanR\x04plan\"R\n\x14ListWorkflowsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"w\n\x15ListWorkflowsResponse\x12\x36\n\tworkflows\x18\x01 \x03(\x0b\x32\x18.weft.v1.WorkflowSummaryR\tworkflows\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9d\x01\n\x0eTriggerRequest\x12\x1a\n\x08workflow\x18\x01 \x01(\tR\x08workflow\x12\x18\n\x07version\x18\x02 \x01(\rR\x07version\x12,\n\x05input\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05input\x12\'\n\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"K\n\x0fTriggerResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x0c.weft.v1.RunR\x03run\x12\x18\n\x07\x63reated\x18\x02 \x01(\x08R\x07\x63reated\"J\n\x13\x42\x61tchTriggerRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32\x17.weft.v1.TriggerRequestR\x08requests\"N\n\x14\x42\x61tchTriggerResponse\x12\x36\n\tresponses\x18\x01 \x03(\x0b\x32\x18.weft.v1.TriggerResponseR\tresponses\"N\n\rGetRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12&\n\x0ftask_page_token\x18\x02 \x01(\tR\rtaskPageToken\"a\n\x0eGetRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x0c.weft.v1.RunR\x03run\x12/\n\x14next_task_page_token\x18\x02 \x01(\tR\x11nextTaskPageToken\"C\n\x11GetTaskRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n\x07task_id\x18\x02 \x01(\tR\x06taskId\":\n\x12GetTaskRunResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.weft.v1.TaskRunR\x04task\"\xba\x01\n\x0fListRunsRequest\x12\x1a\n\x08workflow\x18\x01 \x01(\tR\x08workflow\x12.\n\x08statuses\x18\x02 \x03(\x0e\x32\x12.weft.v1.RunStatusR\x08statuses\x12\x1b\n\tpage_size\x18\x03 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\x12\x1f\n\x0bschedule_id\x18\x05 \x01(\tR\nscheduleId\"\\\n\x10ListRunsResponse\x12 \n\x04runs\x18\x01 \x03(\x0b\x32\x0c.weft.v1.RunR\x04runs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"O\n\x0fWatchRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12%\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03R\rafterSequence\";\n\x10WatchRunResponse\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x11.weft.v1.RunEventR\x05\x65vent\">\n\rCancelRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"0\n\x0e\x43\x61ncelResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x0c.weft.v1.RunR\x03run2\x92\x06\n\x0fWorkflowService\x12Q\n\x0eSubmitWorkflow\x12\x1e.weft.v1.SubmitWorkflowRequest\x1a\x1f.weft.v1.SubmitWorkflowResponse\x12H\n\x0bGetWorkflow\x12\x1b.weft.v1.GetWorkflowRequest\x1a\x1c.weft.v1.GetWorkflowResponse\x12N\n\rListWorkflows\x12\x1d.weft.v1.ListWorkflowsRequest\x1a\x1e.weft.v1.ListWorkflowsResponse\x12<\n\x07Trigger\x12\x17.weft.v1.TriggerRequest\x1a\x18.weft.v1.TriggerResponse\x12K\n\x0c\x42\x61tchTrigger\x12\x1c.weft.v1.BatchTriggerRequest\x1a\x1d.weft.v1.BatchTriggerResponse\x12\x39\n\x06GetRun\x12\x16.weft.v1.GetRunRequest\x1a\x17.weft.v1.GetRunResponse\x12\x45\n\nGetTaskRun\x12\x1a.weft.v1.GetTaskRunRequest\x1a\x1b.weft.v1.GetTaskRunResponse\x12?\n\x08ListRuns\x12\x18.weft.v1.ListRunsRequest\x1a\x19.weft.v1.ListRunsResponse\x12\x41\n\x08WatchRun\x12\x18.weft.v1.WatchRunRequest\x1a\x19.weft.v1.WatchRunResponse0\x01\x12\x39\n\x06\x43\x61ncel\x12\x16.weft.v1.CancelRequest\x1a\x17.weft.v1.CancelResponse\x12\x46\n\tWatchRuns\x12\x19.weft.v1.WatchRunsRequest\x1a\x1a.weft.v1.WatchRunsResponse(\x01\x30\x01\x42\x34Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,46 +36,46 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'weft.v1.workflow_service_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z2github.com/weft/weft/workers/go/gen/weft/v1;weftv1'
-  _globals['_SUBMITWORKFLOWREQUEST']._serialized_start=116
-  _globals['_SUBMITWORKFLOWREQUEST']._serialized_end=237
-  _globals['_SUBMITWORKFLOWRESPONSE']._serialized_start=240
-  _globals['_SUBMITWORKFLOWRESPONSE']._serialized_end=381
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=383
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=449
-  _globals['_GETWORKFLOWRESPONSE']._serialized_start=451
-  _globals['_GETWORKFLOWRESPONSE']._serialized_end=563
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=565
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=647
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=649
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=768
-  _globals['_TRIGGERREQUEST']._serialized_start=771
-  _globals['_TRIGGERREQUEST']._serialized_end=928
-  _globals['_TRIGGERRESPONSE']._serialized_start=930
-  _globals['_TRIGGERRESPONSE']._serialized_end=1005
-  _globals['_BATCHTRIGGERREQUEST']._serialized_start=1007
-  _globals['_BATCHTRIGGERREQUEST']._serialized_end=1081
-  _globals['_BATCHTRIGGERRESPONSE']._serialized_start=1083
-  _globals['_BATCHTRIGGERRESPONSE']._serialized_end=1161
-  _globals['_GETRUNREQUEST']._serialized_start=1163
-  _globals['_GETRUNREQUEST']._serialized_end=1241
-  _globals['_GETRUNRESPONSE']._serialized_start=1243
-  _globals['_GETRUNRESPONSE']._serialized_end=1340
-  _globals['_GETTASKRUNREQUEST']._serialized_start=1342
-  _globals['_GETTASKRUNREQUEST']._serialized_end=1409
-  _globals['_GETTASKRUNRESPONSE']._serialized_start=1411
-  _globals['_GETTASKRUNRESPONSE']._serialized_end=1469
-  _globals['_LISTRUNSREQUEST']._serialized_start=1472
-  _globals['_LISTRUNSREQUEST']._serialized_end=1658
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1660
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1752
-  _globals['_WATCHRUNREQUEST']._serialized_start=1754
-  _globals['_WATCHRUNREQUEST']._serialized_end=1833
-  _globals['_WATCHRUNRESPONSE']._serialized_start=1835
-  _globals['_WATCHRUNRESPONSE']._serialized_end=1894
-  _globals['_CANCELREQUEST']._serialized_start=1896
-  _globals['_CANCELREQUEST']._serialized_end=1958
-  _globals['_CANCELRESPONSE']._serialized_start=1960
-  _globals['_CANCELRESPONSE']._serialized_end=2008
-  _globals['_WORKFLOWSERVICE']._serialized_start=2011
-  _globals['_WORKFLOWSERVICE']._serialized_end=2725
+  _globals['_SUBMITWORKFLOWREQUEST']._serialized_start=141
+  _globals['_SUBMITWORKFLOWREQUEST']._serialized_end=262
+  _globals['_SUBMITWORKFLOWRESPONSE']._serialized_start=265
+  _globals['_SUBMITWORKFLOWRESPONSE']._serialized_end=406
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=408
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=474
+  _globals['_GETWORKFLOWRESPONSE']._serialized_start=476
+  _globals['_GETWORKFLOWRESPONSE']._serialized_end=588
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=590
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=672
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=674
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=793
+  _globals['_TRIGGERREQUEST']._serialized_start=796
+  _globals['_TRIGGERREQUEST']._serialized_end=953
+  _globals['_TRIGGERRESPONSE']._serialized_start=955
+  _globals['_TRIGGERRESPONSE']._serialized_end=1030
+  _globals['_BATCHTRIGGERREQUEST']._serialized_start=1032
+  _globals['_BATCHTRIGGERREQUEST']._serialized_end=1106
+  _globals['_BATCHTRIGGERRESPONSE']._serialized_start=1108
+  _globals['_BATCHTRIGGERRESPONSE']._serialized_end=1186
+  _globals['_GETRUNREQUEST']._serialized_start=1188
+  _globals['_GETRUNREQUEST']._serialized_end=1266
+  _globals['_GETRUNRESPONSE']._serialized_start=1268
+  _globals['_GETRUNRESPONSE']._serialized_end=1365
+  _globals['_GETTASKRUNREQUEST']._serialized_start=1367
+  _globals['_GETTASKRUNREQUEST']._serialized_end=1434
+  _globals['_GETTASKRUNRESPONSE']._serialized_start=1436
+  _globals['_GETTASKRUNRESPONSE']._serialized_end=1494
+  _globals['_LISTRUNSREQUEST']._serialized_start=1497
+  _globals['_LISTRUNSREQUEST']._serialized_end=1683
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1685
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1777
+  _globals['_WATCHRUNREQUEST']._serialized_start=1779
+  _globals['_WATCHRUNREQUEST']._serialized_end=1858
+  _globals['_WATCHRUNRESPONSE']._serialized_start=1860
+  _globals['_WATCHRUNRESPONSE']._serialized_end=1919
+  _globals['_CANCELREQUEST']._serialized_start=1921
+  _globals['_CANCELREQUEST']._serialized_end=1983
+  _globals['_CANCELRESPONSE']._serialized_start=1985
+  _globals['_CANCELRESPONSE']._serialized_end=2033
+  _globals['_WORKFLOWSERVICE']._serialized_start=2036
+  _globals['_WORKFLOWSERVICE']._serialized_end=2822
 # @@protoc_insertion_point(module_scope)

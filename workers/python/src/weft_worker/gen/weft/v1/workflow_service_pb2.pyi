@@ -1,5 +1,6 @@
 from google.protobuf import struct_pb2 as _struct_pb2
 from . import run_pb2 as _run_pb2
+from . import run_watch_pb2 as _run_watch_pb2
 from . import workflow_pb2 as _workflow_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor

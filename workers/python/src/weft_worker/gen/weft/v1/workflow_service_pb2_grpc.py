@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from . import run_watch_pb2 as weft_dot_v1_dot_run__watch__pb2
 from . import workflow_service_pb2 as weft_dot_v1_dot_workflow__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -85,6 +86,11 @@ class WorkflowServiceStub:
                 '/weft.v1.WorkflowService/Cancel',
                 request_serializer=weft_dot_v1_dot_workflow__service__pb2.CancelRequest.SerializeToString,
                 response_deserializer=weft_dot_v1_dot_workflow__service__pb2.CancelResponse.FromString,
+                _registered_method=True)
+        self.WatchRuns = channel.stream_stream(
+                '/weft.v1.WorkflowService/WatchRuns',
+                request_serializer=weft_dot_v1_dot_run__watch__pb2.WatchRunsRequest.SerializeToString,
+                response_deserializer=weft_dot_v1_dot_run__watch__pb2.WatchRunsResponse.FromString,
                 _registered_method=True)
 
 
@@ -174,6 +180,18 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRuns(self, request_iterator, context):
+        """Follows many runs on one stream: runs named by id, added and removed while
+        the stream is open, and workflows (each of their runs that finishes while
+        the stream follows them). Sends a run's RUN_FINISHED event, or every event
+        when asked, with its sequence number: a client that reconnects resumes
+        each run after the last sequence it has, with no gap and no duplicate.
+        A run's follow ends after its RUN_FINISHED event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -226,6 +244,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.Cancel,
                     request_deserializer=weft_dot_v1_dot_workflow__service__pb2.CancelRequest.FromString,
                     response_serializer=weft_dot_v1_dot_workflow__service__pb2.CancelResponse.SerializeToString,
+            ),
+            'WatchRuns': grpc.stream_stream_rpc_method_handler(
+                    servicer.WatchRuns,
+                    request_deserializer=weft_dot_v1_dot_run__watch__pb2.WatchRunsRequest.FromString,
+                    response_serializer=weft_dot_v1_dot_run__watch__pb2.WatchRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -500,6 +523,33 @@ class WorkflowService:
             '/weft.v1.WorkflowService/Cancel',
             weft_dot_v1_dot_workflow__service__pb2.CancelRequest.SerializeToString,
             weft_dot_v1_dot_workflow__service__pb2.CancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRuns(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/weft.v1.WorkflowService/WatchRuns',
+            weft_dot_v1_dot_run__watch__pb2.WatchRunsRequest.SerializeToString,
+            weft_dot_v1_dot_run__watch__pb2.WatchRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

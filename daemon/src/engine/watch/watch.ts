@@ -1,7 +1,7 @@
 import type { Writable } from "node:stream";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { WatchRunResponse } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
-import type { RedisClient } from "../../redis/redis.js";
+import { isRedisUnavailableError, type RedisClient } from "../../redis/redis.js";
 import { checkRunId, isFinalRunStatus, notFound } from "../runs/index.js";
 import type { Keys } from "../shared/index.js";
 import type { EventHub, FeedEvent, FeedListener } from "./event-hub.js";
@@ -15,6 +15,9 @@ const PAGE = 500;
  * stops taking live events and reads the rest from the run's history once the client catches up.
  */
 const MAX_QUEUED = 1000;
+
+/** Tries of a read while Redis is unreachable (about 20 s in all) before the stream ends UNAVAILABLE. */
+const MAX_UNREACHABLE = 8;
 
 const END: IteratorReturnResult<undefined> = { done: true, value: undefined };
 
@@ -134,6 +137,8 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
   /** Sequence of the last RUN_FINISHED whose frame the sink has written. */
   private writtenFinal = 0;
   private failure: unknown;
+  /** Reads that failed in a row because Redis was unreachable (see retryOrFail). */
+  private unreachable = 0;
   private closed = false;
   private counted = false;
   private leave: (() => void) | undefined;
@@ -249,9 +254,10 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
     this.stale = false;
     this.readHistory((after) => this.deps.hub.history(this.runId, after, PAGE))
       .then((more) => {
+        this.unreachable = 0;
         if (more) this.live();
       })
-      .catch((err: unknown) => this.fail(err));
+      .catch((err: unknown) => this.retryOrFail(err, () => this.read()));
   }
 
   /**
@@ -334,11 +340,17 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
     deps.redis
       .hget(deps.keys.run(runId).run, "seq")
       .then((seq) => {
+        this.unreachable = 0;
         if (this.finalAt !== sequence || this.closed) return;
         this.finalAt = undefined;
         if (seq === null || Number(seq) <= sequence) this.end();
       })
-      .catch((err: unknown) => this.fail(err));
+      .catch((err: unknown) =>
+        this.retryOrFail(err, () => {
+          // Unless an event came since (the run was resumed) and cleared the check.
+          if (this.finalAt === sequence) this.checkEnd(sequence);
+        }),
+      );
   }
 
   /** The sink has written the frame of a RUN_FINISHED: the call ends there if the stream is over. */
@@ -387,6 +399,28 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
     this.waiter = undefined;
     waiter.resolve(END);
     this.close();
+  }
+
+  /**
+   * A read the stream needs failed. While Redis is unreachable it is tried again, later and later
+   * (the event hub does the same for the live events): a run's last event may have been announced
+   * already, and no other notification would come. Past {@link MAX_UNREACHABLE} tries, or on any
+   * other error, the stream ends with it (a client resumes with after_sequence).
+   */
+  private retryOrFail(err: unknown, again: () => void): void {
+    if (this.closed) return;
+    if (!isRedisUnavailableError(err) || this.unreachable >= MAX_UNREACHABLE) {
+      this.fail(err);
+      return;
+    }
+    this.unreachable++;
+    const retry = setTimeout(
+      () => {
+        if (!this.closed) again();
+      },
+      Math.min(100 * 2 ** this.unreachable, 5000),
+    );
+    retry.unref();
   }
 
   private fail(err: unknown): void {

@@ -61,9 +61,20 @@ export async function writeEnvelopes<Desc extends DescMessage>(
   messages: readonly MessageInitShape<Desc>[],
   signal: AbortSignal,
 ): Promise<void> {
+  await writeFrames(
+    sink,
+    messages.map((m) => envelope(toBinary(schema, create(schema, m)))),
+    signal,
+  );
+}
+
+/**
+ * Writes ready-made envelopes to a sink from {@link envelopeSink}, in one write; resolves as
+ * {@link writeEnvelopes} does.
+ */
+export async function writeFrames(sink: Writable, frames: Buffer[], signal: AbortSignal): Promise<void> {
   // A stream closed under the call ends the call, and its signal the handler.
   if (sink.destroyed || sink.writableEnded) return;
-  const frames = messages.map((m) => envelope(toBinary(schema, create(schema, m))));
   if (sink.write(frames.length === 1 ? frames[0] : Buffer.concat(frames))) return;
   await new Promise<void>((resolve) => {
     const done = () => {

@@ -5,7 +5,7 @@ import type { Engine } from "../engine/engine.js";
 import { isRunId } from "../engine/shared/index.js";
 import type { AbortFanOut } from "../server/abort-fanout.js";
 import { callError } from "../server/call-errors.js";
-import { envelopeSink } from "../server/response-stream.js";
+import { envelopeSink, writeFrames } from "../server/response-stream.js";
 import { RequestCheck } from "./request-checks.js";
 
 /** Most entries of `add_runs`, and of `remove_runs`, in one message. */
@@ -109,7 +109,7 @@ export async function* watchRunsStream(
       if (sink !== undefined) {
         const frames = watch.takeFrames();
         if (frames.length > 0) {
-          await write(sink, frames, stopping.signal);
+          await writeFrames(sink, frames, stopping.signal);
           continue;
         }
       } else {
@@ -133,26 +133,4 @@ export async function* watchRunsStream(
     // returns. The reader stops when the call ends; what it reads after is not applied.
     if (!reading) await reader;
   }
-}
-
-/** Writes frames in one write; resolves once the sink takes more, or when it closes or the call ends. */
-async function write(
-  sink: NonNullable<ReturnType<typeof envelopeSink>>,
-  frames: Buffer[],
-  signal: AbortSignal,
-): Promise<void> {
-  if (sink.destroyed || sink.writableEnded) return;
-  if (sink.write(frames.length === 1 ? frames[0] : Buffer.concat(frames))) return;
-  await new Promise<void>((resolve) => {
-    const done = () => {
-      sink.off("drain", done);
-      sink.off("close", done);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    sink.on("drain", done);
-    sink.on("close", done);
-    signal.addEventListener("abort", done, { once: true });
-    if (signal.aborted) done();
-  });
 }

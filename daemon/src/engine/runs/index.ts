@@ -19,6 +19,7 @@ export {
   isFinalEvent,
   isFinalRunStatus,
   jsonValue,
+  runStatusOf,
   type StoredEvent,
   type TaskRecord,
 } from "./run-view.js";

@@ -58,6 +58,11 @@ const RUN_STATUS: Record<string, RunStatus> = {
   X: RunStatus.TIMED_OUT,
 };
 
+/** A run's status from the code stored in its hash (UNSPECIFIED for none). */
+export function runStatusOf(code: string | null | undefined): RunStatus {
+  return RUN_STATUS[code ?? ""] ?? RunStatus.UNSPECIFIED;
+}
+
 /** Run status codes as stored, by proto status. */
 export const RUN_STATUS_CODE = new Map<RunStatus, string>(
   Object.entries(RUN_STATUS).map(([code, status]) => [status, code]),
@@ -93,7 +98,7 @@ export function runFromHash(
     id: h.id ?? "",
     workflow: h.wf ?? "",
     workflowVersion: Number(h.v ?? 0),
-    status: RUN_STATUS[h.s ?? ""] ?? RunStatus.UNSPECIFIED,
+    status: runStatusOf(h.s),
     input: jsonValue(h.in),
     output: jsonValue(h.out),
     createTime: time(h.ct),
@@ -183,7 +188,7 @@ export function eventFromStored(runId: string, e: StoredEvent, maxOutputBytes: n
     time: time(f.ts),
     taskId: f.tk ?? "",
     attempt: Number(f.a ?? 0),
-    runStatus: RUN_STATUS[f.rs ?? ""] ?? RunStatus.UNSPECIFIED,
+    runStatus: runStatusOf(f.rs),
     output,
     error,
     workerId: f.w ?? "",

@@ -1,21 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { RunStatus } from "@weft/sdk/gen/weft/v1/run_pb.js";
 import { type Schedule, ScheduleSchema, ScheduleStatus } from "@weft/sdk/gen/weft/v1/schedule_service_pb.js";
+import { runStatusOf } from "../runs/index.js";
 import type { ClockCache } from "./clock-cache.js";
 import { specToProto } from "./schedule-spec.js";
 import type { ScheduleRecord } from "./schedule-store.js";
 
 const STATUS = { A: ScheduleStatus.ACTIVE, P: ScheduleStatus.PAUSED, E: ScheduleStatus.ENDED } as const;
-
-/** Run statuses as stored in a run's hash. */
-const RUN_STATUS: Record<string, RunStatus> = {
-  R: RunStatus.RUNNING,
-  S: RunStatus.SUCCEEDED,
-  F: RunStatus.FAILED,
-  C: RunStatus.CANCELLED,
-  X: RunStatus.TIMED_OUT,
-};
 
 const time = (ms: number | undefined) => (ms === undefined || ms <= 0 ? undefined : timestampFromMs(ms));
 
@@ -44,7 +35,7 @@ export function scheduleOf(
     nextFireTimes: nextFireTimes.map((t) => timestampFromMs(t)),
     lastFireTime: time(record.lastFire),
     lastRunId: record.lastRunId,
-    lastRunStatus: RUN_STATUS[lastRunStatus ?? ""] ?? RunStatus.UNSPECIFIED,
+    lastRunStatus: runStatusOf(lastRunStatus),
     firedCount: BigInt(record.fired),
     skippedCount: BigInt(record.skipped),
     missedCount: BigInt(record.missed),

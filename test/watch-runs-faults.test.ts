@@ -264,8 +264,7 @@ describe("WatchRuns through a Redis restart and a weftd shutdown", () => {
       const watch = openRunsWatch(c.workflows, { addRuns: runIds.map((runId) => ({ runId })) });
       await work(c, name, 10);
       await watch.until("10 RUN_FINISHED events", () => watch.events.length >= 10);
-      // AOF is written every second: let it hold the runs before the restart.
-      await new Promise((resolve) => setTimeout(resolve, 1200));
+      // stop() is a SIGTERM: redis-server flushes its AOF before it exits.
       await redis.stop();
       await redis.restart();
       await waitFor(
@@ -287,7 +286,12 @@ describe("WatchRuns through a Redis restart and a weftd shutdown", () => {
       // A follow still open when weftd shuts down: the stream ends UNAVAILABLE, to resume elsewhere.
       const later = await c.workflows.trigger({ workflow: name });
       watch.send({ addRuns: [{ runId: later.run?.id ?? "" }] });
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // A run that does not exist, in the next message: its rejection shows the follow above is on.
+      const missing = randomUUID();
+      watch.send({ addRuns: [{ runId: missing }] });
+      await watch.until("the missing run's rejection", () =>
+        watch.rejections.some((r) => r.runId === missing),
+      );
       const stopping = weftd.stop("SIGTERM");
       const err = await within(watch.done, 10_000, "the stream to end at shutdown");
       expect(err?.code).toBe(Code.Unavailable);

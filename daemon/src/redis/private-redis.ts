@@ -97,10 +97,17 @@ export async function freePort(): Promise<number> {
   const low = ephemeralLow();
   for (let i = 0; low - PICK_FROM > 1000 && i < 50; i++) {
     const port = PICK_FROM + Math.floor(Math.random() * (low - PICK_FROM));
+    // Never the same port twice in one process: callers that ask at once (a Cluster's nodes and
+    // their bus ports) would otherwise each find it free and then race for it.
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
     if (await canListen(port)) return port;
   }
   return listenOnce(0);
 }
+
+/** Ports {@link freePort} has answered or is checking in this process. */
+const handedOut = new Set<number>();
 
 /** The lowest port picked below the ephemeral range: well-known services sit below it. */
 const PICK_FROM = 10_000;

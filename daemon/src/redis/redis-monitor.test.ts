@@ -26,7 +26,7 @@ function errno(message: string, code: string): Error {
 }
 
 /** A monitor of a fresh client of the test Redis, with its health and its log lines. */
-async function monitored() {
+async function monitored(options: { recoveryGraceMs?: number } = {}) {
   const lines: Record<string, unknown>[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -41,6 +41,7 @@ async function monitored() {
   const monitor = new RedisMonitor(redis, "test", health, logger, {
     pingIntervalMs: 100,
     pingTimeoutMs: 500,
+    ...options,
   });
   cleanup.push(async () => {
     monitor.stop();
@@ -50,11 +51,27 @@ async function monitored() {
   return { lines, logger, health, monitor, msgs: () => lines.map((l) => l.msg) };
 }
 
-async function waitFor(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 5000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** How many PINGs the test Redis has answered so far. */
+async function pingCalls(): Promise<number> {
+  const redis = createRedisClient(server.url, "monitor-test-stats");
+  try {
+    await waitForReady(redis, 5000);
+    const stats = await redis.info("commandstats");
+    return Number(/cmdstat_ping:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+  } finally {
+    await closeRedis(redis);
   }
 }
 
@@ -109,8 +126,53 @@ describe("RedisMonitor", () => {
     });
   });
 
+  it("asks with a PING, not at once, when a call fails just after Redis is back, and logs no outage if it answers", async () => {
+    const { health, logger, lines, msgs } = await monitored({ recoveryGraceMs: 60_000 });
+    let seen = "";
+    health.onChange(() => {
+      seen += health.serving ? "up " : "down ";
+    });
+    redisErrorToConnect(errno("read ECONNRESET", "ECONNRESET"));
+    await waitFor(() => health.serving, "SERVING again");
+    // BullMQ's fail-fast connection, not back yet, fails what it was sent during the outage.
+    const late = Object.assign(
+      new Error(
+        'Reached the max retries per request limit (which is 0). Refer to "maxRetriesPerRequest" option for details.',
+      ),
+      { name: "MaxRetriesPerRequestError" },
+    );
+    redisErrorToConnect(late);
+    logThrottle(logger).warn({ err: late, queue: "q" }, "BullMQ worker error");
+    expect(health.serving).toBe(true);
+    // Redis answers the PINGs that follow: no second outage, and the late error is not logged.
+    const pings = await pingCalls();
+    await waitFor(async () => (await pingCalls()) >= pings + 3, "three more PINGs answered");
+    expect(seen).toBe("down up ");
+    expect(msgs()).toEqual(["redis connected", UNREACHABLE, "redis reachable again"]);
+    expect(lines[2]).not.toHaveProperty("suppressed");
+  });
+
+  it("counts Redis down again when the PING sent for a call failing just after it came back goes unanswered", async () => {
+    const { health, msgs } = await monitored({ recoveryGraceMs: 60_000 });
+    redisErrorToConnect(errno("read ECONNRESET", "ECONNRESET"));
+    await waitFor(() => health.serving, "SERVING again");
+    const admin = createRedisClient(server.url, "monitor-test-admin");
+    cleanup.push(() => closeRedis(admin));
+    await admin.call("CLIENT", "PAUSE", "1500", "ALL");
+    redisErrorToConnect(new Error("Connection is closed."));
+    await waitFor(() => !health.serving, "NOT_SERVING once the PING is unanswered for 500 ms");
+    await waitFor(() => health.serving, "SERVING once Redis answers again");
+    expect(msgs()).toEqual([
+      "redis connected",
+      UNREACHABLE,
+      "redis reachable again",
+      UNREACHABLE,
+      "redis reachable again",
+    ]);
+  });
+
   it("counts the transitions rather than logging each when health flaps", async () => {
-    const { health, msgs } = await monitored();
+    const { health, msgs } = await monitored({ recoveryGraceMs: 0 });
     let downs = 0;
     health.onChange(() => {
       if (!health.serving) downs++;

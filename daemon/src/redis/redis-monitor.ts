@@ -35,6 +35,14 @@ export interface RedisMonitorOptions {
    */
   stillDownLogEveryMs?: number;
   /**
+   * For this long after Redis is back, a call failing with a connection error only makes the
+   * monitor PING, and Redis counts as down if that PING fails: the other connections (BullMQ's,
+   * the subscribers') reconnect one by one, and one that is not back yet still fails the commands
+   * it was sent during the outage, though Redis answers.
+   * @defaultValue 5000
+   */
+  recoveryGraceMs?: number;
+  /**
    * Measures how long weftd's event loop was blocked.
    * @defaultValue a watch of its own, stopped with the monitor
    */
@@ -59,6 +67,7 @@ export class RedisMonitor implements OutageSink {
   private reason: string | undefined;
   private lastError: string | undefined;
   private downSince = 0;
+  private upSince = 0;
   private lastDownLog = 0;
   private lastPingAt = 0;
   private pinging = false;
@@ -71,6 +80,7 @@ export class RedisMonitor implements OutageSink {
   private readonly pingIntervalMs: number;
   private readonly pingTimeoutMs: number;
   private readonly stillDownLogEveryMs: number;
+  private readonly recoveryGraceMs: number;
 
   constructor(
     private readonly redis: RedisClient,
@@ -82,6 +92,7 @@ export class RedisMonitor implements OutageSink {
     this.pingIntervalMs = options.pingIntervalMs ?? 2000;
     this.pingTimeoutMs = options.pingTimeoutMs ?? 2000;
     this.stillDownLogEveryMs = options.stillDownLogEveryMs ?? 60_000;
+    this.recoveryGraceMs = options.recoveryGraceMs ?? 5000;
     this.ownsLoop = options.loop === undefined;
     this.loop =
       options.loop ??
@@ -110,19 +121,32 @@ export class RedisMonitor implements OutageSink {
 
   /**
    * A command failed: with a connection error (or a Cluster that is down) Redis counts as down at
-   * once; another refusal (slots moving, a cross-slot command, out of memory) is logged in full,
-   * as the caller only hears UNAVAILABLE.
+   * once, except within `recoveryGraceMs` of its coming back, when a PING decides; another
+   * refusal (slots moving, a cross-slot command, out of memory) is logged in full, as the caller
+   * only hears UNAVAILABLE.
    */
   commandFailed(err: unknown, trouble = redisTrouble(err)): void {
     if (trouble === undefined) return;
-    if (trouble === "unreachable") this.setDown((err as Error).message);
-    else logThrottle(this.logger).warn({ err, redis: this.target, trouble }, REFUSED);
+    if (trouble !== "unreachable") {
+      logThrottle(this.logger).warn({ err, redis: this.target, trouble }, REFUSED);
+    } else if (this.recovering()) {
+      this.lastError = (err as Error).message;
+      void this.ping();
+    } else {
+      this.setDown((err as Error).message);
+    }
   }
 
+  /**
+   * Takes a line that a Redis outage explains. Within `recoveryGraceMs` of Redis coming back, such
+   * a line is the outage's tail (a connection that is not back yet): it is dropped, and a PING
+   * decides whether Redis is down again.
+   */
   absorb(err: unknown, msg: string): boolean {
     if (redisTrouble(err) !== "unreachable") return false;
+    const tail = this.recovering();
     this.commandFailed(err, "unreachable");
-    this.suppressed.set(msg, (this.suppressed.get(msg) ?? 0) + 1);
+    if (!tail) this.suppressed.set(msg, (this.suppressed.get(msg) ?? 0) + 1);
     return true;
   }
 
@@ -197,6 +221,7 @@ export class RedisMonitor implements OutageSink {
     if (this.up === true) return;
     const first = this.up === undefined;
     this.up = true;
+    this.upSince = Date.now();
     this.health.setComponent("redis", true);
     if (first) {
       this.logger.info({ redis: this.target }, "redis connected");
@@ -225,6 +250,11 @@ export class RedisMonitor implements OutageSink {
     // The connection may still be open (a failed command, a late PING): ask at once whether Redis
     // answers, rather than at the next tick.
     void this.ping();
+  }
+
+  /** Whether Redis came back from an outage less than `recoveryGraceMs` ago. */
+  private recovering(): boolean {
+    return this.up === true && this.downSince > 0 && Date.now() - this.upSince < this.recoveryGraceMs;
   }
 
   /** Whether Redis went down more than {@link FLAP_LIMIT} times in the last {@link FLAP_WINDOW_MS}. */

@@ -150,7 +150,10 @@ describe("whatever dies, no task is lost and none is recorded twice", () => {
       weftd = await spawnWeftd({ redisUrl: redis.url, prefix, args });
       // The worker is mid-task while weftd is down; once it is back the task finishes.
       writeFileSync(gate, "open");
-      const run = await waitForRun(weftClients(weftd.address), runId, 40_000);
+      const restarted = weftd;
+      const run = await waitForRun(weftClients(weftd.address), runId, 40_000).catch((err: Error) => {
+        throw new Error(`${err.message}\nthe restarted weftd's output:\n${restarted.output.slice(-20_000)}`);
+      });
       expect(run.status).toBe(RunStatus.SUCCEEDED);
       expect(await completionsPerTask(weftClients(weftd.address), runId)).toEqual({ a: 1, b: 1, c: 1, d: 1 });
       expect(json(run.output)).toMatchObject({ c: { parents: { b: { attempt: 1 } } }, d: { task: "d" } });

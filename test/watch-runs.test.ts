@@ -7,14 +7,7 @@
 import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  ON_CLUSTER,
-  type RedisServer,
-  spawnWeftd,
-  startTestRedis,
-  type WeftdProcess,
-  within,
-} from "./support/index.js";
+import { type RedisServer, spawnWeftd, startTestRedis, type WeftdProcess, within } from "./support/index.js";
 import { openRunsWatch } from "./support/watch-runs.js";
 import { EventType, json, RunStatus, value, type WeftClients, weftClients } from "./support/weft.js";
 
@@ -130,21 +123,6 @@ describe("WatchRuns", () => {
 
   it("follows a workflow: every run of it that finishes while followed, once even when also followed by id", async () => {
     const wf = await chainWorkflow();
-    if (ON_CLUSTER) {
-      // A run's end is announced in its own slot there: a workflow cannot be followed; its runs can.
-      const refused = openRunsWatch(c.workflows, { addWorkflows: [{ workflow: wf }] });
-      await refused.until("the rejection", () => refused.rejections.length >= 1);
-      expect(refused.rejections.map((r) => [r.workflow, r.code, r.message])).toEqual([
-        [
-          wf,
-          Code.FailedPrecondition,
-          "following a workflow is not available on a Redis Cluster (a run's end is announced in its own slot); follow its runs by id",
-        ],
-      ]);
-      refused.end();
-      expect(await within(refused.done, 10_000, "the stream to end")).toBeUndefined();
-      return;
-    }
     const watch = openRunsWatch(c.workflows, { addWorkflows: [{ workflow: wf }] });
     await watch.until("the stream's first message", () => watch.messages.length >= 1);
     const runIds = await trigger(wf, 5);

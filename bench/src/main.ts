@@ -72,6 +72,7 @@ async function runScenario(
         redisUrl,
         prefix: "bench",
         args: [...WEFTD_ARGS, ...extraArgs],
+        nodeFlags: flags.weftdNodeFlags,
       });
       cleanups.push(() => weftd.stop());
       return weftd;
@@ -182,7 +183,7 @@ async function main(): Promise<number> {
         redis,
         shared,
         options.waitQuietS,
-        { peerPerRun: options.peerPerRun },
+        { peerPerRun: options.peerPerRun, weftdNodeFlags: options.weftdNodeFlags },
       );
       waitedS += outcome.load?.waitedS ?? 0;
       scenarios.push(outcome);

@@ -16,10 +16,12 @@ export interface BenchOptions {
   waitQuietS: number;
   /** The peer scenario also measures the SDK's per-run waits and unbatched triggers, in the same turns. */
   peerPerRun: boolean;
+  /** Node flags every weftd the bench starts runs with (e.g. V8 heap settings to compare). */
+  weftdNodeFlags: string[];
   help: boolean;
 }
 
-export const USAGE = `Usage: pnpm bench [--quick] [--only <scenario>[,<scenario>…]] [--reps <n>] [--wait-quiet <s>] [--peer-per-run] [--profile] [--render] [--save-baseline]
+export const USAGE = `Usage: pnpm bench [--quick] [--only <scenario>[,<scenario>…]] [--reps <n>] [--wait-quiet <s>] [--peer-per-run] [--weftd-node-flags "<flags>"] [--profile] [--render] [--save-baseline]
 
   --quick           small sizes, one repetition: under a minute, for development
   --only <ids>      run only these scenarios (comma-separated or repeated):
@@ -30,6 +32,9 @@ export const USAGE = `Usage: pnpm bench [--quick] [--only <scenario>[,<scenario>
                     idle (< 15 % busy for 2 s); the wait is not part of the 10 minutes
   --peer-per-run    the peer scenario also runs Weft with the SDK's per-run waits and unbatched triggers
                     (sharedWatch: false, batchTriggers: false), in the same turns
+  --weftd-node-flags "<flags>"
+                    Node flags for every weftd the bench starts, space-separated (e.g.
+                    "--max-semi-space-size=8"), to compare V8 settings; the report names them
   --profile         run scenario 1 once with weftd under node --cpu-prof (profiles in bench/profiles/)
                     and print the functions with the most self time; with --only peer, Weft's side
                     of the peer scenario instead
@@ -52,6 +57,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       "save-baseline": { type: "boolean", default: false },
       "wait-quiet": { type: "string", default: "0" },
       "peer-per-run": { type: "boolean", default: false },
+      "weftd-node-flags": { type: "string", default: "" },
       render: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -65,6 +71,7 @@ export function parseOptions(argv: string[]): BenchOptions {
   return {
     waitQuietS,
     peerPerRun: values["peer-per-run"] === true,
+    weftdNodeFlags: (values["weftd-node-flags"] ?? "").split(/\s+/).filter((f) => f !== ""),
     render: values.render === true,
     quick: values.quick === true,
     only: (values.only ?? [])

@@ -105,6 +105,8 @@ export interface BenchContext {
   flags: {
     /** The peer scenario also runs Weft's SDK as it was before issue 25 (--peer-per-run). */
     peerPerRun: boolean;
+    /** Node flags every weftd runs with (--weftd-node-flags). */
+    weftdNodeFlags: string[];
   };
 }
 

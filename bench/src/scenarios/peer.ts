@@ -93,6 +93,34 @@ async function turn(
   };
 }
 
+/** Peaks of weftd's heap in use, heap reserved and external memory (its /metrics, every 100 ms). */
+function sampleHeap(weftd: { metrics(): Promise<Map<string, number>> }) {
+  const peaks = { used: 0, total: 0, external: 0 };
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    weftd
+      .metrics()
+      .then((m) => {
+        peaks.used = Math.max(peaks.used, m.get("nodejs_heap_used_bytes") ?? 0);
+        peaks.total = Math.max(peaks.total, m.get("nodejs_heap_total_bytes") ?? 0);
+        peaks.external = Math.max(peaks.external, m.get("nodejs_external_memory_bytes") ?? 0);
+      })
+      .catch(() => {})
+      .finally(() => {
+        busy = false;
+      });
+  }, 100);
+  timer.unref();
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return peaks;
+    },
+  };
+}
+
 const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
 const median = (values: number[]) => summarize(values).median;
 
@@ -108,6 +136,7 @@ export const peer: Scenario = {
     const p = sizes.peer;
     const weftd = await ctx.startWeftd();
     const rss = new RssSampler(weftd.pid).start();
+    const heap = sampleHeap(weftd);
     const admin = workflowClient(weftd.address);
     await admin.submitWorkflow({ definition: chainWorkflow("chain3", QUEUE, 3) });
     await admin.submitWorkflow({ definition: fanWorkflow(`fan${p.fanWidth}`, QUEUE, p.fanWidth) });
@@ -215,6 +244,10 @@ export const peer: Scenario = {
       }
     }
     const { peak } = rss.stop();
+    const heapPeaks = heap.stop();
+    ctx.log(
+      `weftd peaks: RSS ${fmt(peak / MiB, 0)} MiB; V8 heap in use ${fmt(heapPeaks.used / MiB, 0)} MiB, reserved ${fmt(heapPeaks.total / MiB, 0)} MiB; external ${fmt(heapPeaks.external / MiB, 0)} MiB`,
+    );
 
     const tps = (t: Turn) => (t.tasks / t.ms) * 1000;
     const perRound = (id: ShapeId, f: (w: Turn, b: Turn) => number) =>

@@ -139,6 +139,8 @@ export class Engine {
     private readonly bullConnection: RedisClient,
     private readonly queueConnection: RedisClient,
     private readonly subscriber: ChannelSubscriber,
+    /** Where the workflows' channels are followed: `subscriber`, but on a Cluster one of its own. */
+    private readonly finishSubscriber: ChannelSubscriber,
     readonly options: EngineOptions,
     policy: Policy,
     readonly logger: Logger,
@@ -307,7 +309,7 @@ export class Engine {
     // On a Redis Cluster a run's end is followed on the run's own (shard) channel: see FinishHub.
     this.finishes = new FinishHub(
       redis,
-      subscriber,
+      finishSubscriber,
       keys,
       logger,
       maxResponseBytes - ANSWER_OVERHEAD_BYTES,
@@ -382,7 +384,19 @@ export class Engine {
     });
     for (const connection of [bullConnection, queueConnection]) connection.on("error", () => {});
     const subscriber = createSubscriber(redisUrl, redis, options.prefix, logger);
-    const engine = new Engine(redis, bullConnection, queueConnection, subscriber, options, policy, logger);
+    const finishSubscriber = isCluster(redis)
+      ? createFinishSubscriber(redisUrl, options.prefix, logger)
+      : subscriber;
+    const engine = new Engine(
+      redis,
+      bullConnection,
+      queueConnection,
+      subscriber,
+      finishSubscriber,
+      options,
+      policy,
+      logger,
+    );
     await engine.admin.apply(policy);
     await engine.circuits.apply(policy);
     engine.reconciler.start();
@@ -430,9 +444,25 @@ export class Engine {
     await this.queues.close();
     this.logger.debug("engine: BullMQ closed");
     this.subscriber.close();
+    if (this.finishSubscriber !== this.subscriber) this.finishSubscriber.close();
     this.bullConnection.disconnect();
     this.queueConnection.disconnect();
   }
+}
+
+/**
+ * On a Redis Cluster, the subscriber of the workflows' channels: a step script announces a run's end
+ * there with PUBLISH, which a Cluster sends to every node (a shard channel must be in the script's
+ * slot, and a workflow's is not), so one connection to any node hears it; ioredis moves it to another
+ * node when that one fails.
+ */
+function createFinishSubscriber(redisUrl: string, prefix: string, logger: Logger): ChannelSubscriber {
+  const client = createRedisClient(redisUrl, `weftd-finishes:${prefix}`, {
+    waitOutOutages: true,
+    autoPipelining: false,
+  });
+  client.on("error", () => {});
+  return new ServerSubscriber(client, logger);
 }
 
 /** The pub/sub subscriber of run events: one connection, or on a Cluster one per master (sharded). */

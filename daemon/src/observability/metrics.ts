@@ -74,6 +74,18 @@ export function registerProcessMetrics(metrics: MetricsRegistry): void {
     () => process.memoryUsage().heapUsed,
   );
   metrics.register(
+    "nodejs_heap_total_bytes",
+    "gauge",
+    "V8 heap reserved (in use, and free space V8 keeps), in bytes.",
+    () => process.memoryUsage().heapTotal,
+  );
+  metrics.register(
+    "nodejs_external_memory_bytes",
+    "gauge",
+    "Memory of objects outside V8's heap (Buffers, ArrayBuffers), in bytes.",
+    () => process.memoryUsage().external,
+  );
+  metrics.register(
     "process_cpu_seconds_total",
     "counter",
     "User and system CPU time spent, in seconds.",

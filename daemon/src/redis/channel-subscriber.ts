@@ -1,6 +1,6 @@
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { logThrottle } from "../observability/log-throttle.js";
+import type { RedisClient } from "./redis.js";
 
 /**
  * The pub/sub side of weftd: subscriptions to the channels run steps announce new events on, over
@@ -28,13 +28,14 @@ export interface ChannelSubscriber {
 /**
  * Subscriptions on one server (standalone, or the primary Sentinels name) through one ioredis client
  * (created with `waitOutOutages`): ioredis subscribes again after a reconnection; once a PING sent
- * behind those subscriptions is answered, they hold, and the listeners hear "all".
+ * behind those subscriptions is answered, they hold, and the listeners hear "all". On a Cluster
+ * client, classic pub/sub on one node of its choice (PUBLISH reaches every node).
  */
 export class ServerSubscriber implements ChannelSubscriber {
   private readonly resubscribed = new Set<(channels: string[] | "all") => void>();
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly logger: Logger,
   ) {
     redis.on("ready", () => {

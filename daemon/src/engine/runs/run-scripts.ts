@@ -55,15 +55,14 @@ const ANNOUNCE_LINE = "announceFinish(pending[#pending])";
 /**
  * A step script as it runs on a Redis Cluster: new events announced with SPUBLISH (sharded pub/sub,
  * Redis 7: the message stays on the nodes of the run's slot) instead of PUBLISH, which a Cluster
- * sends to every node; and no announcement on the workflow's channel, which is in another slot (a
- * script may publish on a shard channel of its own slot only): there WatchRuns follows each run's
- * end on the run's own channel (see FinishHub).
+ * sends to every node. A run's end is still announced on its workflow's channel with PUBLISH: that
+ * channel is in another slot, where a script may not SPUBLISH, and one message per finished run
+ * sent to every node is what lets a stream follow a whole workflow (see FinishHub).
  */
 export function withShardedPublish(lua: string): string {
   return lua
     .replace(PUBLISH_FINAL, PUBLISH_FINAL.replace("'PUBLISH'", "'SPUBLISH'"))
-    .replace(PUBLISH_LINE, PUBLISH_LINE.replace("'PUBLISH'", "'SPUBLISH'"))
-    .replace(ANNOUNCE_LINE, "-- (no workflow announcement on a Cluster)");
+    .replace(PUBLISH_LINE, PUBLISH_LINE.replace("'PUBLISH'", "'SPUBLISH'"));
 }
 
 export const PRELUDE = `

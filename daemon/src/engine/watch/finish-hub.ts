@@ -84,8 +84,9 @@ export class FinishHub {
     /** Largest output an event carries; a larger one is left out of it and marked. */
     private readonly maxOutputBytes: number,
     /**
-     * On a Redis Cluster, where a step script cannot announce on its workflow's channel (another
-     * slot): each run's end is followed on the run's own channel, through the replica's event hub.
+     * On a Redis Cluster: each run followed by id is followed on the run's own (shard) channel,
+     * through the replica's event hub, rather than on its workflow's channel, which every node
+     * hears; only workflows are followed there (`subscriber` is then a classic one).
      */
     private readonly runChannels?: EventHub,
   ) {
@@ -113,11 +114,6 @@ export class FinishHub {
         for (const runId of group.runs.keys()) this.check(group, runId);
       }
     });
-  }
-
-  /** Whether workflows can be followed here (not on a Redis Cluster: see the constructor). */
-  get followsWorkflows(): boolean {
-    return this.runChannels === undefined;
   }
 
   /** Workflows whose channel this replica follows. */

@@ -113,15 +113,6 @@ export class RunsWatch implements FollowOwner {
     }
     for (const { workflow } of req.addWorkflows) {
       if (this.workflows.has(workflow)) continue;
-      if (!this.deps.finishes.followsWorkflows) {
-        this.reject({
-          workflow,
-          code: Code.FailedPrecondition,
-          message:
-            "following a workflow is not available on a Redis Cluster (a run's end is announced in its own slot); follow its runs by id",
-        });
-        continue;
-      }
       if (this.workflows.size >= this.limits.maxWorkflows) {
         this.reject({
           workflow,

@@ -100,8 +100,7 @@ export const RunFollowSchema: GenMessage<RunFollow> = /*@__PURE__*/
  * WorkflowFollow follows the runs of a workflow as they finish: the stream
  * sends the RUN_FINISHED event of each run of it that finishes while the stream
  * follows the workflow. Runs that finished before, or while no stream followed
- * it, are not sent again after a reconnect: ListRuns lists them. Not available
- * when weftd runs on a Redis Cluster (a FAILED_PRECONDITION rejection).
+ * it, are not sent again after a reconnect: ListRuns lists them.
  *
  * @generated from message weft.v1.WorkflowFollow
  */
@@ -176,9 +175,7 @@ export type WatchRunsRejection = Message<"weft.v1.WatchRunsRejection"> & {
    * A gRPC status code: 5 (NOT_FOUND) for a run that does not exist or has
    * expired, 11 (OUT_OF_RANGE) for a run that finished at or before
    * after_sequence (nothing will follow), 8 (RESOURCE_EXHAUSTED) when the
-   * stream already follows as many runs or workflows as it may, 9
-   * (FAILED_PRECONDITION) for a workflow on a Redis Cluster, where workflows
-   * cannot be followed (follow their runs by id).
+   * stream already follows as many runs or workflows as it may.
    *
    * @generated from field: uint32 code = 3;
    */

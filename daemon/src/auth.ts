@@ -191,29 +191,43 @@ const WATCH_STREAMS = new Set(["WatchRuns"]);
  * at once; one more gets RESOURCE_EXHAUSTED naming the limit. Without
  * authentication there is no client identity to count by (an address is
  * shared behind a proxy or on one host), and only the per-replica watcher
- * limit applies.
+ * limit applies. Connect's calls pass {@link streamLimitInterceptor}; weftd's direct gRPC path
+ * calls {@link StreamLimit.acquire} itself.
  */
-export function streamLimitInterceptor(maxPerClient: number): Interceptor {
-  const open = new Map<string, number>();
-  return (next) => async (req) => {
-    if ((req.method.methodKind as string) !== "server_streaming" && !WATCH_STREAMS.has(req.method.name))
-      return next(req);
-    const principal = req.contextValues.get(principalKey);
-    if (principal === undefined) return next(req);
+export class StreamLimit {
+  private readonly open = new Map<string, number>();
+
+  constructor(readonly maxPerClient: number) {}
+
+  /** Counts one more stream of the caller (none: auth is off); returns what ends it (once). */
+  acquire(principal: Principal | undefined): () => void {
+    if (principal === undefined) return () => {};
     const client = `token "${principal.name}"`;
-    const count = open.get(client) ?? 0;
-    if (count >= maxPerClient) {
+    const count = this.open.get(client) ?? 0;
+    if (count >= this.maxPerClient) {
       throw new ConnectError(
-        `${client} already has ${count} open streams (limit ${maxPerClient} per client)`,
+        `${client} already has ${count} open streams (limit ${this.maxPerClient} per client)`,
         Code.ResourceExhausted,
       );
     }
-    open.set(client, count + 1);
-    const release = () => {
-      const left = (open.get(client) ?? 1) - 1;
-      if (left === 0) open.delete(client);
-      else open.set(client, left);
+    this.open.set(client, count + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.open.get(client) ?? 1) - 1;
+      if (left === 0) this.open.delete(client);
+      else this.open.set(client, left);
     };
+  }
+}
+
+/** Applies a {@link StreamLimit} to the watch streams Connect serves. */
+export function streamLimitInterceptor(limit: StreamLimit): Interceptor {
+  return (next) => async (req) => {
+    if ((req.method.methodKind as string) !== "server_streaming" && !WATCH_STREAMS.has(req.method.name))
+      return next(req);
+    const release = limit.acquire(req.contextValues.get(principalKey));
     let res: Awaited<ReturnType<typeof next>>;
     try {
       res = await next(req);

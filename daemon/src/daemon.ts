@@ -20,7 +20,7 @@ import { RedisCheck } from "./redis/redis-check.js";
 import { RedisMonitor } from "./redis/redis-monitor.js";
 import { parseRedisTarget } from "./redis/redis-target.js";
 import { CallGuard, shuttingDownError } from "./server/call-guard.js";
-import { directUnaryHandler } from "./server/grpc-unary.js";
+import { directGrpcHandler } from "./server/grpc-server-stream.js";
 import { type HealthReporter, HealthState, registerHealthService } from "./server/health.js";
 import { ReflectionCatalog, reflectionServices, registerReflectionServices } from "./server/reflection.js";
 import { type ApiServer, startApiServer, type TlsFiles } from "./server/server.js";
@@ -169,7 +169,13 @@ export async function startDaemon(
       readMaxBytes: config.maxRequestBytes,
       routes: (router) => registerRoutes(router, health, services),
       interceptors: [guard.interceptor, ...(services.interceptors ?? [])],
-      direct: directUnaryHandler(services.direct ?? [], { readMaxBytes: config.maxRequestBytes, guard }),
+      direct: directGrpcHandler({
+        unary: services.direct ?? [],
+        streams: services.directStreams ?? [],
+        readMaxBytes: config.maxRequestBytes,
+        guard,
+        streamLimit: services.streamLimit,
+      }),
       shutdownSignal: cutOff.signal,
       logger,
       tls: tlsFilesOf(config),

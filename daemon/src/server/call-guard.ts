@@ -82,6 +82,30 @@ export class CallGuard {
     }
   }
 
+  /**
+   * Opens a server stream answered without Connect, as the interceptor does for Connect's: refused
+   * once shutdown has begun, counted until the returned function is called (once is enough);
+   * `onShutdown` runs when shutdown begins while it is open.
+   */
+  openStream(procedure: string, onShutdown: () => void): () => void {
+    this.refuseDuringShutdown(procedure);
+    this.streams++;
+    const stop = this.shutdownWaiters.onAbort(onShutdown);
+    let closed = false;
+    return () => {
+      if (closed) return;
+      closed = true;
+      stop();
+      this.streams--;
+      this.notify();
+    };
+  }
+
+  /** The error a call answered without Connect ends with, as the interceptor turns it (see normalize). */
+  callErrorOf(err: unknown, procedure: string, signal: AbortSignal): ConnectError {
+    return this.normalize(err, procedure, signal);
+  }
+
   readonly interceptor: Interceptor = (next) => async (req) => {
     const procedure = `/${req.service.typeName}/${req.method.name}`;
     if (!req.stream) return this.unary(procedure, req.signal, () => next(req));

@@ -3,6 +3,7 @@ import { constants, type Http2ServerRequest, type Http2ServerResponse } from "no
 import {
   create,
   type DescMessage,
+  type DescMethodServerStreaming,
   type DescMethodUnary,
   type DescService,
   fromBinary,
@@ -35,7 +36,7 @@ export function directUnary<I extends DescMessage, O extends DescMessage>(
 }
 
 const GRPC_CONTENT_TYPES = new Set(["application/grpc", "application/grpc+proto"]);
-const CONTENT_TYPE = "application/grpc+proto";
+export const CONTENT_TYPE = "application/grpc+proto";
 
 /**
  * Answers the plainest gRPC calls of the Weft unary methods straight from node:http2, without
@@ -76,7 +77,8 @@ export function directUnaryHandler(
   };
 }
 
-function plainGrpc(method: string, headers: IncomingHttpHeaders): boolean {
+/** Whether a call is gRPC with protobuf, uncompressed, with a well-formed deadline if any. */
+export function plainGrpc(method: string, headers: IncomingHttpHeaders): boolean {
   const encoding = headers["grpc-encoding"];
   const timeout = headers["grpc-timeout"];
   return (
@@ -92,7 +94,7 @@ const TIMEOUT = /^(\d{1,8})([HMSmun])$/;
 const TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
 
 /** The call's deadline in ms from now, if it has one. */
-function timeoutMs(headers: IncomingHttpHeaders): number | undefined {
+export function timeoutMs(headers: IncomingHttpHeaders): number | undefined {
   const value = headers["grpc-timeout"];
   const match = typeof value === "string" ? TIMEOUT.exec(value) : null;
   if (match === null) return undefined;
@@ -155,7 +157,7 @@ async function answer(
  * headers objects are made on first use (Weft's handlers read and set none); response headers and
  * trailers a handler sets are sent with a successful answer.
  */
-class DirectContext implements HandlerContext {
+export class DirectContext implements HandlerContext {
   readonly protocolName = "grpc";
   readonly requestMethod = "POST";
   readonly values: ContextValues;
@@ -166,7 +168,7 @@ class DirectContext implements HandlerContext {
   responseTrailers: Headers | undefined;
 
   constructor(
-    readonly method: DescMethodUnary,
+    readonly method: DescMethodUnary | DescMethodServerStreaming,
     private readonly req: Http2ServerRequest,
     readonly signal: AbortSignal,
     timeoutMs: number | undefined,
@@ -210,7 +212,7 @@ class DirectContext implements HandlerContext {
 }
 
 /** Fetch headers as node:http2 takes them. */
-function outgoing(headers: Headers | undefined): OutgoingHttpHeaders {
+export function outgoing(headers: Headers | undefined): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   headers?.forEach((value, key) => {
     out[key] = value;
@@ -219,7 +221,7 @@ function outgoing(headers: Headers | undefined): OutgoingHttpHeaders {
 }
 
 /** The one request message of a unary call: a single uncompressed envelope. */
-function parse<I extends DescMessage>(
+export function parse<I extends DescMessage>(
   schema: I,
   chunks: Buffer[],
   bytes: number,
@@ -257,7 +259,7 @@ function parse<I extends DescMessage>(
 }
 
 /** grpc-status, grpc-message (percent-encoded as the gRPC spec asks) and details, as Connect sets them. */
-function statusHeaders(error: ConnectError): OutgoingHttpHeaders {
+export function statusHeaders(error: ConnectError): OutgoingHttpHeaders {
   const headers = new Headers();
   setTrailerStatus(headers, error);
   const out = outgoing(headers);

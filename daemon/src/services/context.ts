@@ -1,8 +1,10 @@
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import type { StreamLimit } from "../auth.js";
 import type { DaemonConfig } from "../config.js";
 import type { MetricsRegistry } from "../observability/metrics.js";
 import type { RedisClient } from "../redis/redis.js";
+import type { DirectServerStream } from "../server/grpc-server-stream.js";
 import type { DirectUnary } from "../server/grpc-unary.js";
 import type { HealthReporter } from "../server/health.js";
 
@@ -40,6 +42,10 @@ export interface WeftServices {
    * must also be registered with Connect, which serves every call this path does not take.
    */
   direct?: DirectUnary[];
+  /** Server-streaming methods the daemon may answer the same way (see grpc-server-stream.ts). */
+  directStreams?: DirectServerStream[];
+  /** The per-client limit of open streams, shared by Connect's interceptor and the direct path. */
+  streamLimit?: StreamLimit;
 }
 
 /** Builds the Weft services; `createWeftServices` in services/index.ts is the production one. */

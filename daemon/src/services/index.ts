@@ -5,12 +5,19 @@ import { FailureService } from "@weft/sdk/gen/weft/v1/failure_service_pb.js";
 import { ScheduleService } from "@weft/sdk/gen/weft/v1/schedule_service_pb.js";
 import { WorkerService } from "@weft/sdk/gen/weft/v1/worker_service_pb.js";
 import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
-import { authInterceptor, streamLimitInterceptor, type TokenCheck, tokenCheck } from "../auth.js";
+import {
+  authInterceptor,
+  StreamLimit,
+  streamLimitInterceptor,
+  type TokenCheck,
+  tokenCheck,
+} from "../auth.js";
 import { ConfigError, type DaemonConfig } from "../config.js";
 import { Engine, type EngineOptions } from "../engine/engine.js";
 import type { MetricsRegistry } from "../observability/metrics.js";
 import { loadPolicy } from "../policy.js";
 import { AbortFanOut } from "../server/abort-fanout.js";
+import { directServerStream } from "../server/grpc-server-stream.js";
 import { type DirectUnary, directUnary } from "../server/grpc-unary.js";
 import { adminService } from "./admin-service.js";
 import type { ServiceContext, WeftServices } from "./context.js";
@@ -49,6 +56,7 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
     policy.tokens.length > 0 && !config.insecure
       ? tokenCheck(policy.tokens, ctx.logger, policy.publicServices)
       : undefined;
+  const streamLimit = checkToken === undefined ? undefined : new StreamLimit(config.maxStreamsPerClient);
   return {
     register(router) {
       router.service(WorkflowService, workflows);
@@ -59,9 +67,9 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
     },
     close: () => engine.close(),
     interceptors:
-      checkToken === undefined
+      checkToken === undefined || streamLimit === undefined
         ? []
-        : [authInterceptor(checkToken), streamLimitInterceptor(config.maxStreamsPerClient)],
+        : [authInterceptor(checkToken), streamLimitInterceptor(streamLimit)],
     // Plain gRPC unary calls skip Connect; they pass the same token check.
     direct: unaryMethods(
       [
@@ -73,6 +81,15 @@ export async function createWeftServices(ctx: ServiceContext): Promise<WeftServi
       ],
       checkToken,
     ),
+    // WatchRun too: a watcher then costs a few kilobytes rather than Connect's pipeline.
+    directStreams: [
+      directServerStream(
+        WorkflowService.method.watchRun,
+        (req, handlerCtx) => workflows.watchRun(req, handlerCtx),
+        checkToken,
+      ),
+    ],
+    streamLimit,
   };
 }
 

@@ -436,7 +436,7 @@ export class Engine {
   /** Stops fetching, releases waiting polls, and closes the engine's connections. */
   async close(): Promise<void> {
     this.reconciler.stop();
-    this.firingLoop.stop();
+    await this.firingLoop.stop();
     this.leases.timers.close();
     await this.dispatchers.close();
     await this.timers.close();

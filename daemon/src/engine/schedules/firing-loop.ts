@@ -35,6 +35,8 @@ export class FiringLoop {
   /** When the timer fires (this replica's clock); Infinity when none is set. */
   private armedAt = Number.POSITIVE_INFINITY;
   private running = false;
+  /** The claim and fire steps under way, which stop() waits for. */
+  private ticking: Promise<void> | undefined;
   private again = false;
   private stopped = true;
   private failures = 0;
@@ -77,11 +79,17 @@ export class FiringLoop {
     this.arm(Date.now());
   }
 
-  stop(): void {
+  /**
+   * Stops firing; resolves once the fire steps under way have ended (each is one Redis step, and
+   * the loop claims no more once stopped), so that a fire time claimed before shutdown is recorded
+   * as fired or comes due again, never left half done by a closing connection.
+   */
+  async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     this.armedAt = Number.POSITIVE_INFINITY;
     this.deps.subscriber.unsubscribe(this.deps.keys.scheduleWake());
+    await this.ticking;
   }
 
   /** Sets the timer to `at` (this replica's clock) unless it is set sooner already. */
@@ -89,7 +97,18 @@ export class FiringLoop {
     if (this.stopped || !Number.isFinite(at) || at >= this.armedAt) return;
     clearTimeout(this.timer);
     this.armedAt = at;
-    this.timer = setTimeout(() => void this.tick(), Math.max(0, at - Date.now()));
+    this.timer = setTimeout(
+      () => {
+        const tick = this.tick();
+        // Only the first of overlapping ticks runs; the others return at once.
+        if (this.ticking === undefined) {
+          this.ticking = tick.finally(() => {
+            this.ticking = undefined;
+          });
+        }
+      },
+      Math.max(0, at - Date.now()),
+    );
     this.timer.unref();
   }
 

@@ -1,9 +1,10 @@
 import { once } from "node:events";
-import { createServer, type Http2Server } from "node:http2";
+import { connect, createServer, type Http2Server, type IncomingHttpHeaders } from "node:http2";
 import type { AddressInfo } from "node:net";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type HandlerContext } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
+import { WatchRunRequestSchema, WorkflowService } from "@weft/sdk/gen/weft/v1/workflow_service_pb.js";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Principal, principalKey, StreamLimit } from "../auth.js";
@@ -82,7 +83,7 @@ async function start(options: { maxStreamsPerClient?: number } = {}) {
         ],
       }),
     );
-  return { seen, shutdown, guard, client };
+  return { seen, shutdown, guard, client, baseUrl };
 }
 
 const servers: Http2Server[] = [];
@@ -138,11 +139,37 @@ describe("WatchRun on weftd's direct gRPC path", () => {
     ]);
   });
 
-  it("ends DEADLINE_EXCEEDED at the client's deadline, and the handler's signal says so", async () => {
-    const { client, seen, guard } = await start();
-    const result = await read(client().watchRun({ runId: "forever-deadline" }, { timeoutMs: 300 }));
-    expect(result.sequences).toEqual([1, 2, 3]);
-    expect(result.error?.code).toBe(Code.DeadlineExceeded);
+  it("ends DEADLINE_EXCEEDED at the call's deadline, and the handler's signal says so", async () => {
+    const { baseUrl, seen, guard } = await start();
+    // A raw HTTP/2 call: a client that does not give up at its deadline itself (Connect's would reset
+    // the stream, which reads as a cancel), so the deadline is weftd's to keep.
+    const session = connect(baseUrl);
+    try {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/weft.v1.WorkflowService/WatchRun",
+        "content-type": "application/grpc",
+        te: "trailers",
+        "grpc-timeout": "300m",
+        authorization: TOKEN_OK,
+      });
+      const message = toBinary(
+        WatchRunRequestSchema,
+        create(WatchRunRequestSchema, { runId: "forever-deadline" }),
+      );
+      const frame = Buffer.alloc(5 + message.length);
+      frame.writeUInt32BE(message.length, 1);
+      frame.set(message, 5);
+      const chunks: Buffer[] = [];
+      stream.on("data", (c: Buffer) => chunks.push(c));
+      stream.end(frame);
+      const [trailers] = (await once(stream, "trailers")) as [IncomingHttpHeaders];
+      expect(trailers["grpc-status"]).toBe(String(Code.DeadlineExceeded));
+      // The three messages came first, each in its envelope.
+      expect(Buffer.concat(chunks).length).toBeGreaterThan(15);
+    } finally {
+      session.close();
+    }
     await waitFor(() => seen.get("forever-deadline")?.released === true, "the handler's cleanup");
     expect(ConnectError.from(seen.get("forever-deadline")?.aborted).code).toBe(Code.DeadlineExceeded);
     expect(guard.streamsInFlight).toBe(0);

@@ -502,7 +502,10 @@ describe("the recently-touched set", () => {
 describe("the run indexes", () => {
   it("lose the entries of runs whose retention ended, a page at a time, and keep runs still kept", async () => {
     const retention = 200;
-    const engine = await openEngine(`test-${randomUUID()}`, { runRetentionMs: retention });
+    const engine = await openEngine(`test-${randomUUID()}`, {
+      runRetentionMs: retention,
+      indexPruneGraceMs: 0,
+    });
     const queue = `prune-${randomUUID().slice(0, 8)}`;
     await engine.workflows.submit(parallel("one", 1, queue));
     await engine.workflows.submit(parallel("other", 1, queue));
@@ -550,7 +553,7 @@ describe("the run indexes", () => {
   it("are pruned where the last pruning stopped when a deadline cut it short", async () => {
     const engine = await openEngine(`test-${randomUUID()}`);
     for (const name of ["a", "b", "c"]) await engine.workflows.submit(parallel(name, 1, `resume-${name}`));
-    const old = Date.now() - 120_000;
+    const old = Date.now() - 180_000;
     const stale = (index: string, tag: string) =>
       redis.zadd(index, old, `${tag}-1`, old + 1, `${tag}-2`, old + 2, `${tag}-3`);
     await stale(engine.keys.runIndex(undefined, 0), "all");
@@ -565,6 +568,17 @@ describe("the run indexes", () => {
     await stale(engine.keys.runIndex(undefined, 0), "again");
     expect(await engine.reconciler.pruneIndexes()).toBe(3);
     expect(await redis.zcard(engine.keys.runIndex(undefined, 0))).toBe(0);
+  });
+
+  it("keep an entry without its run for a minute past the retention: its run may be on its way", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`, { runRetentionMs: 200 });
+    const all = engine.keys.runIndex(undefined, 0);
+    const now = Date.now();
+    // Past the retention but within its grace (a trigger step Redis answered late, a replica's clock
+    // behind), and past both.
+    await redis.zadd(all, now - 5_000, "within-grace", now - 200 - 61_000, "past-grace");
+    expect(await engine.reconciler.pruneIndexes()).toBe(1);
+    expect(await redis.zrange(all, 0, -1)).toEqual(["within-grace"]);
   });
 
   it("keep the entries of runs created within the retention, whatever their state", async () => {

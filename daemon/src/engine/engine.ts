@@ -65,6 +65,12 @@ export interface EngineOptions {
   /** How long a run must be quiet before the reconciler checks it, in ms. */
   reconcileAfterMs: number;
   /**
+   * How much older than the run retention an index entry whose run is gone must be before the
+   * reconciler removes it, in ms (default 60 s): an entry is written before its run, and by the
+   * clock of the replica that triggered it.
+   */
+  indexPruneGraceMs?: number;
+  /**
    * How long a job a completion fetched waits for a poll of this replica
    * before it goes back to its queue, in ms (default 100).
    */
@@ -89,6 +95,8 @@ const HELD_JOB_WAIT_MS = 100;
 /** Defaults of {@link EngineOptions.maxRunsPerWatch} and {@link EngineOptions.maxWatchBuffer}. */
 const MAX_RUNS_PER_WATCH = 10_000;
 const MAX_WATCH_BUFFER = 10_000;
+/** Default of {@link EngineOptions.indexPruneGraceMs}. */
+const INDEX_PRUNE_GRACE_MS = 60_000;
 /** Most workflows one WatchRuns stream follows. */
 const MAX_WORKFLOWS_PER_WATCH = 100;
 
@@ -266,10 +274,18 @@ export class Engine {
       steps,
       queues,
       timers,
-      settings: { reconcileAfterMs: options.reconcileAfterMs, runRetentionMs: options.runRetentionMs },
+      settings: {
+        reconcileAfterMs: options.reconcileAfterMs,
+        runRetentionMs: options.runRetentionMs,
+        pruneGraceMs: options.indexPruneGraceMs ?? INDEX_PRUNE_GRACE_MS,
+      },
       extras: {
         checked: (runId) => deadLetterIndex.repairRun(runId),
-        prune: (deadline) => deadLetterIndex.prune(options.runRetentionMs, deadline),
+        prune: (deadline) =>
+          deadLetterIndex.prune(
+            options.runRetentionMs + (options.indexPruneGraceMs ?? INDEX_PRUNE_GRACE_MS),
+            deadline,
+          ),
       },
     });
 

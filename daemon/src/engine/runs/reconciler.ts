@@ -68,6 +68,8 @@ export interface ReconcilerDeps {
     reconcileAfterMs: number;
     /** How long finished runs are kept, in ms. */
     runRetentionMs: number;
+    /** How much longer an index entry without its run is kept (see EngineOptions.indexPruneGraceMs). */
+    pruneGraceMs: number;
   };
   /** What the parts built on runs add to a pass (dead letters: their indexes' repair and pruning). */
   extras?: ReconcilerExtras;
@@ -174,12 +176,13 @@ export class Reconciler {
    * every run and from each workflow's, in name order, until `deadline` (epoch
    * ms); returns how many it removed. A call cut short by its deadline leaves
    * a cursor, and the next call goes on from there. Only runs created before
-   * the retention horizon can have expired, so only those are checked; a run
-   * older than that which is still running (or still kept) stays.
+   * the retention horizon (less the prune grace: an entry is written before its run) can have
+   * expired, so only those are checked; a run older than that which is still running (or still
+   * kept) stays.
    */
   async pruneIndexes(deadline = Number.POSITIVE_INFINITY): Promise<number> {
     const { redis, keys } = this.deps;
-    const horizon = Date.now() - this.deps.settings.runRetentionMs;
+    const horizon = Date.now() - this.deps.settings.runRetentionMs - this.deps.settings.pruneGraceMs;
     let removed = 0;
     if (this.pruneCursor === -1) {
       for (const index of keys.runIndexes()) removed += await this.pruneIndex(index, horizon, deadline);

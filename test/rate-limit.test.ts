@@ -17,8 +17,8 @@ afterAll(async () => {
   await redis?.close();
 });
 
-const LIMIT = 5;
-const TASKS = 600;
+const LIMIT = 10;
+const TASKS = 410;
 
 it(`never starts more than ${LIMIT} tasks of a queue in any one-second window, across 2 replicas and 3 workers`, async () => {
   const queue = `limited-${randomUUID().slice(0, 8)}`;
@@ -63,12 +63,15 @@ it(`never starts more than ${LIMIT} tasks of a queue in any one-second window, a
     for (let i = LIMIT; i < starts.length; i++)
       tightest = Math.min(tightest, (starts[i] ?? 0) - (starts[i - LIMIT] ?? 0));
     expect(tightest).toBeGreaterThanOrEqual(1000);
-    // And the run keeps close to the limit's pace: 600 tasks at 5/s take a little over 119 s.
+    // And the run keeps close to the limit's pace: 410 tasks at 10/s take a little over 40 s. Each
+    // window's first start waits for a slot to free, then a timer and a few round trips: 0.8 % more
+    // on this machine under three busy loops, 4–12 % in CI runs sharing it with the Cluster tests.
+    // A stall (a lost wake-up, a hold that does not end) costs seconds a window, many times this.
     const span = (starts[starts.length - 1] ?? 0) - (starts[0] ?? 0);
     expect(span).toBeGreaterThanOrEqual(((TASKS - LIMIT) / LIMIT) * 1000);
-    expect(span).toBeLessThanOrEqual(((TASKS - LIMIT) / LIMIT) * 1000 * 1.05);
+    expect(span).toBeLessThanOrEqual(((TASKS - LIMIT) / LIMIT) * 1000 * 1.25);
   } finally {
     await Promise.all(workers.map((w) => w.stop()));
     await Promise.all(replicas.map((r) => r.stop()));
   }
-}, 240_000);
+}, 120_000);

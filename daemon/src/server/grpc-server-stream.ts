@@ -1,5 +1,5 @@
 import { once } from "node:events";
-import { constants, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import {
   create,
   type DescMessage,
@@ -20,6 +20,7 @@ import {
   outgoing,
   parse,
   plainGrpc,
+  readRequest,
   statusHeaders,
   timeoutMs,
 } from "./grpc-unary.js";
@@ -79,19 +80,7 @@ export function directGrpcHandler(
     const direct = byPath.get(req.url);
     if (direct === undefined) return unary(req, res);
     if (!plainGrpc(req.method, req.headers)) return false;
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    req.on("data", (chunk: Buffer) => {
-      bytes += chunk.length;
-      // Past the limit the rest is read and dropped: the answer says why.
-      if (bytes <= readMaxBytes + 5) chunks.push(chunk);
-    });
-    req.once("end", () => {
-      // Nothing a call sends may take weftd down: a failure to answer resets the call's stream.
-      serve(direct, req, res, chunks, bytes, options).catch(() => {
-        if (!res.stream.destroyed) res.stream.close(constants.NGHTTP2_INTERNAL_ERROR);
-      });
-    });
+    readRequest(req, res, readMaxBytes, (chunks, bytes) => serve(direct, req, res, chunks, bytes, options));
     return true;
   };
 }

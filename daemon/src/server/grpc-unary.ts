@@ -60,21 +60,35 @@ export function directUnaryHandler(
   return (req, res) => {
     const direct = byPath.get(req.url);
     if (direct === undefined || !plainGrpc(req.method, req.headers)) return false;
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    req.on("data", (chunk: Buffer) => {
-      bytes += chunk.length;
-      // Past the limit the rest is read and dropped: the answer says why.
-      if (bytes <= readMaxBytes + 5) chunks.push(chunk);
-    });
-    req.once("end", () => {
-      // Nothing a call sends may take weftd down: a failure to answer resets the call's stream.
-      answer(direct, req, res, chunks, bytes, readMaxBytes, guard).catch(() => {
-        if (!res.stream.destroyed) res.stream.close(constants.NGHTTP2_INTERNAL_ERROR);
-      });
-    });
+    readRequest(req, res, readMaxBytes, (chunks, bytes) =>
+      answer(direct, req, res, chunks, bytes, readMaxBytes, guard),
+    );
     return true;
   };
+}
+
+/**
+ * Reads a call's request body, keeping at most `readMaxBytes` and its envelope's header (the rest
+ * is read and dropped: the answer says why), then answers with what it kept and the size it read.
+ * Nothing a call sends may take weftd down: an answer that fails resets the call's stream.
+ */
+export function readRequest(
+  req: Http2ServerRequest,
+  res: Http2ServerResponse,
+  readMaxBytes: number,
+  answerWith: (chunks: Buffer[], bytes: number) => Promise<void>,
+): void {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  req.on("data", (chunk: Buffer) => {
+    bytes += chunk.length;
+    if (bytes <= readMaxBytes + 5) chunks.push(chunk);
+  });
+  req.once("end", () => {
+    answerWith(chunks, bytes).catch(() => {
+      if (!res.stream.destroyed) res.stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+    });
+  });
 }
 
 /** Whether a call is gRPC with protobuf, uncompressed, with a well-formed deadline if any. */

@@ -76,11 +76,19 @@ describe("Redis refusing commands", () => {
       "Redis is unreachable - try again later",
       "Redis Cluster could not serve the command now (slots moving) - try again later",
     ]).toContain(err.rawMessage);
-    // Each call fails within the client's retries, never waiting out the outage.
-    const failed = await within(
-      rpcError(c.workflows.getRun({ runId: responses[0]?.run?.id ?? "" })),
-      5_000,
-      "GetRun to answer",
+    // Each call answers within the client's retries, never waiting out the outage; a run in a slot
+    // of a live master is read until the Cluster notices the loss (a Trigger fails as soon as its
+    // run hashes to the dead shard), then refused too.
+    const failed = await waitFor(
+      async () => {
+        const e = await within(
+          rpcError(c.workflows.getRun({ runId: responses[0]?.run?.id ?? "" })).catch(() => undefined),
+          5_000,
+          "GetRun to answer",
+        );
+        return e?.code === Code.Unavailable ? e : undefined;
+      },
+      { message: "GetRun to fail UNAVAILABLE once the Cluster noticed", timeoutMs: 20_000 },
     );
     expect(failed.code).toBe(Code.Unavailable);
     expect(Date.now() - started).toBeLessThan(25_000);

@@ -237,27 +237,42 @@ class RunWatch implements AsyncIterableIterator<WatchRunResponse>, FeedListener 
       return;
     }
     this.leave = leave;
-    if (!(await this.readHistory((after) => deps.hub.history(runId, after, PAGE)))) return;
-    // A finished run watched from at or after its final event has nothing more to send.
-    const [status, seq] = await deps.redis.hmget(deps.keys.run(runId).run, "s", "seq");
-    if (this.closed) return;
-    if (isFinalRunStatus(status) && Number(seq) <= this.cursor && this.finalAt === undefined) {
-      this.end();
-      return;
-    }
-    this.live();
+    this.read(true);
   }
 
-  /** Reads the history after the cursor, then takes live events again. */
-  private read(): void {
+  /**
+   * Reads the history after the cursor, then takes live events again; after the first read
+   * (`first`), once it has checked whether the run is over. Reads are tried again while Redis is unreachable (see
+   * retryOrFail): events may have been sent already, and a stream that reads on resumes by itself.
+   */
+  private read(first = false): void {
     this.reading = true;
     this.stale = false;
     this.readHistory((after) => this.deps.hub.history(this.runId, after, PAGE))
       .then((more) => {
         this.unreachable = 0;
-        if (more) this.live();
+        if (!more) return;
+        if (first) this.afterFirstRead();
+        else this.live();
       })
-      .catch((err: unknown) => this.retryOrFail(err, () => this.read()));
+      .catch((err: unknown) => this.retryOrFail(err, () => this.read(first)));
+  }
+
+  /** A finished run watched from at or after its final event has nothing more to send; else live events. */
+  private afterFirstRead(): void {
+    const { deps, runId } = this;
+    deps.redis.hmget(deps.keys.run(runId).run, "s", "seq").then(
+      ([status, seq]) => {
+        this.unreachable = 0;
+        if (this.closed) return;
+        if (isFinalRunStatus(status) && Number(seq) <= this.cursor && this.finalAt === undefined) {
+          this.end();
+          return;
+        }
+        this.live();
+      },
+      (err: unknown) => this.retryOrFail(err, () => this.afterFirstRead()),
+    );
   }
 
   /**

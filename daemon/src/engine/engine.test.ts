@@ -215,6 +215,31 @@ describe("the START step", () => {
   });
 });
 
+describe("a job the stalled checker put back", () => {
+  it("ends the lease its task's record holds only when that lease's fetch no longer holds the job's lock", async () => {
+    const engine = await openEngine(`test-${randomUUID()}`);
+    const queue = `stalled-${randomUUID().slice(0, 8)}`;
+    await engine.workflows.submit(parallel("one", 1, queue));
+    const runId = (await engine.runs.trigger("one", 0, null, "")).run.id;
+    const [leased] = await engine.leases.poll(
+      { queue, workerId: "w", handlers: [], waitMs: 1000, maxTasks: 1 },
+      new AbortController().signal,
+    );
+    const jobId = jobIdOf(runId, "t0");
+    const status = async () => TaskStatus[(await engine.runs.get(runId)).tasks[0]?.status ?? 0];
+    // The job was put back and fetched again, and its new lease started before the stalled event was
+    // handled: the record is the new lease's, whose fetch holds the lock. Nothing ends.
+    await engine.leases.onStalled(queue, jobId);
+    expect(await status()).toBe("RUNNING");
+    // The lease's lock is gone (its replica died): the lease is lost, and the task is retried.
+    await redis.del(engine.keys.jobLock(queue, jobId));
+    await engine.leases.onStalled(queue, jobId);
+    expect(await status()).toBe("RETRYING");
+    const late = await engine.leases.complete(leased?.leaseId ?? "", 1).catch((err: Error) => err.message);
+    expect(late).toMatch(/is no longer valid: the lease expired/);
+  });
+});
+
 describe("steps of several runs", () => {
   it("start tasks of different runs asked for in the same tick in one script call, each with its run's input", async () => {
     const engine = await openEngine(`test-${randomUUID()}`);

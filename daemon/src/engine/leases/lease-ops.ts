@@ -265,17 +265,23 @@ export class LeaseOps {
     this.timers.arm(leaseKey(ref), deadline, () => this.leaseDue(ref));
   }
 
-  /** Called when this replica's stalled checker put back a job whose lock expired. */
-  onStalled(queue: string, jobId: string): void {
+  /**
+   * Called when this replica's stalled checker put back a job whose lock expired: the lease the
+   * task's record holds is lost, unless that lease's fetch holds the job's lock now — the job was
+   * fetched again and started before this ran, and the record is the new lease's.
+   */
+  onStalled(queue: string, jobId: string): Promise<void> {
     const ids = parseJobId(jobId);
-    if (ids === undefined) return;
-    void (async () => {
+    if (ids === undefined) return Promise.resolve();
+    return (async () => {
       const loaded = await this.deps.runWorkflows.of(ids.runId);
       const task = loaded?.compiled.byId.get(ids.taskId);
       const raw = await this.deps.redis.hget(this.deps.keys.run(ids.runId).tasks, ids.taskId);
       if (loaded === undefined || task === undefined || raw === null) return;
       const record = JSON.parse(raw) as TaskRecord;
       if (record.s !== "R" || record.l === undefined) return;
+      const lock = await this.deps.redis.get(this.deps.keys.jobLock(queue, jobId));
+      if (lock !== null && lock === record.k) return;
       this.deps.logger.info(
         { runId: ids.runId, taskId: ids.taskId, attempt: record.a, queue },
         "lease expired",

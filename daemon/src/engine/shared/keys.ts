@@ -244,6 +244,11 @@ export class Keys {
     return `${this.prefix}:q:{${queue}}`;
   }
 
+  /** BullMQ's lock of a job of a task queue: its value is the token of the fetch that holds the job. */
+  jobLock(queue: string, jobId: string): string {
+    return `${this.queuePrefix(queue)}:${queue}:${jobId}:lock`;
+  }
+
   /**
    * BullMQ prefix of one shard of the timers' queue ("timers"): `<p>:q:{_timers}` with one
    * shard, `<p>:q:{<tag>}` on a Cluster.

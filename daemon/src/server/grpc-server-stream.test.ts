@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { type Principal, principalKey, StreamLimit } from "../auth.js";
 import { CallGuard } from "./call-guard.js";
 import { directGrpcHandler, directServerStream } from "./grpc-server-stream.js";
+import { envelope } from "./response-stream.js";
 
 /** What a stream's handler saw: its caller, and how its call ended for it. */
 interface Seen {
@@ -157,9 +158,7 @@ describe("WatchRun on weftd's direct gRPC path", () => {
         WatchRunRequestSchema,
         create(WatchRunRequestSchema, { runId: "forever-deadline" }),
       );
-      const frame = Buffer.alloc(5 + message.length);
-      frame.writeUInt32BE(message.length, 1);
-      frame.set(message, 5);
+      const frame = envelope(message);
       const chunks: Buffer[] = [];
       stream.on("data", (c: Buffer) => chunks.push(c));
       stream.end(frame);

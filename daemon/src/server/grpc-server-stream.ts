@@ -1,4 +1,3 @@
-import { once } from "node:events";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import {
   create,
@@ -24,7 +23,7 @@ import {
   statusHeaders,
   timeoutMs,
 } from "./grpc-unary.js";
-import { envelope } from "./response-stream.js";
+import { envelope, writeFrames } from "./response-stream.js";
 
 /** A server-streaming method answered over gRPC without Connect, its handler, and its token check. */
 export interface DirectServerStream<
@@ -131,12 +130,14 @@ async function serve(
       }
       if (stream.destroyed) return;
       if (!started) {
+        // Sends the headers at once: the messages then go to the HTTP/2 stream itself, as the
+        // handler's own frames do (see envelopeSink).
         started = true;
         res.writeHead(200, outgoing(ctx.responseHeaders));
       }
       const value = next.value;
       const body = isMessage(value, method.output) ? value : create(method.output, value);
-      if (!res.write(envelope(toBinary(method.output, body)))) await drained(res, call.signal);
+      await writeFrames(stream, [envelope(toBinary(method.output, body))], call.signal);
     }
     if (stream.destroyed) return;
     if (!started) res.writeHead(200, outgoing(ctx.responseHeaders));
@@ -168,10 +169,4 @@ async function serve(
     releaseLimit();
     closeGuard();
   }
-}
-
-/** Resolves once the response takes more, or the call is over. */
-async function drained(res: Http2ServerResponse, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return;
-  await once(res, "drain", { signal }).catch(() => {});
 }

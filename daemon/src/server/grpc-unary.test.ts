@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Principal, principalKey } from "../auth.js";
 import { CallGuard } from "./call-guard.js";
 import { directUnary, directUnaryHandler } from "./grpc-unary.js";
+import { envelope } from "./response-stream.js";
 
 /** What the handler saw of its context, by run id asked for. */
 const seen = new Map<
@@ -68,9 +69,7 @@ async function getRun(runId: string, headers: Record<string, string>) {
       ...headers,
     });
     const message = toBinary(GetRunRequestSchema, create(GetRunRequestSchema, { runId }));
-    const frame = Buffer.alloc(5 + message.length);
-    frame.writeUInt32BE(message.length, 1);
-    frame.set(message, 5);
+    const frame = envelope(message);
     const chunks: Buffer[] = [];
     stream.on("data", (c: Buffer) => chunks.push(c));
     const [response] = (await Promise.all([once(stream, "response"), stream.end(frame)]))[0] as [

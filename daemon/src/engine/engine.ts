@@ -27,6 +27,7 @@ import {
 import { LeaseOps } from "./leases/index.js";
 import {
   defineTaskView,
+  INDEX_PRUNE_GRACE_MS,
   Reconciler,
   RunJobs,
   RunOps,
@@ -65,9 +66,9 @@ export interface EngineOptions {
   /** How long a run must be quiet before the reconciler checks it, in ms. */
   reconcileAfterMs: number;
   /**
-   * How much older than the run retention an index entry whose run is gone must be before the
-   * reconciler removes it, in ms (default 60 s): an entry is written before its run, and by the
-   * clock of the replica that triggered it.
+   * How much older than the run retention an index entry whose run is gone must be before ListRuns
+   * or the reconciler removes it, in ms (default INDEX_PRUNE_GRACE_MS, 60 s): an entry is written
+   * before its run, and by the clock of the replica that triggered it.
    */
   indexPruneGraceMs?: number;
   /**
@@ -95,8 +96,6 @@ const HELD_JOB_WAIT_MS = 100;
 /** Defaults of {@link EngineOptions.maxRunsPerWatch} and {@link EngineOptions.maxWatchBuffer}. */
 const MAX_RUNS_PER_WATCH = 10_000;
 const MAX_WATCH_BUFFER = 10_000;
-/** Default of {@link EngineOptions.indexPruneGraceMs}. */
-const INDEX_PRUNE_GRACE_MS = 60_000;
 /** Most workflows one WatchRuns stream follows. */
 const MAX_WORKFLOWS_PER_WATCH = 100;
 
@@ -156,6 +155,7 @@ export class Engine {
     // On a Redis Cluster the sets every run enters are sharded (see Keys).
     const keys = new Keys(options.prefix, isCluster(redis));
     const maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+    const pruneGraceMs = options.indexPruneGraceMs ?? INDEX_PRUNE_GRACE_MS;
     this.keys = keys;
     this.maxResponseBytes = maxResponseBytes;
     // Every script weftd runs on its client is defined before the client sends anything.
@@ -227,6 +227,7 @@ export class Engine {
       },
       maxResponseBytes,
       runRetentionMs: options.runRetentionMs,
+      pruneGraceMs,
     });
     this.resumes = new ResumeOps({
       redis,
@@ -277,15 +278,11 @@ export class Engine {
       settings: {
         reconcileAfterMs: options.reconcileAfterMs,
         runRetentionMs: options.runRetentionMs,
-        pruneGraceMs: options.indexPruneGraceMs ?? INDEX_PRUNE_GRACE_MS,
+        pruneGraceMs,
       },
       extras: {
         checked: (runId) => deadLetterIndex.repairRun(runId),
-        prune: (deadline) =>
-          deadLetterIndex.prune(
-            options.runRetentionMs + (options.indexPruneGraceMs ?? INDEX_PRUNE_GRACE_MS),
-            deadline,
-          ),
+        prune: (deadline) => deadLetterIndex.prune(options.runRetentionMs + pruneGraceMs, deadline),
       },
     });
 

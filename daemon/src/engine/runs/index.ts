@@ -5,7 +5,7 @@ export { Reconciler, type ReconcilerExtras } from "./reconciler.js";
 export { defineTaskView } from "./run-answer.js";
 export { ENQUEUE_CHUNK, jobSpec, RunJobs } from "./run-jobs.js";
 export { checkRunId, RunOps, type TriggerItem } from "./run-ops.js";
-export { type HoldReasons, notFound, RunReads } from "./run-reads.js";
+export { type HoldReasons, INDEX_PRUNE_GRACE_MS, notFound, RunReads } from "./run-reads.js";
 export {
   type DeadLetterNote,
   type LeaseArgs,

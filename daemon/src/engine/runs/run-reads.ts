@@ -8,11 +8,12 @@ import { type RunHead, readHeads, runInRoom, runWholeBytes, taskRunsInRoom } fro
 import { RUN_STATUS_CODE } from "./run-view.js";
 
 /**
- * How much older than the run retention an index entry without a run must be for ListRuns to prune
- * it: room for a trigger step that Redis answers late and for the clocks of replicas (an entry's
- * score is the creation time by the clock of the replica that triggered the run).
+ * How much older than the run retention an index entry without a run must be before ListRuns or the
+ * reconciler prunes it, by default: room for a trigger step that Redis answers late and for the
+ * clocks of replicas (an entry is written before its run, its score the creation time by the clock
+ * of the replica that triggered the run).
  */
-const PRUNE_GRACE_MS = 60_000;
+export const INDEX_PRUNE_GRACE_MS = 60_000;
 
 /** A ListRuns filter and page. */
 export interface ListRunsQuery {
@@ -40,6 +41,8 @@ export interface RunReadsDeps {
   maxResponseBytes: number;
   /** How long finished runs are kept, in ms (--run-retention): index entries older than it may be pruned. */
   runRetentionMs: number;
+  /** How much longer an index entry without its run is kept (see INDEX_PRUNE_GRACE_MS). */
+  pruneGraceMs: number;
 }
 
 /**
@@ -144,7 +147,7 @@ export class RunReads {
     let more = true;
     let full = false;
     // Entries created since this are kept even without a run: see `gone` below.
-    const horizon = Date.now() - this.deps.runRetentionMs - PRUNE_GRACE_MS;
+    const horizon = Date.now() - this.deps.runRetentionMs - this.deps.pruneGraceMs;
     while (more && !full && runs.length < query.pageSize) {
       if (scanned >= query.pageSize * 20 + 1000) break;
       const entries = await reader.next(fetch);

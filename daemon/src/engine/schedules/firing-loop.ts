@@ -34,8 +34,7 @@ export class FiringLoop {
   private timer: NodeJS.Timeout | undefined;
   /** When the timer fires (this replica's clock); Infinity when none is set. */
   private armedAt = Number.POSITIVE_INFINITY;
-  private running = false;
-  /** The claim and fire steps under way, which stop() waits for. */
+  /** The round of claims and fire steps under way (one at a time), which stop() waits for. */
   private ticking: Promise<void> | undefined;
   private again = false;
   private stopped = true;
@@ -97,29 +96,30 @@ export class FiringLoop {
     if (this.stopped || !Number.isFinite(at) || at >= this.armedAt) return;
     clearTimeout(this.timer);
     this.armedAt = at;
-    this.timer = setTimeout(
-      () => {
-        const tick = this.tick();
-        // Only the first of overlapping ticks runs; the others return at once.
-        if (this.ticking === undefined) {
-          this.ticking = tick.finally(() => {
-            this.ticking = undefined;
-          });
-        }
-      },
-      Math.max(0, at - Date.now()),
-    );
+    this.timer = setTimeout(() => this.tick(), Math.max(0, at - Date.now()));
     this.timer.unref();
   }
 
-  /** Claims and fires what is due, batch after batch, then sleeps until the next due time. */
-  private async tick(): Promise<void> {
+  /** Runs a round, or, while one is under way, has it look again once it ends; then sleeps until the next due time. */
+  private tick(): void {
     this.armedAt = Number.POSITIVE_INFINITY;
-    if (this.running) {
+    if (this.ticking !== undefined) {
       this.again = true;
       return;
     }
-    this.running = true;
+    this.ticking = this.round().then((due) => {
+      this.ticking = undefined;
+      let next = due;
+      if (this.again) {
+        this.again = false;
+        next = Date.now();
+      }
+      this.arm(next);
+    });
+  }
+
+  /** Claims and fires what is due, batch after batch; resolves with when to look next (never rejects). */
+  private async round(): Promise<number> {
     let next = Date.now() + IDLE_CHECK_MS;
     try {
       for (;;) {
@@ -139,14 +139,8 @@ export class FiringLoop {
       const pause = BackoffLoop.pause(500, MAX_PAUSE_MS, this.failures);
       this.log.warn({ err, retryInMs: pause }, "schedules: claiming due schedules failed");
       next = Date.now() + pause;
-    } finally {
-      this.running = false;
     }
-    if (this.again) {
-      this.again = false;
-      next = Date.now();
-    }
-    this.arm(next);
+    return next;
   }
 
   /** Runs the fire steps of claimed schedules together; one that fails comes due again when its lease ends. */

@@ -170,7 +170,7 @@ describe("whatever dies, no task is lost and none is recorded twice", () => {
     try {
       // A completion on a queue with a backlog fetches the next job and holds it for the next poll
       // for a moment; weftd is killed right after the completion, mostly within that moment.
-      let held: { queue: string; runId: string; leased: string } | undefined;
+      let held: { queue: string; runId: string; lease: string } | undefined;
       for (let attempt = 0; attempt < 5 && held === undefined; attempt++) {
         const weftd = await spawnWeftd({ redisUrl: redis.url, prefix, args });
         const c = weftClients(weftd.address);
@@ -194,7 +194,7 @@ describe("whatever dies, no task is lost and none is recorded twice", () => {
         if (ttl > 0) {
           // Held under the short lock, not a lease's (the heartbeat timeout, 30 s, plus a grace).
           expect(ttl).toBeLessThanOrEqual(2000);
-          held = { queue, runId, leased: second?.taskId ?? "" };
+          held = { queue, runId, lease: second?.leaseId ?? "" };
         }
       }
       if (held === undefined) throw new Error("weftd was never killed while it held a fetched job (5 tries)");
@@ -213,6 +213,9 @@ describe("whatever dies, no task is lost and none is recorded twice", () => {
           `t1 RUNNING`,
           "t2 SUCCEEDED",
         ]);
+        // The lease the killed weftd handed out still holds: its worker finishes, and so does the run.
+        await c.workers.completeTask({ leaseId: held.lease, output: value(3) });
+        expect((await c.workflows.getRun({ runId: held.runId })).run?.status).toBe(RunStatus.SUCCEEDED);
       } finally {
         await weftd.stop();
       }
